@@ -1,0 +1,47 @@
+//! Reserving events in the ring buffer, and counting the ones that do not fit.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ring_buf::RingBufEntry};
+use tracer_common::{Event, Hook};
+
+use crate::{
+    config::conf,
+    maps::{EVENTS, LOST, NETNS_FILTER},
+};
+
+/// Reserve and initialise an event; `None` (and one more lost event for `hook`) when the ring
+/// buffer is full.
+#[inline(always)]
+pub fn reserve(kind: tracer_common::EventKind, hook: Hook) -> Option<RingBufEntry<Event>> {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            unsafe {
+                core::ptr::write_bytes(ev, 0, 1);
+                (*ev).ts_ns = bpf_ktime_get_ns();
+                (*ev).kind = kind as u8;
+                (*ev).hook = hook as u8;
+            }
+            Some(entry)
+        }
+        None => {
+            count_lost(hook);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_lost(hook: Hook) {
+    if let Some(counter) = LOST.get_ptr_mut(hook as u32) {
+        // Per-CPU slot: no other writer, a plain add is enough.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// With `--netns`, only namespaces in the filter map are reported.
+#[inline(always)]
+pub fn netns_wanted(netns: u32) -> bool {
+    if conf!(filter_netns) == 0 {
+        return true;
+    }
+    unsafe { NETNS_FILTER.get(netns).is_some() }
+}

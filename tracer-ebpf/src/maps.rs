@@ -1,0 +1,19 @@
+//! Maps shared by every hook.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::HOOK_COUNT;
+
+/// Events to the daemon. 4 MiB holds ~12k events: a burst of drops while the daemon is busy.
+/// The daemon may resize it at load time.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Events that did not fit in [`EVENTS`], per CPU and per hook, so loss is never silent.
+#[map(name = "LOST")]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_COUNT, 0);
+
+/// Network namespaces (inode numbers) to report when `--netns` is given.
+#[map(name = "NETNS_FILTER")]
+pub static NETNS_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);

@@ -1,0 +1,108 @@
+//! The command line. This is a contract (README "Command line"): scripts depend on it, so
+//! options are added, never renamed.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Show, live, which packets the kernel drops or refuses because they are too big (MTU incidents)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace size drops, ICMP too-big and retransmissions until Ctrl-C (or --duration).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Hook this device (repeatable). Default: the tunnel devices present (tunl0, vxlan.calico,
+    /// flannel.1, cilium_vxlan, any vxlan/ipip device) and the default-route uplink.
+    #[arg(long = "iface", value_name = "NAME")]
+    pub ifaces: Vec<String>,
+
+    /// Watch this network namespace (a name under /run/netns, or a path such as
+    /// /proc/PID/ns/net; repeatable): hook its devices and report only its events.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+
+    /// Write the JSON Lines event log here (`-` = standard output).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Stop by itself after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+
+    /// Report every dropped packet, not only those dropped for their size.
+    #[arg(long)]
+    pub all_drops: bool,
+
+    /// Size of the kernel→daemon ring buffer in KiB (a power of two, at least 64).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
+    pub ringbuf_kib: u32,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > 366.0 * 86400.0 {
+        return Err(format!("`{s}`: give a positive number of seconds (at most a year)"));
+    }
+    Ok(v)
+}
+
+fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number of KiB"))?;
+    if v < 64 || !v.is_power_of_two() || v > 1 << 20 {
+        return Err(format!("`{s}`: give a power of two between 64 and 1048576"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracer").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_documented_contract_parses() {
+        let cli = parse(&[
+            "run", "--iface", "eth0", "--iface", "tunl0", "--netns", "node-a", "--log", "x.jsonl",
+            "--duration", "20", "--all-drops",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(a.ifaces, ["eth0", "tunl0"]);
+        assert_eq!(a.netns, ["node-a"]);
+        assert_eq!(a.log.unwrap().to_str(), Some("x.jsonl"));
+        assert_eq!(a.duration, Some(20.0));
+        assert!(a.all_drops);
+        assert_eq!(a.ringbuf_kib, 4096);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["run", "--duration", "soon"][..], "not a number"),
+            (&["run", "--duration", "-3"][..], "positive"),
+            (&["run", "--duration", "NaN"][..], "positive"),
+            (&["run", "--ringbuf-kib", "100"][..], "power of two"),
+            (&["run", "--bogus"][..], "--bogus"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The one event model every sink is fed with: a kernel [`tracer_common::Event`] decoded, named
+//! and enriched (reason names from BTF, locations from kallsyms, flows from packet headers).
+//!
+//! The JSONL field names below are a contract (README "Event log schema"): add fields, never
+//! rename or remove one.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// JSONL `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Drop,
+    IcmpTooBigSent,
+    IcmpTooBigReceived,
+    OversizeTx,
+    TcpRetransmit,
+    Lost,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Drop => "drop",
+            Kind::IcmpTooBigSent => "icmp_too_big_sent",
+            Kind::IcmpTooBigReceived => "icmp_too_big_received",
+            Kind::OversizeTx => "oversize_tx",
+            Kind::TcpRetransmit => "tcp_retransmit",
+            Kind::Lost => "lost",
+        }
+    }
+}
+
+/// Encapsulation of a tunnel packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// IPv4/IPv6 in IPv4 (IP protocol 4 or 41): Calico `tunl0`.
+    Ipip,
+    /// VXLAN over UDP 4789 (IANA) or 8472 (Linux/flannel default).
+    Vxlan,
+}
+
+/// A transport flow. Ports are `None` for protocols without ports (ICMP).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Flow {
+    /// IP protocol number: 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...
+    pub proto: u8,
+    pub src: IpAddr,
+    pub sport: Option<u16>,
+    pub dst: IpAddr,
+    pub dport: Option<u16>,
+}
+
+/// The outer (node-to-node) header of an encapsulated packet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Outer {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub encap: Encap,
+    /// VXLAN network identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+}
+
+/// An ICMP "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2) message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IcmpTooBig {
+    /// Sender and receiver of the ICMP message itself.
+    pub from: IpAddr,
+    pub to: IpAddr,
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Next-hop MTU the message advertises; `None` when it carries none (old routers send 0).
+    pub mtu: Option<u32>,
+}
+
+/// Result of decoding packet bytes that start at the network header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The innermost flow: the pod flow when encapsulated. For an ICMP too-big message, the flow
+    /// of the packet it quotes (the packet that was too big).
+    pub flow: Option<Flow>,
+    /// Outer addresses when the (quoted) packet is encapsulated.
+    pub outer: Option<Outer>,
+    /// Set when the packet is itself an ICMP too-big message.
+    pub icmp: Option<IcmpTooBig>,
+    /// IP total length of the outermost header, as it says.
+    pub ip_len: Option<u32>,
+}
+
+/// One decoded event: what sinks consume.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    /// RFC 3339 UTC with nanoseconds.
+    pub ts: String,
+    /// Wall-clock nanoseconds since the Unix epoch (for sorting and joining).
+    #[serde(skip)]
+    pub ts_unix_ns: i128,
+    pub kind: Kind,
+    /// Which kernel hook produced the event (`tp_btf/kfree_skb`, `tcx/egress`, ...).
+    pub hook: &'static str,
+    pub ifname: Option<String>,
+    pub ifindex: Option<u32>,
+    /// Network namespace inode.
+    pub netns: Option<u32>,
+    /// `skb->len`: the packet as the kernel held it (may include the L2 header).
+    pub len: Option<u32>,
+    /// Length from the network header on.
+    pub l3_len: Option<u32>,
+    /// Device MTU, or the MTU an ICMP message advertises (`mtu_source`).
+    pub mtu: Option<u32>,
+    /// `device`, `route` (output device of the route) or `icmp`.
+    pub mtu_source: Option<&'static str>,
+    pub gso_size: Option<u32>,
+    pub gso_segs: Option<u32>,
+    /// Drops: reason name from the running kernel's BTF (`PKT_TOO_BIG`, `NOT_SPECIFIED`, ...).
+    pub reason: Option<String>,
+    pub reason_code: Option<u32>,
+    /// Drops: `symbol+0xoffset` from /proc/kallsyms.
+    pub location: Option<String>,
+    /// Drops: why the default filter kept it (`reason`, `location`, `oversize`); empty with
+    /// `--all-drops` when none applies.
+    pub matched: Vec<&'static str>,
+    /// Output device of the packet's route, when the kernel had one.
+    pub out_ifname: Option<String>,
+    pub out_ifindex: Option<u32>,
+    pub out_mtu: Option<u32>,
+    /// veth drops: the peer device that refused the packet (its MTU is the one that failed).
+    pub peer_ifname: Option<String>,
+    pub peer_ifindex: Option<u32>,
+    pub peer_mtu: Option<u32>,
+    pub proto: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    pub outer: Option<Outer>,
+    pub icmp: Option<IcmpTooBig>,
+    /// TCP retransmits: socket state (`TCP_ESTABLISHED`, ...).
+    pub tcp_state: Option<String>,
+    /// Kernel `sk_buff` address (hex): joins events about the same packet.
+    pub skb: Option<String>,
+    /// `lost` events: how many events the kernel could not queue since the previous report.
+    pub lost: Option<u64>,
+}
+
+impl Record {
+    /// An empty record of `kind` at `ts_unix_ns`: decoders fill in what they know.
+    pub fn new(kind: Kind, hook: &'static str, ts_unix_ns: i128) -> Self {
+        Record {
+            ts: crate::time::rfc3339_nanos(ts_unix_ns),
+            ts_unix_ns,
+            kind,
+            hook,
+            ifname: None,
+            ifindex: None,
+            netns: None,
+            len: None,
+            l3_len: None,
+            mtu: None,
+            mtu_source: None,
+            gso_size: None,
+            gso_segs: None,
+            reason: None,
+            reason_code: None,
+            location: None,
+            matched: Vec::new(),
+            out_ifname: None,
+            out_ifindex: None,
+            out_mtu: None,
+            peer_ifname: None,
+            peer_ifindex: None,
+            peer_mtu: None,
+            proto: None,
+            src: None,
+            sport: None,
+            dst: None,
+            dport: None,
+            outer: None,
+            icmp: None,
+            tcp_state: None,
+            skb: None,
+            lost: None,
+        }
+    }
+
+    /// Fill the flow fields from decoded packet headers.
+    pub fn set_decoded(&mut self, d: &Decoded) {
+        if let Some(f) = &d.flow {
+            self.proto = Some(f.proto);
+            self.src = Some(f.src);
+            self.sport = f.sport;
+            self.dst = Some(f.dst);
+            self.dport = f.dport;
+        }
+        if d.outer.is_some() {
+            self.outer = d.outer.clone();
+        }
+        if d.icmp.is_some() {
+            self.icmp = d.icmp.clone();
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! User half of `tracer-ebpf/src/drops.rs`: attach `kfree_skb` and name what it reports.
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, TracePoint},
+};
+use tracer_common::{Event, flags};
+
+use super::{Attempt, Names, Outcome, c_name, nonzero};
+use crate::event::Record;
+
+/// Attach the drop hook: `tp_btf/kfree_skb` when the kernel allows it, else the classic
+/// tracepoint. Exactly one of them ends up attached, or both attempts are reported failed.
+pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
+    let mut report = Vec::new();
+    let tp_btf = (|| -> anyhow::Result<()> {
+        let prog: &mut BtfTracePoint = program(ebpf, "drops_tp_btf")?.try_into()?;
+        prog.load("kfree_skb", btf)?;
+        prog.attach()?;
+        Ok(())
+    })();
+    match tp_btf {
+        Ok(()) => {
+            report.push(attempt("tp_btf/kfree_skb", Outcome::Attached));
+            report.push(attempt(
+                "tracepoint/skb/kfree_skb",
+                Outcome::Skipped("not needed".into()),
+            ));
+            return report;
+        }
+        Err(e) => report.push(attempt("tp_btf/kfree_skb", Outcome::Failed(format!("{e:#}")))),
+    }
+    let classic = (|| -> anyhow::Result<()> {
+        let prog: &mut TracePoint = program(ebpf, "drops_tracepoint")?.try_into()?;
+        prog.load()?;
+        prog.attach("skb", "kfree_skb")?;
+        Ok(())
+    })();
+    report.push(attempt(
+        "tracepoint/skb/kfree_skb",
+        match classic {
+            Ok(()) => Outcome::Attached,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        },
+    ));
+    report
+}
+
+pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} missing from the embedded object"))
+}
+
+fn attempt(method: &str, outcome: Outcome) -> Attempt {
+    Attempt {
+        concern: "drops",
+        method: method.to_string(),
+        outcome,
+    }
+}
+
+/// Size-drop sites that hand the packet to a veth peer: the peer's MTU is the one that failed.
+const VETH_RECEIVE_SITES: [&str; 3] = ["__dev_forward_skb", "__dev_forward_skb2", "dev_forward_skb"];
+
+pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
+    rec.reason_code = Some(ev.reason);
+    rec.reason = Some(match names.reasons.name(ev.reason) {
+        Some(name) => name.to_string(),
+        // Kernels before 5.17 have no drop reasons at all.
+        None if !names.reasons.available() => "UNAVAILABLE".to_string(),
+        None => format!("UNKNOWN_{}", ev.reason),
+    });
+    let symbol = names.kallsyms.symbolize(ev.location);
+    rec.location = Some(match &symbol {
+        Some(sym) => sym.to_string(),
+        None => format!("{:#x}", ev.location),
+    });
+    if ev.flags & flags::MATCH_REASON != 0 {
+        rec.matched.push("reason");
+    }
+    if ev.flags & flags::MATCH_LOCATION != 0 {
+        rec.matched.push("location");
+    }
+    if ev.flags & flags::MATCH_OVERSIZE != 0 {
+        rec.matched.push("oversize");
+    }
+    let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
+        rec.peer_ifindex = nonzero(ev.peer_ifindex);
+        rec.peer_ifname = c_name(&ev.peer_ifname);
+        rec.peer_mtu = nonzero(ev.peer_mtu);
+        rec.peer_mtu
+    } else {
+        None
+    };
+    // Which MTU the packet failed: the device's own unless the drop happened on the way to
+    // another device (the veth peer, or the route's output device when forwarding).
+    let at_veth_receive = symbol
+        .as_ref()
+        .is_some_and(|s| VETH_RECEIVE_SITES.contains(&s.name.as_str()));
+    let len = rec.l3_len.or(rec.len);
+    let fails = |mtu: Option<u32>| matches!((len, mtu), (Some(l), Some(m)) if l > m);
+    if let Some(peer) = peer_mtu.filter(|_| at_veth_receive || fails(peer_mtu)) {
+        rec.mtu = Some(peer);
+        rec.mtu_source = Some("peer");
+    } else if rec.out_mtu.is_some() && (fails(rec.out_mtu) && !fails(rec.mtu) || rec.reason.as_deref() == Some("PKT_TOO_BIG")) {
+        rec.mtu = rec.out_mtu;
+        rec.mtu_source = Some("route");
+    }
+}

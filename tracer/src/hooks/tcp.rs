@@ -1,0 +1,81 @@
+//! User half of `tracer-ebpf/src/tcp.rs`: TCP retransmissions.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::{Ebpf, programs::TracePoint};
+use tracer_common::{Event, flags};
+
+use super::{Attempt, Outcome, drops::program};
+use crate::event::Record;
+
+pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
+    let r = (|| -> anyhow::Result<()> {
+        let prog: &mut TracePoint = program(ebpf, "tcp_retransmit_tracepoint")?.try_into()?;
+        prog.load()?;
+        prog.attach("tcp", "tcp_retransmit_skb")?;
+        Ok(())
+    })();
+    vec![Attempt {
+        concern: "tcp-retrans",
+        method: "tracepoint/tcp/tcp_retransmit_skb".into(),
+        outcome: match r {
+            Ok(()) => Outcome::Attached,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        },
+    }]
+}
+
+/// TCP states are UAPI (include/net/tcp_states.h) and have never been renumbered.
+pub fn tcp_state_name(state: u32) -> Option<&'static str> {
+    const NAMES: [&str; 13] = [
+        "TCP_ESTABLISHED",
+        "TCP_SYN_SENT",
+        "TCP_SYN_RECV",
+        "TCP_FIN_WAIT1",
+        "TCP_FIN_WAIT2",
+        "TCP_TIME_WAIT",
+        "TCP_CLOSE",
+        "TCP_CLOSE_WAIT",
+        "TCP_LAST_ACK",
+        "TCP_LISTEN",
+        "TCP_CLOSING",
+        "TCP_NEW_SYN_RECV",
+        "TCP_BOUND_INACTIVE",
+    ];
+    NAMES.get((state as usize).checked_sub(1)?).copied()
+}
+
+pub(super) fn decode(rec: &mut Record, ev: &Event) {
+    if ev.flags & flags::HAS_FLOW == 0 {
+        return;
+    }
+    let f = &ev.flow;
+    let (src, dst): (IpAddr, IpAddr) = if f.family == 10 {
+        (Ipv6Addr::from(f.saddr).into(), Ipv6Addr::from(f.daddr).into())
+    } else {
+        let s: [u8; 4] = [f.saddr[0], f.saddr[1], f.saddr[2], f.saddr[3]];
+        let d: [u8; 4] = [f.daddr[0], f.daddr[1], f.daddr[2], f.daddr[3]];
+        (Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into())
+    };
+    rec.proto = Some(6);
+    rec.src = Some(src);
+    rec.dst = Some(dst);
+    rec.sport = Some(f.sport);
+    rec.dport = Some(f.dport);
+    rec.tcp_state = tcp_state_name(ev.aux1).map(str::to_string);
+    if ev.gso_size != 0 {
+        rec.gso_size = Some(ev.gso_size as u32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_states_follow_the_uapi_numbering() {
+        assert_eq!(tcp_state_name(1), Some("TCP_ESTABLISHED"));
+        assert_eq!(tcp_state_name(10), Some("TCP_LISTEN"));
+        assert_eq!(tcp_state_name(0), None);
+        assert_eq!(tcp_state_name(99), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! User half of `tracer-ebpf/src/transmit.rs`: which devices to hook, attaching tc (TCX)
+//! egress on them inside their namespaces, and naming oversized transmissions.
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType, tc},
+};
+use tracer_common::Event;
+
+use super::{Attempt, HookedDevice, Outcome, drops::program};
+use crate::{event::Record, ifaces::Iface, netns::Netns};
+
+/// The devices chosen in one namespace.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub netns: Netns,
+    /// Egress hook: tunnels and uplinks (or what `--iface` named).
+    pub egress: Vec<Iface>,
+    /// Ingress hook: where ICMP from the underlay arrives (uplinks, or what `--iface` named).
+    pub ingress: Vec<Iface>,
+}
+
+/// Pick the devices to hook in each namespace.
+///
+/// `--iface` names are looked up in every watched namespace and must match somewhere. Without
+/// them: the tunnel devices and the default-route uplink(s); a namespace with neither (a lab
+/// node without a default route) gets all its non-loopback devices.
+pub fn select(namespaces: &[(Netns, Vec<Iface>, Vec<String>)], explicit: &[String]) -> anyhow::Result<Vec<Selection>> {
+    let mut out = Vec::new();
+    for name in explicit {
+        if !namespaces.iter().any(|(_, ifaces, _)| ifaces.iter().any(|i| &i.name == name)) {
+            let searched: Vec<&str> = namespaces.iter().map(|(n, _, _)| n.label.as_str()).collect();
+            anyhow::bail!(
+                "--iface {name}: no such interface (namespaces searched: {})",
+                searched.join(", ")
+            );
+        }
+    }
+    for (netns, ifaces, default_devs) in namespaces {
+        let (egress, ingress): (Vec<Iface>, Vec<Iface>) = if !explicit.is_empty() {
+            let chosen: Vec<Iface> = ifaces.iter().filter(|i| explicit.contains(&i.name)).cloned().collect();
+            (chosen.clone(), chosen)
+        } else {
+            let uplinks: Vec<Iface> = ifaces
+                .iter()
+                .filter(|i| default_devs.contains(&i.name) && !i.is_loopback())
+                .cloned()
+                .collect();
+            let tunnels: Vec<Iface> = ifaces.iter().filter(|i| i.is_tunnel()).cloned().collect();
+            if uplinks.is_empty() && tunnels.is_empty() {
+                let all: Vec<Iface> = ifaces.iter().filter(|i| !i.is_loopback()).cloned().collect();
+                let rx = all.iter().filter(|i| !i.is_tunnel()).cloned().collect();
+                (all, rx)
+            } else {
+                let mut egress = tunnels;
+                egress.extend(uplinks.iter().cloned());
+                (egress, uplinks)
+            }
+        };
+        out.push(Selection {
+            netns: netns.clone(),
+            egress,
+            ingress,
+        });
+    }
+    Ok(out)
+}
+
+fn load_classifier<'a>(ebpf: &'a mut Ebpf, prog_name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+    let prog: &mut SchedClassifier = program(ebpf, prog_name)?.try_into()?;
+    prog.load()?;
+    Ok(prog)
+}
+
+/// Load a tc program once and attach it to every chosen device, each inside its namespace.
+pub(super) fn attach_tc(
+    ebpf: &mut Ebpf,
+    prog_name: &str,
+    attach_type: TcAttachType,
+    concern: &'static str,
+    targets: &[(Netns, Iface)],
+    hooked: &mut Vec<HookedDevice>,
+) -> Vec<Attempt> {
+    let direction = match attach_type {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    };
+    let prog = match load_classifier(ebpf, prog_name) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Attempt {
+                concern,
+                method: format!("tcx/{direction}"),
+                outcome: Outcome::Failed(format!("{e:#}")),
+            }];
+        }
+    };
+    let mut report = Vec::new();
+    // TCX (6.6+) attaches through a BPF link: closing the tracer (even SIGKILL) detaches it.
+    let tcx = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+    for (netns, iface) in targets {
+        let r = netns.enter(|| {
+            // Kernels before 6.6 attach through netlink and need a clsact qdisc; TCX does not.
+            if !tcx {
+                let _ = tc::qdisc_add_clsact(&iface.name);
+            }
+            prog.attach(&iface.name, attach_type)?;
+            Ok(())
+        });
+        let at = if netns.label == "root" {
+            iface.name.clone()
+        } else {
+            format!("{}@{}", iface.name, netns.label)
+        };
+        let method = if tcx { "tcx" } else { "tc" };
+        report.push(Attempt {
+            concern,
+            method: format!("{method}/{direction} {at}"),
+            outcome: match r {
+                Ok(()) => {
+                    hooked.push(HookedDevice {
+                        netns: netns.inode,
+                        netns_label: netns.label.clone(),
+                        iface: iface.clone(),
+                    });
+                    Outcome::Attached
+                }
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            },
+        });
+    }
+    if targets.is_empty() {
+        report.push(Attempt {
+            concern,
+            method: format!("tcx/{direction}"),
+            outcome: Outcome::Skipped("no device selected".into()),
+        });
+    }
+    report
+}
+
+pub fn attach(ebpf: &mut Ebpf, selections: &[Selection], hooked: &mut Vec<HookedDevice>) -> Vec<Attempt> {
+    let targets: Vec<(Netns, Iface)> = selections
+        .iter()
+        .flat_map(|s| s.egress.iter().map(|i| (s.netns.clone(), i.clone())))
+        .collect();
+    attach_tc(ebpf, "tx_tc", TcAttachType::Egress, "tx", &targets, hooked)
+}
+
+pub(super) fn decode(rec: &mut Record, _ev: &Event) {
+    rec.mtu_source = rec.mtu.map(|_| "device");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, ifindex: u32, driver: Option<&str>, link_type: u16) -> Iface {
+        Iface {
+            name: name.into(),
+            ifindex,
+            mtu: 1500,
+            driver: driver.map(str::to_string),
+            link_type,
+        }
+    }
+
+    fn node() -> (Netns, Vec<Iface>, Vec<String>) {
+        let ifaces = vec![
+            iface("lo", 1, None, 772),
+            iface("eth0", 2, Some("virtio_net"), 1),
+            iface("tunl0", 3, Some("ipip"), 768),
+            iface("cali12ab", 4, Some("veth"), 1),
+            iface("vxlan.calico", 5, Some("vxlan"), 1),
+        ];
+        (Netns::current().unwrap(), ifaces, vec!["eth0".to_string()])
+    }
+
+    #[test]
+    fn default_selection_is_tunnels_and_the_uplink() {
+        let sel = select(&[node()], &[]).unwrap();
+        let egress: Vec<&str> = sel[0].egress.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(egress, vec!["tunl0", "vxlan.calico", "eth0"]);
+        let ingress: Vec<&str> = sel[0].ingress.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(ingress, vec!["eth0"]);
+    }
+
+    #[test]
+    fn explicit_interfaces_must_exist() {
+        let err = select(&[node()], &["eth9".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("--iface eth9: no such interface"), "{err}");
+        let sel = select(&[node()], &["cali12ab".to_string()]).unwrap();
+        assert_eq!(sel[0].egress.len(), 1);
+        assert_eq!(sel[0].egress[0].name, "cali12ab");
+    }
+
+    #[test]
+    fn a_namespace_without_uplink_or_tunnel_hooks_all_its_devices() {
+        let (ns, _, _) = node();
+        let ifaces = vec![iface("lo", 1, None, 772), iface("veth-a", 7, Some("veth"), 1)];
+        let sel = select(&[(ns, ifaces, vec![])], &[]).unwrap();
+        assert_eq!(sel[0].egress.len(), 1);
+        assert_eq!(sel[0].egress[0].name, "veth-a");
+    }
+}

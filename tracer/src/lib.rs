@@ -1,0 +1,13 @@
+//! The tracer's user side as a library, so that its pieces can be tested one by one; the binary
+//! (`main.rs`) wires them into the `tracer` command and embeds the kernel programs.
+
+pub mod cli;
+pub mod event;
+pub mod hooks;
+pub mod ifaces;
+pub mod kernel;
+pub mod netns;
+pub mod packet;
+pub mod run;
+pub mod sink;
+pub mod time;

@@ -1,0 +1,23 @@
+//! `tracer`: the command. The kernel programs are embedded at build time (tracer/build.rs).
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracer::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => tracer::run::run(args, OBJECT),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The kernel programs, built from tracer-ebpf for this daemon.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));

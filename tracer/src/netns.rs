@@ -1,0 +1,118 @@
+//! Network namespaces: resolving `--netns NAME|PATH`, and running a closure inside one.
+//!
+//! Only the calling thread switches (`setns(2)` is per thread), and it always switches back, so
+//! the daemon keeps reading tracefs, BTF and kallsyms of the root namespace (`ip netns exec`
+//! would remount /sys and hide them).
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+/// A network namespace the tracer watches.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    /// What the operator typed (`node-a`) or `root` for the tracer's own namespace.
+    pub label: String,
+    pub path: PathBuf,
+    /// Inode number, as the kernel programs report it.
+    pub inode: u32,
+}
+
+impl Netns {
+    /// The namespace the tracer runs in.
+    pub fn current() -> Result<Self> {
+        let path = PathBuf::from("/proc/thread-self/ns/net");
+        let inode = inode_of(&path)?;
+        Ok(Netns {
+            label: "root".into(),
+            path,
+            inode,
+        })
+    }
+
+    /// `NAME` (under /run/netns) or a path such as /proc/1234/ns/net.
+    pub fn resolve(arg: &str) -> Result<Self> {
+        if arg.is_empty() {
+            bail!("--netns: empty namespace name");
+        }
+        let path = if arg.contains('/') {
+            PathBuf::from(arg)
+        } else {
+            Path::new("/run/netns").join(arg)
+        };
+        let inode = inode_of(&path).with_context(|| {
+            format!(
+                "--netns {arg}: no network namespace at {} (names are looked up under /run/netns, as `ip netns list` shows them)",
+                path.display()
+            )
+        })?;
+        // A regular file that happens to exist is not a namespace: setns would fail later, so
+        // check now and say so.
+        let file = File::open(&path).with_context(|| format!("--netns {arg}: cannot open {}", path.display()))?;
+        let ok = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if ok != 0 {
+            bail!("--netns {arg}: {} is not a network namespace", path.display());
+        }
+        // Go back right away.
+        let me = File::open("/proc/self/ns/net")?;
+        if unsafe { libc::setns(me.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("could not return to the tracer's own network namespace");
+        }
+        Ok(Netns {
+            label: arg.to_string(),
+            path,
+            inode,
+        })
+    }
+
+    /// Run `f` with the calling thread inside this namespace, then switch back (also on error).
+    pub fn enter<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let home = File::open("/proc/thread-self/ns/net").context("open own netns")?;
+        let target = File::open(&self.path)
+            .with_context(|| format!("open netns {}", self.path.display()))?;
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow!(std::io::Error::last_os_error()))
+                .with_context(|| format!("setns into {}", self.label));
+        }
+        let result = f();
+        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Continuing in the wrong namespace would attach to the wrong devices: stop now.
+            // Links are file descriptors, so exiting detaches everything.
+            eprintln!("tracer: fatal: cannot return to its own network namespace");
+            std::process::exit(70);
+        }
+        result
+    }
+}
+
+fn inode_of(path: &Path) -> Result<u32> {
+    let meta = std::fs::metadata(path)?;
+    Ok(meta.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_namespace_has_an_inode() {
+        let me = Netns::current().unwrap();
+        let expected = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        assert_eq!(me.inode, expected);
+    }
+
+    #[test]
+    fn unknown_name_is_a_clear_error() {
+        let err = Netns::resolve("no-such-ns-for-tracer-test").unwrap_err();
+        assert!(format!("{err:#}").contains("/run/netns/no-such-ns-for-tracer-test"));
+    }
+
+    #[test]
+    fn a_plain_file_is_not_a_namespace() {
+        let err = Netns::resolve("/etc/hostname").unwrap_err();
+        assert!(format!("{err:#}").contains("not a network namespace"), "{err:#}");
+    }
+}

@@ -1,0 +1,462 @@
+//! `tracer run`: resolve the kernel's facts, load and attach the programs, stream events to the
+//! sinks until Ctrl-C / SIGTERM / `--duration`, then detach, flush and summarise.
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{Config, Event, HOOK_COUNT, Hook, MAX_SIZE_DROP_SITES, VethOffsets, names};
+
+use crate::{
+    cli::RunArgs,
+    event::{Kind, Record},
+    hooks::{self, Attempt, HookedDevice, Names, Outcome},
+    ifaces,
+    kernel::{btf, kallsyms::Kallsyms, tracefs},
+    netns::Netns,
+    sink::{Sink, Summary, jsonl::JsonlSink, terminal::{self, TerminalSink}},
+    time,
+};
+
+/// Capabilities the tracer needs (`capabilities(7)` numbers), checked up front so that the
+/// operator reads their names instead of a bare EPERM from the kernel.
+const NEEDED_CAPS: [(u32, &str); 4] = [
+    (39, "CAP_BPF"),
+    (38, "CAP_PERFMON"),
+    (12, "CAP_NET_ADMIN"),
+    (21, "CAP_SYS_ADMIN"),
+];
+
+pub fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let missing: Vec<&str> = NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| cap_eff & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities: {} (run as root, e.g. `sudo tracer run`; in a pod: privileged, or add these capabilities)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Everything resolved before loading: printed in the start-up block.
+struct KernelFacts {
+    release: String,
+    config: Config,
+    names: Names,
+    notes: Vec<String>,
+    aya_btf: aya::Btf,
+}
+
+fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
+    tracefs::root().context("tracefs is needed for the tracepoints")?;
+    let btf = btf::load_vmlinux()?;
+    let aya_btf = aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
+    let mut config = Config::unresolved();
+    config.kernel = btf::kernel_offsets(&btf)?;
+    let (tp, mut notes) = tracefs::tracepoint_offsets()?;
+    config.tracepoints = tp;
+    let reasons = btf::DropReasons::from_btf(&btf)?;
+    if let Some(v) = reasons.value("PKT_TOO_BIG") {
+        config.reason_pkt_too_big = v;
+    } else {
+        notes.push("no PKT_TOO_BIG drop reason on this kernel: size drops are found by location and size".into());
+    }
+    config.all_drops = args.all_drops as u32;
+    let kallsyms = Kallsyms::load()?;
+    let sites = kallsyms.size_drop_sites();
+    config.size_drop_site_count = sites.len().min(MAX_SIZE_DROP_SITES) as u32;
+    for (slot, (_, range)) in config.size_drop_sites.iter_mut().zip(&sites) {
+        *slot = *range;
+    }
+    if sites.is_empty() {
+        notes.push("no size-drop sites found in kallsyms".into());
+    }
+    config.veth = veth_offsets(&btf, &kallsyms);
+    if config.veth.xmit_addr == 0 {
+        notes.push("veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU".into());
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Ok(KernelFacts {
+        release,
+        config,
+        names: Names {
+            reasons,
+            kallsyms,
+            devices: HashMap::new(),
+            clock_offset_ns: time::clock_offset_ns(),
+        },
+        notes,
+        aya_btf,
+    })
+}
+
+/// Where the veth peer pointer lives on this kernel (see `VethOffsets`).
+fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
+    let mut v = VethOffsets::unresolved();
+    let Some(xmit) = kallsyms.function_range("veth_xmit") else {
+        return v;
+    };
+    let field = |s: &str, f: &str| btf::field_offset(btf, s, f).ok().flatten();
+    let (Some(ops), Some(xmit_off), Some(peer), Some(size)) = (
+        field("net_device", "netdev_ops"),
+        field("net_device_ops", "ndo_start_xmit"),
+        field("veth_priv", "peer"),
+        struct_size(btf, "net_device"),
+    ) else {
+        return v;
+    };
+    // netdev_priv(dev) = dev + ALIGN(sizeof(struct net_device), NETDEV_ALIGN = 32).
+    v.netdev_priv = (size + 31) & !31;
+    v.dev_netdev_ops = ops;
+    v.ops_ndo_start_xmit = xmit_off;
+    v.priv_peer = peer;
+    v.xmit_addr = xmit.start;
+    v
+}
+
+/// `sizeof(struct NAME)` from BTF.
+fn struct_size(btf: &btf_rs::Btf, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
+        btf_rs::Type::Struct(s) => Some(s.size() as u32),
+        _ => None,
+    })
+}
+
+/// The namespaces to watch, with their interfaces and default-route devices.
+fn watched_namespaces(args: &RunArgs) -> Result<Vec<(Netns, Vec<ifaces::Iface>, Vec<String>)>> {
+    let list = if args.netns.is_empty() {
+        vec![Netns::current()?]
+    } else {
+        let mut v = Vec::new();
+        for arg in &args.netns {
+            let ns = Netns::resolve(arg)?;
+            if !v.iter().any(|n: &Netns| n.inode == ns.inode) {
+                v.push(ns);
+            }
+        }
+        v
+    };
+    let mut out = Vec::new();
+    for ns in list {
+        let (ifs, defaults) = ns.enter(|| Ok((ifaces::list()?, ifaces::default_route_devices())))?;
+        out.push((ns, ifs, defaults));
+    }
+    Ok(out)
+}
+
+/// Human output: the start-up block and summary go to stderr, the event stream to stdout
+/// (stderr when the JSONL log is stdout).
+struct Output {
+    log_to_stdout: bool,
+}
+
+impl Output {
+    fn info(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
+    check_privileges()?;
+    let out = Output {
+        log_to_stdout: args.log.as_deref().is_some_and(|p| p.as_os_str() == "-"),
+    };
+    let mut facts = kernel_facts(&args)?;
+    let namespaces = watched_namespaces(&args)?;
+    let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
+
+    // Open the log before attaching anything: a bad path must fail before tracing starts.
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let log_desc = match &args.log {
+        None => "none (--log FILE to keep one)".to_string(),
+        Some(p) if p.as_os_str() == "-" => {
+            sinks.push(Box::new(JsonlSink::stdout()));
+            "stdout".to_string()
+        }
+        Some(p) => {
+            sinks.push(Box::new(JsonlSink::create(p)?));
+            p.display().to_string()
+        }
+    };
+    if out.log_to_stdout {
+        sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
+    } else {
+        sinks.push(Box::new(TerminalSink::new(std::io::stdout(), terminal::want_color())));
+    }
+
+    if !args.netns.is_empty() {
+        facts.config.filter_netns = 1;
+    }
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&facts.aya_btf))
+        .override_global(names::CONFIG, &facts.config, true)
+        .map_max_entries(names::EVENTS, args.ringbuf_kib * 1024)
+        .load(object)
+        .context("loading the kernel programs")?;
+    if !args.netns.is_empty() {
+        let mut filter: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            ebpf.map_mut(names::NETNS_FILTER).context("NETNS_FILTER map missing")?,
+        )?;
+        for (ns, _, _) in &namespaces {
+            filter.insert(ns.inode, 1, 0)?;
+        }
+    }
+
+    let mut report: Vec<Attempt> = Vec::new();
+    let mut hooked: Vec<HookedDevice> = Vec::new();
+    report.extend(hooks::drops::attach(&mut ebpf, &facts.aya_btf));
+    report.extend(hooks::icmp::attach(&mut ebpf));
+    report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
+    report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
+    report.extend(hooks::tcp::attach(&mut ebpf));
+    for dev in hooked {
+        let entry = facts.names.devices.entry(dev.iface.ifindex).or_default();
+        if !entry.iter().any(|d| d.netns == dev.netns) {
+            entry.push(dev);
+        }
+    }
+
+    print_startup(&out, &facts, &namespaces, &report, &log_desc);
+    let drops_ok = report
+        .iter()
+        .any(|a| a.concern == "drops" && a.outcome == Outcome::Attached);
+    if !drops_ok {
+        bail!("the drop hook could not be attached (see above): nothing to trace");
+    }
+
+    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+    let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let summary = runtime.block_on(event_loop(&args, ring, lost, &facts.names, &mut sinks))?;
+    // Detach before the summary so that "stopped" is true when it is printed.
+    drop(ebpf);
+    for sink in &mut sinks {
+        if let Err(e) = sink.flush() {
+            out.info(&format!("tracer: flushing output failed: {e:#}"));
+        }
+    }
+    out.info(&format!("summary: {}", summary.line()));
+    if let Some(p) = args.log.as_ref().filter(|p| p.as_os_str() != "-") {
+        out.info(&format!("event log: {}", p.display()));
+    }
+    Ok(())
+}
+
+fn print_startup(
+    out: &Output,
+    facts: &KernelFacts,
+    namespaces: &[(Netns, Vec<ifaces::Iface>, Vec<String>)],
+    report: &[Attempt],
+    log_desc: &str,
+) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    out.info(&format!(
+        "tracer {} on {} (kernel {}, BTF ok, {} drop reasons, PKT_TOO_BIG={})",
+        env!("CARGO_PKG_VERSION"),
+        host.trim(),
+        facts.release,
+        facts.names.reasons.len(),
+        facts.names.reasons.value("PKT_TOO_BIG").map_or("none".to_string(), |v| v.to_string()),
+    ));
+    let ns: Vec<String> = namespaces
+        .iter()
+        .map(|(n, _, _)| format!("{} (netns {})", n.label, n.inode))
+        .collect();
+    out.info(&format!("watching: {}", ns.join(", ")));
+    out.info("hooks:");
+    for a in report {
+        out.info(&format!("  {a}"));
+    }
+    let blind = blind_spots(report);
+    if blind.is_empty() {
+        out.info("blind: none");
+    } else {
+        for b in blind {
+            out.info(&format!("blind: {b}"));
+        }
+    }
+    for n in &facts.notes {
+        out.info(&format!("note: {n}"));
+    }
+    out.info(&format!("log: {log_desc}"));
+    out.info("tracing… (Ctrl-C to stop)");
+    let _ = std::io::stderr().flush();
+}
+
+/// What the operator cannot see with the hooks that attached, in their terms.
+fn blind_spots(report: &[Attempt]) -> Vec<String> {
+    let ok = |method: &str| {
+        report
+            .iter()
+            .any(|a| a.method.starts_with(method) && a.outcome == Outcome::Attached)
+    };
+    let mut out = Vec::new();
+    if !ok("kprobe/__icmp_send") {
+        if ok("tracepoint/icmp/icmp_send") {
+            out.push("advertised MTU of kernel-generated ICMP (no kprobes): taken from ICMP packets leaving hooked devices instead".to_string());
+        } else {
+            out.push("kernel-generated ICMP frag-needed: only seen leaving hooked devices".to_string());
+        }
+    }
+    if !ok("kprobe/icmp6_send") {
+        out.push("kernel-generated ICMPv6 packet-too-big: only seen leaving hooked devices".to_string());
+    }
+    if !ok("tcx/egress") && !ok("tc/egress") {
+        out.push("oversized transmissions and ICMP leaving devices (no tc egress hook)".to_string());
+    }
+    if !ok("tcx/ingress") && !ok("tc/ingress") {
+        out.push("ICMP too-big arriving from the underlay (no tc ingress hook)".to_string());
+    }
+    if !ok("tracepoint/tcp") {
+        out.push("TCP retransmissions".to_string());
+    }
+    out
+}
+
+async fn event_loop(
+    args: &RunArgs,
+    ring: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    names: &Names,
+    sinks: &mut [Box<dyn Sink>],
+) -> Result<Summary> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    // SAFETY: the ring buffer map owns its fd and keeps it open until the AsyncFd drops it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lost_seen = [0u64; HOOK_COUNT as usize];
+    let mut sink_failed = vec![false; sinks.len()];
+    loop {
+        let sleep_until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sleep_until_deadline => break,
+            _ = tick.tick() => {
+                report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary);
+                let now = time::clock_offset_ns() + monotonic_ns();
+                for (i, sink) in sinks.iter_mut().enumerate() {
+                    if let Err(e) = sink.tick(now) {
+                        sink_error(i, &e, &mut sink_failed);
+                    }
+                }
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll")?;
+                drain(guard.get_inner_mut(), names, sinks, &mut sink_failed, &mut summary);
+                guard.clear_ready();
+            }
+        }
+    }
+    // Whatever the kernel queued before we stopped still belongs to the run.
+    drain(ring.get_mut(), names, sinks, &mut sink_failed, &mut summary);
+    report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary);
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn monotonic_ns() -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    sinks: &mut [Box<dyn Sink>],
+    failed: &mut [bool],
+    summary: &mut Summary,
+) {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the kernel programs write whole `Event`s; read unaligned to be safe.
+        let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+        drop(item);
+        if let Some(rec) = hooks::decode(&ev, names) {
+            deliver(&rec, sinks, failed, summary);
+        }
+    }
+}
+
+fn deliver(rec: &Record, sinks: &mut [Box<dyn Sink>], failed: &mut [bool], summary: &mut Summary) {
+    summary.add(rec);
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        if failed[i] {
+            continue;
+        }
+        if let Err(e) = sink.emit(rec) {
+            sink_error(i, &e, failed);
+        }
+    }
+}
+
+/// A sink that fails (disk full, closed pipe) is reported once and skipped; tracing goes on
+/// into the others.
+fn sink_error(i: usize, e: &anyhow::Error, failed: &mut [bool]) {
+    if !failed[i] {
+        eprintln!("tracer: output failed, continuing without it: {e:#}");
+        failed[i] = true;
+    }
+}
+
+/// Turn growth of the per-CPU lost counters into `lost` events, one per hook that lost some.
+fn report_lost(
+    lost: &PerCpuArray<MapData, u64>,
+    seen: &mut [u64; HOOK_COUNT as usize],
+    sinks: &mut [Box<dyn Sink>],
+    failed: &mut [bool],
+    summary: &mut Summary,
+) {
+    for hook in 0..HOOK_COUNT {
+        let Ok(values) = lost.get(&hook, 0) else { continue };
+        let total: u64 = values.iter().sum();
+        let delta = total.saturating_sub(seen[hook as usize]);
+        if delta == 0 {
+            continue;
+        }
+        seen[hook as usize] = total;
+        let ts = time::clock_offset_ns() + monotonic_ns();
+        let hook_name = Hook::from_u8(hook as u8).map_or("unknown", Hook::name);
+        let mut rec = Record::new(Kind::Lost, hook_name, ts);
+        rec.lost = Some(delta);
+        deliver(&rec, sinks, failed, summary);
+    }
+}

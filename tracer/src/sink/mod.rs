@@ -1,0 +1,22 @@
+//! Where decoded events go: a JSON Lines log (file or stdout) and the live terminal view. The
+//! daemon feeds every [`Record`] to each configured sink.
+
+pub mod jsonl;
+pub mod terminal;
+
+pub use terminal::Summary;
+
+use crate::event::Record;
+
+pub trait Sink {
+    /// Write one event. Errors are I/O errors of the output (disk full, closed pipe).
+    fn emit(&mut self, rec: &Record) -> anyhow::Result<()>;
+    /// Push out everything buffered, including the terminal's pending "folded" lines.
+    fn flush(&mut self) -> anyhow::Result<()>;
+    /// Called about once a second with the wall clock (Unix ns) while events may be scarce, so
+    /// that time-based output (the terminal's fold lines) appears without waiting for the next
+    /// event. Sinks without such output ignore it.
+    fn tick(&mut self, _now_unix_ns: i128) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

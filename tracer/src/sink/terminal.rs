@@ -1,0 +1,776 @@
+//! Live terminal view: one aligned line per event, repeated flows folded so that a flood of drops
+//! stays readable over a slow SSH link.
+//!
+//! ```text
+//! 18:04:07.113 DROP        eth0    1500>1450  ip_forward+0x2a1     PKT_TOO_BIG   tcp 10.0.1.2:41234 → 10.0.2.2:6379  [vxlan 192.168.0.1→192.168.0.2 vni 1]
+//! 18:04:07.113 ICMP-OUT    vxlan0  mtu 1450   frag-needed → 10.0.1.2  about tcp 10.0.1.2:41234 → 10.0.2.2:6379
+//!              … 41 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 (folded)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+
+use anyhow::Context;
+
+use super::Sink;
+use crate::event::{Encap, Kind, Record};
+use crate::time::hms_millis;
+
+/// Events of one flow key printed per window before the rest are counted instead.
+const SHOW_PER_KEY: u32 = 3;
+/// Fold window, in event time: suppressed counts are reported once per window.
+const WINDOW_NS: i128 = 1_000_000_000;
+/// Flow keys remembered for folding; beyond this the least recently seen key is forgotten (its
+/// pending count goes to the "other flows" line) so a scan or spoofed flood cannot grow memory.
+const MAX_KEYS: usize = 4096;
+/// Width of the time column, which fold lines leave blank.
+const TIME_WIDTH: usize = 12;
+const LABEL_WIDTH: usize = 11; // "OVERSIZE-TX"
+const SIZE_WIDTH: usize = 10; // "65535>1450"
+const LOCATION_WIDTH: usize = 20;
+const REASON_WIDTH: usize = 13; // "NOT_SPECIFIED"
+/// Interface names are at most 15 bytes (IFNAMSIZ - 1); the column grows up to that as longer
+/// names show up, starting narrow so `eth0` lines are not mostly blanks.
+const IFNAME_MIN_WIDTH: usize = 6;
+const IFNAME_MAX_WIDTH: usize = 15;
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const DIM: &str = "\x1b[2m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const MAGENTA: &str = "\x1b[35m";
+const CYAN: &str = "\x1b[36m";
+
+/// Colour when stdout is a terminal, unless NO_COLOR (https://no-color.org: set and non-empty)
+/// or TERM=dumb says otherwise.
+pub fn want_color() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    std::io::stdout().is_terminal() && !no_color && !dumb
+}
+
+/// The kinds counted in the summary, in the order printed (`lost` is counted apart).
+const SUMMARY_KINDS: [Kind; 5] = [
+    Kind::Drop,
+    Kind::IcmpTooBigSent,
+    Kind::IcmpTooBigReceived,
+    Kind::OversizeTx,
+    Kind::TcpRetransmit,
+];
+
+/// End-of-run counts.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Events per [`Kind::as_str`] name.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Events the kernel could not queue (sum of `lost` records).
+    pub lost: u64,
+    pub duration_s: f64,
+}
+
+impl Summary {
+    /// Count one record.
+    pub fn add(&mut self, rec: &Record) {
+        if rec.kind == Kind::Lost {
+            self.lost = self.lost.saturating_add(rec.lost.unwrap_or(0));
+        } else {
+            *self.by_kind.entry(rec.kind.as_str()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.by_kind.get(kind.as_str()).copied().unwrap_or(0)
+    }
+
+    /// `312 drop, 57 icmp_too_big_sent, 0 icmp_too_big_received, 4 oversize_tx, 18 tcp_retransmit; 0 lost; 12.0 s`
+    pub fn line(&self) -> String {
+        let kinds: Vec<String> = SUMMARY_KINDS
+            .iter()
+            .map(|&k| format!("{} {}", self.count(k), k.as_str()))
+            .collect();
+        format!(
+            "{}; {} lost; {:.1} s",
+            kinds.join(", "),
+            self.lost,
+            self.duration_s
+        )
+    }
+}
+
+/// What makes two events "the same" for folding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FoldKey {
+    kind: Kind,
+    ifname: Option<String>,
+    proto: Option<u8>,
+    src: Option<IpAddr>,
+    sport: Option<u16>,
+    dst: Option<IpAddr>,
+    dport: Option<u16>,
+    reason: Option<String>,
+    location: Option<String>,
+}
+
+impl FoldKey {
+    fn of(rec: &Record) -> Self {
+        FoldKey {
+            kind: rec.kind,
+            ifname: rec.ifname.clone(),
+            proto: rec.proto,
+            src: rec.src,
+            sport: rec.sport,
+            dst: rec.dst,
+            dport: rec.dport,
+            reason: rec.reason.clone(),
+            location: rec.location.clone(),
+        }
+    }
+}
+
+struct FoldEntry {
+    /// Lines printed for this key since it was (re)created.
+    shown: u32,
+    /// Events not printed since the last fold line.
+    suppressed: u64,
+    /// Seen during the current window; keys idle for a whole window are forgotten, so a flow that
+    /// comes back later is printed again.
+    active: bool,
+    /// Recency stamp, the key into `FoldTable::by_age`.
+    stamp: u64,
+    /// `DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379`, for the fold line.
+    what: String,
+}
+
+#[derive(Default)]
+struct FoldTable {
+    entries: HashMap<FoldKey, FoldEntry>,
+    /// Recency order (stamp → key), oldest first, for eviction.
+    by_age: BTreeMap<u64, FoldKey>,
+    next_stamp: u64,
+    /// Suppressed events of evicted keys.
+    other: u64,
+}
+
+impl FoldTable {
+    /// Count an event; true when it should be printed.
+    fn observe(&mut self, key: FoldKey, what: impl FnOnce() -> String) -> bool {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        if let Some(e) = self.entries.get_mut(&key) {
+            if let Some(k) = self.by_age.remove(&e.stamp) {
+                self.by_age.insert(stamp, k);
+            }
+            e.stamp = stamp;
+            e.active = true;
+            if e.shown < SHOW_PER_KEY {
+                e.shown += 1;
+                return true;
+            }
+            e.suppressed += 1;
+            return false;
+        }
+        if self.entries.len() >= MAX_KEYS {
+            if let Some((_, old)) = self.by_age.pop_first() {
+                if let Some(e) = self.entries.remove(&old) {
+                    self.other = self.other.saturating_add(e.suppressed);
+                }
+            }
+        }
+        self.by_age.insert(stamp, key.clone());
+        self.entries.insert(
+            key,
+            FoldEntry {
+                shown: 1,
+                suppressed: 0,
+                active: true,
+                stamp,
+                what: what(),
+            },
+        );
+        true
+    }
+
+    /// Pending fold lines (oldest key first), resetting the counts. With `end_window`, also
+    /// forget keys that saw no event during the window that ends.
+    fn drain(&mut self, end_window: bool) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for key in self.by_age.values() {
+            if let Some(e) = self.entries.get_mut(key) {
+                if e.suppressed > 0 {
+                    out.push((e.suppressed, e.what.clone()));
+                    e.suppressed = 0;
+                }
+            }
+        }
+        if end_window {
+            let entries = &mut self.entries;
+            self.by_age.retain(|_, key| {
+                let keep = entries.get(key).is_some_and(|e| e.active);
+                if keep {
+                    if let Some(e) = entries.get_mut(key) {
+                        e.active = false;
+                    }
+                } else {
+                    entries.remove(key);
+                }
+                keep
+            });
+        }
+        if self.other > 0 {
+            out.push((self.other, String::new()));
+            self.other = 0;
+        }
+        out
+    }
+}
+
+pub struct TerminalSink<W: Write> {
+    out: W,
+    color: bool,
+    folds: FoldTable,
+    /// Event time the current fold window started at.
+    window_start: Option<i128>,
+    ifname_width: usize,
+}
+
+impl<W: Write> TerminalSink<W> {
+    /// `color`: ANSI colours on; decide with [`want_color`].
+    pub fn new(out: W, color: bool) -> Self {
+        TerminalSink {
+            out,
+            color,
+            folds: FoldTable::default(),
+            window_start: None,
+            ifname_width: IFNAME_MIN_WIDTH,
+        }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Print the end-of-run summary line (after any pending fold lines). Output errors are
+    /// ignored: this runs at exit, when the terminal may be gone and nothing is left to do.
+    pub fn summary(&mut self, counts: &Summary) {
+        let _ = self.write_folds(false);
+        let line = format!("{} {}", self.paint(BOLD, "summary:"), counts.line());
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Start a new fold window when `now` is a window past its start (or the clock went back).
+    fn roll_window(&mut self, now: i128) -> anyhow::Result<()> {
+        match self.window_start {
+            None => self.window_start = Some(now),
+            Some(start) if now.saturating_sub(start) >= WINDOW_NS || now < start => {
+                self.write_folds(true)?;
+                self.window_start = Some(now);
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn write_folds(&mut self, end_window: bool) -> anyhow::Result<()> {
+        for (n, what) in self.folds.drain(end_window) {
+            let text = if what.is_empty() {
+                format!("… {n} more from other flows (folded)")
+            } else {
+                format!("… {n} more like: {what} (folded)")
+            };
+            let line = format!("{:TIME_WIDTH$} {}", "", self.paint(DIM, &text));
+            writeln!(self.out, "{line}").context("cannot write to the terminal")?;
+        }
+        Ok(())
+    }
+
+    fn ifname(&mut self, rec: &Record) -> String {
+        let name = match (&rec.ifname, rec.ifindex) {
+            (Some(n), _) => n.clone(),
+            (None, Some(i)) => format!("if{i}"),
+            (None, None) => "-".to_string(),
+        };
+        self.ifname_width = self
+            .ifname_width
+            .max(name.chars().count())
+            .min(IFNAME_MAX_WIDTH);
+        name
+    }
+
+    /// The event's line, without the trailing newline.
+    fn line(&mut self, rec: &Record) -> String {
+        let (label, label_color) = label(rec.kind);
+        let time = hms_millis(rec.ts_unix_ns);
+        let label = self.paint(label_color, &format!("{label:LABEL_WIDTH$}"));
+        if rec.kind == Kind::Lost {
+            let n = rec.lost.map_or("some".to_string(), |n| n.to_string());
+            return format!("{time} {label} {n} events lost (ring buffer full)");
+        }
+        let ifname = self.ifname(rec);
+        let ifname = format!("{ifname:w$}", w = self.ifname_width);
+        let (size, over) = size_column(rec);
+        let size = format!("{size:SIZE_WIDTH$}");
+        let size = if over { self.paint(RED, &size) } else { size };
+        let flow = flow_text(rec);
+        let mut rest = match rec.kind {
+            Kind::Drop => {
+                let location = rec.location.as_deref().unwrap_or("-");
+                let reason = match (&rec.reason, rec.reason_code) {
+                    (Some(r), _) => r.clone(),
+                    (None, Some(c)) => format!("reason {c}"),
+                    (None, None) => "-".to_string(),
+                };
+                let reason = format!("{reason:REASON_WIDTH$}");
+                let reason = if rec.reason.as_deref() == Some("PKT_TOO_BIG") {
+                    self.paint(BOLD, &reason)
+                } else {
+                    reason
+                };
+                format!("{location:LOCATION_WIDTH$} {reason} {flow}")
+            }
+            Kind::IcmpTooBigSent | Kind::IcmpTooBigReceived => icmp_text(rec, &flow),
+            Kind::TcpRetransmit => match &rec.tcp_state {
+                Some(state) => format!("{flow}  {state}"),
+                None => flow,
+            },
+            Kind::OversizeTx => match (rec.gso_size, rec.gso_segs) {
+                (Some(size), Some(segs)) => format!("{flow}  gso {segs}×{size}"),
+                (Some(size), None) => format!("{flow}  gso {size}"),
+                _ => flow,
+            },
+            Kind::Lost => String::new(), // handled above
+        };
+        if let Some(o) = &rec.outer {
+            let encap = match o.encap {
+                Encap::Ipip => "ipip",
+                Encap::Vxlan => "vxlan",
+            };
+            let vni = o.vni.map_or(String::new(), |v| format!(" vni {v}"));
+            rest.push_str(&format!("  [{encap} {}→{}{vni}]", o.src, o.dst));
+        }
+        // The route's output device matters when the drop happened before it (e.g. tunl0 → eth0).
+        if let Some(out) = rec
+            .out_ifname
+            .as_deref()
+            .filter(|o| rec.ifname.as_deref() != Some(o))
+        {
+            let mtu = rec.out_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
+            rest.push_str(&format!("  out {out}{mtu}"));
+        }
+        let line = format!("{time} {label} {ifname} {size} {rest}");
+        line.trim_end().to_string()
+    }
+}
+
+/// Terminal label and its colour.
+fn label(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Drop => ("DROP", RED),
+        Kind::IcmpTooBigSent => ("ICMP-OUT", YELLOW),
+        Kind::IcmpTooBigReceived => ("ICMP-IN", CYAN),
+        Kind::OversizeTx => ("OVERSIZE-TX", MAGENTA),
+        Kind::TcpRetransmit => ("RETRANS", YELLOW),
+        Kind::Lost => ("LOST", RED),
+    }
+}
+
+/// `1520>1450` when the packet exceeds the MTU (flagged true), `1400≤1450` when it fits,
+/// `1448 B` or `mtu 1450` when only one is known. ICMP events show the advertised MTU.
+fn size_column(rec: &Record) -> (String, bool) {
+    if matches!(rec.kind, Kind::IcmpTooBigSent | Kind::IcmpTooBigReceived) {
+        let mtu = rec.icmp.as_ref().and_then(|i| i.mtu).or(rec.mtu);
+        return (
+            mtu.map_or("mtu ?".to_string(), |m| format!("mtu {m}")),
+            false,
+        );
+    }
+    // l3_len compares with the MTU; skb->len may include the Ethernet header.
+    let size = rec.l3_len.or(rec.len);
+    match (size, rec.mtu.or(rec.out_mtu)) {
+        (Some(s), Some(m)) if s > m => (format!("{s}>{m}"), true),
+        (Some(s), Some(m)) => (format!("{s}≤{m}"), false),
+        (Some(s), None) => (format!("{s} B"), false),
+        (None, Some(m)) => (format!("mtu {m}"), false),
+        (None, None) => (String::new(), false),
+    }
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        4 => "ipip".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        41 => "ipv6".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        p => format!("proto {p}"),
+    }
+}
+
+fn endpoint(addr: Option<IpAddr>, port: Option<u16>) -> String {
+    match (addr, port) {
+        (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "?".to_string(),
+    }
+}
+
+/// `tcp 10.0.1.2:41234 → 10.0.2.2:6379`, or `-` when the packet could not be decoded.
+fn flow_text(rec: &Record) -> String {
+    if rec.src.is_none() && rec.dst.is_none() {
+        return "-".to_string();
+    }
+    let proto = rec.proto.map_or("?".to_string(), proto_name);
+    format!(
+        "{proto} {} → {}",
+        endpoint(rec.src, rec.sport),
+        endpoint(rec.dst, rec.dport)
+    )
+}
+
+/// `frag-needed → 10.0.1.2  about tcp ...` (sent) / `frag-needed from 10.0.0.254 → 10.0.1.2  about ...`
+/// (received). Without the ICMP message itself (a kprobe sees only the refused packet and the
+/// MTU), the message goes to the refused packet's source.
+fn icmp_text(rec: &Record, flow: &str) -> String {
+    let v6 = rec
+        .icmp
+        .as_ref()
+        .map(|i| i.from.is_ipv6())
+        .or(rec.src.map(|s| s.is_ipv6()))
+        .unwrap_or(false);
+    let what = match &rec.icmp {
+        Some(i) if !v6 && (i.icmp_type, i.code) != (3, 4) => {
+            format!("icmp {}/{}", i.icmp_type, i.code)
+        }
+        Some(i) if v6 && i.icmp_type != 2 => format!("icmpv6 {}/{}", i.icmp_type, i.code),
+        _ if v6 => "pkt-too-big".to_string(),
+        _ => "frag-needed".to_string(),
+    };
+    let route = match (&rec.icmp, rec.kind) {
+        (Some(i), Kind::IcmpTooBigReceived) => format!("from {} → {}", i.from, i.to),
+        (Some(i), _) => format!("→ {}", i.to),
+        (None, _) => rec.src.map_or(String::new(), |s| format!("→ {s}")),
+    };
+    if flow == "-" {
+        format!("{what} {route}")
+    } else {
+        format!("{what} {route}  about {flow}")
+    }
+}
+
+impl<W: Write> Sink for TerminalSink<W> {
+    fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
+        self.roll_window(rec.ts_unix_ns)?;
+        // Lost-event reports are rare and always matter: never folded.
+        if rec.kind != Kind::Lost {
+            let (label, _) = label(rec.kind);
+            let key = FoldKey::of(rec);
+            let print = self.folds.observe(key, || {
+                let ifname = rec.ifname.as_deref().unwrap_or("-");
+                format!("{label} {ifname} {}", flow_text(rec))
+            });
+            if !print {
+                return Ok(());
+            }
+        }
+        let line = self.line(rec);
+        writeln!(self.out, "{line}").context("cannot write to the terminal")
+    }
+
+    /// Prints the pending fold lines (keeping flows that are still folded, folded) and flushes.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.write_folds(false)?;
+        self.out.flush().context("cannot write to the terminal")
+    }
+
+    fn tick(&mut self, now_unix_ns: i128) -> anyhow::Result<()> {
+        self.roll_window(now_unix_ns)?;
+        self.out.flush().context("cannot write to the terminal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{IcmpTooBig, Outer};
+
+    const T0: i128 = 1_795_630_181_123_456_789; // 2026-11-25T18:09:41.123Z
+    const MS: i128 = 1_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn with_flow(mut r: Record, sport: u16) -> Record {
+        r.proto = Some(6);
+        r.src = Some(ip("10.0.1.2"));
+        r.sport = Some(sport);
+        r.dst = Some(ip("10.0.2.2"));
+        r.dport = Some(6379);
+        r
+    }
+
+    fn drop_rec(ts: i128, sport: u16) -> Record {
+        let mut r = with_flow(Record::new(Kind::Drop, "tp_btf/kfree_skb", ts), sport);
+        r.ifname = Some("eth0".into());
+        r.len = Some(1514);
+        r.l3_len = Some(1500);
+        r.mtu = Some(1450);
+        r.reason = Some("PKT_TOO_BIG".into());
+        r.location = Some("ip_forward+0x2a1".into());
+        r.outer = Some(Outer {
+            src: ip("192.168.0.1"),
+            dst: ip("192.168.0.2"),
+            encap: Encap::Vxlan,
+            vni: None,
+        });
+        r
+    }
+
+    fn render(recs: &[Record], color: bool) -> String {
+        let mut s = TerminalSink::new(Vec::new(), color);
+        for r in recs {
+            s.emit(r).unwrap();
+        }
+        s.flush().unwrap();
+        String::from_utf8(s.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn drop_line() {
+        let out = render(&[drop_rec(T0, 41234)], false);
+        assert_eq!(
+            out,
+            "18:09:41.123 DROP        eth0   1500>1450  ip_forward+0x2a1     PKT_TOO_BIG   \
+             tcp 10.0.1.2:41234 → 10.0.2.2:6379  [vxlan 192.168.0.1→192.168.0.2]\n"
+        );
+    }
+
+    #[test]
+    fn icmp_lines() {
+        let mut sent = with_flow(
+            Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", T0),
+            41234,
+        );
+        sent.ifname = Some("vxlan0".into());
+        sent.mtu = Some(1450);
+        let out = render(&[sent], false);
+        assert!(out.starts_with("18:09:41.123 ICMP-OUT    vxlan0 mtu 1450   frag-needed → 10.0.1.2  about tcp 10.0.1.2:41234 → 10.0.2.2:6379"), "{out}");
+
+        let mut recv = with_flow(Record::new(Kind::IcmpTooBigReceived, "xdp", T0), 41234);
+        recv.ifname = Some("eth0".into());
+        recv.icmp = Some(IcmpTooBig {
+            from: ip("10.0.0.254"),
+            to: ip("10.0.1.2"),
+            icmp_type: 3,
+            code: 4,
+            mtu: Some(1400),
+        });
+        let out = render(&[recv], false);
+        for want in [
+            "ICMP-IN",
+            "eth0",
+            "mtu 1400",
+            "frag-needed from 10.0.0.254 → 10.0.1.2",
+            "about tcp 10.0.1.2:41234",
+        ] {
+            assert!(out.contains(want), "{want} in {out}");
+        }
+    }
+
+    #[test]
+    fn other_kinds() {
+        let mut tx = with_flow(Record::new(Kind::OversizeTx, "tcx/egress", T0), 1);
+        tx.ifname = Some("tunl0".into());
+        tx.l3_len = Some(1520);
+        tx.mtu = Some(1450);
+        let mut rt = with_flow(
+            Record::new(Kind::TcpRetransmit, "tp/tcp_retransmit_skb", T0),
+            2,
+        );
+        rt.ifname = Some("cali1a2b3c4d5e6".into());
+        rt.len = Some(1448);
+        rt.tcp_state = Some("TCP_ESTABLISHED".into());
+        let mut lost = Record::new(Kind::Lost, "ringbuf", T0);
+        lost.lost = Some(41);
+        let out = render(&[tx, rt, lost], false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("OVERSIZE-TX tunl0") && lines[0].contains("1520>1450"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("RETRANS     cali1a2b3c4d5e6 1448 B"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("tcp 10.0.1.2:2 → 10.0.2.2:6379  TCP_ESTABLISHED"),
+            "{out}"
+        );
+        assert_eq!(
+            lines[2],
+            "18:09:41.123 LOST        41 events lost (ring buffer full)"
+        );
+    }
+
+    #[test]
+    fn ipv6_ports_are_bracketed() {
+        let mut r = drop_rec(T0, 1);
+        r.src = Some(ip("fd00::1"));
+        r.dst = Some(ip("fd00::2"));
+        assert!(render(&[r], false).contains("tcp [fd00::1]:1 → [fd00::2]:6379"));
+    }
+
+    #[test]
+    fn undecoded_packet_still_prints() {
+        let r = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
+        assert_eq!(
+            render(&[r], false),
+            "18:09:41.123 DROP        -                 -                    -             -\n"
+        );
+    }
+
+    #[test]
+    fn folding_identical_drops() {
+        let recs: Vec<Record> = (0..100).map(|_| drop_rec(T0, 41234)).collect();
+        let out = render(&recs, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[..3].iter().all(|l| l.contains("DROP")));
+        assert_eq!(
+            lines[3],
+            "             … 97 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 (folded)"
+        );
+    }
+
+    #[test]
+    fn different_flows_are_not_folded_together() {
+        let recs: Vec<Record> = (0..10)
+            .flat_map(|_| [drop_rec(T0, 1), drop_rec(T0, 2)])
+            .collect();
+        let out = render(&recs, false);
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.contains(":1 →") && !l.contains('…'))
+                .count(),
+            3
+        );
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.contains(":2 →") && !l.contains('…'))
+                .count(),
+            3
+        );
+        assert!(out.contains("… 7 more like: DROP eth0 tcp 10.0.1.2:1 →"));
+        assert!(out.contains("… 7 more like: DROP eth0 tcp 10.0.1.2:2 →"));
+    }
+
+    #[test]
+    fn fold_lines_come_every_second_of_event_time() {
+        let mut s = TerminalSink::new(Vec::new(), false);
+        // A flood over 2.5 s, 1 event per 10 ms.
+        for i in 0..250 {
+            s.emit(&drop_rec(T0 + i * 10 * MS, 7)).unwrap();
+        }
+        let out = String::from_utf8(s.get_ref().clone()).unwrap();
+        let folds: Vec<&str> = out.lines().filter(|l| l.contains('…')).collect();
+        // Windows roll at events 100 and 200: 97 then 100 suppressed; the still-active flow stays
+        // folded (no new "first 3" lines).
+        assert_eq!(folds.len(), 2, "{out}");
+        assert!(folds[0].contains("… 97 more"), "{out}");
+        assert!(folds[1].contains("… 100 more"), "{out}");
+        assert_eq!(out.lines().filter(|l| !l.contains('…')).count(), 3);
+        // After a quiet window the flow is forgotten, and printed again when it returns.
+        s.tick(T0 + 5_000 * MS).unwrap();
+        s.tick(T0 + 7_000 * MS).unwrap();
+        s.emit(&drop_rec(T0 + 8_000 * MS, 7)).unwrap();
+        let out = String::from_utf8(s.into_inner()).unwrap();
+        assert!(
+            out.lines()
+                .nth_back(0)
+                .unwrap()
+                .starts_with("18:09:49.123 DROP"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn fold_table_is_bounded() {
+        let mut s = TerminalSink::new(std::io::sink(), false);
+        for round in 0..5 {
+            for port in 0..(MAX_KEYS as u16 + 100) {
+                s.emit(&drop_rec(T0 + round, port)).unwrap();
+            }
+        }
+        assert!(s.folds.entries.len() <= MAX_KEYS);
+        assert_eq!(s.folds.entries.len(), s.folds.by_age.len());
+    }
+
+    #[test]
+    fn evicted_counts_go_to_other() {
+        let mut t = FoldTable::default();
+        let key = |p| FoldKey::of(&drop_rec(T0, p));
+        for _ in 0..10 {
+            t.observe(key(0), String::new);
+        }
+        for p in 1..=MAX_KEYS as u16 {
+            t.observe(key(p), String::new);
+        }
+        let lines = t.drain(false);
+        assert_eq!(lines, vec![(7, String::new())]);
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let mut lost = Record::new(Kind::Lost, "ringbuf", T0);
+        lost.lost = Some(1);
+        let recs: Vec<Record> = (0..5).map(|_| drop_rec(T0, 1)).chain([lost]).collect();
+        let plain = render(&recs, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let mut s = TerminalSink::new(Vec::new(), false);
+        s.summary(&Summary::default());
+        assert!(!String::from_utf8(s.into_inner()).unwrap().contains('\x1b'));
+        let coloured = render(&recs, true);
+        assert!(coloured.contains(RED) && coloured.contains(RESET));
+    }
+
+    #[test]
+    fn summary_line() {
+        let mut sum = Summary {
+            duration_s: 12.0,
+            ..Summary::default()
+        };
+        for _ in 0..312 {
+            sum.add(&drop_rec(T0, 1));
+        }
+        let mut lost = Record::new(Kind::Lost, "ringbuf", T0);
+        lost.lost = Some(5);
+        sum.add(&lost);
+        sum.add(&Record::new(Kind::TcpRetransmit, "tp", T0));
+        let mut s = TerminalSink::new(Vec::new(), false);
+        s.summary(&sum);
+        assert_eq!(
+            String::from_utf8(s.into_inner()).unwrap(),
+            "summary: 312 drop, 0 icmp_too_big_sent, 0 icmp_too_big_received, 0 oversize_tx, \
+             1 tcp_retransmit; 5 lost; 12.0 s\n"
+        );
+    }
+}

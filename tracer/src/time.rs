@@ -1,0 +1,166 @@
+//! Wall-clock formatting without a date crate.
+//!
+//! Kernel events carry `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); [`clock_offset_ns`] turns them into
+//! Unix time, and the formatters here print that time in UTC.
+
+const NS_PER_S: i128 = 1_000_000_000;
+const S_PER_DAY: i128 = 86_400;
+
+/// Civil date (year, month 1..=12, day 1..=31) of `days` since 1970-01-01 in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`, valid for any day count).
+fn civil_from_days(days: i128) -> (i128, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01, the start of a 400-year era
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st, 0..=365
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    (year, month, day)
+}
+
+/// Splits Unix nanoseconds into (days since the epoch, seconds of day, nanoseconds of second),
+/// rounding toward the past so that times before 1970 come out right too.
+fn split(unix_ns: i128) -> (i128, u32, u32) {
+    let secs = unix_ns.div_euclid(NS_PER_S);
+    let nanos = unix_ns.rem_euclid(NS_PER_S) as u32;
+    (
+        secs.div_euclid(S_PER_DAY),
+        secs.rem_euclid(S_PER_DAY) as u32,
+        nanos,
+    )
+}
+
+/// RFC 3339 UTC timestamp with exactly nine fractional digits: `2026-11-25T18:09:41.123456789Z`.
+pub fn rfc3339_nanos(unix_ns: i128) -> String {
+    let (days, sod, nanos) = split(unix_ns);
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Time of day in UTC with milliseconds, `18:09:41.123`, for the terminal (truncated, not
+/// rounded, so a line never appears to come from the next second).
+pub fn hms_millis(unix_ns: i128) -> String {
+    let (_, sod, nanos) = split(unix_ns);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        nanos / 1_000_000
+    )
+}
+
+fn read_clock(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime writes only into it.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        // Both clocks always exist on Linux; a failure would mean a broken libc. Zero keeps the
+        // caller going with monotonic-looking times rather than aborting the trace.
+        return 0;
+    }
+    i128::from(ts.tv_sec) * NS_PER_S + i128::from(ts.tv_nsec)
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC in nanoseconds: add it to a `bpf_ktime_get_ns()` value to get
+/// Unix time. The realtime read is bracketed by two monotonic reads and compared with their
+/// midpoint, which halves the error a preemption between the reads would cause.
+pub fn clock_offset_ns() -> i128 {
+    let mono_before = read_clock(libc::CLOCK_MONOTONIC);
+    let real = read_clock(libc::CLOCK_REALTIME);
+    let mono_after = read_clock(libc::CLOCK_MONOTONIC);
+    real - (mono_before + (mono_after - mono_before) / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i128 = NS_PER_S;
+
+    #[test]
+    fn epoch() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(hms_millis(0), "00:00:00.000");
+    }
+
+    #[test]
+    fn incident_day() {
+        // `date -u -d 2026-11-25T18:09:41Z +%s` = 1795630181
+        let t = 1_795_630_181 * S + 123_456_789;
+        assert_eq!(rfc3339_nanos(t), "2026-11-25T18:09:41.123456789Z");
+        assert_eq!(hms_millis(t), "18:09:41.123");
+    }
+
+    #[test]
+    fn leap_day() {
+        // 2024-02-29T23:59:59Z = 1709251199; one second later is March 1st.
+        assert_eq!(
+            rfc3339_nanos(1_709_251_199 * S + 999_999_999),
+            "2024-02-29T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(1_709_251_200 * S),
+            "2024-03-01T00:00:00.000000000Z"
+        );
+        // 2000 is a leap year (divisible by 400): 2000-03-01 = 951868800, the day before is Feb 29.
+        assert_eq!(
+            rfc3339_nanos(951_868_800 * S),
+            "2000-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos((951_868_800 - 86_400) * S),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        // 2100 is not: 2100-02-28T12:00:00Z = 4107499200, a day later is March 1st.
+        assert_eq!(
+            rfc3339_nanos(4_107_499_200 * S),
+            "2100-02-28T12:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos((4_107_499_200 + 86_400) * S),
+            "2100-03-01T12:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn before_epoch() {
+        assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(rfc3339_nanos(-S), "1969-12-31T23:59:59.000000000Z");
+        assert_eq!(hms_millis(-1), "23:59:59.999");
+    }
+
+    #[test]
+    fn extremes_do_not_panic() {
+        for t in [
+            i128::MIN,
+            i128::MAX,
+            i128::from(i64::MIN),
+            i128::from(u64::MAX),
+        ] {
+            assert!(rfc3339_nanos(t).ends_with('Z'));
+            assert_eq!(hms_millis(t).len(), 12);
+        }
+    }
+
+    #[test]
+    fn offset_is_plausible() {
+        // Realtime is past 2020 on any machine running this; monotonic is small next to it.
+        let off = clock_offset_ns();
+        assert!(off > 1_577_836_800 * S, "offset {off}");
+        let now = read_clock(libc::CLOCK_MONOTONIC) + off;
+        let real = read_clock(libc::CLOCK_REALTIME);
+        assert!((real - now).abs() < S, "drift {}", real - now);
+    }
+}
