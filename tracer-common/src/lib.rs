@@ -361,6 +361,11 @@ impl VethOffsets {
     }
 }
 
+/// How many network namespaces can have tc hooks at once. tc programs see only an ifindex,
+/// and namespaces reuse indexes, so each namespace gets its own copy of the tc programs whose
+/// slot says which namespace it serves.
+pub const MAX_TC_NETNS: usize = 8;
+
 /// How many size-drop sites the drop filter can hold.
 pub const MAX_SIZE_DROP_SITES: usize = 16;
 
@@ -381,6 +386,8 @@ pub struct Config {
     pub _pad: u32,
     pub size_drop_sites: [TextRange; MAX_SIZE_DROP_SITES],
     pub veth: VethOffsets,
+    /// Network namespace inode served by the tc program copy of each slot.
+    pub tc_netns: [u32; MAX_TC_NETNS],
 }
 
 impl Config {
@@ -395,6 +402,7 @@ impl Config {
             _pad: 0,
             size_drop_sites: [TextRange { start: 0, end: 0 }; MAX_SIZE_DROP_SITES],
             veth: VethOffsets::unresolved(),
+            tc_netns: [0; MAX_TC_NETNS],
         }
     }
 }
@@ -417,4 +425,4 @@ mod user {
 
 // The ring buffer hands out 8-byte aligned slots; both sides rely on this exact size.
 const _: () = assert!(core::mem::size_of::<Event>() == 352);
-const _: () = assert!(core::mem::size_of::<Config>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<Config>().is_multiple_of(8));

@@ -5,12 +5,33 @@ use tracer_common::EventKind;
 
 use crate::{packet, transmit};
 
-#[classifier]
-pub fn rx_tc(ctx: TcContext) -> i32 {
-    if packet::is_icmp_too_big(&ctx) {
+macro_rules! rx_programs {
+    ($($name:ident = $slot:literal),+) => {
+        $(
+            #[classifier]
+            pub fn $name(ctx: TcContext) -> i32 {
+                rx(&ctx, $slot)
+            }
+        )+
+    };
+}
+rx_programs!(
+    rx_tc_0 = 0,
+    rx_tc_1 = 1,
+    rx_tc_2 = 2,
+    rx_tc_3 = 3,
+    rx_tc_4 = 4,
+    rx_tc_5 = 5,
+    rx_tc_6 = 6,
+    rx_tc_7 = 7
+);
+
+#[inline(always)]
+fn rx(ctx: &TcContext, slot: usize) -> i32 {
+    if packet::is_icmp_too_big(ctx) {
         // The device MTU is not what an arriving ICMP is about: the daemon takes the MTU from
         // the message itself.
-        transmit::report(&ctx, EventKind::IcmpTooBigReceived, 0);
+        transmit::report(ctx, slot, EventKind::IcmpTooBigReceived, 0);
     }
     TC_ACT_UNSPEC
 }

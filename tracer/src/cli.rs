@@ -38,7 +38,7 @@ pub struct RunArgs {
     pub log: Option<PathBuf>,
 
     /// Stop by itself after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
 
     /// Report every dropped packet, not only those dropped for their size.
@@ -55,13 +55,17 @@ fn parse_duration(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 || v > 366.0 * 86400.0 {
-        return Err(format!("`{s}`: give a positive number of seconds (at most a year)"));
+        return Err(format!(
+            "`{s}`: give a positive number of seconds (at most a year)"
+        ));
     }
     Ok(v)
 }
 
 fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
-    let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number of KiB"))?;
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of KiB"))?;
     if v < 64 || !v.is_power_of_two() || v > 1 << 20 {
         return Err(format!("`{s}`: give a power of two between 64 and 1048576"));
     }
@@ -79,8 +83,18 @@ mod tests {
     #[test]
     fn the_documented_contract_parses() {
         let cli = parse(&[
-            "run", "--iface", "eth0", "--iface", "tunl0", "--netns", "node-a", "--log", "x.jsonl",
-            "--duration", "20", "--all-drops",
+            "run",
+            "--iface",
+            "eth0",
+            "--iface",
+            "tunl0",
+            "--netns",
+            "node-a",
+            "--log",
+            "x.jsonl",
+            "--duration",
+            "20",
+            "--all-drops",
         ])
         .unwrap();
         let Command::Run(a) = cli.command;

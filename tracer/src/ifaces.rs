@@ -23,7 +23,10 @@ impl Iface {
         const ARPHRD_TUNNEL: u16 = 768;
         const ARPHRD_TUNNEL6: u16 = 769;
         TUNNEL_NAMES.contains(&self.name.as_str())
-            || matches!(self.driver.as_deref(), Some("vxlan" | "ipip" | "geneve" | "ip6_tunnel"))
+            || matches!(
+                self.driver.as_deref(),
+                Some("vxlan" | "ipip" | "geneve" | "ip6_tunnel")
+            )
             || self.link_type == ARPHRD_TUNNEL
             || self.link_type == ARPHRD_TUNNEL6
     }
@@ -39,7 +42,8 @@ pub fn list() -> Result<Vec<Iface>> {
     if sock < 0 {
         return Err(std::io::Error::last_os_error()).context("socket for interface ioctls");
     }
-    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd_checked(sock) };
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
     let mut out = Vec::new();
     let head = unsafe { libc::if_nameindex() };
     if head.is_null() {
@@ -63,17 +67,6 @@ pub fn list() -> Result<Vec<Iface>> {
     Ok(out)
 }
 
-trait FromRawChecked {
-    unsafe fn from_raw_fd_checked(fd: i32) -> Self;
-}
-
-impl FromRawChecked for std::os::fd::OwnedFd {
-    unsafe fn from_raw_fd_checked(fd: i32) -> Self {
-        use std::os::fd::FromRawFd;
-        unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-    }
-}
-
 fn ifreq_for(name: &str) -> Option<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
@@ -89,13 +82,13 @@ fn ifreq_for(name: &str) -> Option<libc::ifreq> {
 fn ioctl_mtu(sock: i32, name: &str) -> Option<u32> {
     let mut req = ifreq_for(name)?;
     let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFMTU, &mut req) };
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu } as u32)
+    (rc == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
 fn ioctl_link_type(sock: i32, name: &str) -> Option<u16> {
     let mut req = ifreq_for(name)?;
     let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut req) };
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+    (rc == 0).then_some(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
 }
 
 /// The driver name via ETHTOOL_GDRVINFO: tells a VXLAN or IPIP device from a NIC by kind rather
@@ -125,7 +118,11 @@ fn ethtool_driver(sock: i32, name: &str) -> Option<String> {
     if rc != 0 {
         return None;
     }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    let end = info
+        .driver
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.driver.len());
     let driver = String::from_utf8_lossy(&info.driver[..end]).into_owned();
     (!driver.is_empty()).then_some(driver)
 }
@@ -165,7 +162,11 @@ pub fn parse_ipv6_default_routes(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() >= 10 && cols[0] == "00000000000000000000000000000000" && cols[1] == "00" && cols[9] != "lo" {
+            if cols.len() >= 10
+                && cols[0] == "00000000000000000000000000000000"
+                && cols[1] == "00"
+                && cols[9] != "lo"
+            {
                 Some(cols[9].to_string())
             } else {
                 None
@@ -190,7 +191,8 @@ mod tests {
 
     #[test]
     fn default_routes_are_parsed() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                   eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                   eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(parse_ipv4_default_routes(v4), vec!["eth0".to_string()]);

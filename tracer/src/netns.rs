@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 /// A network namespace the tracer watches.
 #[derive(Clone, Debug)]
@@ -51,10 +51,14 @@ impl Netns {
         })?;
         // A regular file that happens to exist is not a namespace: setns would fail later, so
         // check now and say so.
-        let file = File::open(&path).with_context(|| format!("--netns {arg}: cannot open {}", path.display()))?;
+        let file = File::open(&path)
+            .with_context(|| format!("--netns {arg}: cannot open {}", path.display()))?;
         let ok = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         if ok != 0 {
-            bail!("--netns {arg}: {} is not a network namespace", path.display());
+            bail!(
+                "--netns {arg}: {} is not a network namespace",
+                path.display()
+            );
         }
         // Go back right away.
         let me = File::open("/proc/self/ns/net")?;
@@ -113,6 +117,9 @@ mod tests {
     #[test]
     fn a_plain_file_is_not_a_namespace() {
         let err = Netns::resolve("/etc/hostname").unwrap_err();
-        assert!(format!("{err:#}").contains("not a network namespace"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not a network namespace"),
+            "{err:#}"
+        );
     }
 }

@@ -6,13 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use aya::{
-    EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    EbpfLoader,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{Config, Event, HOOK_COUNT, Hook, MAX_SIZE_DROP_SITES, VethOffsets, names};
+use tracer_common::{names, Config, Event, Hook, VethOffsets, HOOK_COUNT, MAX_SIZE_DROP_SITES};
 
 use crate::{
     cli::RunArgs,
@@ -21,7 +21,11 @@ use crate::{
     ifaces,
     kernel::{btf, kallsyms::Kallsyms, tracefs},
     netns::Netns,
-    sink::{Sink, Summary, jsonl::JsonlSink, terminal::{self, TerminalSink}},
+    sink::{
+        jsonl::JsonlSink,
+        terminal::{self, TerminalSink},
+        Sink, Summary,
+    },
     time,
 };
 
@@ -76,7 +80,10 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
     if let Some(v) = reasons.value("PKT_TOO_BIG") {
         config.reason_pkt_too_big = v;
     } else {
-        notes.push("no PKT_TOO_BIG drop reason on this kernel: size drops are found by location and size".into());
+        notes.push(
+            "no PKT_TOO_BIG drop reason on this kernel: size drops are found by location and size"
+                .into(),
+        );
     }
     config.all_drops = args.all_drops as u32;
     let kallsyms = Kallsyms::load()?;
@@ -90,7 +97,10 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
     }
     config.veth = veth_offsets(&btf, &kallsyms);
     if config.veth.xmit_addr == 0 {
-        notes.push("veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU".into());
+        notes.push(
+            "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"
+                .into(),
+        );
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -120,7 +130,7 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
         field("net_device", "netdev_ops"),
         field("net_device_ops", "ndo_start_xmit"),
         field("veth_priv", "peer"),
-        struct_size(btf, "net_device"),
+        btf::struct_size(btf, "net_device").ok().flatten(),
     ) else {
         return v;
     };
@@ -133,16 +143,11 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
     v
 }
 
-/// `sizeof(struct NAME)` from BTF.
-fn struct_size(btf: &btf_rs::Btf, name: &str) -> Option<u32> {
-    btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
-        btf_rs::Type::Struct(s) => Some(s.size() as u32),
-        _ => None,
-    })
-}
+/// A watched namespace, its interfaces and its default-route devices.
+type Watched = (Netns, Vec<ifaces::Iface>, Vec<String>);
 
 /// The namespaces to watch, with their interfaces and default-route devices.
-fn watched_namespaces(args: &RunArgs) -> Result<Vec<(Netns, Vec<ifaces::Iface>, Vec<String>)>> {
+fn watched_namespaces(args: &RunArgs) -> Result<Vec<Watched>> {
     let list = if args.netns.is_empty() {
         vec![Netns::current()?]
     } else {
@@ -157,7 +162,8 @@ fn watched_namespaces(args: &RunArgs) -> Result<Vec<(Netns, Vec<ifaces::Iface>, 
     };
     let mut out = Vec::new();
     for ns in list {
-        let (ifs, defaults) = ns.enter(|| Ok((ifaces::list()?, ifaces::default_route_devices())))?;
+        let (ifs, defaults) =
+            ns.enter(|| Ok((ifaces::list()?, ifaces::default_route_devices())))?;
         out.push((ns, ifs, defaults));
     }
     Ok(out)
@@ -200,11 +206,17 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     if out.log_to_stdout {
         sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
     } else {
-        sinks.push(Box::new(TerminalSink::new(std::io::stdout(), terminal::want_color())));
+        sinks.push(Box::new(TerminalSink::new(
+            std::io::stdout(),
+            terminal::want_color(),
+        )));
     }
 
     if !args.netns.is_empty() {
         facts.config.filter_netns = 1;
+    }
+    for (slot, sel) in selections.iter().enumerate() {
+        facts.config.tc_netns[slot] = sel.netns.inode;
     }
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&facts.aya_btf))
@@ -214,7 +226,8 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         .context("loading the kernel programs")?;
     if !args.netns.is_empty() {
         let mut filter: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            ebpf.map_mut(names::NETNS_FILTER).context("NETNS_FILTER map missing")?,
+            ebpf.map_mut(names::NETNS_FILTER)
+                .context("NETNS_FILTER map missing")?,
         )?;
         for (ns, _, _) in &namespaces {
             filter.insert(ns.inode, 1, 0)?;
@@ -229,10 +242,10 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::tcp::attach(&mut ebpf));
     for dev in hooked {
-        let entry = facts.names.devices.entry(dev.iface.ifindex).or_default();
-        if !entry.iter().any(|d| d.netns == dev.netns) {
-            entry.push(dev);
-        }
+        facts
+            .names
+            .devices
+            .insert((dev.netns, dev.iface.ifindex), dev);
     }
 
     print_startup(&out, &facts, &namespaces, &report, &log_desc);
@@ -267,7 +280,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
 fn print_startup(
     out: &Output,
     facts: &KernelFacts,
-    namespaces: &[(Netns, Vec<ifaces::Iface>, Vec<String>)],
+    namespaces: &[Watched],
     report: &[Attempt],
     log_desc: &str,
 ) {
@@ -278,7 +291,11 @@ fn print_startup(
         host.trim(),
         facts.release,
         facts.names.reasons.len(),
-        facts.names.reasons.value("PKT_TOO_BIG").map_or("none".to_string(), |v| v.to_string()),
+        facts
+            .names
+            .reasons
+            .value("PKT_TOO_BIG")
+            .map_or("none".to_string(), |v| v.to_string()),
     ));
     let ns: Vec<String> = namespaces
         .iter()
@@ -317,14 +334,20 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
         if ok("tracepoint/icmp/icmp_send") {
             out.push("advertised MTU of kernel-generated ICMP (no kprobes): taken from ICMP packets leaving hooked devices instead".to_string());
         } else {
-            out.push("kernel-generated ICMP frag-needed: only seen leaving hooked devices".to_string());
+            out.push(
+                "kernel-generated ICMP frag-needed: only seen leaving hooked devices".to_string(),
+            );
         }
     }
     if !ok("kprobe/icmp6_send") {
-        out.push("kernel-generated ICMPv6 packet-too-big: only seen leaving hooked devices".to_string());
+        out.push(
+            "kernel-generated ICMPv6 packet-too-big: only seen leaving hooked devices".to_string(),
+        );
     }
     if !ok("tcx/egress") && !ok("tc/egress") {
-        out.push("oversized transmissions and ICMP leaving devices (no tc egress hook)".to_string());
+        out.push(
+            "oversized transmissions and ICMP leaving devices (no tc egress hook)".to_string(),
+        );
     }
     if !ok("tcx/ingress") && !ok("tc/ingress") {
         out.push("ICMP too-big arriving from the underlay (no tc ingress hook)".to_string());
@@ -342,7 +365,7 @@ async fn event_loop(
     names: &Names,
     sinks: &mut [Box<dyn Sink>],
 ) -> Result<Summary> {
-    use tokio::signal::unix::{SignalKind, signal};
+    use tokio::signal::unix::{signal, SignalKind};
     let started = Instant::now();
     let mut summary = Summary::default();
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -391,7 +414,10 @@ async fn event_loop(
 }
 
 fn monotonic_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
@@ -446,7 +472,9 @@ fn report_lost(
     summary: &mut Summary,
 ) {
     for hook in 0..HOOK_COUNT {
-        let Ok(values) = lost.get(&hook, 0) else { continue };
+        let Ok(values) = lost.get(&hook, 0) else {
+            continue;
+        };
         let total: u64 = values.iter().sum();
         let delta = total.saturating_sub(seen[hook as usize]);
         if delta == 0 {

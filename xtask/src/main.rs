@@ -11,7 +11,11 @@ use xtask::lab::{self, Lab, VxlanMismatch};
 use xtask::setup::{run_streamed, setup};
 
 #[derive(Parser)]
-#[command(name = "xtask", bin_name = "cargo xtask", about = "Project tasks for the tracer")]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Project tasks for the tracer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,7 +57,7 @@ enum LabAction {
 
 /// Fixed prefix of `cargo xtask lab`.
 const MANUAL_LAB: &str = "lab";
-/// Prefix of the demo's lab.
+/// Prefix of the demo's lab (Lab::new replaces leftovers of an interrupted demo).
 const DEMO_LAB: &str = "demo";
 
 fn main() {
@@ -126,7 +130,6 @@ fn demo(log: &Path) -> Result<()> {
         bail!("{} not found after the build", tracer.display());
     }
     let log = std::env::current_dir()?.join(log);
-    lab::cleanup_stale(DEMO_LAB)?;
     let t = Instant::now();
     let (lab, s) = lab::vxlan_mismatch(DEMO_LAB)?;
     println!(
@@ -165,7 +168,11 @@ fn demo(log: &Path) -> Result<()> {
     drop(lab);
     println!("demo: lab torn down");
     result?;
-    println!("demo: events logged to {}", log.display());
+    if log.is_file() {
+        println!("demo: events logged to {}", log.display());
+    } else {
+        println!("demo: the tracer wrote no log at {}", log.display());
+    }
     Ok(())
 }
 

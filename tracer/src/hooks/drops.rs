@@ -1,11 +1,11 @@
 //! User half of `tracer-ebpf/src/drops.rs`: attach `kfree_skb` and name what it reports.
 use aya::{
-    Btf, Ebpf,
     programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf,
 };
-use tracer_common::{Event, flags};
+use tracer_common::{flags, Event};
 
-use super::{Attempt, Names, Outcome, c_name, nonzero};
+use super::{c_name, nonzero, Attempt, Names, Outcome};
 use crate::event::Record;
 
 /// Attach the drop hook: `tp_btf/kfree_skb` when the kernel allows it, else the classic
@@ -27,7 +27,10 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
             ));
             return report;
         }
-        Err(e) => report.push(attempt("tp_btf/kfree_skb", Outcome::Failed(format!("{e:#}")))),
+        Err(e) => report.push(attempt(
+            "tp_btf/kfree_skb",
+            Outcome::Failed(format!("{e:#}")),
+        )),
     }
     let classic = (|| -> anyhow::Result<()> {
         let prog: &mut TracePoint = program(ebpf, "drops_tracepoint")?.try_into()?;
@@ -45,7 +48,10 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
     report
 }
 
-pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+pub(super) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow::anyhow!("program {name} missing from the embedded object"))
 }
@@ -59,7 +65,8 @@ fn attempt(method: &str, outcome: Outcome) -> Attempt {
 }
 
 /// Size-drop sites that hand the packet to a veth peer: the peer's MTU is the one that failed.
-const VETH_RECEIVE_SITES: [&str; 3] = ["__dev_forward_skb", "__dev_forward_skb2", "dev_forward_skb"];
+const VETH_RECEIVE_SITES: [&str; 3] =
+    ["__dev_forward_skb", "__dev_forward_skb2", "dev_forward_skb"];
 
 pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     rec.reason_code = Some(ev.reason);
@@ -101,7 +108,9 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     if let Some(peer) = peer_mtu.filter(|_| at_veth_receive || fails(peer_mtu)) {
         rec.mtu = Some(peer);
         rec.mtu_source = Some("peer");
-    } else if rec.out_mtu.is_some() && (fails(rec.out_mtu) && !fails(rec.mtu) || rec.reason.as_deref() == Some("PKT_TOO_BIG")) {
+    } else if rec.out_mtu.is_some()
+        && (fails(rec.out_mtu) && !fails(rec.mtu) || rec.reason.as_deref() == Some("PKT_TOO_BIG"))
+    {
         rec.mtu = rec.out_mtu;
         rec.mtu_source = Some("route");
     }

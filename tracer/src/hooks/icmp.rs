@@ -4,12 +4,12 @@
 //! `icmp:icmp_send` tracepoint (IPv4 only, no MTU: the tc egress hook then recovers the MTU from
 //! the ICMP packet leaving). Both are reported so the operator knows what is blind.
 use aya::{
-    Ebpf,
     programs::{KProbe, TracePoint},
+    Ebpf,
 };
 use tracer_common::{Event, EventKind, Hook};
 
-use super::{Attempt, Outcome, drops::program};
+use super::{drops::program, Attempt, Outcome};
 use crate::{event::Record, kernel::tracefs};
 
 pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
@@ -17,7 +17,10 @@ pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
     let v4 = kprobe(ebpf, "icmp_send_kprobe", "__icmp_send");
     let v4_ok = v4.is_ok();
     report.push(attempt("kprobe/__icmp_send", outcome(v4)));
-    report.push(attempt("kprobe/icmp6_send", outcome(kprobe(ebpf, "icmp6_send_kprobe", "icmp6_send"))));
+    report.push(attempt(
+        "kprobe/icmp6_send",
+        outcome(kprobe(ebpf, "icmp6_send_kprobe", "icmp6_send")),
+    ));
     if v4_ok {
         report.push(attempt(
             "tracepoint/icmp/icmp_send",

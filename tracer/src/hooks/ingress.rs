@@ -1,14 +1,24 @@
 //! User half of `tracer-ebpf/src/ingress.rs`: tc (TCX) ingress on uplinks, where ICMP too-big
 //! from the underlay arrives. Decoding is shared with the ICMP hook.
-use aya::{Ebpf, programs::TcAttachType};
+use aya::{programs::TcAttachType, Ebpf};
 
-use super::{Attempt, HookedDevice, transmit::{Selection, attach_tc}};
-use crate::{ifaces::Iface, netns::Netns};
+use super::{
+    transmit::{attach_tc, Selection},
+    Attempt, HookedDevice,
+};
 
-pub fn attach(ebpf: &mut Ebpf, selections: &[Selection], hooked: &mut Vec<HookedDevice>) -> Vec<Attempt> {
-    let targets: Vec<(Netns, Iface)> = selections
-        .iter()
-        .flat_map(|s| s.ingress.iter().map(|i| (s.netns.clone(), i.clone())))
-        .collect();
-    attach_tc(ebpf, "rx_tc", TcAttachType::Ingress, "rx", &targets, hooked)
+pub fn attach(
+    ebpf: &mut Ebpf,
+    selections: &[Selection],
+    hooked: &mut Vec<HookedDevice>,
+) -> Vec<Attempt> {
+    attach_tc(
+        ebpf,
+        "rx_tc",
+        TcAttachType::Ingress,
+        "rx",
+        selections,
+        |s| &s.ingress,
+        hooked,
+    )
 }

@@ -9,7 +9,7 @@ pub mod transmit;
 
 use std::{collections::HashMap, fmt};
 
-use tracer_common::{Event, EventKind, Hook, flags};
+use tracer_common::{flags, Event, EventKind, Hook};
 
 use crate::{
     event::{Kind, Record},
@@ -60,19 +60,16 @@ pub struct HookedDevice {
 pub struct Names {
     pub reasons: DropReasons,
     pub kallsyms: Kallsyms,
-    /// ifindex → devices with that index (several when namespaces reuse indexes).
-    pub devices: HashMap<u32, Vec<HookedDevice>>,
+    /// (netns inode, ifindex) → the hooked device.
+    pub devices: HashMap<(u32, u32), HookedDevice>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns()` into wall time.
     pub clock_offset_ns: i128,
 }
 
 impl Names {
-    /// The hooked device with this index, when it is unambiguous.
-    pub fn device(&self, ifindex: u32) -> Option<&HookedDevice> {
-        match self.devices.get(&ifindex).map(Vec::as_slice) {
-            Some([one]) => Some(one),
-            _ => None,
-        }
+    /// The hooked device with this index in this namespace.
+    pub fn device(&self, netns: u32, ifindex: u32) -> Option<&HookedDevice> {
+        self.devices.get(&(netns, ifindex))
     }
 }
 
@@ -118,18 +115,21 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
     rec.ifindex = nonzero(ev.ifindex);
     rec.ifname = c_name(&ev.ifname);
     rec.netns = nonzero(ev.netns);
-    if rec.ifname.is_none() || rec.netns.is_none() {
-        // tc programs know only the ifindex: name it from the devices we hooked.
-        if let Some(dev) = names.device(ev.ifindex) {
-            rec.ifname.get_or_insert_with(|| dev.iface.name.clone());
-            rec.netns.get_or_insert(dev.netns);
+    if rec.ifname.is_none() {
+        // tc programs know only the namespace and ifindex: name it from the devices we hooked.
+        if let Some(dev) = names.device(ev.netns, ev.ifindex) {
+            rec.ifname = Some(dev.iface.name.clone());
         }
     }
     rec.len = nonzero(ev.len);
     rec.l3_len = nonzero(ev.l3_len);
     if ev.mtu != 0 {
         rec.mtu = Some(ev.mtu);
-        rec.mtu_source = Some(if ev.flags & flags::MTU_ADVERTISED != 0 { "icmp" } else { "device" });
+        rec.mtu_source = Some(if ev.flags & flags::MTU_ADVERTISED != 0 {
+            "icmp"
+        } else {
+            "device"
+        });
     }
     if ev.flags & flags::GSO != 0 {
         rec.gso_size = nonzero(ev.gso_size as u32);

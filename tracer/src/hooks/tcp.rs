@@ -1,10 +1,10 @@
 //! User half of `tracer-ebpf/src/tcp.rs`: TCP retransmissions.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{Ebpf, programs::TracePoint};
-use tracer_common::{Event, flags};
+use aya::{programs::TracePoint, Ebpf};
+use tracer_common::{flags, Event};
 
-use super::{Attempt, Outcome, drops::program};
+use super::{drops::program, Attempt, Outcome};
 use crate::event::Record;
 
 pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
@@ -50,7 +50,10 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
     }
     let f = &ev.flow;
     let (src, dst): (IpAddr, IpAddr) = if f.family == 10 {
-        (Ipv6Addr::from(f.saddr).into(), Ipv6Addr::from(f.daddr).into())
+        (
+            Ipv6Addr::from(f.saddr).into(),
+            Ipv6Addr::from(f.daddr).into(),
+        )
     } else {
         let s: [u8; 4] = [f.saddr[0], f.saddr[1], f.saddr[2], f.saddr[3]];
         let d: [u8; 4] = [f.daddr[0], f.daddr[1], f.daddr[2], f.daddr[3]];

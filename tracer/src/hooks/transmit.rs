@@ -1,12 +1,12 @@
 //! User half of `tracer-ebpf/src/transmit.rs`: which devices to hook, attaching tc (TCX)
 //! egress on them inside their namespaces, and naming oversized transmissions.
 use aya::{
+    programs::{tc, SchedClassifier, TcAttachType},
     Ebpf,
-    programs::{SchedClassifier, TcAttachType, tc},
 };
-use tracer_common::Event;
+use tracer_common::{Event, MAX_TC_NETNS};
 
-use super::{Attempt, HookedDevice, Outcome, drops::program};
+use super::{drops::program, Attempt, HookedDevice, Outcome};
 use crate::{event::Record, ifaces::Iface, netns::Netns};
 
 /// The devices chosen in one namespace.
@@ -24,11 +24,26 @@ pub struct Selection {
 /// `--iface` names are looked up in every watched namespace and must match somewhere. Without
 /// them: the tunnel devices and the default-route uplink(s); a namespace with neither (a lab
 /// node without a default route) gets all its non-loopback devices.
-pub fn select(namespaces: &[(Netns, Vec<Iface>, Vec<String>)], explicit: &[String]) -> anyhow::Result<Vec<Selection>> {
+pub fn select(
+    namespaces: &[(Netns, Vec<Iface>, Vec<String>)],
+    explicit: &[String],
+) -> anyhow::Result<Vec<Selection>> {
+    if namespaces.len() > MAX_TC_NETNS {
+        anyhow::bail!(
+            "at most {MAX_TC_NETNS} --netns can be watched at once (got {})",
+            namespaces.len()
+        );
+    }
     let mut out = Vec::new();
     for name in explicit {
-        if !namespaces.iter().any(|(_, ifaces, _)| ifaces.iter().any(|i| &i.name == name)) {
-            let searched: Vec<&str> = namespaces.iter().map(|(n, _, _)| n.label.as_str()).collect();
+        if !namespaces
+            .iter()
+            .any(|(_, ifaces, _)| ifaces.iter().any(|i| &i.name == name))
+        {
+            let searched: Vec<&str> = namespaces
+                .iter()
+                .map(|(n, _, _)| n.label.as_str())
+                .collect();
             anyhow::bail!(
                 "--iface {name}: no such interface (namespaces searched: {})",
                 searched.join(", ")
@@ -37,7 +52,11 @@ pub fn select(namespaces: &[(Netns, Vec<Iface>, Vec<String>)], explicit: &[Strin
     }
     for (netns, ifaces, default_devs) in namespaces {
         let (egress, ingress): (Vec<Iface>, Vec<Iface>) = if !explicit.is_empty() {
-            let chosen: Vec<Iface> = ifaces.iter().filter(|i| explicit.contains(&i.name)).cloned().collect();
+            let chosen: Vec<Iface> = ifaces
+                .iter()
+                .filter(|i| explicit.contains(&i.name))
+                .cloned()
+                .collect();
             (chosen.clone(), chosen)
         } else {
             let uplinks: Vec<Iface> = ifaces
@@ -47,7 +66,11 @@ pub fn select(namespaces: &[(Netns, Vec<Iface>, Vec<String>)], explicit: &[Strin
                 .collect();
             let tunnels: Vec<Iface> = ifaces.iter().filter(|i| i.is_tunnel()).cloned().collect();
             if uplinks.is_empty() && tunnels.is_empty() {
-                let all: Vec<Iface> = ifaces.iter().filter(|i| !i.is_loopback()).cloned().collect();
+                let all: Vec<Iface> = ifaces
+                    .iter()
+                    .filter(|i| !i.is_loopback())
+                    .cloned()
+                    .collect();
                 let rx = all.iter().filter(|i| !i.is_tunnel()).cloned().collect();
                 (all, rx)
             } else {
@@ -65,86 +88,107 @@ pub fn select(namespaces: &[(Netns, Vec<Iface>, Vec<String>)], explicit: &[Strin
     Ok(out)
 }
 
-fn load_classifier<'a>(ebpf: &'a mut Ebpf, prog_name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+fn load_classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    prog_name: &str,
+) -> anyhow::Result<&'a mut SchedClassifier> {
     let prog: &mut SchedClassifier = program(ebpf, prog_name)?.try_into()?;
     prog.load()?;
     Ok(prog)
 }
 
-/// Load a tc program once and attach it to every chosen device, each inside its namespace.
+/// Attach a tc program to every chosen device, each inside its namespace. Namespace `slot`
+/// uses its own copy of the program (`{prefix}_{slot}`), which stamps events with the
+/// namespace: tc programs only see an ifindex, and namespaces reuse indexes.
 pub(super) fn attach_tc(
     ebpf: &mut Ebpf,
-    prog_name: &str,
+    prefix: &str,
     attach_type: TcAttachType,
     concern: &'static str,
-    targets: &[(Netns, Iface)],
+    selections: &[Selection],
+    devices: impl Fn(&Selection) -> &[Iface],
     hooked: &mut Vec<HookedDevice>,
 ) -> Vec<Attempt> {
     let direction = match attach_type {
         TcAttachType::Ingress => "ingress",
         _ => "egress",
     };
-    let prog = match load_classifier(ebpf, prog_name) {
-        Ok(p) => p,
-        Err(e) => {
-            return vec![Attempt {
-                concern,
-                method: format!("tcx/{direction}"),
-                outcome: Outcome::Failed(format!("{e:#}")),
-            }];
-        }
-    };
-    let mut report = Vec::new();
     // TCX (6.6+) attaches through a BPF link: closing the tracer (even SIGKILL) detaches it.
     let tcx = aya::util::KernelVersion::current()
         .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-    for (netns, iface) in targets {
-        let r = netns.enter(|| {
-            // Kernels before 6.6 attach through netlink and need a clsact qdisc; TCX does not.
-            if !tcx {
-                let _ = tc::qdisc_add_clsact(&iface.name);
+    let method = if tcx { "tcx" } else { "tc" };
+    let mut report = Vec::new();
+    for (slot, sel) in selections.iter().enumerate() {
+        let ifaces = devices(sel);
+        if ifaces.is_empty() {
+            continue;
+        }
+        let prog = match load_classifier(ebpf, &format!("{prefix}_{slot}")) {
+            Ok(p) => p,
+            Err(e) => {
+                report.push(Attempt {
+                    concern,
+                    method: format!("{method}/{direction} @{}", sel.netns.label),
+                    outcome: Outcome::Failed(format!("{e:#}")),
+                });
+                continue;
             }
-            prog.attach(&iface.name, attach_type)?;
-            Ok(())
-        });
-        let at = if netns.label == "root" {
-            iface.name.clone()
-        } else {
-            format!("{}@{}", iface.name, netns.label)
         };
-        let method = if tcx { "tcx" } else { "tc" };
-        report.push(Attempt {
-            concern,
-            method: format!("{method}/{direction} {at}"),
-            outcome: match r {
-                Ok(()) => {
-                    hooked.push(HookedDevice {
-                        netns: netns.inode,
-                        netns_label: netns.label.clone(),
-                        iface: iface.clone(),
-                    });
-                    Outcome::Attached
+        for iface in ifaces {
+            let r = sel.netns.enter(|| {
+                // Kernels before 6.6 attach through netlink and need a clsact qdisc.
+                if !tcx {
+                    let _ = tc::qdisc_add_clsact(&iface.name);
                 }
-                Err(e) => Outcome::Failed(format!("{e:#}")),
-            },
-        });
+                prog.attach(&iface.name, attach_type)?;
+                Ok(())
+            });
+            let at = if sel.netns.label == "root" {
+                iface.name.clone()
+            } else {
+                format!("{}@{}", iface.name, sel.netns.label)
+            };
+            report.push(Attempt {
+                concern,
+                method: format!("{method}/{direction} {at}"),
+                outcome: match r {
+                    Ok(()) => {
+                        hooked.push(HookedDevice {
+                            netns: sel.netns.inode,
+                            netns_label: sel.netns.label.clone(),
+                            iface: iface.clone(),
+                        });
+                        Outcome::Attached
+                    }
+                    Err(e) => Outcome::Failed(format!("{e:#}")),
+                },
+            });
+        }
     }
-    if targets.is_empty() {
+    if report.is_empty() {
         report.push(Attempt {
             concern,
-            method: format!("tcx/{direction}"),
+            method: format!("{method}/{direction}"),
             outcome: Outcome::Skipped("no device selected".into()),
         });
     }
     report
 }
 
-pub fn attach(ebpf: &mut Ebpf, selections: &[Selection], hooked: &mut Vec<HookedDevice>) -> Vec<Attempt> {
-    let targets: Vec<(Netns, Iface)> = selections
-        .iter()
-        .flat_map(|s| s.egress.iter().map(|i| (s.netns.clone(), i.clone())))
-        .collect();
-    attach_tc(ebpf, "tx_tc", TcAttachType::Egress, "tx", &targets, hooked)
+pub fn attach(
+    ebpf: &mut Ebpf,
+    selections: &[Selection],
+    hooked: &mut Vec<HookedDevice>,
+) -> Vec<Attempt> {
+    attach_tc(
+        ebpf,
+        "tx_tc",
+        TcAttachType::Egress,
+        "tx",
+        selections,
+        |s| &s.egress,
+        hooked,
+    )
 }
 
 pub(super) fn decode(rec: &mut Record, _ev: &Event) {
@@ -188,7 +232,10 @@ mod tests {
     #[test]
     fn explicit_interfaces_must_exist() {
         let err = select(&[node()], &["eth9".to_string()]).unwrap_err();
-        assert!(err.to_string().contains("--iface eth9: no such interface"), "{err}");
+        assert!(
+            err.to_string().contains("--iface eth9: no such interface"),
+            "{err}"
+        );
         let sel = select(&[node()], &["cali12ab".to_string()]).unwrap();
         assert_eq!(sel[0].egress.len(), 1);
         assert_eq!(sel[0].egress[0].name, "cali12ab");
@@ -197,7 +244,10 @@ mod tests {
     #[test]
     fn a_namespace_without_uplink_or_tunnel_hooks_all_its_devices() {
         let (ns, _, _) = node();
-        let ifaces = vec![iface("lo", 1, None, 772), iface("veth-a", 7, Some("veth"), 1)];
+        let ifaces = vec![
+            iface("lo", 1, None, 772),
+            iface("veth-a", 7, Some("veth"), 1),
+        ];
         let sel = select(&[(ns, ifaces, vec![])], &[]).unwrap();
         assert_eq!(sel[0].egress.len(), 1);
         assert_eq!(sel[0].egress[0].name, "veth-a");

@@ -371,6 +371,10 @@ impl<W: Write> TerminalSink<W> {
             let mtu = rec.out_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
             rest.push_str(&format!("  out {out}{mtu}"));
         }
+        if let Some(peer) = rec.peer_ifname.as_deref() {
+            let mtu = rec.peer_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
+            rest.push_str(&format!("  peer {peer}{mtu}"));
+        }
         let line = format!("{time} {label} {ifname} {size} {rest}");
         line.trim_end().to_string()
     }
@@ -400,7 +404,8 @@ fn size_column(rec: &Record) -> (String, bool) {
     }
     // l3_len compares with the MTU; skb->len may include the Ethernet header.
     let size = rec.l3_len.or(rec.len);
-    match (size, rec.mtu.or(rec.out_mtu)) {
+    // A veth drop fails on the peer's MTU, not the MTU of the device the event names.
+    match (size, rec.peer_mtu.or(rec.mtu).or(rec.out_mtu)) {
         (Some(s), Some(m)) if s > m => (format!("{s}>{m}"), true),
         (Some(s), Some(m)) => (format!("{s}≤{m}"), false),
         (Some(s), None) => (format!("{s} B"), false),
@@ -628,6 +633,20 @@ mod tests {
         assert_eq!(
             lines[2],
             "18:09:41.123 LOST        41 events lost (ring buffer full)"
+        );
+    }
+
+    #[test]
+    fn veth_drop_compares_with_the_peer_mtu() {
+        let mut r = drop_rec(T0, 1);
+        r.ifname = Some("cali1a2b".into());
+        r.mtu = Some(1500);
+        r.peer_ifname = Some("eth0".into());
+        r.peer_mtu = Some(1450);
+        let out = render(&[r], false);
+        assert!(
+            out.contains(" 1500>1450 ") && out.contains("peer eth0 mtu 1450"),
+            "{out}"
         );
     }
 
