@@ -68,8 +68,9 @@ pub struct Outer {
 /// An ICMP "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2) message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IcmpTooBig {
-    /// Sender and receiver of the ICMP message itself.
-    pub from: IpAddr,
+    /// Sender and receiver of the ICMP message itself. `from` is null when the event comes
+    /// from the kernel's ICMP generator (it has not chosen a source address yet).
+    pub from: Option<IpAddr>,
     pub to: IpAddr,
     #[serde(rename = "type")]
     pub icmp_type: u8,

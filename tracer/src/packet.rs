@@ -363,7 +363,7 @@ fn decode_icmp(d: &mut Decoded, ip: &IpHeader<'_>, proto: u8, icmp: &[u8], budge
         return;
     }
     d.icmp = Some(IcmpTooBig {
-        from: ip.src,
+        from: Some(ip.src),
         to: ip.dst,
         icmp_type: ty,
         code,
@@ -780,7 +780,7 @@ mod tests {
         assert_eq!(
             d.icmp,
             Some(IcmpTooBig {
-                from: ip("10.0.0.254"),
+                from: Some(ip("10.0.0.254")),
                 to: ip("10.0.1.2"),
                 icmp_type: 3,
                 code: 4,
@@ -824,7 +824,7 @@ mod tests {
         let d = decode(et, &p);
         let i = d.icmp.unwrap();
         assert_eq!((i.icmp_type, i.code, i.mtu), (2, 0, Some(1280)));
-        assert_eq!((i.from, i.to), (ip("fd00::ff"), ip("fd00::1:2")));
+        assert_eq!((i.from, i.to), (Some(ip("fd00::ff")), ip("fd00::1:2")));
         assert_eq!(d.flow, tcp_flow("fd00::1:2", 41234, "fd00::2:2", 443));
         assert_eq!(d.ip_len, Some(1280));
     }

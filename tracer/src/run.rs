@@ -379,6 +379,14 @@ async fn event_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_seen = [0u64; HOOK_COUNT as usize];
     let mut sink_failed = vec![false; sinks.len()];
+    // Test knob: hold the reader back so that a test can overflow the ring buffer on purpose
+    // and check that every lost event is counted.
+    if let Some(ms) = std::env::var("TRACER_TEST_READER_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     loop {
         let sleep_until_deadline = async {
             match deadline {

@@ -7,10 +7,13 @@ use aya::{
     programs::{KProbe, TracePoint},
     Ebpf,
 };
-use tracer_common::{Event, EventKind, Hook};
+use tracer_common::{flags, Event, EventKind, Hook};
 
 use super::{drops::program, Attempt, Outcome};
-use crate::{event::Record, kernel::tracefs};
+use crate::{
+    event::{IcmpTooBig, Record},
+    kernel::tracefs,
+};
 
 pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
     let mut report = Vec::new();
@@ -81,15 +84,24 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
     );
     if from_generator && EventKind::from_u8(ev.kind) == Some(EventKind::IcmpTooBigSent) {
         // The captured packet is the offending one, not the ICMP message: its flow is the flow
-        // the ICMP is about, and the message itself is described by type/code/MTU.
-        rec.icmp = Some(crate::event::IcmpTooBig {
-            from: rec.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-            to: rec.src.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        // the ICMP is about, and the message goes back to that flow's source.
+        let advertised = ev.flags & flags::MTU_ADVERTISED != 0 && ev.mtu != 0;
+        rec.icmp = rec.src.map(|to| IcmpTooBig {
+            from: None,
+            to,
             icmp_type: ev.aux1 as u8,
             code: ev.aux2 as u8,
-            mtu: (ev.mtu != 0).then_some(ev.mtu),
+            mtu: advertised.then_some(ev.mtu),
         });
-        if ev.mtu == 0 {
+        if advertised {
+            rec.mtu = Some(ev.mtu);
+            rec.mtu_source = Some("icmp");
+        } else if let Some(out) = rec.out_mtu {
+            // Without the kprobe the message's MTU is not visible here; the kernel advertises
+            // the MTU of the route the packet was refused on.
+            rec.mtu = Some(out);
+            rec.mtu_source = Some("route");
+        } else {
             rec.mtu = None;
             rec.mtu_source = None;
         }

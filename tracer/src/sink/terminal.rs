@@ -458,7 +458,7 @@ fn icmp_text(rec: &Record, flow: &str) -> String {
     let v6 = rec
         .icmp
         .as_ref()
-        .map(|i| i.from.is_ipv6())
+        .map(|i| i.to.is_ipv6())
         .or(rec.src.map(|s| s.is_ipv6()))
         .unwrap_or(false);
     let what = match &rec.icmp {
@@ -470,7 +470,10 @@ fn icmp_text(rec: &Record, flow: &str) -> String {
         _ => "frag-needed".to_string(),
     };
     let route = match (&rec.icmp, rec.kind) {
-        (Some(i), Kind::IcmpTooBigReceived) => format!("from {} → {}", i.from, i.to),
+        (Some(i), Kind::IcmpTooBigReceived) => match i.from {
+            Some(from) => format!("from {from} → {}", i.to),
+            None => format!("→ {}", i.to),
+        },
         (Some(i), _) => format!("→ {}", i.to),
         (None, _) => rec.src.map_or(String::new(), |s| format!("→ {s}")),
     };
@@ -583,7 +586,7 @@ mod tests {
         let mut recv = with_flow(Record::new(Kind::IcmpTooBigReceived, "xdp", T0), 41234);
         recv.ifname = Some("eth0".into());
         recv.icmp = Some(IcmpTooBig {
-            from: ip("10.0.0.254"),
+            from: Some(ip("10.0.0.254")),
             to: ip("10.0.1.2"),
             icmp_type: 3,
             code: 4,

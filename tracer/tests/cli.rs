@@ -1,0 +1,126 @@
+//! Bad input gets a clear error and a non-zero exit, never a panic, and fails before anything is
+//! attached. Each row: arguments, a phrase the error must contain.
+mod support;
+
+use std::process::Command;
+
+use support::{tracer_bin, TempLog};
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(tracer_bin())
+        .args(args)
+        .output()
+        .expect("run tracer");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", "--netns", "no-such-namespace-xyz"],
+            "/run/netns/no-such-namespace-xyz",
+        ),
+        (
+            &["run", "--netns", "/etc/hostname"],
+            "not a network namespace",
+        ),
+        (
+            &["run", "--iface", "nosuchdev0"],
+            "--iface nosuchdev0: no such interface",
+        ),
+        (
+            &["run", "--log", "/nonexistent-dir/x.jsonl"],
+            "cannot create the event log /nonexistent-dir/x.jsonl",
+        ),
+        (&["run", "--duration", "abc"], "not a number of seconds"),
+        (&["run", "--duration", "0"], "positive"),
+        (&["run", "--ringbuf-kib", "1000"], "power of two"),
+        (&["run", "--unknown-flag"], "--unknown-flag"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let (code, stderr) = run(args);
+        assert_ne!(code, 0, "{args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected {needle:?} in:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        // Nothing was attached: the start-up block only comes after a successful attach.
+        assert!(
+            !stderr.contains("tracing…"),
+            "{args:?} started tracing:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_existing_log_is_not_clobbered_by_a_failing_start() {
+    // A run that fails on its arguments must not truncate a log left by an earlier run.
+    let log = TempLog::new("keep");
+    std::fs::write(&log.0, "{\"kind\":\"drop\"}\n").unwrap();
+    let (code, _) = run(&[
+        "run",
+        "--iface",
+        "nosuchdev0",
+        "--log",
+        log.0.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&log.0).unwrap(),
+        "{\"kind\":\"drop\"}\n"
+    );
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    // Run as an unprivileged user (setpriv from util-linux drops every capability).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            tracer_bin(),
+            "run",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains("missing capabilities: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn duration_stops_by_itself_with_a_summary() {
+    let log = TempLog::new("duration");
+    let started = std::time::Instant::now();
+    let out = Command::new(tracer_bin())
+        .args(["run", "--duration", "1", "--log", log.0.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(started.elapsed().as_secs_f64() < 15.0);
+    assert!(
+        stderr.contains("tp_btf/kfree_skb ✔") || stderr.contains("tracepoint/skb/kfree_skb ✔"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("summary:")),
+        "{stderr}"
+    );
+    // Every line of the log (if any event happened on the host) is complete JSON.
+    for line in std::fs::read_to_string(&log.0).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("complete JSON line");
+    }
+}

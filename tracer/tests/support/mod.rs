@@ -1,0 +1,169 @@
+//! Running the real `tracer` binary against lab namespaces, for the privileged tests.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn tracer_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tracer")
+}
+
+/// A unique temporary path for one test's event log, removed on drop.
+pub struct TempLog(pub PathBuf);
+
+impl TempLog {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tracer-test-{}-{tag}-{n}.jsonl",
+            std::process::id()
+        ));
+        TempLog(path)
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A running tracer. Killed on drop if the test did not stop it (e.g. on a failed assertion),
+/// so nothing stays attached.
+pub struct Tracer {
+    child: Option<Child>,
+    stderr_lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+    stdout_thread: Option<thread::JoinHandle<String>>,
+}
+
+impl Tracer {
+    /// Start `tracer run ARGS` and wait until it says it is tracing (all hooks attached).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.arg("run").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("NO_COLOR", "1");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdout_thread = thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut t = Tracer {
+            child: Some(child),
+            stderr_lines: rx,
+            stderr: Vec::new(),
+            stdout_thread: Some(stdout_thread),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match t.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.starts_with("tracing");
+                    t.stderr.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let status = t.child.as_mut().unwrap().try_wait().ok().flatten();
+                    panic!(
+                        "tracer did not start (status {status:?}); stderr:\n{}",
+                        t.stderr.join("\n")
+                    );
+                }
+            }
+        }
+        t
+    }
+
+    /// Stop with SIGINT like Ctrl-C; returns the exit status, stdout and full stderr.
+    pub fn stop(mut self) -> (ExitStatus, String, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tracer did not stop within 10 s of SIGINT");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
+            self.stderr.push(line);
+        }
+        let stdout = self
+            .stdout_thread
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or_default();
+        (status, stdout, std::mem::take(&mut self.stderr))
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every line of a JSONL log, parsed; panics with the offending line if one is not JSON.
+pub fn read_events(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read event log");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+pub fn dump(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn netns_inode(ns: &str) -> u64 {
+    xtask::lab::Lab::netns_inode(ns).expect("netns inode")
+}

@@ -1,0 +1,367 @@
+//! Privileged end-to-end tests: the real tracer binary, its real kernel programs, real network
+//! namespaces built by `xtask::lab` (removed even when a test fails), real traffic.
+//! Run as root, one at a time (`cargo xtask test` does): tracepoints are kernel-wide.
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{dump, netns_inode, of_kind, read_events, TempLog, Tracer};
+use xtask::lab::{self, Lab};
+
+fn prefix() -> String {
+    let _ = lab::cleanup_stale("trt");
+    Lab::unique_prefix("trt")
+}
+
+fn ns_args(namespaces: &[&str]) -> Vec<String> {
+    namespaces
+        .iter()
+        .flat_map(|n| ["--netns".to_string(), n.to_string()])
+        .collect()
+}
+
+fn start(namespaces: &[&str], log: &TempLog, extra: &[&str], env: &[(&str, &str)]) -> Tracer {
+    let mut args = ns_args(namespaces);
+    args.push("--log".into());
+    args.push(log.0.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Tracer::start(&args, env)
+}
+
+fn stop_ok(t: Tracer) -> Vec<String> {
+    let (status, _stdout, stderr) = t.stop();
+    assert!(
+        status.success(),
+        "tracer exit {status:?}; stderr:\n{}",
+        stderr.join("\n")
+    );
+    assert!(
+        stderr.iter().any(|l| l.starts_with("summary:")),
+        "no summary on exit:\n{}",
+        stderr.join("\n")
+    );
+    stderr
+}
+
+/// Give the kernel a moment to deliver the last events before stopping.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn routed_hop_drop_icmp_sent_and_received() {
+    let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+    let log = TempLog::new("routed");
+    let t = start(&[&s.client_ns, &s.router_ns, &s.server_ns], &log, &[], &[]);
+    let ping = lab::ping_df(&lab, &s.client_ns, s.server_ip, 1472, 1).expect("ping");
+    assert!(
+        !ping.success,
+        "a 1500-byte DF ping must not pass a 1450 hop"
+    );
+    settle();
+    let stderr = stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+
+    let router = netns_inode(&s.router_ns);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| e["reason"] == "PKT_TOO_BIG")
+        .unwrap_or_else(|| panic!("no PKT_TOO_BIG drop:\n{all}\n{}", stderr.join("\n")));
+    assert!(
+        drop["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip_forward+0x"),
+        "{drop}"
+    );
+    assert_eq!(drop["hook"], "tp_btf/kfree_skb");
+    assert_eq!(drop["ifname"], s.router_client_if.as_str());
+    assert_eq!(drop["netns"], router);
+    assert_eq!(drop["l3_len"], 1500);
+    assert_eq!(drop["mtu"], s.hop_mtu);
+    assert_eq!(drop["mtu_source"], "route");
+    assert_eq!(drop["out_ifname"], s.router_server_if.as_str());
+    assert_eq!(drop["proto"], 1);
+    assert_eq!(drop["src"], s.client_ip.to_string());
+    assert_eq!(drop["dst"], s.server_ip.to_string());
+    assert!(drop["matched"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("reason")));
+
+    // The router's ICMP frag-needed, seen leaving its client-side device with the MTU it
+    // advertises, about the client's flow.
+    let sent: Vec<&Value> = of_kind(&events, "icmp_too_big_sent");
+    let on_wire = sent
+        .iter()
+        .find(|e| e["hook"] == "tcx/egress")
+        .unwrap_or_else(|| panic!("no ICMP leaving the router:\n{all}"));
+    assert_eq!(on_wire["ifname"], s.router_client_if.as_str());
+    assert_eq!(on_wire["netns"], router);
+    assert_eq!(on_wire["mtu"], s.hop_mtu);
+    assert_eq!(on_wire["mtu_source"], "icmp");
+    assert_eq!(on_wire["icmp"]["mtu"], s.hop_mtu);
+    assert_eq!(on_wire["icmp"]["to"], s.client_ip.to_string());
+    assert_eq!(on_wire["src"], s.client_ip.to_string());
+    assert_eq!(on_wire["dst"], s.server_ip.to_string());
+    // The generator hook (tracepoint here, kprobe where the kernel has kprobes) too.
+    assert!(
+        sent.iter()
+            .any(|e| e["hook"] != "tcx/egress" && e["skb"] == drop["skb"]),
+        "the ICMP generation event should name the dropped skb:\n{all}"
+    );
+
+    // And the client receiving it.
+    let received = of_kind(&events, "icmp_too_big_received");
+    let rx = received
+        .iter()
+        .find(|e| e["netns"] == netns_inode(&s.client_ns))
+        .unwrap_or_else(|| panic!("no ICMP received by the client:\n{all}"));
+    assert_eq!(rx["ifname"], s.client_if.as_str());
+    assert_eq!(rx["mtu"], s.hop_mtu);
+    assert_eq!(rx["icmp"]["from"], s.client_gw.to_string());
+}
+
+/// Send `count` UDP datagrams of `payload` bytes with DF set (IP_PMTUDISC_PROBE: DF without the
+/// sender's own PMTU check), from `ns` to `dst:port`; returns how many the socket accepted.
+fn udp_df_burst(
+    lab: &Lab,
+    ns: &str,
+    dst: std::net::Ipv4Addr,
+    port: u16,
+    payload: usize,
+    count: usize,
+) -> u64 {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.IPPROTO_IP, 10, 3)\n\
+         s.bind(('0.0.0.0', 40000))\n\
+         n = 0\n\
+         for i in range({count}):\n\
+         \x20   try:\n\
+         \x20       s.sendto(b'x' * {payload}, ('{dst}', {port}))\n\
+         \x20       n += 1\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         print(n)\n"
+    );
+    let out = lab
+        .exec_ok(ns, &["python3", "-c", &script])
+        .expect("udp burst");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("count")
+}
+
+#[test]
+fn routed_hop_udp_drop_shows_ports() {
+    let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+    let log = TempLog::new("routed-udp");
+    let t = start(&[&s.client_ns, &s.router_ns, &s.server_ns], &log, &[], &[]);
+    let sent = udp_df_burst(&lab, &s.client_ns, s.server_ip, 5353, 1472, 3);
+    assert_eq!(sent, 3);
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let drops: Vec<&Value> = of_kind(&events, "drop")
+        .into_iter()
+        .filter(|e| e["proto"] == 17 && e["dport"] == 5353)
+        .collect();
+    // The first datagram dies at the router; the router's ICMP then teaches the client's
+    // kernel the path MTU, which refuses the next ones locally (EMSGSIZE is not a drop).
+    assert!(!drops.is_empty(), "no UDP drop:\n{all}");
+    let drop = drops[0];
+    assert_eq!(drop["reason"], "PKT_TOO_BIG");
+    assert_eq!(drop["sport"], 40000);
+    assert_eq!(drop["src"], s.client_ip.to_string());
+    assert_eq!(drop["dst"], s.server_ip.to_string());
+    assert_eq!(drop["l3_len"], 1500);
+    assert_eq!(drop["mtu"], s.hop_mtu);
+}
+
+#[test]
+fn veth_mismatch_drop_names_the_peer_mtu() {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    let log = TempLog::new("veth");
+    let t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+    let ping = lab::ping_df(&lab, &s.a_ns, s.b_ip, 1472, 1).expect("ping");
+    assert!(!ping.success);
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| e["proto"] == 1)
+        .unwrap_or_else(|| panic!("no drop:\n{all}"));
+    assert_eq!(drop["reason"], "NOT_SPECIFIED");
+    assert!(
+        drop["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("__dev_forward_skb"),
+        "{drop}"
+    );
+    assert_eq!(drop["ifname"], s.a_if.as_str());
+    assert_eq!(drop["netns"], netns_inode(&s.a_ns));
+    assert_eq!(drop["len"], 1514);
+    assert_eq!(drop["l3_len"], 1500);
+    assert_eq!(drop["mtu"], s.b_mtu);
+    assert_eq!(drop["mtu_source"], "peer");
+    assert_eq!(drop["peer_ifname"], s.b_if.as_str());
+    assert_eq!(drop["src"], s.a_ip.to_string());
+    assert_eq!(drop["dst"], s.b_ip.to_string());
+    let matched = drop["matched"].as_array().unwrap();
+    assert!(matched.contains(&Value::from("location")), "{drop}");
+    assert!(matched.contains(&Value::from("oversize")), "{drop}");
+    // A small packet passes and is not reported.
+    assert!(
+        of_kind(&events, "drop")
+            .iter()
+            .all(|e| e["l3_len"].as_u64() > Some(1450)),
+        "only oversized packets are reported by default:\n{all}"
+    );
+}
+
+#[test]
+fn vxlan_mismatch_large_upload_dies_with_the_pod_flow_inside() {
+    let (lab, s) = lab::vxlan_mismatch(&prefix()).expect("lab");
+    let log = TempLog::new("vxlan");
+    let t = start(
+        &[&s.node1_ns, &s.node2_ns, &s.pod1_ns, &s.pod2_ns],
+        &log,
+        &[],
+        &[],
+    );
+    let small = lab::tcp_upload(
+        &lab,
+        &s.pod1_ns,
+        &s.pod2_ns,
+        s.pod2_ip,
+        6379,
+        1000,
+        Duration::from_secs(5),
+    )
+    .expect("small upload");
+    let large = lab::tcp_upload(
+        &lab,
+        &s.pod1_ns,
+        &s.pod2_ns,
+        s.pod2_ip,
+        6380,
+        200_000,
+        Duration::from_secs(4),
+    )
+    .expect("large upload");
+    assert!(small.completed, "small upload: {}", small.detail);
+    assert!(
+        !large.completed,
+        "large upload must hang like the incident: {}",
+        large.detail
+    );
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| {
+            e["dport"] == 6380
+                && !e["outer"].is_null()
+                && e["location"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("__dev_forward_skb"))
+        })
+        .unwrap_or_else(|| panic!("no encapsulated drop of the large upload:\n{all}"));
+    assert_eq!(drop["reason"], "NOT_SPECIFIED");
+    assert!(
+        drop["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("__dev_forward_skb"),
+        "{drop}"
+    );
+    assert_eq!(drop["ifname"], s.node1_underlay_if.as_str());
+    assert_eq!(drop["netns"], netns_inode(&s.node1_ns));
+    assert_eq!(drop["mtu"], s.node2_underlay_mtu);
+    // The 1550-byte VXLAN packet (1500 + 50) is fragmented to fit node 1's 1500 underlay; its
+    // 1500-byte first fragment (with the pod's headers in it) is what the 1450 peer refuses.
+    assert!(
+        drop["l3_len"].as_u64().unwrap() > s.node2_underlay_mtu as u64,
+        "{drop}"
+    );
+    assert_eq!(drop["proto"], 6);
+    assert_eq!(drop["src"], s.pod1_ip.to_string());
+    assert_eq!(drop["dst"], s.pod2_ip.to_string());
+    assert_eq!(drop["outer"]["encap"], "vxlan");
+    assert_eq!(drop["outer"]["vni"], s.vxlan_id);
+    assert_eq!(drop["outer"]["src"], s.node1_underlay_ip.to_string());
+    assert_eq!(drop["outer"]["dst"], s.node2_underlay_ip.to_string());
+    // The small upload's flow is never reported.
+    assert!(
+        of_kind(&events, "drop").iter().all(|e| e["dport"] != 6379),
+        "{all}"
+    );
+    // The pod keeps retransmitting the segment that cannot pass.
+    let rtx: Vec<&Value> = of_kind(&events, "tcp_retransmit")
+        .into_iter()
+        .filter(|e| e["dport"] == 6380)
+        .collect();
+    assert!(
+        !rtx.is_empty(),
+        "no retransmissions of the large upload:\n{all}"
+    );
+    assert_eq!(rtx[0]["src"], s.pod1_ip.to_string());
+    assert_eq!(rtx[0]["netns"], netns_inode(&s.pod1_ns));
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_not_hidden() {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    let log = TempLog::new("loss");
+    // The smallest ring (64 KiB, ~180 events) and a reader held back for 3 s: a flood of
+    // 5000 oversized datagrams cannot fit.
+    let t = start(
+        &[&s.a_ns, &s.b_ns],
+        &log,
+        &["--ringbuf-kib", "64"],
+        &[("TRACER_TEST_READER_DELAY_MS", "3000")],
+    );
+    // Resolve the neighbour first so that every datagram reaches the veth.
+    lab::ping_df(&lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
+    let sent = udp_df_burst(&lab, &s.a_ns, s.b_ip, 9, 1472, 5000);
+    assert!(sent > 4000, "flood sent only {sent}");
+    std::thread::sleep(Duration::from_millis(3500));
+    let stderr = stop_ok(t);
+    let events = read_events(&log.0);
+    let drops = of_kind(&events, "drop")
+        .iter()
+        .filter(|e| e["l3_len"] == 1500 && e["proto"] == 17)
+        .count() as u64;
+    let lost: u64 = of_kind(&events, "lost")
+        .iter()
+        .map(|e| e["lost"].as_u64().unwrap())
+        .sum();
+    assert!(
+        lost > 0,
+        "nothing lost with a 64 KiB ring and a stalled reader?"
+    );
+    assert!(drops > 0 && drops < sent, "drops {drops} of {sent}");
+    // Every datagram was dropped exactly once: each is either delivered or counted as lost.
+    assert_eq!(
+        drops + lost,
+        sent,
+        "delivered {drops} + lost {lost} != sent {sent}"
+    );
+    let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap();
+    assert!(summary.contains(&format!("{lost} lost")), "{summary}");
+    assert!(of_kind(&events, "lost")
+        .iter()
+        .all(|e| e["hook"] == "tp_btf/kfree_skb"));
+}
