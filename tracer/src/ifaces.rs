@@ -31,6 +31,13 @@ impl Iface {
             || self.link_type == ARPHRD_TUNNEL6
     }
 
+    /// The host end of a pod's veth, by the CNIs' naming (Calico `cali*`, Cilium `lxc*`,
+    /// Weave `vethwe*`, bridge CNIs `veth*`).
+    pub fn is_pod_side(&self) -> bool {
+        const POD_PREFIXES: [&str; 3] = ["cali", "lxc", "veth"];
+        POD_PREFIXES.iter().any(|p| self.name.starts_with(p))
+    }
+
     pub fn is_loopback(&self) -> bool {
         self.link_type == 772 || self.name == "lo"
     }

@@ -154,6 +154,10 @@ fn demo(log: &Path) -> Result<()> {
             &s.node1_ns,
             "--netns",
             &s.node2_ns,
+            "--netns",
+            &s.pod1_ns,
+            "--netns",
+            &s.pod2_ns,
             "--log",
         ])
         .arg(&log)

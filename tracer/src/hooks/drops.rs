@@ -70,11 +70,11 @@ const VETH_RECEIVE_SITES: [&str; 3] =
 
 pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     rec.reason_code = Some(ev.reason);
-    rec.reason = Some(match names.reasons.name(ev.reason) {
-        Some(name) => name.to_string(),
+    rec.reason = Some(if names.reasons.available() {
+        names.reasons.label(ev.reason).into_owned()
+    } else {
         // Kernels before 5.17 have no drop reasons at all.
-        None if !names.reasons.available() => "UNAVAILABLE".to_string(),
-        None => format!("UNKNOWN_{}", ev.reason),
+        "UNAVAILABLE".to_string()
     });
     let symbol = names.kallsyms.symbolize(ev.location);
     rec.location = Some(match &symbol {

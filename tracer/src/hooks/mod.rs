@@ -152,3 +152,190 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ifaces::Iface, kernel::btf};
+
+    const KALLSYMS: &str = "ffffffff81e57040 t __dev_forward_skb2\n\
+                            ffffffff81e571e0 T __dev_forward_skb\n\
+                            ffffffff81ff7890 T ip_forward\n\
+                            ffffffff81ff8000 T ip_forward_finish\n";
+
+    fn names() -> Names {
+        let vmlinux = btf::load_vmlinux().unwrap();
+        Names {
+            reasons: DropReasons::from_btf(&vmlinux).unwrap(),
+            kallsyms: Kallsyms::parse(KALLSYMS),
+            devices: HashMap::new(),
+            clock_offset_ns: 1_000_000_000,
+        }
+    }
+
+    /// A 1500-byte IPv4 ICMP echo header from 10.0.0.1 to 10.0.0.2.
+    fn ipv4_icmp() -> [u8; 28] {
+        let mut p = [0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = 1;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p[20] = 8;
+        p
+    }
+
+    fn event(kind: EventKind, hook: Hook) -> Event {
+        let mut ev = Event::zeroed();
+        ev.kind = kind as u8;
+        ev.hook = hook as u8;
+        ev.ts_ns = 5;
+        let pkt = ipv4_icmp();
+        ev.packet[..pkt.len()].copy_from_slice(&pkt);
+        ev.cap_len = pkt.len() as u16;
+        ev.l3_proto = 0x0800;
+        ev.flags = flags::HAS_PACKET;
+        ev.len = 1514;
+        ev.l3_len = 1500;
+        ev.ifindex = 7;
+        ev.netns = 4026532000;
+        ev.ifname[..4].copy_from_slice(b"vA\0\0");
+        ev
+    }
+
+    #[test]
+    fn a_veth_drop_is_judged_against_the_peer_mtu() {
+        let names = names();
+        let mut ev = event(EventKind::Drop, Hook::DropsTpBtf);
+        ev.reason = names.reasons.value("NOT_SPECIFIED").unwrap();
+        ev.location = 0xffffffff81e57040 + 0x87;
+        ev.mtu = 1500;
+        ev.flags |= flags::HAS_PEER_DEV | flags::MATCH_LOCATION | flags::MATCH_OVERSIZE;
+        ev.peer_mtu = 1450;
+        ev.peer_ifindex = 2;
+        ev.peer_ifname[..2].copy_from_slice(b"vB");
+        let rec = decode(&ev, &names).unwrap();
+        assert_eq!(rec.kind, Kind::Drop);
+        assert_eq!(rec.ts_unix_ns, 1_000_000_005);
+        assert_eq!(rec.reason.as_deref(), Some("NOT_SPECIFIED"));
+        assert_eq!(rec.location.as_deref(), Some("__dev_forward_skb2+0x87"));
+        assert_eq!(rec.matched, vec!["location", "oversize"]);
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("peer")));
+        assert_eq!(rec.peer_ifname.as_deref(), Some("vB"));
+        assert_eq!(rec.ifname.as_deref(), Some("vA"));
+        assert_eq!(rec.proto, Some(1));
+        assert_eq!(rec.src.unwrap().to_string(), "10.0.0.1");
+        assert_eq!(rec.dst.unwrap().to_string(), "10.0.0.2");
+    }
+
+    #[test]
+    fn a_forwarding_drop_is_judged_against_the_route_mtu() {
+        let names = names();
+        let mut ev = event(EventKind::Drop, Hook::DropsTracepoint);
+        ev.reason = names.reasons.value("PKT_TOO_BIG").unwrap();
+        ev.location = 0xffffffff81ff7890 + 0x2c0;
+        ev.mtu = 1500;
+        ev.flags |= flags::HAS_OUT_DEV | flags::MATCH_REASON;
+        ev.out_mtu = 1450;
+        ev.out_ifindex = 3;
+        ev.out_ifname[..2].copy_from_slice(b"r1");
+        let rec = decode(&ev, &names).unwrap();
+        assert_eq!(rec.hook, "tracepoint/skb/kfree_skb");
+        assert_eq!(rec.reason.as_deref(), Some("PKT_TOO_BIG"));
+        assert_eq!(rec.location.as_deref(), Some("ip_forward+0x2c0"));
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("route")));
+        assert_eq!(rec.out_ifname.as_deref(), Some("r1"));
+        assert_eq!(rec.matched, vec!["reason"]);
+    }
+
+    #[test]
+    fn a_drop_that_fits_its_device_keeps_the_device_mtu() {
+        let names = names();
+        let mut ev = event(EventKind::Drop, Hook::DropsTpBtf);
+        ev.reason = names.reasons.value("NETFILTER_DROP").unwrap();
+        ev.l3_len = 600;
+        ev.mtu = 1500;
+        ev.flags |= flags::HAS_OUT_DEV;
+        ev.out_mtu = 1450;
+        let rec = decode(&ev, &names).unwrap();
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1500), Some("device")));
+        assert!(rec.matched.is_empty());
+        // An address outside every known symbol is shown raw, not guessed.
+        assert_eq!(rec.location.as_deref(), Some("0x0"));
+    }
+
+    #[test]
+    fn icmp_generation_without_kprobe_infers_the_mtu_from_the_route() {
+        let names = names();
+        let mut ev = event(EventKind::IcmpTooBigSent, Hook::IcmpSendTracepoint);
+        ev.aux1 = 3;
+        ev.aux2 = 4;
+        ev.mtu = 1500;
+        ev.flags |= flags::HAS_OUT_DEV;
+        ev.out_mtu = 1450;
+        let rec = decode(&ev, &names).unwrap();
+        let icmp = rec.icmp.as_ref().unwrap();
+        assert_eq!(
+            icmp.mtu, None,
+            "the tracepoint does not see the advertised MTU"
+        );
+        assert_eq!(icmp.from, None);
+        assert_eq!(icmp.to.to_string(), "10.0.0.1");
+        assert_eq!((icmp.icmp_type, icmp.code), (3, 4));
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("route")));
+    }
+
+    #[test]
+    fn icmp_generation_with_kprobe_reports_the_advertised_mtu() {
+        let names = names();
+        let mut ev = event(EventKind::IcmpTooBigSent, Hook::IcmpSendKprobe);
+        ev.aux1 = 3;
+        ev.aux2 = 4;
+        ev.mtu = 1430;
+        ev.flags |= flags::MTU_ADVERTISED;
+        let rec = decode(&ev, &names).unwrap();
+        assert_eq!(rec.icmp.as_ref().unwrap().mtu, Some(1430));
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1430), Some("icmp")));
+    }
+
+    #[test]
+    fn tc_events_are_named_from_the_hooked_devices_of_their_namespace() {
+        let mut names = names();
+        let dev = |netns: u32, name: &str| HookedDevice {
+            netns,
+            netns_label: "x".into(),
+            iface: Iface {
+                name: name.into(),
+                ifindex: 2,
+                mtu: 1450,
+                driver: None,
+                link_type: 1,
+            },
+        };
+        // Two namespaces, same ifindex: the namespace decides.
+        names.devices.insert((11, 2), dev(11, "eth0"));
+        names.devices.insert((22, 2), dev(22, "uplink"));
+        let mut ev = event(EventKind::OversizeTx, Hook::TxTc);
+        ev.ifname = [0; 16];
+        ev.ifindex = 2;
+        ev.netns = 22;
+        ev.mtu = 1450;
+        let rec = decode(&ev, &names).unwrap();
+        assert_eq!(rec.ifname.as_deref(), Some("uplink"));
+        assert_eq!(rec.kind, Kind::OversizeTx);
+        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("device")));
+    }
+
+    #[test]
+    fn unknown_kinds_are_not_decoded() {
+        let names = names();
+        let mut ev = event(EventKind::Drop, Hook::DropsTpBtf);
+        ev.kind = 200;
+        assert!(decode(&ev, &names).is_none());
+        ev.kind = EventKind::Drop as u8;
+        ev.hook = 99;
+        assert!(decode(&ev, &names).is_none());
+    }
+}

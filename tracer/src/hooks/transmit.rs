@@ -59,11 +59,20 @@ pub fn select(
                 .collect();
             (chosen.clone(), chosen)
         } else {
-            let uplinks: Vec<Iface> = ifaces
+            let mut uplinks: Vec<Iface> = ifaces
                 .iter()
                 .filter(|i| default_devs.contains(&i.name) && !i.is_loopback())
                 .cloned()
                 .collect();
+            if uplinks.is_empty() {
+                // No default route (a lab node, an isolated underlay): the uplinks are the
+                // devices that are neither tunnels nor the host ends of pod veths.
+                uplinks = ifaces
+                    .iter()
+                    .filter(|i| !i.is_loopback() && !i.is_tunnel() && !i.is_pod_side())
+                    .cloned()
+                    .collect();
+            }
             let tunnels: Vec<Iface> = ifaces.iter().filter(|i| i.is_tunnel()).cloned().collect();
             if uplinks.is_empty() && tunnels.is_empty() {
                 let all: Vec<Iface> = ifaces
@@ -223,6 +232,16 @@ mod tests {
     #[test]
     fn default_selection_is_tunnels_and_the_uplink() {
         let sel = select(&[node()], &[]).unwrap();
+        let egress: Vec<&str> = sel[0].egress.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(egress, vec!["tunl0", "vxlan.calico", "eth0"]);
+        let ingress: Vec<&str> = sel[0].ingress.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(ingress, vec!["eth0"]);
+    }
+
+    #[test]
+    fn without_a_default_route_the_non_pod_devices_are_uplinks() {
+        let (ns, ifaces, _) = node();
+        let sel = select(&[(ns, ifaces, vec![])], &[]).unwrap();
         let egress: Vec<&str> = sel[0].egress.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(egress, vec!["tunl0", "vxlan.calico", "eth0"]);
         let ingress: Vec<&str> = sel[0].ingress.iter().map(|i| i.name.as_str()).collect();

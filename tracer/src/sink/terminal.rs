@@ -4,7 +4,7 @@
 //! ```text
 //! 18:04:07.113 DROP        eth0    1500>1450  ip_forward+0x2a1     PKT_TOO_BIG   tcp 10.0.1.2:41234 → 10.0.2.2:6379  [vxlan 192.168.0.1→192.168.0.2 vni 1]
 //! 18:04:07.113 ICMP-OUT    vxlan0  mtu 1450   frag-needed → 10.0.1.2  about tcp 10.0.1.2:41234 → 10.0.2.2:6379
-//!              … 41 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 (folded)
+//!              … 41 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 at ip_forward (folded)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -493,7 +493,12 @@ impl<W: Write> Sink for TerminalSink<W> {
             let key = FoldKey::of(rec);
             let print = self.folds.observe(key, || {
                 let ifname = rec.ifname.as_deref().unwrap_or("-");
-                format!("{label} {ifname} {}", flow_text(rec))
+                // Drops of one flow at two places (a fragment at the veth, the whole packet in
+                // ip_do_fragment) fold apart: name the place without its offset.
+                match rec.location.as_deref().and_then(|l| l.split('+').next()) {
+                    Some(at) => format!("{label} {ifname} {} at {at}", flow_text(rec)),
+                    None => format!("{label} {ifname} {}", flow_text(rec)),
+                }
             });
             if !print {
                 return Ok(());
@@ -679,7 +684,7 @@ mod tests {
         assert!(lines[..3].iter().all(|l| l.contains("DROP")));
         assert_eq!(
             lines[3],
-            "             … 97 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 (folded)"
+            "             … 97 more like: DROP eth0 tcp 10.0.1.2:41234 → 10.0.2.2:6379 at ip_forward (folded)"
         );
     }
 
