@@ -365,3 +365,99 @@ fn ring_buffer_overflow_is_counted_not_hidden() {
         .iter()
         .all(|e| e["hook"] == "tp_btf/kfree_skb"));
 }
+
+#[test]
+fn classic_tracepoint_fallback_reads_the_same_drop() {
+    // Forces the tracefs-offset path that kernels without tp_btf use.
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    let log = TempLog::new("classic");
+    let t = start(
+        &[&s.a_ns, &s.b_ns],
+        &log,
+        &[],
+        &[("TRACER_DROPS_HOOK", "tracepoint")],
+    );
+    assert!(
+        t.stderr
+            .iter()
+            .any(|l| l.contains("tracepoint/skb/kfree_skb ✔")),
+        "{}",
+        t.stderr.join("\n")
+    );
+    let ping = lab::ping_df(&lab, &s.a_ns, s.b_ip, 1472, 1).expect("ping");
+    assert!(!ping.success);
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| e["proto"] == 1)
+        .unwrap_or_else(|| panic!("no drop via the classic tracepoint:\n{all}"));
+    assert_eq!(drop["hook"], "tracepoint/skb/kfree_skb");
+    assert_eq!(drop["reason"], "NOT_SPECIFIED");
+    assert!(drop["location"]
+        .as_str()
+        .unwrap()
+        .starts_with("__dev_forward_skb"));
+    assert_eq!(drop["mtu"], s.b_mtu);
+    assert_eq!(drop["l3_len"], 1500);
+}
+
+/// Names of the tracer's programs as `bpftool prog show` lists them (15 characters at most).
+fn tracer_programs_loaded() -> Vec<String> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split(" name ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|name| {
+            [
+                "drops_tp_btf",
+                "drops_tracepoint",
+                "icmp_send_trace",
+                "tcp_retransmit_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+                || name.starts_with("tx_tc_")
+                || name.starts_with("rx_tc_")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nothing_stays_attached_after_sigterm_or_sigkill() {
+    let (_lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let log = TempLog::new("signal");
+        let mut t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+        assert!(
+            !tracer_programs_loaded().is_empty(),
+            "programs should be loaded while tracing"
+        );
+        let status = t.signal_and_wait(signal);
+        if signal == libc::SIGTERM {
+            assert!(status.success(), "SIGTERM is a normal stop: {status:?}");
+        }
+        // Programs are freed once their last link/fd goes; that is asynchronous (RCU).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = tracer_programs_loaded();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still loaded 5 s after signal {signal}: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The log holds only complete lines.
+        let _ = read_events(&log.0);
+    }
+}

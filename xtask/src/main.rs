@@ -107,14 +107,57 @@ fn test() -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     // At the workspace root, clippy covers the default members (not tracer-ebpf, a BPF crate).
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&[
+    let (passed, failed) = cargo_test_counted(&[
         "test",
         "--workspace",
         "--exclude",
         "tracer-ebpf",
         "--",
         "--test-threads=1",
-    ])
+    ])?;
+    // One closing line for the whole suite (cargo prints one per test binary).
+    println!("tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} test(s) failed");
+    }
+    Ok(())
+}
+
+/// Run `cargo test`, echoing its stdout, and add up its `test result:` lines.
+fn cargo_test_counted(args: &[&str]) -> Result<(u64, u64)> {
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some((p, f)) = parse_test_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok((passed, failed))
+}
+
+/// `test result: ok. 87 passed; 0 failed; 0 ignored; ...` → (87, 0).
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| part.trim().strip_suffix(word))
+            .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
 }
 
 fn target_dir() -> PathBuf {
@@ -294,5 +337,25 @@ fn lab_cmd(action: LabAction) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn test_result_lines_are_counted() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 87 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 7.81s"
+            ),
+            Some((87, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured"),
+            Some((4, 1))
+        );
+        assert_eq!(parse_test_result("running 5 tests"), None);
     }
 }

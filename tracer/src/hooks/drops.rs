@@ -12,7 +12,12 @@ use crate::event::Record;
 /// tracepoint. Exactly one of them ends up attached, or both attempts are reported failed.
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
     let mut report = Vec::new();
+    // Troubleshooting (and the tests of the fallback): TRACER_DROPS_HOOK=tracepoint skips tp_btf.
+    let forced = std::env::var("TRACER_DROPS_HOOK").is_ok_and(|v| v == "tracepoint");
     let tp_btf = (|| -> anyhow::Result<()> {
+        if forced {
+            anyhow::bail!("skipped: TRACER_DROPS_HOOK=tracepoint");
+        }
         let prog: &mut BtfTracePoint = program(ebpf, "drops_tp_btf")?.try_into()?;
         prog.load("kfree_skb", btf)?;
         prog.attach()?;

@@ -109,19 +109,7 @@ impl Tracer {
 
     /// Stop with SIGINT like Ctrl-C; returns the exit status, stdout and full stderr.
     pub fn stop(mut self) -> (ExitStatus, String, Vec<String>) {
-        let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("tracer did not stop within 10 s of SIGINT");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.signal_and_wait(libc::SIGINT);
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
             self.stderr.push(line);
         }
@@ -132,6 +120,23 @@ impl Tracer {
             .join()
             .unwrap_or_default();
         (status, stdout, std::mem::take(&mut self.stderr))
+    }
+
+    /// Send `signal` and wait (10 s at most) for the process to end.
+    pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tracer did not stop within 10 s of signal {signal}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
