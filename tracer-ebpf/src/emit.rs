@@ -45,3 +45,18 @@ pub fn netns_wanted(netns: u32) -> bool {
     }
     unsafe { NETNS_FILTER.get(netns).is_some() }
 }
+
+/// Define one copy of a tc program per namespace slot (`MAX_TC_NETNS` of them): tc programs see
+/// only an ifindex and namespaces reuse indexes, so the copy attached in a namespace stamps its
+/// events with that namespace (`Config::tc_netns[slot]`).
+macro_rules! tc_program_copies {
+    ($handler:ident: $($name:ident = $slot:literal),+ $(,)?) => {
+        $(
+            #[aya_ebpf::macros::classifier]
+            pub fn $name(ctx: aya_ebpf::programs::TcContext) -> i32 {
+                $handler(&ctx, $slot)
+            }
+        )+
+    };
+}
+pub(crate) use tc_program_copies;

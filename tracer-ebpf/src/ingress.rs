@@ -1,29 +1,13 @@
 //! tc (TCX) ingress on uplinks: ICMP too-big arriving from the underlay (a router telling this
 //! node that its packets are too big), decoded by the daemon down to the quoted pod flow.
-use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use tracer_common::EventKind;
 
-use crate::{packet, transmit};
+use crate::{emit, packet, transmit};
 
-macro_rules! rx_programs {
-    ($($name:ident = $slot:literal),+) => {
-        $(
-            #[classifier]
-            pub fn $name(ctx: TcContext) -> i32 {
-                rx(&ctx, $slot)
-            }
-        )+
-    };
-}
-rx_programs!(
-    rx_tc_0 = 0,
-    rx_tc_1 = 1,
-    rx_tc_2 = 2,
-    rx_tc_3 = 3,
-    rx_tc_4 = 4,
-    rx_tc_5 = 5,
-    rx_tc_6 = 6,
-    rx_tc_7 = 7
+emit::tc_program_copies!(rx:
+    rx_tc_0 = 0, rx_tc_1 = 1, rx_tc_2 = 2, rx_tc_3 = 3,
+    rx_tc_4 = 4, rx_tc_5 = 5, rx_tc_6 = 6, rx_tc_7 = 7,
 );
 
 #[inline(always)]

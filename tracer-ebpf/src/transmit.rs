@@ -2,8 +2,8 @@
 //! (GSO-aware: a GSO packet counts only if one of its segments would not fit) and ICMP too-big
 //! messages leaving, with the MTU they advertise (decoded by the daemon from the packet).
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::generated::bpf_check_mtu, macros::classifier,
-    programs::TcContext, EbpfContext as _,
+    bindings::TC_ACT_UNSPEC, helpers::generated::bpf_check_mtu, programs::TcContext,
+    EbpfContext as _,
 };
 use tracer_common::{flags, EventKind, Hook, MAX_TC_NETNS};
 
@@ -12,26 +12,9 @@ use crate::{config::conf, emit, packet};
 /// `BPF_MTU_CHK_SEGS`: check each GSO segment instead of the whole super-packet.
 const BPF_MTU_CHK_SEGS: u64 = 1;
 
-/// One copy per namespace slot (see `MAX_TC_NETNS`): the slot names the namespace.
-macro_rules! tx_programs {
-    ($($name:ident = $slot:literal),+) => {
-        $(
-            #[classifier]
-            pub fn $name(ctx: TcContext) -> i32 {
-                tx(&ctx, $slot)
-            }
-        )+
-    };
-}
-tx_programs!(
-    tx_tc_0 = 0,
-    tx_tc_1 = 1,
-    tx_tc_2 = 2,
-    tx_tc_3 = 3,
-    tx_tc_4 = 4,
-    tx_tc_5 = 5,
-    tx_tc_6 = 6,
-    tx_tc_7 = 7
+emit::tc_program_copies!(tx:
+    tx_tc_0 = 0, tx_tc_1 = 1, tx_tc_2 = 2, tx_tc_3 = 3,
+    tx_tc_4 = 4, tx_tc_5 = 5, tx_tc_6 = 6, tx_tc_7 = 7,
 );
 
 #[inline(always)]

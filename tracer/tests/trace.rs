@@ -461,3 +461,75 @@ fn nothing_stays_attached_after_sigterm_or_sigkill() {
         let _ = read_events(&log.0);
     }
 }
+
+/// Send one TCP GSO super-packet (3000 bytes of payload) from `dev` through a packet socket
+/// with a virtio-net header, as a VM's virtio NIC would hand it over, cut into `gso_size`
+/// segments.
+fn send_gso(
+    lab: &Lab,
+    ns: &str,
+    dev: &str,
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    dport: u16,
+    gso_size: u16,
+) {
+    let script = format!(
+        "import socket, struct\n\
+         def csum(b):\n\
+         \x20   s = sum(struct.unpack('!%dH' % (len(b) // 2), b))\n\
+         \x20   s = (s >> 16) + (s & 0xffff)\n\
+         \x20   s += s >> 16\n\
+         \x20   return (~s) & 0xffff\n\
+         payload = b'x' * 2960\n\
+         tcp = struct.pack('!HHIIBBHHH', 40002, {dport}, 1, 0, 5 << 4, 0x18, 65535, 0, 0)\n\
+         ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp) + len(payload), 1, 0x4000, 64, 6, 0,\n\
+         \x20   socket.inet_aton('{src}'), socket.inet_aton('{dst}'))\n\
+         ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]\n\
+         frame = b'\\x02' * 12 + b'\\x08\\x00' + ip + tcp + payload\n\
+         vnet = struct.pack('=BBHHHH', 1, 1, 14 + 40, {gso_size}, 14 + 20, 16)  # NEEDS_CSUM, GSO_TCPV4\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR\n\
+         s.bind(('{dev}', 0))\n\
+         print(s.send(vnet + frame))\n"
+    );
+    let out = lab
+        .exec_ok(ns, &["python3", "-c", &script])
+        .expect("GSO send");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3024");
+}
+
+#[test]
+fn oversize_tx_is_judged_per_gso_segment() {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    let log = TempLog::new("oversize");
+    let t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+    // 1460-byte segments make 1500-byte packets: fits, though the super-packet is 3000 bytes.
+    send_gso(&lab, &s.a_ns, &s.a_if, s.a_ip, s.b_ip, 7001, 1460);
+    // 1480-byte segments make 1520-byte packets: one segment does not fit a 1500 MTU.
+    send_gso(&lab, &s.a_ns, &s.a_if, s.a_ip, s.b_ip, 7002, 1480);
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let oversize = of_kind(&events, "oversize_tx");
+    assert!(
+        oversize.iter().all(|e| e["dport"] != 7001),
+        "a fitting GSO packet was reported:\n{all}"
+    );
+    let tx = oversize
+        .into_iter()
+        .find(|e| e["dport"] == 7002)
+        .unwrap_or_else(|| panic!("no oversize_tx:\n{all}"));
+    assert_eq!(tx["hook"], "tcx/egress");
+    assert_eq!(tx["ifname"], s.a_if.as_str());
+    assert_eq!(tx["netns"], netns_inode(&s.a_ns));
+    assert_eq!(tx["len"], 3014);
+    assert_eq!(tx["gso_size"], 1480);
+    assert_eq!(tx["mtu"], s.a_mtu);
+    assert_eq!(tx["mtu_source"], "device");
+    assert_eq!(tx["proto"], 6);
+    assert_eq!(tx["sport"], 40002);
+    assert_eq!(tx["src"], s.a_ip.to_string());
+    assert_eq!(tx["dst"], s.b_ip.to_string());
+}
