@@ -74,10 +74,13 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     if at_size_drop_site(location) {
         matched |= flags::MATCH_LOCATION;
     }
-    let b = kernel::skb_basics(skb);
-    if !emit::netns_wanted(b.netns) {
+    // Namespace first: on a busy host most drops belong to namespaces nobody asked about.
+    let dev = kernel::skb_dev(skb);
+    let netns = kernel::dev_netns(dev);
+    if !emit::netns_wanted(netns) {
         return;
     }
+    let b = kernel::skb_basics_of(skb, dev, netns);
     // A veth hands its packets to its peer, whose MTU decides (`__dev_forward_skb`).
     let peer = kernel::veth_peer(b.dev);
     let peer_mtu = kernel::read::<u32>(peer, conf!(kernel.dev_mtu)).unwrap_or(0);

@@ -50,7 +50,19 @@ pub struct SkbBasics {
 
 #[inline(always)]
 pub fn skb_basics(skb: *const u8) -> SkbBasics {
-    let dev = read_ptr(skb, conf!(kernel.skb_dev));
+    let dev = skb_dev(skb);
+    skb_basics_of(skb, dev, dev_netns(dev))
+}
+
+/// `skb->dev`: read first so that the namespace filter can reject early.
+#[inline(always)]
+pub fn skb_dev(skb: *const u8) -> *const u8 {
+    read_ptr(skb, conf!(kernel.skb_dev))
+}
+
+/// The rest of [`skb_basics`] once the device and its namespace are known.
+#[inline(always)]
+pub fn skb_basics_of(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
     let len = read::<u32>(skb, conf!(kernel.skb_len)).unwrap_or(0);
     let head = read::<usize>(skb, conf!(kernel.skb_head)).unwrap_or(0);
     let data = read::<usize>(skb, conf!(kernel.skb_data)).unwrap_or(0);
@@ -78,7 +90,7 @@ pub fn skb_basics(skb: *const u8) -> SkbBasics {
     }
     SkbBasics {
         dev,
-        netns: dev_netns(dev),
+        netns,
         len,
         l3_len,
         mtu: read::<u32>(dev, conf!(kernel.dev_mtu)).unwrap_or(0),
