@@ -108,6 +108,8 @@ pub mod flags {
     pub const HAS_OUT_DEV: u16 = 1 << 7;
     /// `peer_*` describe the veth peer of the packet's device.
     pub const HAS_PEER_DEV: u16 = 1 << 8;
+    /// The dropped packet is itself an ICMP too-big message (a firewall ate the PMTU signal).
+    pub const MATCH_ICMP_TOO_BIG: u16 = 1 << 9;
 }
 
 /// A flow given directly by a tracepoint (tcp_retransmit_skb, icmp_send): addresses in network

@@ -4,7 +4,8 @@
 //! Default filter (everything else is discarded here, before any ring-buffer work):
 //! reason PKT_TOO_BIG, or a location inside a known size-drop site (`ip_fragment`,
 //! `ip_tunnel_xmit`, `__dev_forward_skb2`, ...: these free with NOT_SPECIFIED), or a packet
-//! longer than its device's or route's MTU. `--all-drops` keeps every drop.
+//! longer than its device's, route's or veth peer's MTU, or a dropped ICMP too-big message
+//! (the PMTU signal eaten by a firewall). `--all-drops` keeps every drop.
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -88,6 +89,12 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     let over = |mtu: u32| mtu != 0 && b.l3_len > mtu;
     if b.gso_size == 0 && (over(b.mtu) || over(b.out_mtu) || over(peer_mtu)) {
         matched |= flags::MATCH_OVERSIZE;
+    }
+    if matched == 0 {
+        let proto = u16::from_be(kernel::read::<u16>(skb, conf!(kernel.skb_protocol)).unwrap_or(0));
+        if kernel::is_icmp_too_big(b.l3, proto) {
+            matched |= flags::MATCH_ICMP_TOO_BIG;
+        }
     }
     if matched == 0 && conf!(all_drops) == 0 {
         return;

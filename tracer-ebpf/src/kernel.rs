@@ -46,6 +46,8 @@ pub struct SkbBasics {
     pub out_dev: *const u8,
     pub out_mtu: u32,
     pub gso_size: u16,
+    /// Start of the network header in kernel memory, or null when unset.
+    pub l3: *const u8,
 }
 
 #[inline(always)]
@@ -97,6 +99,34 @@ pub fn skb_basics_of(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
         out_dev,
         out_mtu: read::<u32>(out_dev, conf!(kernel.dev_mtu)).unwrap_or(0),
         gso_size,
+        l3: if head != 0 && nh != HEADER_UNSET {
+            (head + nh as usize) as *const u8
+        } else {
+            core::ptr::null()
+        },
+    }
+}
+
+/// Is the packet at `l3` an ICMP frag-needed / ICMPv6 packet-too-big? A dropped one is the
+/// classic PMTU black hole: the message that would have fixed things never arrived.
+#[inline(always)]
+pub fn is_icmp_too_big(l3: *const u8, l3_proto: u16) -> bool {
+    if l3.is_null() {
+        return false;
+    }
+    if l3_proto == 0x0800 {
+        let Some(vihl) = read::<u8>(l3, 0) else {
+            return false;
+        };
+        if vihl >> 4 != 4 || read::<u8>(l3, 9) != Some(1) {
+            return false;
+        }
+        let l4 = ((vihl & 0x0f) as u32) * 4;
+        read::<[u8; 2]>(l3, l4) == Some([3, 4])
+    } else if l3_proto == 0x86dd {
+        read::<u8>(l3, 6) == Some(58) && read::<u8>(l3, 40) == Some(2)
+    } else {
+        false
     }
 }
 

@@ -533,3 +533,43 @@ fn oversize_tx_is_judged_per_gso_segment() {
     assert_eq!(tx["src"], s.a_ip.to_string());
     assert_eq!(tx["dst"], s.b_ip.to_string());
 }
+
+#[test]
+fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
+    // The classic PMTU black hole: the router says "fragmentation needed", a firewall on the
+    // client eats it. The tracer must show both the message and its death.
+    let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+    lab.exec_ok(
+        &s.client_ns,
+        &[
+            "nft",
+            "add table ip pmtud; add chain ip pmtud input { type filter hook input priority 0; }; \
+             add rule ip pmtud input icmp type destination-unreachable icmp code frag-needed drop",
+        ],
+    )
+    .expect("nft");
+    let log = TempLog::new("icmp-filtered");
+    let t = start(&[&s.client_ns, &s.router_ns, &s.server_ns], &log, &[], &[]);
+    let ping = lab::ping_df(&lab, &s.client_ns, s.server_ip, 1472, 1).expect("ping");
+    assert!(!ping.success);
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let eaten = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| {
+            e["matched"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("icmp_too_big"))
+        })
+        .unwrap_or_else(|| panic!("the filtered ICMP was not reported:\n{all}"));
+    assert_eq!(eaten["reason"], "NETFILTER_DROP");
+    assert_eq!(eaten["netns"], netns_inode(&s.client_ns));
+    assert_eq!(eaten["icmp"]["mtu"], s.hop_mtu);
+    assert_eq!(eaten["icmp"]["to"], s.client_ip.to_string());
+    // The flow is the one the message was about.
+    assert_eq!(eaten["src"], s.client_ip.to_string());
+    assert_eq!(eaten["dst"], s.server_ip.to_string());
+}

@@ -95,6 +95,9 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     if ev.flags & flags::MATCH_OVERSIZE != 0 {
         rec.matched.push("oversize");
     }
+    if ev.flags & flags::MATCH_ICMP_TOO_BIG != 0 {
+        rec.matched.push("icmp_too_big");
+    }
     let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
         rec.peer_ifindex = nonzero(ev.peer_ifindex);
         rec.peer_ifname = c_name(&ev.peer_ifname);
