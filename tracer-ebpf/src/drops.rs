@@ -77,7 +77,7 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     }
     // Namespace first: on a busy host most drops belong to namespaces nobody asked about.
     let dev = kernel::skb_dev(skb);
-    let netns = kernel::dev_netns(dev);
+    let netns = kernel::skb_netns(skb, dev);
     if !emit::netns_wanted(netns) {
         return;
     }
@@ -85,9 +85,11 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     // A veth hands its packets to its peer, whose MTU decides (`__dev_forward_skb`).
     let peer = kernel::veth_peer(b.dev);
     let peer_mtu = kernel::read::<u32>(peer, conf!(kernel.dev_mtu)).unwrap_or(0);
-    // GSO packets are segmented later: their total length says nothing about the MTU.
+    // Only the MTU of where the packet was going counts: the route's output device or the veth
+    // peer. A received packet may legitimately exceed its input device's MTU (GRO merges
+    // segments), and GSO packets are segmented later, so neither says anything.
     let over = |mtu: u32| mtu != 0 && b.l3_len > mtu;
-    if b.gso_size == 0 && (over(b.mtu) || over(b.out_mtu) || over(peer_mtu)) {
+    if b.gso_size == 0 && (over(b.out_mtu) || over(peer_mtu)) {
         matched |= flags::MATCH_OVERSIZE;
     }
     if matched == 0 {

@@ -53,7 +53,19 @@ pub struct SkbBasics {
 #[inline(always)]
 pub fn skb_basics(skb: *const u8) -> SkbBasics {
     let dev = skb_dev(skb);
-    skb_basics_of(skb, dev, dev_netns(dev))
+    skb_basics_of(skb, dev, skb_netns(skb, dev))
+}
+
+/// The namespace of a packet: its device's, or for a locally generated packet that has no
+/// device yet (dropped in the OUTPUT hook, say) its route's output device's.
+#[inline(always)]
+pub fn skb_netns(skb: *const u8, dev: *const u8) -> u32 {
+    if !dev.is_null() {
+        return dev_netns(dev);
+    }
+    let refdst = read::<usize>(skb, conf!(kernel.skb_refdst)).unwrap_or(0);
+    let dst = (refdst & !1usize) as *const u8;
+    dev_netns(read_ptr(dst, conf!(kernel.dst_dev)))
 }
 
 /// `skb->dev`: read first so that the namespace filter can reject early.

@@ -68,6 +68,27 @@ impl Lab {
         )
     }
 
+    /// A `Lab` over the namespaces `{prefix}-*` that already exist (a lab left running with
+    /// [`Lab::keep`], e.g. by `cargo xtask lab up`), so that another process can use its
+    /// helpers on them. It is kept: dropping it deletes and kills nothing.
+    pub fn attach(prefix: &str) -> Result<Lab> {
+        validate_prefix(prefix)?;
+        let own = format!("{prefix}-");
+        let namespaces: Vec<String> = list_netns()?
+            .into_iter()
+            .filter(|ns| ns.starts_with(&own))
+            .collect();
+        if namespaces.is_empty() {
+            bail!("no namespaces {own}* exist: is the lab up?");
+        }
+        Ok(Lab {
+            prefix: prefix.to_string(),
+            namespaces,
+            host_links: Vec::new(),
+            keep: true,
+        })
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -2,12 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use xtask::lab::{self, Lab, VxlanMismatch};
+use xtask::incident::{self, Incident, IncidentOptions, OuterDf, Overlay, Path as LabPath};
 use xtask::setup::{run_streamed, setup};
 
 #[derive(Parser)]
@@ -29,7 +28,8 @@ enum Cmd {
     Build,
     /// Setup, then fmt, clippy and the whole test suite (serially: tests share tracepoints).
     Test,
-    /// Build, then trace the VXLAN MTU-mismatch lab while a small and a large upload run.
+    /// Build, bring up the incident lab misconfigured, trace it while the clients run (small
+    /// requests pass, large ones time out), apply the fix, run them again.
     Demo {
         /// Where the tracer writes its JSON-lines event log.
         #[arg(long, default_value = "tracer-demo-events.jsonl")]
@@ -38,7 +38,8 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
-    /// The vxlan_mismatch scenario for manual use (namespaces lab-n1, lab-n2, lab-p1, lab-p2).
+    /// The incident lab for manual use: namespaces lab-old, lab-new, lab-rtr (--path router),
+    /// lab-cli (client pod), lab-srv (server pod with redis-server and an HTTP endpoint).
     Lab {
         #[command(subcommand)]
         action: LabAction,
@@ -47,18 +48,52 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LabAction {
-    /// Create it (replacing an existing one) and leave it running.
-    Up,
-    /// Delete it.
+    /// Build it (replacing an existing one), start its servers and leave it running.
+    Up(LabUpArgs),
+    /// Delete it and kill its servers.
     Down,
-    /// Show its namespaces, links and addresses.
+    /// Show what it is, whether its servers listen, and its namespaces' links and routes.
     Status,
+    /// Run the incident's four clients in the client pod against the ClusterIP.
+    Clients {
+        /// Give up on each client after this many seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Apply the fix: set both pods' MTU and flush the route caches.
+    Fix {
+        /// The pods' new MTU (1400 = the new nodes' 1450 − 50 bytes of VXLAN).
+        #[arg(long, default_value_t = incident::FIX_POD_MTU)]
+        pod_mtu: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct LabUpArgs {
+    /// How the nodes are joined: one L2 link (1500/1450) or a router (1500 | 1450).
+    #[arg(long, value_enum, default_value_t = LabPath::L2)]
+    path: LabPath,
+    /// The CNI's encapsulation between the nodes.
+    #[arg(long, value_enum, default_value_t = Overlay::Vxlan)]
+    overlay: Overlay,
+    /// VXLAN's outer DF bit.
+    #[arg(long, value_enum, default_value_t = OuterDf::Unset)]
+    outer_df: OuterDf,
+    /// Drop ICMP frag-needed (router output, old node input): the classic PMTUD black hole.
+    #[arg(long)]
+    filter_icmp: bool,
+    /// The pods' MTU (1500: the incident's misconfiguration; 1400: the fix).
+    #[arg(long, default_value_t = 1500)]
+    pod_mtu: u32,
+    /// The overlay device's MTU on both nodes (1500: configured for the old subnet; 1450: sized
+    /// for the old node's own uplink, as auto-detection would, which behind a router shows the
+    /// router's PMTU black hole).
+    #[arg(long, default_value_t = 1500)]
+    tunnel_mtu: u32,
 }
 
 /// Fixed prefix of `cargo xtask lab`.
 const MANUAL_LAB: &str = "lab";
-/// Prefix of the demo's lab (Lab::new replaces leftovers of an interrupted demo).
-const DEMO_LAB: &str = "demo";
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
@@ -83,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
                 setup()?;
                 build()?;
             }
-            demo(&log)
+            xtask::demo::run(&target_dir().join("release/tracer"), &log)
         }
         Cmd::Lab { action } => lab_cmd(action),
     }
@@ -167,151 +202,28 @@ fn target_dir() -> PathBuf {
     }
 }
 
-fn demo(log: &Path) -> Result<()> {
-    let tracer = target_dir().join("release/tracer");
-    if !tracer.is_file() {
-        bail!("{} not found after the build", tracer.display());
-    }
-    let log = std::env::current_dir()?.join(log);
-    let t = Instant::now();
-    let (lab, s) = lab::vxlan_mismatch(DEMO_LAB)?;
-    println!(
-        "demo: lab up in {:.1} s: pod {} ({}) on node {} (underlay MTU {}) -> pod {} ({}) on node {} \
-         (underlay MTU {}), VXLAN MTU {} on both",
-        t.elapsed().as_secs_f64(),
-        s.pod1_ns,
-        s.pod1_ip,
-        s.node1_ns,
-        s.node1_underlay_mtu,
-        s.pod2_ns,
-        s.pod2_ip,
-        s.node2_ns,
-        s.node2_underlay_mtu,
-        s.vxlan_mtu
-    );
-
-    let mut child = Command::new(&tracer)
-        .args([
-            "run",
-            "--netns",
-            &s.node1_ns,
-            "--netns",
-            &s.node2_ns,
-            "--netns",
-            &s.pod1_ns,
-            "--netns",
-            &s.pod2_ns,
-            "--log",
-        ])
-        .arg(&log)
-        .args(["--duration", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", tracer.display()))?;
-    let result = demo_traffic(&lab, &s, &mut child);
-    stop_tracer(&mut child);
-    drop(lab);
-    println!("demo: lab torn down");
-    result?;
-    if log.is_file() {
-        println!("demo: events logged to {}", log.display());
-    } else {
-        println!("demo: the tracer wrote no log at {}", log.display());
-    }
-    Ok(())
-}
-
-fn demo_traffic(lab: &Lab, s: &VxlanMismatch, tracer: &mut Child) -> Result<()> {
-    let (tx, rx) = mpsc::channel();
-    forward_lines(tracer.stdout.take(), tx.clone());
-    forward_lines(tracer.stderr.take(), tx);
-    // The tracer says "tracing" once its programs are attached; 3 s is plenty otherwise.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("tracing") => break,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    if let Some(status) = tracer.try_wait()? {
-        bail!("the tracer exited early ({status})");
-    }
-    let timeout = Duration::from_secs(5);
-    for (what, bytes, port) in [("small", 1000, 8080), ("large", 200_000, 8081)] {
-        let r = lab::tcp_upload(lab, &s.pod1_ns, &s.pod2_ns, s.pod2_ip, port, bytes, timeout)?;
-        let verdict = if r.completed {
-            "ok"
-        } else if r.timed_out {
-            "TIMED OUT"
-        } else {
-            "FAILED"
-        };
-        println!(
-            "{what} upload: {verdict} ({bytes} bytes, {:.1} s, {})",
-            r.elapsed.as_secs_f64(),
-            r.detail
-        );
-    }
-    Ok(())
-}
-
-/// Copies a child's output lines to our stdout (prefixed) and to `tx`.
-fn forward_lines<R: Read + Send + 'static>(pipe: Option<R>, tx: mpsc::Sender<String>) {
-    let Some(pipe) = pipe else { return };
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            println!("[tracer] {line}");
-            let _ = tx.send(line);
-        }
-    });
-}
-
-/// SIGINT (the tracer flushes its log on it), then SIGKILL if it does not stop within 5 s.
-fn stop_tracer(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    match child.try_wait() {
-        Ok(Some(status)) => println!("demo: tracer stopped ({status})"),
-        _ => {
-            eprintln!("demo: tracer ignored SIGINT for 5 s: killing it");
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn lab_cmd(action: LabAction) -> Result<()> {
     match action {
-        LabAction::Up => {
+        LabAction::Up(args) => {
             let t = Instant::now();
-            let (lab, s) = lab::vxlan_mismatch(MANUAL_LAB)?;
-            lab.keep();
+            let inc = Incident::up(IncidentOptions {
+                prefix: MANUAL_LAB.into(),
+                path: args.path,
+                overlay: args.overlay,
+                outer_df: args.outer_df,
+                filter_icmp: args.filter_icmp,
+                pod_mtu: args.pod_mtu,
+                tunnel_mtu: args.tunnel_mtu,
+                ..IncidentOptions::default()
+            })?;
             println!("lab up in {:.1} s:", t.elapsed().as_secs_f64());
-            println!("{s:#?}");
-            println!(
-                "try: ip netns exec {} ping -M do -s 1472 -c 2 {}",
-                s.pod1_ns, s.pod2_ip
-            );
+            print!("{}", inc.describe()?);
+            println!("clients:   cargo xtask lab clients   (fix: cargo xtask lab fix)");
+            inc.keep();
             Ok(())
         }
         LabAction::Down => {
-            let removed = lab::remove_prefix(MANUAL_LAB)?;
+            let removed = incident::down(MANUAL_LAB)?;
             if removed.is_empty() {
                 println!("lab: nothing to remove");
             } else {
@@ -320,21 +232,27 @@ fn lab_cmd(action: LabAction) -> Result<()> {
             Ok(())
         }
         LabAction::Status => {
-            let own = format!("{MANUAL_LAB}-");
-            let names: Vec<String> = lab::list_netns()?
-                .into_iter()
-                .filter(|n| n.starts_with(&own))
-                .collect();
-            if names.is_empty() {
-                println!("lab: down");
-                return Ok(());
+            print!("{}", incident::status(MANUAL_LAB)?);
+            Ok(())
+        }
+        LabAction::Clients { timeout } => {
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .with_context(|| {
+                    format!("--timeout {timeout}: expected a positive number of seconds")
+                })?;
+            let inc = Incident::attach(MANUAL_LAB)?;
+            for r in inc.run_clients(timeout)? {
+                println!("{r}");
             }
-            for ns in names {
-                println!("== {ns} (netns inode {})", Lab::netns_inode(&ns)?);
-                run_streamed(Command::new("ip").args(["-n", &ns, "-br", "link"]))?;
-                run_streamed(Command::new("ip").args(["-n", &ns, "-br", "addr"]))?;
-                run_streamed(Command::new("ip").args(["-n", &ns, "route"]))?;
-            }
+            Ok(())
+        }
+        LabAction::Fix { pod_mtu } => {
+            let inc = Incident::attach(MANUAL_LAB)?;
+            inc.apply_fix(pod_mtu)?;
+            println!("lab: pod MTU set to {pod_mtu} on both pods, route caches flushed");
+            print!("{}", inc.describe()?);
             Ok(())
         }
     }

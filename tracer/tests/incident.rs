@@ -1,0 +1,248 @@
+//! The incident, end to end: the incident lab (`xtask::incident`: nodes whose uplink MTUs
+//! disagree, a Calico-style overlay, a kube-proxy-style ClusterIP, real redis-server and HTTP
+//! server) with the real tracer watching every lab namespace. For each black-hole variant the
+//! failing transfers fail and the event log holds the evidence; the fixed lab has no size event.
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{dump, netns_inode, of_kind, read_events, TempLog, Tracer};
+use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
+
+const TIMEOUT: Duration = Duration::from_secs(4);
+const SIZE_KINDS: [&str; 4] = [
+    "drop",
+    "icmp_too_big_sent",
+    "icmp_too_big_received",
+    "oversize_tx",
+];
+
+fn up(path: Path, outer_df: OuterDf, filter_icmp: bool) -> Incident {
+    let _ = xtask::lab::cleanup_stale("tri");
+    // Behind a router the old node's overlay is sized for its own uplink (1500 − 50), as
+    // Calico's auto-detection would size it; only the new subnet's smaller MTU is missed.
+    let tunnel_mtu = match path {
+        Path::Router => 1450,
+        Path::L2 => 1500,
+    };
+    Incident::up(IncidentOptions {
+        prefix: xtask::lab::Lab::unique_prefix("tri"),
+        path,
+        outer_df,
+        filter_icmp,
+        tunnel_mtu,
+        ..IncidentOptions::default()
+    })
+    .expect("incident lab")
+}
+
+fn trace(incident: &Incident, log: &TempLog) -> Tracer {
+    let mut args: Vec<String> = Vec::new();
+    for ns in incident.namespaces() {
+        args.push("--netns".into());
+        args.push(ns);
+    }
+    args.push("--log".into());
+    args.push(log.0.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Tracer::start(&args, &[])
+}
+
+fn stop(t: Tracer, log: &TempLog) -> Vec<Value> {
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, stderr) = t.stop();
+    assert!(
+        status.success(),
+        "tracer: {status:?}\n{}",
+        stderr.join("\n")
+    );
+    read_events(&log.0)
+}
+
+/// Small requests pass, large ones time out: the incident's symptom.
+fn assert_incident_symptom(incident: &Incident) {
+    let small = incident.http_get_small(TIMEOUT).expect("GET");
+    assert!(small.ok, "small GET must pass: {small}");
+    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    assert!(
+        !post.ok && post.timed_out,
+        "large POST must time out: {post}"
+    );
+    let set = incident.redis_set(1 << 20, TIMEOUT).expect("SET");
+    assert!(!set.ok && set.timed_out, "large SET must time out: {set}");
+}
+
+/// The client's socket talks to the ClusterIP: its retransmissions name the service tuple.
+fn assert_retransmits_name_the_service(events: &[Value], incident: &Incident, all: &str) {
+    for port in [incident.http_port, incident.redis_port] {
+        let rtx = of_kind(events, "tcp_retransmit")
+            .into_iter()
+            .find(|e| e["dport"] == port && e["dst"] == incident.service_ip.to_string())
+            .unwrap_or_else(|| panic!("no retransmission to the service port {port}:\n{all}"));
+        assert_eq!(rtx["src"], incident.client_ip.to_string());
+        assert_eq!(rtx["netns"], netns_inode(&incident.client_ns));
+    }
+}
+
+#[test]
+fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
+    let incident = up(Path::L2, OuterDf::Unset, false);
+    let log = TempLog::new("inc-l2");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    // Each large transfer: VXLAN packets of pod flow → backend, refused by the 1450 peer.
+    for port in [incident.http_port, incident.redis_port] {
+        let drop = of_kind(&events, "drop")
+            .into_iter()
+            .find(|e| {
+                e["dport"] == port
+                    && e["location"]
+                        .as_str()
+                        .is_some_and(|l| l.starts_with("__dev_forward_skb"))
+            })
+            .unwrap_or_else(|| panic!("no drop of the pod flow to port {port}:\n{all}"));
+        assert_eq!(drop["ifname"], incident.old_uplink_if.as_str());
+        assert_eq!(drop["netns"], netns_inode(&incident.old_node_ns));
+        assert_eq!(drop["mtu"], incident.opts.new_mtu);
+        assert_eq!(drop["mtu_source"], "peer");
+        assert!(drop["l3_len"].as_u64().unwrap() > incident.opts.new_mtu as u64);
+        assert_eq!(drop["proto"], 6);
+        assert_eq!(drop["src"], incident.client_ip.to_string());
+        assert_eq!(
+            drop["dst"],
+            incident.server_ip.to_string(),
+            "after DNAT: the backend"
+        );
+        assert_eq!(drop["outer"]["encap"], "vxlan");
+        assert_eq!(drop["outer"]["src"], incident.old_node_ip.to_string());
+        assert_eq!(drop["outer"]["dst"], incident.new_node_ip.to_string());
+    }
+    assert_retransmits_name_the_service(&events, &incident, &all);
+}
+
+#[test]
+fn router_with_outer_df_the_router_refuses_and_tells_the_node_not_the_pod() {
+    let incident = up(Path::Router, OuterDf::Inherit, false);
+    let router = incident.router_ns.clone().expect("router");
+    let log = TempLog::new("inc-router");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| {
+            e["reason"] == "PKT_TOO_BIG"
+                && e["dport"] == incident.http_port
+                && e["netns"] == netns_inode(&router)
+        })
+        .unwrap_or_else(|| panic!("no PKT_TOO_BIG drop at the router:\n{all}"));
+    assert_eq!(drop["netns"], netns_inode(&router));
+    assert!(drop["location"]
+        .as_str()
+        .unwrap()
+        .starts_with("ip_forward+"));
+    assert_eq!(drop["mtu"], incident.opts.new_mtu);
+    assert_eq!(drop["src"], incident.client_ip.to_string());
+    assert_eq!(drop["outer"]["encap"], "vxlan");
+    // The router's ICMP reaches the old node (outer source), quoting the pod flow...
+    let received = of_kind(&events, "icmp_too_big_received")
+        .into_iter()
+        .find(|e| e["netns"] == netns_inode(&incident.old_node_ns))
+        .unwrap_or_else(|| panic!("the old node did not receive the router's ICMP:\n{all}"));
+    assert_eq!(received["icmp"]["mtu"], incident.opts.new_mtu);
+    assert_eq!(received["icmp"]["to"], incident.old_node_ip.to_string());
+    assert_eq!(received["src"], incident.client_ip.to_string());
+    // ...but nothing tells the pod about the path: the only MTU it ever hears (from its own
+    // node's overlay) is the tunnel's.
+    let to_pod: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("icmp_too_big"))
+                && e["icmp"]["to"] == incident.client_ip.to_string()
+        })
+        .collect();
+    assert!(
+        to_pod
+            .iter()
+            .all(|e| e["icmp"]["mtu"].is_null() || e["icmp"]["mtu"] == incident.opts.tunnel_mtu),
+        "routed VXLAN should not relay the path MTU to the pod:\n{all}"
+    );
+    assert_retransmits_name_the_service(&events, &incident, &all);
+}
+
+#[test]
+fn router_with_icmp_filtered_the_pmtu_signal_dies_in_a_firewall() {
+    let incident = up(Path::Router, OuterDf::Set, true);
+    let log = TempLog::new("inc-filtered");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    assert!(
+        of_kind(&events, "drop")
+            .iter()
+            .any(|e| e["reason"] == "PKT_TOO_BIG"),
+        "no PKT_TOO_BIG drop:\n{all}"
+    );
+    let eaten = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| {
+            e["matched"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("icmp_too_big"))
+        })
+        .unwrap_or_else(|| panic!("the filtered ICMP was not reported:\n{all}"));
+    assert_eq!(eaten["reason"], "NETFILTER_DROP");
+    assert_eq!(eaten["icmp"]["mtu"], incident.opts.new_mtu);
+}
+
+#[test]
+fn router_without_outer_df_fragments_and_recovers() {
+    // blackholes.md: with the outer DF unset (the Linux VXLAN default) the router fragments the
+    // outer packet and the far node reassembles it: no black hole.
+    let incident = up(Path::Router, OuterDf::Unset, false);
+    let log = TempLog::new("inc-frag");
+    let t = trace(&incident, &log);
+    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    assert!(post.ok, "{post}");
+    let set = incident.redis_set(1 << 20, TIMEOUT).expect("SET");
+    assert!(set.ok, "{set}");
+    let events = stop(t, &log);
+    let all = dump(&events);
+    // The only drops are the pod's own path-MTU discovery toward its node's 1450 overlay
+    // (PKT_TOO_BIG in the old node, answered with an ICMP the pod obeys): nothing encapsulated
+    // dies anywhere.
+    for drop in of_kind(&events, "drop") {
+        assert!(
+            drop["outer"].is_null(),
+            "an encapsulated packet died:\n{all}"
+        );
+        assert_eq!(drop["netns"], netns_inode(&incident.old_node_ns), "{all}");
+        assert_eq!(drop["mtu"], incident.opts.tunnel_mtu, "{all}");
+    }
+}
+
+#[test]
+fn the_fix_ends_the_timeouts_and_the_size_events() {
+    let incident = up(Path::L2, OuterDf::Unset, false);
+    incident.apply_fix(1400).expect("fix");
+    let log = TempLog::new("inc-fixed");
+    let t = trace(&incident, &log);
+    for r in incident.run_clients(TIMEOUT).expect("clients") {
+        assert!(r.ok, "after the fix: {r}");
+    }
+    let events = stop(t, &log);
+    let all = dump(&events);
+    let size: Vec<&Value> = events
+        .iter()
+        .filter(|e| SIZE_KINDS.contains(&e["kind"].as_str().unwrap_or("")))
+        .collect();
+    assert!(size.is_empty(), "size events after the fix:\n{all}");
+}
