@@ -475,6 +475,68 @@ impl Incident {
         lab.keep();
     }
 
+    /// What `kubectl get pods,services,endpointslices,nodes -A -o json` would print for this
+    /// lab if it were a cluster: nodes `worker-116` (old subnet) and `worker-208` (new), the
+    /// client pod `shop/order-api-…` and the server pod `cache/storage-0`, the service
+    /// `cache/storage` (ports `http` 8080, `redis` 6379) with its EndpointSlice, and a
+    /// host-network `calico-node` pod per node (whose IP is the node's, so it must not name
+    /// packets). Given to the tracer with `--k8s-snapshot`.
+    pub fn k8s_snapshot(&self) -> String {
+        let node = |name: &str, ip: Ipv4Addr| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}},{{"type":"Hostname","address":"{name}"}}]}}}}"#
+            )
+        };
+        let pod = |ns: &str, name: &str, node: &str, ip: Ipv4Addr, host_network: bool| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"namespace":"{ns}","name":"{name}","uid":"{ns}-{name}"}},"spec":{{"nodeName":"{node}","hostNetwork":{host_network}}},"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#
+            )
+        };
+        let (svc_ns, svc) = ("cache", "storage");
+        let items = [
+            node("worker-116", self.old_node_ip),
+            node("worker-208", self.new_node_ip),
+            pod(
+                "kube-system",
+                "calico-node-a1",
+                "worker-116",
+                self.old_node_ip,
+                true,
+            ),
+            pod(
+                "kube-system",
+                "calico-node-b2",
+                "worker-208",
+                self.new_node_ip,
+                true,
+            ),
+            pod(
+                "shop",
+                "order-api-7d9f8",
+                "worker-116",
+                self.client_ip,
+                false,
+            ),
+            pod(svc_ns, "storage-0", "worker-208", self.server_ip, false),
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"{svc_ns}","name":"{svc}"}},"spec":{{"type":"ClusterIP","clusterIP":"{ip}","clusterIPs":["{ip}"],"ports":[{{"name":"http","protocol":"TCP","port":{http},"targetPort":{http}}},{{"name":"redis","protocol":"TCP","port":{redis},"targetPort":{redis}}}]}}}}"#,
+                ip = self.service_ip,
+                http = self.http_port,
+                redis = self.redis_port
+            ),
+            format!(
+                r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"namespace":"{svc_ns}","name":"{svc}-x7k2p","labels":{{"kubernetes.io/service-name":"{svc}"}}}},"addressType":"IPv4","endpoints":[{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"worker-208","targetRef":{{"kind":"Pod","namespace":"{svc_ns}","name":"storage-0"}}}}],"ports":[{{"name":"http","protocol":"TCP","port":{http}}},{{"name":"redis","protocol":"TCP","port":{redis}}}]}}"#,
+                ip = self.server_ip,
+                http = self.http_port,
+                redis = self.redis_port
+            ),
+        ];
+        format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"List\",\"metadata\":{{\"resourceVersion\":\"\"}},\"items\":[\n{}\n]}}\n",
+            items.join(",\n")
+        )
+    }
+
     /// `tracer run --netns ...` for all of the lab's namespaces.
     pub fn trace_command(&self) -> String {
         let mut cmd = String::from("tracer run");

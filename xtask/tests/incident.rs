@@ -348,3 +348,31 @@ fn a_panic_cleans_up_namespaces_and_servers() {
     assert_removed(&prefix, &seen.0);
     assert_dead(&seen.1);
 }
+
+#[test]
+fn the_k8s_snapshot_is_a_kubectl_style_list_of_the_lab() {
+    let incident = Incident::up(IncidentOptions {
+        prefix: Lab::unique_prefix("xtk"),
+        ..IncidentOptions::default()
+    })
+    .expect("lab");
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&incident.k8s_snapshot()).expect("valid JSON");
+    assert_eq!(snapshot["kind"], "List");
+    let items = snapshot["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "Node").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "Pod").count(), 4);
+    let client = items
+        .iter()
+        .find(|i| i["status"]["podIP"] == incident.client_ip.to_string())
+        .expect("client pod");
+    assert_eq!(client["spec"]["nodeName"], "worker-116");
+    let svc = items.iter().find(|i| i["kind"] == "Service").unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], incident.service_ip.to_string());
+    let slice = items.iter().find(|i| i["kind"] == "EndpointSlice").unwrap();
+    assert_eq!(
+        slice["endpoints"][0]["addresses"][0],
+        incident.server_ip.to_string()
+    );
+}
