@@ -45,6 +45,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub all_drops: bool,
 
+    /// Name pods, services and nodes from this snapshot: the output of
+    /// `kubectl get pods,services,endpointslices,nodes -A -o json`.
+    #[arg(long, value_name = "FILE")]
+    pub k8s_snapshot: Option<PathBuf>,
+
     /// Size of the kernel→daemon ring buffer in KiB (a power of two, at least 64).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,

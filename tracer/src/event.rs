@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::k8s::{Attribution, ObjectRef, ServiceRef};
+
 /// JSONL `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,6 +149,14 @@ pub struct Record {
     pub skb: Option<String>,
     /// `lost` events: how many events the kernel could not queue since the previous report.
     pub lost: Option<u64>,
+    /// Kubernetes names of the flow's ends (`--k8s-snapshot`): pods by IP, the service by its
+    /// ClusterIP:port or by a backend (after DNAT), nodes by the outer header of an
+    /// encapsulated packet or by the pods' node. Null when unknown.
+    pub src_pod: Option<ObjectRef>,
+    pub dst_pod: Option<ObjectRef>,
+    pub service: Option<ServiceRef>,
+    pub src_node: Option<ObjectRef>,
+    pub dst_node: Option<ObjectRef>,
 }
 
 impl Record {
@@ -186,7 +196,30 @@ impl Record {
             tcp_state: None,
             skb: None,
             lost: None,
+            src_pod: None,
+            dst_pod: None,
+            service: None,
+            src_node: None,
+            dst_node: None,
         }
+    }
+
+    /// Take the Kubernetes names found for this event's flow.
+    pub fn set_names(&mut self, a: Attribution) {
+        self.src_pod = a.src_pod;
+        self.dst_pod = a.dst_pod;
+        self.service = a.service;
+        self.src_node = a.src_node;
+        self.dst_node = a.dst_node;
+    }
+
+    /// Whether any Kubernetes name is known for this event.
+    pub fn has_names(&self) -> bool {
+        self.src_pod.is_some()
+            || self.dst_pod.is_some()
+            || self.service.is_some()
+            || self.src_node.is_some()
+            || self.dst_node.is_some()
     }
 
     /// Fill the flow fields from decoded packet headers.

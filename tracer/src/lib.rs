@@ -5,6 +5,7 @@ pub mod cli;
 pub mod event;
 pub mod hooks;
 pub mod ifaces;
+pub mod k8s;
 pub mod kernel;
 pub mod netns;
 pub mod packet;

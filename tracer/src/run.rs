@@ -113,6 +113,7 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
             kallsyms,
             devices: HashMap::new(),
             clock_offset_ns: time::clock_offset_ns(),
+            inventory: None,
         },
         notes,
         aya_btf,
@@ -187,6 +188,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         log_to_stdout: args.log.as_deref().is_some_and(|p| p.as_os_str() == "-"),
     };
     let mut facts = kernel_facts(&args)?;
+    let names_desc = load_names(&args, &mut facts.names);
     let namespaces = watched_namespaces(&args)?;
     let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
 
@@ -248,7 +250,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             .insert((dev.netns, dev.iface.ifindex), dev);
     }
 
-    print_startup(&out, &facts, &namespaces, &report, &log_desc);
+    print_startup(&out, &facts, &namespaces, &report, &log_desc, &names_desc);
     let drops_ok = report
         .iter()
         .any(|a| a.concern == "drops" && a.outcome == Outcome::Attached);
@@ -283,6 +285,7 @@ fn print_startup(
     namespaces: &[Watched],
     report: &[Attempt],
     log_desc: &str,
+    names_desc: &[String],
 ) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     out.info(&format!(
@@ -317,9 +320,35 @@ fn print_startup(
     for n in &facts.notes {
         out.info(&format!("note: {n}"));
     }
+    for line in names_desc {
+        out.info(&format!("names: {line}"));
+    }
     out.info(&format!("log: {log_desc}"));
     out.info("tracing… (Ctrl-C to stop)");
     let _ = std::io::stderr().flush();
+}
+
+/// Load the Kubernetes names. A broken source is reported and skipped: names help, but the
+/// trace must go on without them.
+fn load_names(args: &RunArgs, names: &mut Names) -> Vec<String> {
+    let Some(path) = &args.k8s_snapshot else {
+        return vec!["none (--k8s-snapshot FILE to name pods, services and nodes)".to_string()];
+    };
+    match crate::k8s::snapshot::load(path) {
+        Ok((inventory, warnings)) => {
+            let (pods, services, nodes) = inventory.counts();
+            let mut lines = vec![format!(
+                "snapshot {}: {pods} pods, {services} services, {nodes} nodes",
+                path.display()
+            )];
+            lines.extend(warnings.into_iter().map(|w| format!("snapshot: {w}")));
+            names.inventory = Some(inventory);
+            lines
+        }
+        Err(e) => vec![format!(
+            "snapshot unusable, continuing without names: {e:#}"
+        )],
+    }
 }
 
 /// What the operator cannot see with the hooks that attached, in their terms.
@@ -368,6 +397,9 @@ async fn event_loop(
     use tokio::signal::unix::{signal, SignalKind};
     let started = Instant::now();
     let mut summary = Summary::default();
+    if names.inventory.is_some() {
+        summary.unattributed = Some(0);
+    }
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let deadline = args
@@ -452,6 +484,11 @@ fn drain(
 
 fn deliver(rec: &Record, sinks: &mut [Box<dyn Sink>], failed: &mut [bool], summary: &mut Summary) {
     summary.add(rec);
+    if let Some(n) = summary.unattributed.as_mut() {
+        if rec.src.is_some() && !rec.has_names() {
+            *n += 1;
+        }
+    }
     for (i, sink) in sinks.iter_mut().enumerate() {
         if failed[i] {
             continue;

@@ -124,3 +124,25 @@ fn duration_stops_by_itself_with_a_summary() {
         serde_json::from_str::<serde_json::Value>(line).expect("complete JSON line");
     }
 }
+
+#[test]
+fn a_broken_snapshot_is_reported_and_tracing_goes_on() {
+    let log = TempLog::new("bad-snapshot");
+    let out = Command::new(tracer_bin())
+        .args(["run", "--duration", "1", "--k8s-snapshot", "/etc/hostname"])
+        .args(["--log", log.0.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("names: snapshot unusable, continuing without names"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/etc/hostname"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("summary:")),
+        "{stderr}"
+    );
+}

@@ -38,7 +38,10 @@ fn up(path: Path, outer_df: OuterDf, filter_icmp: bool) -> Incident {
 }
 
 fn trace(incident: &Incident, log: &TempLog) -> Tracer {
-    let mut args: Vec<String> = Vec::new();
+    // The lab described as `kubectl get ... -o json` would: names for pods, service, nodes.
+    let snapshot = std::path::PathBuf::from(format!("{}.k8s.json", log.0.display()));
+    std::fs::write(&snapshot, incident.k8s_snapshot()).expect("write snapshot");
+    let mut args: Vec<String> = vec!["--k8s-snapshot".into(), snapshot.display().to_string()];
     for ns in incident.namespaces() {
         args.push("--netns".into());
         args.push(ns);
@@ -82,6 +85,9 @@ fn assert_retransmits_name_the_service(events: &[Value], incident: &Incident, al
             .unwrap_or_else(|| panic!("no retransmission to the service port {port}:\n{all}"));
         assert_eq!(rtx["src"], incident.client_ip.to_string());
         assert_eq!(rtx["netns"], netns_inode(&incident.client_ns));
+        // Named from the ClusterIP (the socket's view, before DNAT).
+        assert_eq!(rtx["service"]["name"], "storage", "{rtx}");
+        assert_eq!(rtx["src_pod"]["name"], "order-api-7d9f8");
     }
 }
 
@@ -119,6 +125,17 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
         assert_eq!(drop["outer"]["encap"], "vxlan");
         assert_eq!(drop["outer"]["src"], incident.old_node_ip.to_string());
         assert_eq!(drop["outer"]["dst"], incident.new_node_ip.to_string());
+        // Named: the client pod, the service (found from its backend, after DNAT), the
+        // server pod, and the nodes from the VXLAN header.
+        assert_eq!(drop["src_pod"]["namespace"], "shop", "{drop}");
+        assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8");
+        assert_eq!(drop["dst_pod"]["namespace"], "cache");
+        assert_eq!(drop["dst_pod"]["name"], "storage-0");
+        assert_eq!(drop["service"]["namespace"], "cache");
+        assert_eq!(drop["service"]["name"], "storage");
+        assert_eq!(drop["service"]["port"], port);
+        assert_eq!(drop["src_node"]["name"], "worker-116");
+        assert_eq!(drop["dst_node"]["name"], "worker-208");
     }
     assert_retransmits_name_the_service(&events, &incident, &all);
 }

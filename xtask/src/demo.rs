@@ -54,7 +54,12 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
         describe(&incident)
     ));
 
-    let mut tracer = start_tracer(tracer, &incident.namespaces(), &log)?;
+    // What `kubectl get ... -o json` would say about the lab, so the tracer names pods,
+    // the service and nodes.
+    let snapshot = std::env::temp_dir().join("tracer-demo-k8s-snapshot.json");
+    std::fs::write(&snapshot, incident.k8s_snapshot())
+        .with_context(|| format!("writing {}", snapshot.display()))?;
+    let mut tracer = start_tracer(tracer, &incident.namespaces(), &log, &snapshot)?;
     let outcome = phases(&incident, &mut tracer);
     stop_tracer(&mut tracer);
     drop(incident);
@@ -175,12 +180,18 @@ fn now_ns() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-fn start_tracer(tracer: &Path, namespaces: &[String], log: &Path) -> Result<Child> {
+fn start_tracer(
+    tracer: &Path,
+    namespaces: &[String],
+    log: &Path,
+    snapshot: &Path,
+) -> Result<Child> {
     let mut cmd = Command::new(tracer);
     cmd.arg("run");
     for ns in namespaces {
         cmd.args(["--netns", ns]);
     }
+    cmd.arg("--k8s-snapshot").arg(snapshot);
     cmd.arg("--log").arg(log).args(["--duration", "120"]);
     heading(&format!("tracer: {}", crate::lab::display_cmd(&cmd)));
     let mut child = cmd

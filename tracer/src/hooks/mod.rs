@@ -64,6 +64,8 @@ pub struct Names {
     pub devices: HashMap<(u32, u32), HookedDevice>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns()` into wall time.
     pub clock_offset_ns: i128,
+    /// Kubernetes names, when a source gave any.
+    pub inventory: Option<crate::k8s::Inventory>,
 }
 
 impl Names {
@@ -86,6 +88,9 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
         EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(&mut rec, ev),
         EventKind::OversizeTx => transmit::decode(&mut rec, ev),
         EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
+    }
+    if let Some(inventory) = &names.inventory {
+        rec.set_names(inventory.attribute(&crate::k8s::FlowKey::from_record(&rec)));
     }
     Some(rec)
 }
@@ -170,6 +175,7 @@ mod tests {
             kallsyms: Kallsyms::parse(KALLSYMS),
             devices: HashMap::new(),
             clock_offset_ns: 1_000_000_000,
+            inventory: None,
         }
     }
 

@@ -67,6 +67,8 @@ pub struct Summary {
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Events the kernel could not queue (sum of `lost` records).
     pub lost: u64,
+    /// With Kubernetes names enabled: events with a flow but no name for any of its ends.
+    pub unattributed: Option<u64>,
     pub duration_s: f64,
 }
 
@@ -90,8 +92,11 @@ impl Summary {
             .iter()
             .map(|&k| format!("{} {}", self.count(k), k.as_str()))
             .collect();
+        let names = self
+            .unattributed
+            .map_or(String::new(), |n| format!("; {n} unattributed"));
         format!(
-            "{}; {} lost; {:.1} s",
+            "{}; {} lost{names}; {:.1} s",
             kinds.join(", "),
             self.lost,
             self.duration_s
@@ -375,6 +380,9 @@ impl<W: Write> TerminalSink<W> {
             let mtu = rec.peer_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
             rest.push_str(&format!("  peer {peer}{mtu}"));
         }
+        if let Some(names) = names_text(rec) {
+            rest.push_str(&format!("  = {}", self.paint(CYAN, &names)));
+        }
         let line = format!("{time} {label} {ifname} {size} {rest}");
         line.trim_end().to_string()
     }
@@ -439,6 +447,40 @@ fn endpoint(addr: Option<IpAddr>, port: Option<u16>) -> String {
 }
 
 /// `tcp 10.0.1.2:41234 → 10.0.2.2:6379`, or `-` when the packet could not be decoded.
+/// The flow in Kubernetes terms, when names are known:
+/// `shop/order-api@worker-116 → svc cache/storage:8080 → cache/storage-0@worker-208`.
+fn names_text(rec: &Record) -> Option<String> {
+    if !rec.has_names() {
+        return None;
+    }
+    let end = |pod: &Option<crate::k8s::ObjectRef>, node: &Option<crate::k8s::ObjectRef>| {
+        let pod = pod.as_ref().map(|p| match &p.namespace {
+            Some(ns) => format!("{ns}/{}", p.name),
+            None => p.name.clone(),
+        });
+        match (pod, node) {
+            (Some(p), Some(n)) => Some(format!("{p}@{}", n.name)),
+            (Some(p), None) => Some(p),
+            (None, Some(n)) => Some(format!("node {}", n.name)),
+            (None, None) => None,
+        }
+    };
+    let src = end(&rec.src_pod, &rec.src_node).unwrap_or_else(|| "?".to_string());
+    let dst = end(&rec.dst_pod, &rec.dst_node);
+    Some(match (&rec.service, dst) {
+        (Some(svc), dst) => {
+            let port = svc.port.map_or(String::new(), |p| format!(":{p}"));
+            let via = format!("svc {}/{}{port}", svc.namespace, svc.name);
+            match dst {
+                Some(d) => format!("{src} → {via} → {d}"),
+                None => format!("{src} → {via}"),
+            }
+        }
+        (None, Some(d)) => format!("{src} → {d}"),
+        (None, None) => format!("{src} → ?"),
+    })
+}
+
 fn flow_text(rec: &Record) -> String {
     if rec.src.is_none() && rec.dst.is_none() {
         return "-".to_string();
@@ -798,6 +840,41 @@ mod tests {
             String::from_utf8(s.into_inner()).unwrap(),
             "summary: 312 drop, 0 icmp_too_big_sent, 0 icmp_too_big_received, 0 oversize_tx, \
              1 tcp_retransmit; 5 lost; 12.0 s\n"
+        );
+    }
+
+    #[test]
+    fn kubernetes_names_follow_the_flow() {
+        use crate::k8s::{ObjectRef, ServiceRef};
+        let obj = |ns: Option<&str>, name: &str| ObjectRef {
+            namespace: ns.map(str::to_string),
+            name: name.to_string(),
+        };
+        let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
+        assert_eq!(names_text(&rec), None);
+        rec.src_pod = Some(obj(Some("shop"), "order-api"));
+        rec.src_node = Some(obj(None, "worker-116"));
+        rec.service = Some(ServiceRef {
+            namespace: "cache".into(),
+            name: "storage".into(),
+            port: Some(6379),
+            port_name: Some("redis".into()),
+        });
+        assert_eq!(
+            names_text(&rec).as_deref(),
+            Some("shop/order-api@worker-116 → svc cache/storage:6379")
+        );
+        rec.dst_pod = Some(obj(Some("cache"), "storage-0"));
+        rec.dst_node = Some(obj(None, "worker-208"));
+        assert_eq!(
+            names_text(&rec).as_deref(),
+            Some("shop/order-api@worker-116 → svc cache/storage:6379 → cache/storage-0@worker-208")
+        );
+        rec.service = None;
+        rec.src_pod = None;
+        assert_eq!(
+            names_text(&rec).as_deref(),
+            Some("node worker-116 → cache/storage-0@worker-208")
         );
     }
 }

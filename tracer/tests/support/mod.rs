@@ -34,6 +34,8 @@ impl TempLog {
 impl Drop for TempLog {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        // Files tests keep beside the log (a k8s snapshot).
+        let _ = std::fs::remove_file(format!("{}.k8s.json", self.0.display()));
     }
 }
 

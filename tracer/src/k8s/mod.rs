@@ -1,0 +1,189 @@
+//! Kubernetes names for the addresses in events: which pod, service and node a packet belongs
+//! to. Sources fill one in-memory [`Inventory`]; [`Inventory::attribute`] answers per event
+//! without any API call.
+//!
+//! Sources (in order of preference, combinable): the API server (not yet), a snapshot file
+//! (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]).
+
+pub mod snapshot;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+/// A namespaced object (`namespace` is null for nodes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ObjectRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// A service a packet was addressed to (by ClusterIP) or reached (by a backend).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    /// The service port (`spec.ports[].port`), when known.
+    pub port: Option<u16>,
+    /// The port's name (`http`, `redis`), when it has one.
+    pub port_name: Option<String>,
+}
+
+/// A pod: its name and the node it runs on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodInfo {
+    pub pod: ObjectRef,
+    pub node: Option<String>,
+}
+
+/// What the sources know, indexed for per-event lookups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Pod IP → pod (host-network pods are left out: their IP is the node's).
+    pub pods_by_ip: HashMap<IpAddr, PodInfo>,
+    /// (ClusterIP, port, IP protocol) → service.
+    pub services_by_cluster_ip: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    /// (backend IP, target port, IP protocol) → service, from EndpointSlices.
+    pub services_by_backend: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    /// Node address (InternalIP, ExternalIP) → node name.
+    pub nodes_by_ip: HashMap<IpAddr, String>,
+}
+
+/// The names an event gains (JSONL `src_pod`, `dst_pod`, `service`, `src_node`, `dst_node`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    pub src_pod: Option<ObjectRef>,
+    pub dst_pod: Option<ObjectRef>,
+    pub service: Option<ServiceRef>,
+    pub src_node: Option<ObjectRef>,
+    pub dst_node: Option<ObjectRef>,
+}
+
+/// The addresses of one event that [`Inventory::attribute`] names. Everything is optional:
+/// events carry what their hook could decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP: the ones services have).
+    pub proto: Option<u8>,
+    /// Inner (pod) addresses and ports: for ICMP too-big events, those of the quoted packet.
+    pub src: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    /// Outer (node-to-node) addresses of an encapsulated packet.
+    pub outer_src: Option<IpAddr>,
+    pub outer_dst: Option<IpAddr>,
+}
+
+impl FlowKey {
+    /// The record's flow fields and, when encapsulated, its outer addresses.
+    pub fn from_record(rec: &crate::event::Record) -> FlowKey {
+        FlowKey {
+            proto: rec.proto,
+            src: rec.src,
+            sport: rec.sport,
+            dst: rec.dst,
+            dport: rec.dport,
+            outer_src: rec.outer.as_ref().map(|o| o.src),
+            outer_dst: rec.outer.as_ref().map(|o| o.dst),
+        }
+    }
+}
+
+impl Inventory {
+    /// Add `other`'s entries. `other` is taken as the newer data: where both know an address
+    /// (an IP reused by a new pod, a service re-created), `other`'s answer wins. Entries only
+    /// `self` has are kept, even if `other` would no longer list them: a merge cannot tell "gone"
+    /// from "not in this source".
+    pub fn merge(&mut self, other: Inventory) {
+        self.pods_by_ip.extend(other.pods_by_ip);
+        self.services_by_cluster_ip
+            .extend(other.services_by_cluster_ip);
+        self.services_by_backend.extend(other.services_by_backend);
+        self.nodes_by_ip.extend(other.nodes_by_ip);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods_by_ip.is_empty()
+            && self.services_by_cluster_ip.is_empty()
+            && self.services_by_backend.is_empty()
+            && self.nodes_by_ip.is_empty()
+    }
+
+    /// Distinct (pods, services, nodes) indexed, for a startup log line. A dual-stack pod counts
+    /// once; a service counts when it has a ClusterIP entry or a backend entry.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let pods: HashSet<&ObjectRef> = self.pods_by_ip.values().map(|p| &p.pod).collect();
+        let services: HashSet<(&str, &str)> = self
+            .services_by_cluster_ip
+            .values()
+            .chain(self.services_by_backend.values())
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        let nodes: HashSet<&String> = self.nodes_by_ip.values().collect();
+        (pods.len(), services.len(), nodes.len())
+    }
+
+    /// Names for one event's addresses; fields stay `None` when nothing is known.
+    ///
+    /// - `src_pod`/`dst_pod`: the inner addresses' pods.
+    /// - `service`, first match of: destination is a ClusterIP:port (before DNAT); destination
+    ///   is a backend (after DNAT, or pod-to-pod through a headless service); source is a
+    ///   ClusterIP:port or a backend (a reply, or an ICMP error quoting a reply: the service is
+    ///   on the sending side).
+    /// - `src_node`/`dst_node`, per side, first match of: the outer address of an encapsulated
+    ///   packet (the tunnel endpoints are the nodes); the node of the side's pod; the inner
+    ///   address as a node address (node-to-node or host-network traffic).
+    pub fn attribute(&self, flow: &FlowKey) -> Attribution {
+        let src_pod = flow.src.and_then(|ip| self.pods_by_ip.get(&ip));
+        let dst_pod = flow.dst.and_then(|ip| self.pods_by_ip.get(&ip));
+        let service = self
+            .service_at(flow.dst, flow.dport, flow.proto)
+            .or_else(|| self.service_at(flow.src, flow.sport, flow.proto))
+            .cloned();
+        Attribution {
+            src_pod: src_pod.map(|p| p.pod.clone()),
+            dst_pod: dst_pod.map(|p| p.pod.clone()),
+            service,
+            src_node: self.node_of(flow.outer_src, src_pod, flow.src),
+            dst_node: self.node_of(flow.outer_dst, dst_pod, flow.dst),
+        }
+    }
+
+    /// The service `(ip, port, proto)` is the front (ClusterIP) or a backend of.
+    fn service_at(
+        &self,
+        ip: Option<IpAddr>,
+        port: Option<u16>,
+        proto: Option<u8>,
+    ) -> Option<&ServiceRef> {
+        let key = (ip?, port?, proto?);
+        self.services_by_cluster_ip
+            .get(&key)
+            .or_else(|| self.services_by_backend.get(&key))
+    }
+
+    /// One side's node (see [`Inventory::attribute`]). An outer address that is not a known
+    /// node falls through to the pod's node: both name the same machine when the data agree.
+    fn node_of(
+        &self,
+        outer: Option<IpAddr>,
+        pod: Option<&PodInfo>,
+        inner: Option<IpAddr>,
+    ) -> Option<ObjectRef> {
+        let by_ip = |ip: Option<IpAddr>| ip.and_then(|ip| self.nodes_by_ip.get(&ip)).cloned();
+        let name = by_ip(outer)
+            .or_else(|| pod.and_then(|p| p.node.clone()))
+            .or_else(|| by_ip(inner))?;
+        Some(ObjectRef {
+            namespace: None,
+            name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,968 @@
+//! An [`Inventory`] from a snapshot file: the output of
+//! `kubectl get pods,services,endpointslices,nodes -A -o json`.
+//!
+//! Accepted shapes: a `List` (what kubectl prints), a typed list such as `PodList` (what the API
+//! server returns, items without `kind`), or a bare JSON array of objects.
+//!
+//! Parsing is lenient, on [`serde_json::Value`] rather than typed structs: kubectl and API
+//! versions differ in which fields they print, and one odd item must not cost the names of all
+//! the others. Items or fields that cannot be used are skipped and reported as warnings; only a
+//! file that cannot be read, is not JSON, or is not a list at all is an error.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::Path,
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use super::{Inventory, ObjectRef, PodInfo, ServiceRef};
+
+/// At most this many warnings are returned, then one "and N more".
+const MAX_WARNINGS: usize = 20;
+
+/// The EndpointSlice label naming the service the slice belongs to.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Read and parse a snapshot file. Returns what could be used and a bounded list of warnings
+/// about what could not.
+pub fn load(path: &Path) -> Result<(Inventory, Vec<String>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read Kubernetes snapshot {}", path.display()))?;
+    parse(&text).with_context(|| format!("cannot load Kubernetes snapshot {}", path.display()))
+}
+
+/// Parse the text of a snapshot (see the module documentation for the accepted shapes).
+pub fn parse(json: &str) -> Result<(Inventory, Vec<String>)> {
+    // Files saved by some Windows tools start with a byte order mark, which serde_json refuses.
+    let json = json.strip_prefix('\u{feff}').unwrap_or(json);
+    // serde_json's message carries the line and column ("EOF while parsing ... at line 9 column 4").
+    let root: Value = serde_json::from_str(json).context("not valid JSON")?;
+    parse_value(&root)
+}
+
+/// [`parse`] on an already parsed document.
+fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
+    let (items, item_kind) = list_items(root)?;
+    let mut w = Warnings::default();
+    let mut inv = Inventory::default();
+    // Services first, whatever the order in the file: EndpointSlices need their port names.
+    let mut services: HashMap<(String, String), ParsedService> = HashMap::new();
+    let mut slices = Vec::new();
+    let mut ignored: BTreeMap<String, usize> = BTreeMap::new();
+
+    for (i, item) in items.iter().enumerate() {
+        let Some(obj) = item.as_object() else {
+            w.push(format!(
+                "item {i}: not an object ({}); skipped",
+                type_name(item)
+            ));
+            continue;
+        };
+        // Items of a typed list (`PodList` from the API server) carry no `kind` of their own.
+        let kind = match obj.get("kind") {
+            Some(Value::String(k)) => k.as_str(),
+            None | Some(Value::Null) => match item_kind {
+                Some(k) => k,
+                None => {
+                    w.push(format!("item {i}: no `kind`; skipped"));
+                    continue;
+                }
+            },
+            Some(other) => {
+                w.push(format!("item {i}: `kind` is {}; skipped", type_name(other)));
+                continue;
+            }
+        };
+        let at = Item {
+            index: i,
+            kind,
+            value: item,
+        };
+        match kind {
+            "Pod" => pod(&at, &mut inv, &mut w),
+            "Service" => {
+                if let Some(s) = service(&at, &mut w) {
+                    for ip in &s.cluster_ips {
+                        for p in &s.ports {
+                            inv.services_by_cluster_ip.insert(
+                                (*ip, p.port, p.proto),
+                                ServiceRef {
+                                    namespace: s.namespace.clone(),
+                                    name: s.name.clone(),
+                                    port: Some(p.port),
+                                    port_name: p.name.clone(),
+                                },
+                            );
+                        }
+                    }
+                    services.insert((s.namespace.clone(), s.name.clone()), s);
+                }
+            }
+            "EndpointSlice" => slices.push(at),
+            "Node" => node(&at, &mut inv, &mut w),
+            other => *ignored.entry(other.to_string()).or_default() += 1,
+        }
+    }
+
+    // The same backend address and port can serve several services (a StatefulSet's headless
+    // service and its ClusterIP service, a canary service...). One must be chosen; the choice
+    // must not depend on the order of the file: services with a ClusterIP first (post-DNAT
+    // traffic came through one), then by namespace and name.
+    let mut backends: HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)> = HashMap::new();
+    for at in &slices {
+        endpoint_slice(at, &services, &mut backends, &mut w);
+    }
+    inv.services_by_backend = backends.into_iter().map(|(k, (_, s))| (k, s)).collect();
+
+    if !ignored.is_empty() {
+        let n: usize = ignored.values().sum();
+        let kinds: Vec<String> = ignored.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+        w.push(format!(
+            "ignored {n} item(s) of kinds not used for names: {}",
+            kinds.join(", ")
+        ));
+    }
+    Ok((inv, w.finish()))
+}
+
+/// The items of the top-level list, and the kind of item a typed list (`PodList`) implies.
+fn list_items(root: &Value) -> Result<(&[Value], Option<&str>)> {
+    let obj = match root {
+        Value::Array(items) => return Ok((items, None)),
+        Value::Object(obj) => obj,
+        other => bail!(
+            "not a list of Kubernetes objects: the document is {} (expected the output of \
+             `kubectl get pods,services,endpointslices,nodes -A -o json`)",
+            type_name(other)
+        ),
+    };
+    let kind = obj.get("kind").and_then(Value::as_str);
+    let item_kind = kind
+        .and_then(|k| k.strip_suffix("List"))
+        .filter(|k| !k.is_empty());
+    match obj.get("items") {
+        Some(Value::Array(items)) => Ok((items, item_kind)),
+        // An empty list may be printed with `"items": null`.
+        None | Some(Value::Null) if kind.is_some_and(|k| k.ends_with("List")) => Ok((&[], None)),
+        Some(other) => bail!("`items` is {}, not an array", type_name(other)),
+        None => bail!(
+            "not a list of Kubernetes objects: no `items` (kind {}; expected the output of \
+             `kubectl get pods,services,endpointslices,nodes -A -o json`)",
+            kind.unwrap_or("absent")
+        ),
+    }
+}
+
+/// One item of the list, for messages.
+struct Item<'a> {
+    index: usize,
+    kind: &'a str,
+    value: &'a Value,
+}
+
+impl Item<'_> {
+    fn str(&self, pointer: &str) -> Option<&str> {
+        self.value.pointer(pointer).and_then(Value::as_str)
+    }
+
+    /// `Pod shop/web-1` (or `Node node-a`), for messages.
+    fn describe(&self) -> String {
+        let name = self.str("/metadata/name").unwrap_or("?");
+        match self.str("/metadata/namespace") {
+            Some(ns) => format!("item {} ({} {ns}/{name})", self.index, self.kind),
+            None => format!("item {} ({} {name})", self.index, self.kind),
+        }
+    }
+
+    /// `metadata.name`, or a warning.
+    fn name(&self, w: &mut Warnings) -> Option<String> {
+        match self.str("/metadata/name") {
+            Some(n) if !n.is_empty() => Some(n.to_string()),
+            _ => {
+                w.push(format!("{}: no `metadata.name`; skipped", self.describe()));
+                None
+            }
+        }
+    }
+
+    /// `metadata.namespace`; the API server fills it in for namespaced objects, and an object
+    /// without one is in `default` by the API's own rule.
+    fn namespace(&self) -> String {
+        match self.str("/metadata/namespace") {
+            Some(ns) if !ns.is_empty() => ns.to_string(),
+            _ => "default".to_string(),
+        }
+    }
+
+    /// The array at `pointer`: empty when absent or null, a warning when of another type.
+    fn array(&self, pointer: &str, w: &mut Warnings) -> &[Value] {
+        match self.value.pointer(pointer) {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => &[],
+            Some(other) => {
+                w.push(format!(
+                    "{}: `{}` is {}, not an array; ignored",
+                    self.describe(),
+                    dotted(pointer),
+                    type_name(other)
+                ));
+                &[]
+            }
+        }
+    }
+
+    /// An IP address string, or a warning naming `what` (a field path).
+    fn ip(&self, v: &Value, what: &str, w: &mut Warnings) -> Option<IpAddr> {
+        match v {
+            Value::String(s) => match s.trim().parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    w.push(format!(
+                        "{}: `{what}` {s:?} is not an IP address; ignored",
+                        self.describe()
+                    ));
+                    None
+                }
+            },
+            other => {
+                w.push(format!(
+                    "{}: `{what}` is {}, not an IP address; ignored",
+                    self.describe(),
+                    type_name(other)
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// A pod's IPs → [`PodInfo`].
+fn pod(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
+    let Some(name) = at.name(w) else { return };
+    // A host-network pod's IP is its node's, shared with every other such pod on that node:
+    // naming one of them would be a guess. The node names that traffic.
+    if at.value.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
+        return;
+    }
+    // A pod that has terminated keeps its IP in its status, but the IP is free and may already
+    // belong to a new pod.
+    if matches!(at.str("/status/phase"), Some("Succeeded" | "Failed")) {
+        return;
+    }
+    let mut ips = Vec::new();
+    let pod_ips = at.array("/status/podIPs", w);
+    for (j, e) in pod_ips.iter().enumerate() {
+        let what = format!("status.podIPs[{j}].ip");
+        match e.get("ip") {
+            Some(v) => ips.extend(at.ip(v, &what, w)),
+            None => w.push(format!("{}: no `{what}`; ignored", at.describe())),
+        }
+    }
+    // Before dual-stack (Kubernetes < 1.16) there was only `podIP`. (When `podIPs` has entries,
+    // `podIP` is its first one: no need to warn twice about the same bad address.)
+    if pod_ips.is_empty() {
+        match at.value.pointer("/status/podIP") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(v) => ips.extend(at.ip(v, "status.podIP", w)),
+        }
+    }
+    // No IP yet (Pending): nothing to name, and nothing wrong.
+    if ips.is_empty() {
+        return;
+    }
+    let info = PodInfo {
+        pod: ObjectRef {
+            namespace: Some(at.namespace()),
+            name,
+        },
+        node: at
+            .str("/spec/nodeName")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string),
+    };
+    for ip in ips {
+        if let Some(prev) = inv.pods_by_ip.insert(ip, info.clone()) {
+            if prev.pod != info.pod {
+                w.push(format!(
+                    "{}: IP {ip} is also claimed by pod {}; the later one is used",
+                    at.describe(),
+                    object_name(&prev.pod)
+                ));
+            }
+        }
+    }
+}
+
+/// A service port: what ClusterIP keys and EndpointSlice port lookups need.
+struct ParsedPort {
+    name: Option<String>,
+    port: u16,
+    proto: u8,
+}
+
+struct ParsedService {
+    namespace: String,
+    name: String,
+    /// Empty for headless (`None`) and ExternalName services.
+    cluster_ips: Vec<IpAddr>,
+    ports: Vec<ParsedPort>,
+}
+
+fn service(at: &Item, w: &mut Warnings) -> Option<ParsedService> {
+    let name = at.name(w)?;
+    let mut raw_ips: Vec<&Value> = at.array("/spec/clusterIPs", w).iter().collect();
+    // Before dual-stack there was only `clusterIP`.
+    if raw_ips.is_empty() {
+        raw_ips.extend(at.value.pointer("/spec/clusterIP"));
+    }
+    let mut cluster_ips = Vec::new();
+    for (j, v) in raw_ips.into_iter().enumerate() {
+        match v {
+            // Headless services have "None"; ExternalName services have none at all.
+            Value::Null => {}
+            Value::String(s) if s.is_empty() || s == "None" => {}
+            v => cluster_ips.extend(at.ip(v, &format!("spec.clusterIPs[{j}]"), w)),
+        }
+    }
+    let mut ports = Vec::new();
+    for (j, p) in at.array("/spec/ports", w).iter().enumerate() {
+        if let Some(p) = port_entry(at, p, &format!("spec.ports[{j}]"), w) {
+            ports.push(p);
+        }
+    }
+    Some(ParsedService {
+        namespace: at.namespace(),
+        name,
+        cluster_ips,
+        ports,
+    })
+}
+
+/// `{name, port, protocol}` as in Service and EndpointSlice ports. `None` when unusable (with a
+/// warning) and for the EndpointSlice "all ports" entry (port null), which cannot be keyed.
+fn port_entry(at: &Item, p: &Value, what: &str, w: &mut Warnings) -> Option<ParsedPort> {
+    if !p.is_object() {
+        w.push(format!(
+            "{}: `{what}` is {}, not an object; ignored",
+            at.describe(),
+            type_name(p)
+        ));
+        return None;
+    }
+    let port = match p.get("port") {
+        // EndpointSlice: a null port means "all ports"; nothing to key on, nothing wrong.
+        None | Some(Value::Null) if at.kind == "EndpointSlice" => return None,
+        Some(v) => match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
+            Some(n) if n != 0 => n,
+            _ => {
+                w.push(format!(
+                    "{}: `{what}.port` {v} is not a port number; ignored",
+                    at.describe()
+                ));
+                return None;
+            }
+        },
+        None => {
+            w.push(format!("{}: no `{what}.port`; ignored", at.describe()));
+            return None;
+        }
+    };
+    // The API's default protocol is TCP.
+    let proto = match p.get("protocol") {
+        None | Some(Value::Null) => 6,
+        Some(Value::String(s)) => match s.as_str() {
+            "TCP" => 6,
+            "UDP" => 17,
+            "SCTP" => 132,
+            other => {
+                w.push(format!(
+                    "{}: `{what}.protocol` {other:?} is not TCP, UDP or SCTP; ignored",
+                    at.describe()
+                ));
+                return None;
+            }
+        },
+        Some(v) => {
+            w.push(format!(
+                "{}: `{what}.protocol` is {}; ignored",
+                at.describe(),
+                type_name(v)
+            ));
+            return None;
+        }
+    };
+    Some(ParsedPort {
+        name: port_name(p.get("name")),
+        port,
+        proto,
+    })
+}
+
+/// Port names: absent and "" (the EndpointSlice controller's spelling of "unnamed") are the
+/// same thing, so that an unnamed slice port finds its unnamed service port.
+fn port_name(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Preference among services sharing a backend (lower wins): has a ClusterIP, then names.
+type BackendRank = (bool, String, String);
+
+/// An EndpointSlice's addresses × ports → services_by_backend (via `backends`).
+///
+/// Endpoints that are not ready (or terminating) are kept: a backend that is starting or
+/// shutting down still receives traffic (retransmissions, established connections), and that is
+/// exactly when oversize packets may be dropped.
+fn endpoint_slice(
+    at: &Item,
+    services: &HashMap<(String, String), ParsedService>,
+    backends: &mut HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)>,
+    w: &mut Warnings,
+) {
+    if let Some(v) = at.str("/apiVersion") {
+        // v1beta1 (removed in 1.25) has the same addresses and ports.
+        if !v.starts_with("discovery.k8s.io/") {
+            w.push(format!(
+                "{}: apiVersion {v:?} is not discovery.k8s.io; skipped",
+                at.describe()
+            ));
+            return;
+        }
+    }
+    // FQDN slices list host names, not addresses.
+    if at.str("/addressType") == Some("FQDN") {
+        return;
+    }
+    let namespace = at.namespace();
+    let label = format!("/metadata/labels/{}", SERVICE_NAME_LABEL.replace('/', "~1"));
+    let Some(svc_name) = at.str(&label).filter(|s| !s.is_empty()) else {
+        w.push(format!(
+            "{}: no `{SERVICE_NAME_LABEL}` label, so no service; skipped",
+            at.describe()
+        ));
+        return;
+    };
+    let svc = services.get(&(namespace.clone(), svc_name.to_string()));
+    let rank: BackendRank = (
+        svc.is_none_or(|s| s.cluster_ips.is_empty()),
+        namespace.clone(),
+        svc_name.to_string(),
+    );
+
+    let mut ports = Vec::new();
+    for (j, p) in at.array("/ports", w).iter().enumerate() {
+        if let Some(p) = port_entry(at, p, &format!("ports[{j}]"), w) {
+            ports.push(p);
+        }
+    }
+    let mut ips = Vec::new();
+    for (j, e) in at.array("/endpoints", w).iter().enumerate() {
+        match e.get("addresses") {
+            Some(Value::Array(addrs)) => {
+                for (k, a) in addrs.iter().enumerate() {
+                    ips.extend(at.ip(a, &format!("endpoints[{j}].addresses[{k}]"), w));
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(other) => w.push(format!(
+                "{}: `endpoints[{j}].addresses` is {}; ignored",
+                at.describe(),
+                type_name(other)
+            )),
+        }
+    }
+
+    for p in &ports {
+        // The slice port is the target port; the service port is found by name (unique within
+        // a service, and the one link the API keeps between the two).
+        let service_port = svc
+            .and_then(|s| s.ports.iter().find(|sp| sp.name == p.name))
+            .map(|sp| sp.port);
+        let sref = ServiceRef {
+            namespace: namespace.clone(),
+            name: svc_name.to_string(),
+            port: service_port,
+            port_name: p.name.clone(),
+        };
+        for ip in &ips {
+            let key = (*ip, p.port, p.proto);
+            let better = backends.get(&key).is_none_or(|(r, _)| rank < *r);
+            if better {
+                backends.insert(key, (rank.clone(), sref.clone()));
+            }
+        }
+    }
+}
+
+/// A node's InternalIP and ExternalIP addresses → nodes_by_ip.
+fn node(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
+    let Some(name) = at.name(w) else { return };
+    for (j, a) in at.array("/status/addresses", w).iter().enumerate() {
+        // Hostname and InternalDNS/ExternalDNS are names, not addresses.
+        match a.get("type").and_then(Value::as_str) {
+            Some("InternalIP" | "ExternalIP") => {}
+            _ => continue,
+        }
+        let what = format!("status.addresses[{j}].address");
+        match a.get("address") {
+            Some(v) => {
+                if let Some(ip) = at.ip(v, &what, w) {
+                    inv.nodes_by_ip.insert(ip, name.clone());
+                }
+            }
+            None => w.push(format!("{}: no `{what}`; ignored", at.describe())),
+        }
+    }
+}
+
+/// Warnings, bounded: a file with thousands of odd items must not flood the log.
+#[derive(Default)]
+struct Warnings {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Warnings {
+    fn push(&mut self, msg: String) {
+        if self.list.len() < MAX_WARNINGS {
+            self.list.push(msg);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.list.push(format!("and {} more warnings", self.more));
+        }
+        self.list
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `/status/podIPs` → `status.podIPs`, for messages.
+fn dotted(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
+}
+
+fn object_name(o: &ObjectRef) -> String {
+    match &o.namespace {
+        Some(ns) => format!("{ns}/{}", o.name),
+        None => o.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/k8s/testdata")
+            .join(name)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn cluster() -> Inventory {
+        let (inv, warnings) = load(&testdata("cluster.json")).unwrap();
+        assert_eq!(warnings, Vec::<String>::new());
+        inv
+    }
+
+    fn pod_name(inv: &Inventory, addr: &str) -> Option<String> {
+        inv.pods_by_ip.get(&ip(addr)).map(|p| object_name(&p.pod))
+    }
+
+    fn svc(ns: &str, name: &str, port: Option<u16>, port_name: Option<&str>) -> ServiceRef {
+        ServiceRef {
+            namespace: ns.into(),
+            name: name.into(),
+            port,
+            port_name: port_name.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn cluster_counts() {
+        let inv = cluster();
+        // Pods: memcached-0, redis-0, redis-1, coredns, checkout ×2, frontend. Services:
+        // kubernetes, kube-dns, checkout, frontend, memcached, redis (headless, by its
+        // backends), payments-gateway (a slice without its Service). Nodes: node-a..c.
+        assert_eq!(inv.counts(), (7, 7, 3));
+        assert!(!inv.is_empty());
+        // Dual-stack pods are indexed under both addresses.
+        assert_eq!(inv.pods_by_ip.len(), 7 + 4);
+    }
+
+    #[test]
+    fn host_network_pods_are_left_out() {
+        let inv = cluster();
+        // kube-proxy (node-b) and calico-node (node-c) share their node's addresses.
+        for a in ["10.0.0.11", "fd00:10::11", "10.0.0.12", "fd00:10::12"] {
+            assert_eq!(pod_name(&inv, a), None, "{a}");
+        }
+        assert_eq!(inv.nodes_by_ip[&ip("10.0.0.11")], "node-b");
+        assert_eq!(inv.nodes_by_ip[&ip("fd00:10::12")], "node-c");
+    }
+
+    #[test]
+    fn pending_and_terminated_pods_are_left_out() {
+        let inv = cluster();
+        let names: Vec<String> = inv
+            .pods_by_ip
+            .values()
+            .map(|p| object_name(&p.pod))
+            .collect();
+        // Pending: no IP. Succeeded (a Job's pod) and Failed: IP released.
+        assert!(!names.iter().any(|n| n == "shop/frontend-7c9d8f6b5-tz5vd"));
+        assert!(!names.iter().any(|n| n == "shop/db-migrate-28411520-9kx7z"));
+        assert!(!names.iter().any(|n| n == "default/debug-shell"));
+        assert_eq!(pod_name(&inv, "10.244.2.40"), None);
+        // The failed pod's IP has been given to a running pod, which must keep it.
+        assert_eq!(
+            pod_name(&inv, "10.244.1.17").as_deref(),
+            Some("shop/frontend-7c9d8f6b5-x2x9k")
+        );
+    }
+
+    #[test]
+    fn ipv6_pods_services_and_backends() {
+        let inv = cluster();
+        let p = &inv.pods_by_ip[&ip("fd00:244:0:2::23")];
+        assert_eq!(object_name(&p.pod), "shop/checkout-6b8f7d9c4-lm3np");
+        assert_eq!(p.node.as_deref(), Some("node-c"));
+        // Non-canonical spellings are the same address.
+        assert!(inv.pods_by_ip.contains_key(&ip("fd00:244:0:2:0:0:0:23")));
+        assert_eq!(
+            inv.services_by_cluster_ip[&(ip("fd00:96::1234"), 80, 6)],
+            svc("shop", "checkout", Some(80), Some("http"))
+        );
+        assert_eq!(
+            inv.services_by_backend[&(ip("fd00:244:0:1::24"), 9090, 6)],
+            svc("shop", "checkout", Some(9090), Some("metrics"))
+        );
+        assert_eq!(inv.nodes_by_ip[&ip("fd00:10::10")], "node-a");
+    }
+
+    #[test]
+    fn every_service_port_is_mapped() {
+        let inv = cluster();
+        let dns = ip("10.96.0.10");
+        assert_eq!(
+            inv.services_by_cluster_ip[&(dns, 53, 17)],
+            svc("kube-system", "kube-dns", Some(53), Some("dns"))
+        );
+        assert_eq!(
+            inv.services_by_cluster_ip[&(dns, 53, 6)],
+            svc("kube-system", "kube-dns", Some(53), Some("dns-tcp"))
+        );
+        assert_eq!(
+            inv.services_by_cluster_ip[&(dns, 9153, 6)],
+            svc("kube-system", "kube-dns", Some(9153), Some("metrics"))
+        );
+        assert_eq!(
+            inv.services_by_cluster_ip[&(ip("10.96.12.34"), 9090, 6)],
+            svc("shop", "checkout", Some(9090), Some("metrics"))
+        );
+        // Unnamed single port.
+        assert_eq!(
+            inv.services_by_cluster_ip[&(ip("10.96.88.8"), 11211, 6)],
+            svc("cache", "memcached", Some(11211), None)
+        );
+        // A protocol the service does not have is not mapped.
+        assert!(!inv
+            .services_by_cluster_ip
+            .contains_key(&(ip("10.96.12.34"), 80, 17)));
+        // Headless: no ClusterIP entry at all ("None" is not an address).
+        assert!(inv
+            .services_by_cluster_ip
+            .values()
+            .all(|s| s.name != "redis"));
+        // dual-stack ×2 ports, kube-dns dual-stack ×3, kubernetes, frontend, memcached.
+        assert_eq!(inv.services_by_cluster_ip.len(), 4 + 6 + 3);
+    }
+
+    #[test]
+    fn backends_map_to_the_service_port_by_name() {
+        let inv = cluster();
+        let b = &inv.services_by_backend;
+        // targetPort 8080 (named "http") is service port 80.
+        assert_eq!(
+            b[&(ip("10.244.2.23"), 8080, 6)],
+            svc("shop", "checkout", Some(80), Some("http"))
+        );
+        // Not-ready backends are kept.
+        assert_eq!(
+            b[&(ip("10.244.1.24"), 8080, 6)],
+            svc("shop", "checkout", Some(80), Some("http"))
+        );
+        assert_eq!(
+            b[&(ip("10.244.1.32"), 6379, 6)],
+            svc("cache", "redis", Some(6379), Some("redis"))
+        );
+        // Numeric targetPort 3000 → port 80.
+        assert_eq!(
+            b[&(ip("10.244.1.17"), 3000, 6)],
+            svc("shop", "frontend", Some(80), Some("http"))
+        );
+        // The API server's own slice: a node address.
+        assert_eq!(
+            b[&(ip("10.0.0.10"), 6443, 6)],
+            svc("default", "kubernetes", Some(443), Some("https"))
+        );
+        // UDP and TCP on the same port, IPv6 slice.
+        assert_eq!(
+            b[&(ip("fd00:244::5"), 53, 17)],
+            svc("kube-system", "kube-dns", Some(53), Some("dns"))
+        );
+        assert_eq!(
+            b[&(ip("fd00:244::5"), 53, 6)],
+            svc("kube-system", "kube-dns", Some(53), Some("dns-tcp"))
+        );
+        // Unnamed slice port ("") ↔ unnamed service port.
+        assert_eq!(
+            b[&(ip("10.244.0.41"), 11211, 6)],
+            svc("cache", "memcached", Some(11211), None)
+        );
+        // Service not in the file: name known, service port not.
+        assert_eq!(
+            b[&(ip("192.0.2.51"), 443, 6)],
+            svc("shop", "payments-gateway", None, Some("https"))
+        );
+    }
+
+    #[test]
+    fn typed_pod_list_without_item_kinds() {
+        let (inv, warnings) = load(&testdata("podlist.json")).unwrap();
+        assert_eq!(warnings, Vec::<String>::new());
+        // node-exporter is host-network.
+        assert_eq!(inv.counts(), (2, 0, 0));
+        assert_eq!(
+            pod_name(&inv, "fd00:244:0:2::50").as_deref(),
+            Some("monitoring/prometheus-k8s-0")
+        );
+    }
+
+    #[test]
+    fn bare_array_of_items() {
+        let (inv, warnings) = parse(
+            r#"[{"kind":"Node","metadata":{"name":"n1"},"status":{"addresses":[
+                {"type":"InternalIP","address":"10.1.0.1"},{"type":"Hostname","address":"n1"}]}}]"#,
+        )
+        .unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(inv.nodes_by_ip[&ip("10.1.0.1")], "n1");
+        assert_eq!(inv.nodes_by_ip.len(), 1);
+    }
+
+    #[test]
+    fn empty_lists() {
+        for text in [
+            "[]",
+            r#"{"apiVersion":"v1","kind":"List","items":[],"metadata":{"resourceVersion":""}}"#,
+            r#"{"apiVersion":"v1","kind":"PodList","items":null}"#,
+        ] {
+            let (inv, warnings) = parse(text).unwrap();
+            assert!(inv.is_empty(), "{text}");
+            assert!(warnings.is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_file_is_an_error_naming_the_file_and_place() {
+        let path = testdata("truncated.json");
+        let e = format!("{:#}", load(&path).unwrap_err());
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("not valid JSON"), "{e}");
+        assert!(e.contains("line 223"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_the_file() {
+        let path = testdata("no-such-file.json");
+        let e = format!("{:#}", load(&path).unwrap_err());
+        assert!(e.contains("no-such-file.json"), "{e}");
+    }
+
+    #[test]
+    fn documents_that_are_not_lists_are_errors() {
+        for text in [
+            "",
+            "null",
+            "42",
+            r#""pods""#,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#,
+            r#"{"kind":"List","items":{"a":1}}"#,
+            "W0302 kubectl warning\n{}",
+        ] {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_items_are_warned_about_and_the_rest_is_loaded() {
+        let (inv, warnings) = load(&testdata("garbage.json")).unwrap();
+        let joined = warnings.join("\n");
+        // The good items.
+        assert_eq!(
+            pod_name(&inv, "10.244.3.3").as_deref(),
+            Some("shop/cart-5f7b9c6d8-h4k2m")
+        );
+        assert_eq!(inv.nodes_by_ip[&ip("10.0.0.13")], "node-d");
+        assert_eq!(
+            inv.services_by_cluster_ip[&(ip("10.96.3.3"), 81, 6)],
+            svc("shop", "cart", Some(81), Some("http"))
+        );
+        assert_eq!(inv.services_by_cluster_ip.len(), 1);
+        assert_eq!(
+            inv.services_by_backend[&(ip("10.244.3.3"), 8081, 6)],
+            svc("shop", "cart", Some(81), Some("http"))
+        );
+        assert_eq!(inv.counts(), (1, 1, 1));
+        // Each bad one, named.
+        for needle in [
+            "item 1 (Pod shop/cart-5f7b9c6d8-w8q1z): `status.podIPs` is a string",
+            "item 1 (Pod shop/cart-5f7b9c6d8-w8q1z): `status.podIP` is a number",
+            "item 2 (Pod ?): no `metadata.name`",
+            "\"10.244.3.999\" is not an IP address",
+            "`spec.ports[0].port` \"eighty\" is not a port number",
+            "`spec.ports[1].port` 70000 is not a port number",
+            "`spec.ports[2].protocol` \"ICMP\"",
+            "item 5 (Node node-x): `status.addresses` is a string",
+            "item 6: not an object (a number)",
+            "item 7: no `kind`",
+            "`endpoints` is an object",
+            "\"not-an-ip\" is not an IP address",
+            "ConfigMap ×1",
+        ] {
+            assert!(joined.contains(needle), "{needle:?} not in:\n{joined}");
+        }
+        assert!(warnings.len() <= MAX_WARNINGS, "{joined}");
+    }
+
+    #[test]
+    fn warnings_are_bounded() {
+        let items: Vec<String> = (0..100).map(|i| format!("{i}")).collect();
+        let (inv, warnings) = parse(&format!("[{}]", items.join(","))).unwrap();
+        assert!(inv.is_empty());
+        assert_eq!(warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(warnings[MAX_WARNINGS], "and 80 more warnings");
+    }
+
+    #[test]
+    fn backend_shared_by_two_services_is_named_deterministically() {
+        let svc_json = |name: &str, ip: &str| {
+            format!(
+                r#"{{"kind":"Service","metadata":{{"namespace":"cache","name":"{name}"}},
+                  "spec":{{"clusterIP":"{ip}","ports":[{{"name":"redis","port":6379}}]}}}}"#
+            )
+        };
+        let slice_json = |name: &str| {
+            format!(
+                r#"{{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","addressType":"IPv4",
+                  "metadata":{{"namespace":"cache","name":"{name}-x",
+                  "labels":{{"kubernetes.io/service-name":"{name}"}}}},
+                  "endpoints":[{{"addresses":["10.244.2.31"]}}],
+                  "ports":[{{"name":"redis","port":6379,"protocol":"TCP"}}]}}"#
+            )
+        };
+        let items = [
+            svc_json("a-headless", "None"),
+            svc_json("redis", "10.96.5.5"),
+            svc_json("z-other", "10.96.5.6"),
+            slice_json("a-headless"),
+            slice_json("redis"),
+            slice_json("z-other"),
+        ];
+        let key = (ip("10.244.2.31"), 6379, 6);
+        let forward = parse(&format!("[{}]", items.join(","))).unwrap().0;
+        let mut reversed = items.to_vec();
+        reversed.reverse();
+        let backward = parse(&format!("[{}]", reversed.join(","))).unwrap().0;
+        // With a ClusterIP beats headless; then the name decides.
+        assert_eq!(forward.services_by_backend[&key].name, "redis");
+        assert_eq!(backward.services_by_backend[&key].name, "redis");
+    }
+
+    /// No input shape panics: every value inside every fixture item replaced by every JSON type.
+    #[test]
+    fn no_panic_on_mutated_items() {
+        let text = std::fs::read_to_string(testdata("cluster.json")).unwrap();
+        let root: Value = serde_json::from_str(&text).unwrap();
+        let replacements = [
+            Value::Null,
+            Value::Bool(true),
+            serde_json::json!(-1),
+            serde_json::json!(1e300),
+            serde_json::json!("None"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+        ];
+        let mut runs = 0;
+        for item in root["items"].as_array().unwrap() {
+            let mut pointers = Vec::new();
+            collect_pointers(item, String::new(), &mut pointers);
+            for p in &pointers {
+                for r in &replacements {
+                    let mut mutated = item.clone();
+                    *mutated.pointer_mut(p).unwrap() = r.clone();
+                    let list = Value::Array(vec![mutated]);
+                    let (_, warnings) = parse_value(&list).unwrap();
+                    assert!(warnings.len() <= MAX_WARNINGS + 1);
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 1000, "{runs}");
+    }
+
+    fn collect_pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, c) in o {
+                    let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    collect_pointers(c, p.clone(), out);
+                    out.push(p);
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    collect_pointers(c, p.clone(), out);
+                    out.push(p);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// No prefix of a real file panics; each is an error or (the whole file) a result.
+    #[test]
+    fn no_panic_on_truncated_text() {
+        let text = std::fs::read_to_string(testdata("podlist.json")).unwrap();
+        for end in (0..text.len()).step_by(7) {
+            if text.is_char_boundary(end) {
+                assert!(parse(&text[..end]).is_err());
+            }
+        }
+        assert!(parse(&text).is_ok());
+    }
+}

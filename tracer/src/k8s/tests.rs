@@ -1,0 +1,266 @@
+//! [`Inventory::attribute`] and [`Inventory::merge`] on the fixture cluster
+//! (testdata/cluster.json): node-a 10.0.0.10, node-b 10.0.0.11 / 203.0.113.11, node-c 10.0.0.12;
+//! shop/frontend pod 10.244.1.17 on node-b, shop/checkout pods 10.244.2.23 (node-c) and
+//! 10.244.1.24 (node-b) behind ClusterIP 10.96.12.34 / fd00:96::1234 port 80 → 8080 ("http").
+
+use std::{net::IpAddr, path::Path};
+
+use super::*;
+use crate::event::{Encap, Kind, Outer, Record};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn load(name: &str) -> Inventory {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/k8s/testdata")
+        .join(name);
+    let (inv, warnings) = snapshot::load(&path).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    inv
+}
+
+fn flow(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
+    FlowKey {
+        proto: Some(proto),
+        src: Some(ip(src)),
+        sport: Some(sport),
+        dst: Some(ip(dst)),
+        dport: Some(dport),
+        outer_src: None,
+        outer_dst: None,
+    }
+}
+
+fn pod(ns: &str, name: &str) -> Option<ObjectRef> {
+    Some(ObjectRef {
+        namespace: Some(ns.into()),
+        name: name.into(),
+    })
+}
+
+fn node(name: &str) -> Option<ObjectRef> {
+    Some(ObjectRef {
+        namespace: None,
+        name: name.into(),
+    })
+}
+
+fn checkout_http() -> Option<ServiceRef> {
+    Some(ServiceRef {
+        namespace: "shop".into(),
+        name: "checkout".into(),
+        port: Some(80),
+        port_name: Some("http".into()),
+    })
+}
+
+const FRONTEND: &str = "frontend-7c9d8f6b5-x2x9k";
+const CHECKOUT_C: &str = "checkout-6b8f7d9c4-lm3np";
+
+#[test]
+fn pre_dnat_pod_to_cluster_ip() {
+    let inv = load("cluster.json");
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 43512, "10.96.12.34", 80));
+    assert_eq!(
+        a,
+        Attribution {
+            src_pod: pod("shop", FRONTEND),
+            dst_pod: None,
+            service: checkout_http(),
+            src_node: node("node-b"),
+            // A ClusterIP is on no node.
+            dst_node: None,
+        }
+    );
+    // The same over IPv6.
+    let a6 = inv.attribute(&flow(TCP, "fd00:244:0:1::17", 43512, "fd00:96::1234", 80));
+    assert_eq!(a6, a);
+}
+
+#[test]
+fn post_dnat_pod_to_backend_pod() {
+    let inv = load("cluster.json");
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080));
+    assert_eq!(
+        a,
+        Attribution {
+            src_pod: pod("shop", FRONTEND),
+            dst_pod: pod("shop", CHECKOUT_C),
+            service: checkout_http(),
+            src_node: node("node-b"),
+            dst_node: node("node-c"),
+        }
+    );
+    // The second port of the same backend names the other service port.
+    let m = inv.attribute(&flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 9090));
+    assert_eq!(m.service.unwrap().port_name.as_deref(), Some("metrics"));
+}
+
+#[test]
+fn encapsulated_flow_names_nodes_from_the_outer_header() {
+    let inv = load("cluster.json");
+    // Outer header by ExternalIP and InternalIP; the inner source is no known pod.
+    let mut f = flow(TCP, "10.244.9.9", 43512, "10.244.2.23", 8080);
+    f.outer_src = Some(ip("203.0.113.11"));
+    f.outer_dst = Some(ip("10.0.0.12"));
+    let a = inv.attribute(&f);
+    assert_eq!(a.src_pod, None);
+    assert_eq!(a.dst_pod, pod("shop", CHECKOUT_C));
+    assert_eq!(a.service, checkout_http());
+    assert_eq!(a.src_node, node("node-b"));
+    assert_eq!(a.dst_node, node("node-c"));
+
+    // The outer header is what the packet carried: it wins over the pod's recorded node.
+    let mut f = flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080);
+    f.outer_src = Some(ip("10.0.0.10"));
+    f.outer_dst = Some(ip("fd00:10::12"));
+    let a = inv.attribute(&f);
+    assert_eq!(a.src_node, node("node-a"));
+    assert_eq!(a.dst_node, node("node-c"));
+
+    // An outer address that is no known node falls back to the pod's node.
+    f.outer_src = Some(ip("198.51.100.7"));
+    assert_eq!(inv.attribute(&f).src_node, node("node-b"));
+}
+
+#[test]
+fn reply_names_the_service_from_the_source() {
+    let inv = load("cluster.json");
+    // Backend → client (before reverse NAT), e.g. an ICMP too-big quoting the reply.
+    let a = inv.attribute(&flow(TCP, "10.244.2.23", 8080, "10.244.1.17", 43512));
+    assert_eq!(
+        a,
+        Attribution {
+            src_pod: pod("shop", CHECKOUT_C),
+            dst_pod: pod("shop", FRONTEND),
+            service: checkout_http(),
+            src_node: node("node-c"),
+            dst_node: node("node-b"),
+        }
+    );
+    // After reverse NAT the source is the ClusterIP.
+    let a = inv.attribute(&flow(TCP, "10.96.12.34", 80, "10.244.1.17", 43512));
+    assert_eq!(a.service, checkout_http());
+    assert_eq!(a.src_node, None);
+}
+
+#[test]
+fn host_network_and_node_traffic_names_nodes() {
+    let inv = load("cluster.json");
+    // kube-proxy (host network on node-b) to the API server's endpoint on node-a.
+    let a = inv.attribute(&flow(TCP, "10.0.0.11", 51234, "10.0.0.10", 6443));
+    assert_eq!(a.src_pod, None);
+    assert_eq!(a.dst_pod, None);
+    assert_eq!(a.service.unwrap().name, "kubernetes");
+    assert_eq!(a.src_node, node("node-b"));
+    assert_eq!(a.dst_node, node("node-a"));
+}
+
+#[test]
+fn protocol_matters_for_services() {
+    let inv = load("cluster.json");
+    let dns = inv.attribute(&flow(UDP, "10.244.1.17", 40000, "10.96.0.10", 53));
+    assert_eq!(dns.service.unwrap().port_name.as_deref(), Some("dns"));
+    let dns_tcp = inv.attribute(&flow(TCP, "10.244.1.17", 40000, "10.96.0.10", 53));
+    assert_eq!(
+        dns_tcp.service.unwrap().port_name.as_deref(),
+        Some("dns-tcp")
+    );
+    // No UDP port 80 on checkout; no protocol (or no port) at all: no service, pods still named.
+    assert_eq!(
+        inv.attribute(&flow(UDP, "10.244.1.17", 40000, "10.96.12.34", 80))
+            .service,
+        None
+    );
+    let mut f = flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080);
+    f.proto = None;
+    let a = inv.attribute(&f);
+    assert_eq!(a.service, None);
+    assert_eq!(a.dst_pod, pod("shop", CHECKOUT_C));
+}
+
+#[test]
+fn unknown_addresses_give_nothing() {
+    let inv = load("cluster.json");
+    let a = inv.attribute(&flow(TCP, "172.16.5.5", 40000, "2001:db8::1", 443));
+    assert_eq!(a, Attribution::default());
+    assert_eq!(inv.attribute(&FlowKey::default()), Attribution::default());
+    assert_eq!(
+        Inventory::default().attribute(&flow(TCP, "10.244.1.17", 1, "10.96.12.34", 80)),
+        Attribution::default()
+    );
+}
+
+#[test]
+fn flow_key_from_record() {
+    let mut rec = Record::new(Kind::Drop, "tcx/egress", 0);
+    assert_eq!(FlowKey::from_record(&rec), FlowKey::default());
+    rec.proto = Some(TCP);
+    rec.src = Some(ip("10.244.1.17"));
+    rec.sport = Some(43512);
+    rec.dst = Some(ip("10.244.2.23"));
+    rec.dport = Some(8080);
+    rec.outer = Some(Outer {
+        src: ip("10.0.0.11"),
+        dst: ip("10.0.0.12"),
+        encap: Encap::Ipip,
+        vni: None,
+    });
+    let mut want = flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080);
+    want.outer_src = Some(ip("10.0.0.11"));
+    want.outer_dst = Some(ip("10.0.0.12"));
+    assert_eq!(FlowKey::from_record(&rec), want);
+}
+
+#[test]
+fn merge_newer_data_wins_and_older_entries_stay() {
+    let cluster = load("cluster.json");
+    let monitoring = load("podlist.json");
+
+    let mut merged = cluster.clone();
+    merged.merge(monitoring.clone());
+    // 10.244.1.17 was shop/frontend's; the newer snapshot gives it to alertmanager.
+    let p = &merged.pods_by_ip[&ip("10.244.1.17")];
+    assert_eq!(p.pod, pod("monitoring", "alertmanager-main-0").unwrap());
+    assert_eq!(p.node.as_deref(), Some("node-b"));
+    // Added by the newer source.
+    assert!(merged.pods_by_ip.contains_key(&ip("10.244.2.50")));
+    // Kept from the older one.
+    assert_eq!(
+        merged.pods_by_ip[&ip("10.244.2.23")].pod,
+        pod("shop", CHECKOUT_C).unwrap()
+    );
+    assert_eq!(
+        merged.services_by_cluster_ip,
+        cluster.services_by_cluster_ip
+    );
+    assert_eq!(merged.nodes_by_ip, cluster.nodes_by_ip);
+    // Both of frontend's addresses moved to alertmanager, so frontend is gone: 7 - 1 + 2 pods.
+    assert_eq!(
+        merged.pods_by_ip[&ip("fd00:244:0:1::17")].pod.name,
+        "alertmanager-main-0"
+    );
+    assert_eq!(merged.counts(), (8, 7, 3));
+
+    // The other order: the cluster file is newer, so frontend keeps its address.
+    let mut merged = monitoring.clone();
+    merged.merge(cluster.clone());
+    assert_eq!(
+        merged.pods_by_ip[&ip("10.244.1.17")].pod,
+        pod("shop", FRONTEND).unwrap()
+    );
+
+    // Merging into nothing gives the other; merging nothing changes nothing.
+    let mut empty = Inventory::default();
+    assert!(empty.is_empty());
+    empty.merge(cluster.clone());
+    assert_eq!(empty, cluster);
+    let mut same = cluster.clone();
+    same.merge(Inventory::default());
+    assert_eq!(same, cluster);
+}
