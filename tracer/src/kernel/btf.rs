@@ -549,13 +549,11 @@ mod tests {
 
     #[test]
     fn structural_facts_on_this_kernel() {
-        // Per the toolchain note, measured on 6.18 (224 on 6.1: the cache-line regrouping of 6.8).
-        assert_eq!(off("net_device", "mtu"), 56);
-        // dev sits inside union { struct { next; prev; union { dev; ... } } }: 2 pointers in.
+        // Exact offsets are checked against bpftool (offsets_match_bpftool), so these hold on
+        // any kernel: dev sits two pointers into sk_buff (after next/prev).
         assert_eq!(off("sk_buff", "dev"), 16);
         let skb = size_of("sk_buff");
-        // bpftool: STRUCT 'sk_buff' size=224 on this kernel; possible_net_t is one pointer.
-        assert_eq!(skb, 224);
+        assert!(skb > off("sk_buff", "dev"));
         assert_eq!(size_of("possible_net_t"), 8);
         assert_eq!(struct_size(vmlinux(), "no_such_struct_xyz").unwrap(), None);
         for p in ["len", "head", "data", "end", "network_header", "protocol"] {
@@ -598,7 +596,7 @@ mod tests {
     #[test]
     fn kernel_offsets_are_all_resolved_here() {
         let k = kernel_offsets(vmlinux()).unwrap();
-        assert_eq!(k.dev_mtu, 56);
+        assert_eq!(k.dev_mtu, off("net_device", "mtu"));
         assert_eq!(k.skb_dev, off("sk_buff", "dev"));
         assert_eq!(k.dev_nd_net, off("net_device", "nd_net"));
         assert_eq!(k.sk_net, off("sock_common", "skc_net"));
@@ -659,17 +657,21 @@ mod tests {
     fn drop_reasons_match_this_kernel_and_tracefs() {
         let reasons = DropReasons::from_btf(vmlinux()).unwrap();
         assert!(reasons.available());
-        assert_eq!(reasons.value("PKT_TOO_BIG"), Some(93));
-        assert_eq!(reasons.value("SKB_DROP_REASON_PKT_TOO_BIG"), Some(93));
-        assert_eq!(reasons.value("NOT_SPECIFIED"), Some(2));
-        assert_eq!(reasons.name(93), Some("PKT_TOO_BIG"));
+        // Numbers move between kernels (PKT_TOO_BIG is 64 on 6.1, 93 on 6.18): compare with
+        // the kernel's own tracefs table rather than pinning them.
+        let table = tracefs_reason_table();
+        let too_big = table
+            .iter()
+            .find(|(_, n)| n == "PKT_TOO_BIG")
+            .map(|(v, _)| *v);
+        assert!(too_big.is_some());
+        assert_eq!(reasons.value("PKT_TOO_BIG"), too_big);
+        assert_eq!(reasons.value("SKB_DROP_REASON_PKT_TOO_BIG"), too_big);
+        assert_eq!(reasons.name(too_big.unwrap()), Some("PKT_TOO_BIG"));
         assert_eq!(reasons.name(0), Some("NOT_DROPPED_YET"));
         assert_eq!(reasons.name(1), Some("CONSUMED"));
         assert_eq!(reasons.value("SKB_CONSUMED"), Some(1));
-        assert_eq!(reasons.value("SKB_DROP_REASON_SKB_CSUM"), Some(75));
-        assert_eq!(reasons.value("SKB_CSUM"), Some(75));
         assert_eq!(reasons.value("SUBSYS_MASK"), None);
-        let table = tracefs_reason_table();
         assert!(table.len() > 100, "{}", table.len());
         for (value, name) in &table {
             assert_eq!(reasons.name(*value), Some(name.as_str()), "value {value}");
