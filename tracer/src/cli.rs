@@ -50,6 +50,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub k8s_snapshot: Option<PathBuf>,
 
+    /// Name flows from the Kubernetes API with these credentials (default: KUBECONFIG,
+    /// ~/.kube/config, the in-cluster service account, /etc/kubernetes/kubelet.conf).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Do not contact the Kubernetes API (names then come from --k8s-snapshot only).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub no_k8s_api: bool,
+
     /// Size of the kernel→daemon ring buffer in KiB (a power of two, at least 64).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,

@@ -53,6 +53,9 @@ impl Netns {
         // check now and say so.
         let file = File::open(&path)
             .with_context(|| format!("--netns {arg}: cannot open {}", path.display()))?;
+        // Remember where we are *before* switching: /proc/self/ns/net would then name the
+        // namespace just entered (it is this thread's), and "going back" would go nowhere.
+        let home = File::open("/proc/thread-self/ns/net").context("open own netns")?;
         let ok = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         if ok != 0 {
             bail!(
@@ -61,9 +64,9 @@ impl Netns {
             );
         }
         // Go back right away.
-        let me = File::open("/proc/self/ns/net")?;
-        if unsafe { libc::setns(me.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("could not return to the tracer's own network namespace");
+        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            eprintln!("tracer: fatal: cannot return to its own network namespace");
+            std::process::exit(70);
         }
         Ok(Netns {
             label: arg.to_string(),
@@ -112,6 +115,30 @@ mod tests {
     fn unknown_name_is_a_clear_error() {
         let err = Netns::resolve("no-such-ns-for-tracer-test").unwrap_err();
         assert!(format!("{err:#}").contains("/run/netns/no-such-ns-for-tracer-test"));
+    }
+
+    #[test]
+    fn resolving_a_namespace_leaves_the_thread_where_it_was() {
+        // resolve() once "returned" to /proc/self/ns/net, which on the main thread names the
+        // namespace just entered, so the daemon stayed in the last --netns (caught end to end
+        // by tracer/tests/incident.rs, names_come_live_from_the_kubernetes_api_too; a test
+        // thread cannot reproduce the main-thread case, this checks the invariant).
+        let name = format!("tracer-ut-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add (tests run as root)");
+        let before = Netns::current().unwrap().inode;
+        let resolved = Netns::resolve(&name);
+        let after = Netns::current().unwrap().inode;
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .status();
+        let resolved = resolved.unwrap();
+        assert_ne!(resolved.inode, before);
+        assert_eq!(after, before);
     }
 
     #[test]

@@ -188,7 +188,36 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         log_to_stdout: args.log.as_deref().is_some_and(|p| p.as_os_str() == "-"),
     };
     let mut facts = kernel_facts(&args)?;
-    let names_desc = load_names(&args, &mut facts.names);
+    let mut names_desc = load_names(&args, &mut facts.names);
+    let snapshot_inventory = facts.names.inventory.clone();
+    let api_sources = if args.no_k8s_api {
+        Vec::new()
+    } else {
+        crate::k8s::api::choose_source(args.kubeconfig.as_deref())
+    };
+    if api_sources.is_empty() {
+        names_desc.push(if args.no_k8s_api {
+            "Kubernetes API off (--no-k8s-api)".to_string()
+        } else {
+            "no Kubernetes API credentials (--kubeconfig, KUBECONFIG, ~/.kube/config, in-cluster, \
+             /etc/kubernetes/kubelet.conf)"
+                .to_string()
+        });
+    } else {
+        let list: Vec<String> = api_sources.iter().map(|s| s.to_string()).collect();
+        names_desc.push(format!(
+            "Kubernetes API: connecting ({}), in the background",
+            list.join(", ")
+        ));
+        // Names are expected: count what stays unnamed.
+        facts.names.inventory.get_or_insert_with(Default::default);
+    }
+    if names_desc.is_empty() {
+        names_desc.push(
+            "none (--k8s-snapshot FILE or --kubeconfig FILE to name pods, services and nodes)"
+                .into(),
+        );
+    }
     let namespaces = watched_namespaces(&args)?;
     let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
 
@@ -264,7 +293,17 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let summary = runtime.block_on(event_loop(&args, ring, lost, &facts.names, &mut sinks))?;
+    let summary = runtime.block_on(event_loop(
+        &args,
+        ring,
+        lost,
+        &mut facts.names,
+        NameSources {
+            snapshot: snapshot_inventory,
+            api: api_sources,
+        },
+        &mut sinks,
+    ))?;
     // Detach before the summary so that "stopped" is true when it is printed.
     drop(ebpf);
     for sink in &mut sinks {
@@ -332,7 +371,7 @@ fn print_startup(
 /// trace must go on without them.
 fn load_names(args: &RunArgs, names: &mut Names) -> Vec<String> {
     let Some(path) = &args.k8s_snapshot else {
-        return vec!["none (--k8s-snapshot FILE to name pods, services and nodes)".to_string()];
+        return Vec::new();
     };
     match crate::k8s::snapshot::load(path) {
         Ok((inventory, warnings)) => {
@@ -387,13 +426,61 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
     out
 }
 
+/// Where Kubernetes names come from during the run.
+struct NameSources {
+    /// What `--k8s-snapshot` gave (kept to combine with the API's view).
+    snapshot: Option<crate::k8s::Inventory>,
+    /// API credentials to try, in order; empty = no API.
+    api: Vec<crate::k8s::api::ApiSource>,
+}
+
+/// Connect to the API and stream its view; failures become status lines, never errors:
+/// names help, but the trace goes on without them.
+async fn api_names(
+    sources: Vec<crate::k8s::api::ApiSource>,
+    tx: tokio::sync::mpsc::Sender<crate::k8s::api::Update>,
+) {
+    use crate::k8s::api::{self, Update};
+    match api::connect_any(&sources).await {
+        Ok((source, client)) => {
+            let _ = tx
+                .send(Update::Status(format!(
+                    "Kubernetes API: connected via {source}"
+                )))
+                .await;
+            if let Err(e) = api::watch(client, tx.clone()).await {
+                let _ = tx
+                    .send(Update::Status(format!(
+                        "Kubernetes API: watch ended: {e:#}"
+                    )))
+                    .await;
+            }
+        }
+        Err(e) => {
+            let _ = tx
+                .send(Update::Status(format!(
+                    "Kubernetes API unavailable, continuing without it: {e:#}"
+                )))
+                .await;
+        }
+    }
+}
+
 async fn event_loop(
     args: &RunArgs,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
-    names: &Names,
+    names: &mut Names,
+    sources: NameSources,
     sinks: &mut [Box<dyn Sink>],
 ) -> Result<Summary> {
+    let (api_tx, mut api_rx) = tokio::sync::mpsc::channel(16);
+    let mut api_open = !sources.api.is_empty();
+    if api_open {
+        tokio::spawn(api_names(sources.api, api_tx));
+    } else {
+        drop(api_tx);
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -430,6 +517,16 @@ async fn event_loop(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sleep_until_deadline => break,
+            update = api_rx.recv(), if api_open => match update {
+                Some(crate::k8s::api::Update::Replace(api_view)) => {
+                    // The API's view is newer than the snapshot file: it wins where both know.
+                    let mut combined = sources.snapshot.clone().unwrap_or_default();
+                    combined.merge(api_view);
+                    names.inventory = Some(combined);
+                }
+                Some(crate::k8s::api::Update::Status(line)) => eprintln!("names: {line}"),
+                None => api_open = false,
+            },
             _ = tick.tick() => {
                 report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary);
                 let now = time::clock_offset_ns() + monotonic_ns();

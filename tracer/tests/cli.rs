@@ -146,3 +146,33 @@ fn a_broken_snapshot_is_reported_and_tracing_goes_on() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unreachable_kubernetes_api_is_reported_and_tracing_goes_on() {
+    let out = Command::new(tracer_bin())
+        .args([
+            "run",
+            "--duration",
+            "2",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("names: Kubernetes API: connecting"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Kubernetes API unavailable, continuing without it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("summary:")),
+        "{stderr}"
+    );
+}

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dump, netns_inode, of_kind, read_events, TempLog, Tracer};
+use support::{dump, netns_inode, of_kind, read_events, FakeKubeApi, TempLog, Tracer};
 use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
 
 const TIMEOUT: Duration = Duration::from_secs(4);
@@ -262,4 +262,41 @@ fn the_fix_ends_the_timeouts_and_the_size_events() {
         .filter(|e| SIZE_KINDS.contains(&e["kind"].as_str().unwrap_or("")))
         .collect();
     assert!(size.is_empty(), "size events after the fix:\n{all}");
+}
+
+#[test]
+fn names_come_live_from_the_kubernetes_api_too() {
+    // The same lab, named through the API (list + watch) instead of a snapshot file.
+    let incident = up(Path::L2, OuterDf::Unset, false);
+    let api = FakeKubeApi::start(&incident.k8s_snapshot());
+    let log = TempLog::new("inc-api");
+    let mut args: Vec<String> = vec!["--kubeconfig".into(), api.kubeconfig.display().to_string()];
+    for ns in incident.namespaces() {
+        args.push("--netns".into());
+        args.push(ns);
+    }
+    args.push("--log".into());
+    args.push(log.0.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = Tracer::start(&args, &[]);
+    // The API is read in the background: give its first view a moment before the traffic.
+    std::thread::sleep(Duration::from_millis(1500));
+    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    assert!(!post.ok, "{post}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, stderr) = t.stop();
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let stderr = stderr.join("\n");
+    assert!(stderr.contains("Kubernetes API: connected via"), "{stderr}");
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let drop = of_kind(&events, "drop")
+        .into_iter()
+        .find(|e| e["dport"] == incident.http_port && !e["src_pod"].is_null())
+        .unwrap_or_else(|| panic!("no named drop of the POST:\n{all}\n{stderr}"));
+    assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8");
+    assert_eq!(drop["dst_pod"]["name"], "storage-0");
+    assert_eq!(drop["service"]["name"], "storage");
+    assert_eq!(drop["src_node"]["name"], "worker-116");
+    assert_eq!(drop["dst_node"]["name"], "worker-208");
 }

@@ -2,9 +2,10 @@
 //! to. Sources fill one in-memory [`Inventory`]; [`Inventory::attribute`] answers per event
 //! without any API call.
 //!
-//! Sources (in order of preference, combinable): the API server (not yet), a snapshot file
-//! (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]).
+//! Sources (in order of preference, combinable): the API server, listed and watched ([`api`]),
+//! a snapshot file (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]).
 
+pub mod api;
 pub mod snapshot;
 
 use std::{

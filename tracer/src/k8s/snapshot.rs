@@ -47,10 +47,7 @@ pub fn parse(json: &str) -> Result<(Inventory, Vec<String>)> {
 fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
     let (items, item_kind) = list_items(root)?;
     let mut w = Warnings::default();
-    let mut inv = Inventory::default();
-    // Services first, whatever the order in the file: EndpointSlices need their port names.
-    let mut services: HashMap<(String, String), ParsedService> = HashMap::new();
-    let mut slices = Vec::new();
+    let mut objects = Objects::default();
     let mut ignored: BTreeMap<String, usize> = BTreeMap::new();
 
     for (i, item) in items.iter().enumerate() {
@@ -77,45 +74,36 @@ fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
             }
         };
         let at = Item {
-            index: i,
+            index: Some(i),
             kind,
             value: item,
         };
         match kind {
-            "Pod" => pod(&at, &mut inv, &mut w),
+            "Pod" => objects.pods.extend(pod(&at, &mut w)),
             "Service" => {
                 if let Some(s) = service(&at, &mut w) {
-                    for ip in &s.cluster_ips {
-                        for p in &s.ports {
-                            inv.services_by_cluster_ip.insert(
-                                (*ip, p.port, p.proto),
-                                ServiceRef {
-                                    namespace: s.namespace.clone(),
-                                    name: s.name.clone(),
-                                    port: Some(p.port),
-                                    port_name: p.name.clone(),
-                                },
-                            );
-                        }
-                    }
-                    services.insert((s.namespace.clone(), s.name.clone()), s);
+                    objects
+                        .services
+                        .insert((s.namespace.clone(), s.name.clone()), s);
                 }
             }
-            "EndpointSlice" => slices.push(at),
-            "Node" => node(&at, &mut inv, &mut w),
+            "EndpointSlice" => objects.slices.extend(endpoint_slice(&at, &mut w)),
+            "Node" => objects.nodes.extend(node(&at, &mut w)),
             other => *ignored.entry(other.to_string()).or_default() += 1,
         }
     }
-
-    // The same backend address and port can serve several services (a StatefulSet's headless
-    // service and its ClusterIP service, a canary service...). One must be chosen; the choice
-    // must not depend on the order of the file: services with a ClusterIP first (post-DNAT
-    // traffic came through one), then by namespace and name.
-    let mut backends: HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)> = HashMap::new();
-    for at in &slices {
-        endpoint_slice(at, &services, &mut backends, &mut w);
-    }
-    inv.services_by_backend = backends.into_iter().map(|(k, (_, s))| (k, s)).collect();
+    let services = objects
+        .services
+        .values()
+        .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
+        .collect();
+    let inv = build(
+        objects.pods.iter(),
+        &services,
+        objects.slices.iter(),
+        objects.nodes.iter(),
+        &mut w,
+    );
 
     if !ignored.is_empty() {
         let n: usize = ignored.values().sum();
@@ -126,6 +114,74 @@ fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
         ));
     }
     Ok((inv, w.finish()))
+}
+
+/// The usable objects of a file, in file order.
+#[derive(Default)]
+struct Objects {
+    pods: Vec<ParsedPod>,
+    services: HashMap<(String, String), ParsedService>,
+    slices: Vec<ParsedSlice>,
+    nodes: Vec<ParsedNode>,
+}
+
+/// The [`Inventory`] of parsed objects. Shared by the snapshot file and the live API (which keeps
+/// its objects parsed, so that it can re-derive the whole inventory on each change): linear in
+/// the number of objects.
+///
+/// `pods` are taken in order: when two claim the same IP, the later one is used (with a
+/// warning). Services are looked up by (namespace, name) for the EndpointSlices' port names.
+pub(super) fn build<'a>(
+    pods: impl Iterator<Item = &'a ParsedPod>,
+    services: &HashMap<(&str, &str), &ParsedService>,
+    slices: impl Iterator<Item = &'a ParsedSlice>,
+    nodes: impl Iterator<Item = &'a ParsedNode>,
+    w: &mut Warnings,
+) -> Inventory {
+    let mut inv = Inventory::default();
+    for p in pods {
+        for ip in &p.ips {
+            if let Some(prev) = inv.pods_by_ip.insert(*ip, p.info.clone()) {
+                if prev.pod != p.info.pod {
+                    w.push(format!(
+                        "{}: IP {ip} is also claimed by pod {}; the later one is used",
+                        p.describe,
+                        object_name(&prev.pod)
+                    ));
+                }
+            }
+        }
+    }
+    for s in services.values() {
+        for ip in &s.cluster_ips {
+            for p in &s.ports {
+                inv.services_by_cluster_ip.insert(
+                    (*ip, p.port, p.proto),
+                    ServiceRef {
+                        namespace: s.namespace.clone(),
+                        name: s.name.clone(),
+                        port: Some(p.port),
+                        port_name: p.name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    // The same backend address and port can serve several services (a StatefulSet's headless
+    // service and its ClusterIP service, a canary service...). One must be chosen; the choice
+    // must not depend on the order of the objects: services with a ClusterIP first (post-DNAT
+    // traffic came through one), then by namespace and name.
+    let mut backends: HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)> = HashMap::new();
+    for slice in slices {
+        slice_backends(slice, services, &mut backends);
+    }
+    inv.services_by_backend = backends.into_iter().map(|(k, (_, s))| (k, s)).collect();
+    for n in nodes {
+        for ip in &n.ips {
+            inv.nodes_by_ip.insert(*ip, n.name.clone());
+        }
+    }
+    inv
 }
 
 /// The items of the top-level list, and the kind of item a typed list (`PodList`) implies.
@@ -156,14 +212,24 @@ fn list_items(root: &Value) -> Result<(&[Value], Option<&str>)> {
     }
 }
 
-/// One item of the list, for messages.
-struct Item<'a> {
-    index: usize,
+/// One object: an item of a file's list, or an object from the API.
+pub(super) struct Item<'a> {
+    /// The place in the file's list, for messages; `None` for objects from the API.
+    index: Option<usize>,
     kind: &'a str,
     value: &'a Value,
 }
 
-impl Item<'_> {
+impl<'a> Item<'a> {
+    /// An object of `kind` (`Pod`, `Service`, `EndpointSlice`, `Node`) not from a file.
+    pub(super) fn new(kind: &'a str, value: &'a Value) -> Item<'a> {
+        Item {
+            index: None,
+            kind,
+            value,
+        }
+    }
+
     fn str(&self, pointer: &str) -> Option<&str> {
         self.value.pointer(pointer).and_then(Value::as_str)
     }
@@ -171,9 +237,13 @@ impl Item<'_> {
     /// `Pod shop/web-1` (or `Node node-a`), for messages.
     fn describe(&self) -> String {
         let name = self.str("/metadata/name").unwrap_or("?");
-        match self.str("/metadata/namespace") {
-            Some(ns) => format!("item {} ({} {ns}/{name})", self.index, self.kind),
-            None => format!("item {} ({} {name})", self.index, self.kind),
+        let object = match self.str("/metadata/namespace") {
+            Some(ns) => format!("{} {ns}/{name}", self.kind),
+            None => format!("{} {name}", self.kind),
+        };
+        match self.index {
+            Some(i) => format!("item {i} ({object})"),
+            None => object,
         }
     }
 
@@ -239,18 +309,27 @@ impl Item<'_> {
     }
 }
 
-/// A pod's IPs → [`PodInfo`].
-fn pod(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
-    let Some(name) = at.name(w) else { return };
+/// A pod with an IP of its own.
+pub(super) struct ParsedPod {
+    pub(super) ips: Vec<IpAddr>,
+    pub(super) info: PodInfo,
+    /// The pod, for messages (IP conflicts).
+    describe: String,
+}
+
+/// A pod's IPs and [`PodInfo`]; `None` for pods that must not be named by IP (host network,
+/// terminated, no IP yet) and unusable items.
+pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
+    let name = at.name(w)?;
     // A host-network pod's IP is its node's, shared with every other such pod on that node:
     // naming one of them would be a guess. The node names that traffic.
     if at.value.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
-        return;
+        return None;
     }
     // A pod that has terminated keeps its IP in its status, but the IP is free and may already
     // belong to a new pod.
     if matches!(at.str("/status/phase"), Some("Succeeded" | "Failed")) {
-        return;
+        return None;
     }
     let mut ips = Vec::new();
     let pod_ips = at.array("/status/podIPs", w);
@@ -272,7 +351,7 @@ fn pod(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
     }
     // No IP yet (Pending): nothing to name, and nothing wrong.
     if ips.is_empty() {
-        return;
+        return None;
     }
     let info = PodInfo {
         pod: ObjectRef {
@@ -284,35 +363,29 @@ fn pod(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
             .filter(|n| !n.is_empty())
             .map(str::to_string),
     };
-    for ip in ips {
-        if let Some(prev) = inv.pods_by_ip.insert(ip, info.clone()) {
-            if prev.pod != info.pod {
-                w.push(format!(
-                    "{}: IP {ip} is also claimed by pod {}; the later one is used",
-                    at.describe(),
-                    object_name(&prev.pod)
-                ));
-            }
-        }
-    }
+    Some(ParsedPod {
+        ips,
+        info,
+        describe: at.describe(),
+    })
 }
 
 /// A service port: what ClusterIP keys and EndpointSlice port lookups need.
-struct ParsedPort {
+pub(super) struct ParsedPort {
     name: Option<String>,
     port: u16,
     proto: u8,
 }
 
-struct ParsedService {
-    namespace: String,
-    name: String,
+pub(super) struct ParsedService {
+    pub(super) namespace: String,
+    pub(super) name: String,
     /// Empty for headless (`None`) and ExternalName services.
     cluster_ips: Vec<IpAddr>,
     ports: Vec<ParsedPort>,
 }
 
-fn service(at: &Item, w: &mut Warnings) -> Option<ParsedService> {
+pub(super) fn service(at: &Item, w: &mut Warnings) -> Option<ParsedService> {
     let name = at.name(w)?;
     let mut raw_ips: Vec<&Value> = at.array("/spec/clusterIPs", w).iter().collect();
     // Before dual-stack there was only `clusterIP`.
@@ -413,17 +486,20 @@ fn port_name(v: Option<&Value>) -> Option<String> {
 /// Preference among services sharing a backend (lower wins): has a ClusterIP, then names.
 type BackendRank = (bool, String, String);
 
-/// An EndpointSlice's addresses × ports → services_by_backend (via `backends`).
+/// An EndpointSlice's addresses and ports, and the service it belongs to.
+pub(super) struct ParsedSlice {
+    namespace: String,
+    service: String,
+    ports: Vec<ParsedPort>,
+    ips: Vec<IpAddr>,
+}
+
+/// An EndpointSlice; `None` for FQDN slices and unusable items.
 ///
 /// Endpoints that are not ready (or terminating) are kept: a backend that is starting or
 /// shutting down still receives traffic (retransmissions, established connections), and that is
 /// exactly when oversize packets may be dropped.
-fn endpoint_slice(
-    at: &Item,
-    services: &HashMap<(String, String), ParsedService>,
-    backends: &mut HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)>,
-    w: &mut Warnings,
-) {
+pub(super) fn endpoint_slice(at: &Item, w: &mut Warnings) -> Option<ParsedSlice> {
     if let Some(v) = at.str("/apiVersion") {
         // v1beta1 (removed in 1.25) has the same addresses and ports.
         if !v.starts_with("discovery.k8s.io/") {
@@ -431,28 +507,21 @@ fn endpoint_slice(
                 "{}: apiVersion {v:?} is not discovery.k8s.io; skipped",
                 at.describe()
             ));
-            return;
+            return None;
         }
     }
     // FQDN slices list host names, not addresses.
     if at.str("/addressType") == Some("FQDN") {
-        return;
+        return None;
     }
-    let namespace = at.namespace();
     let label = format!("/metadata/labels/{}", SERVICE_NAME_LABEL.replace('/', "~1"));
-    let Some(svc_name) = at.str(&label).filter(|s| !s.is_empty()) else {
+    let Some(service) = at.str(&label).filter(|s| !s.is_empty()) else {
         w.push(format!(
             "{}: no `{SERVICE_NAME_LABEL}` label, so no service; skipped",
             at.describe()
         ));
-        return;
+        return None;
     };
-    let svc = services.get(&(namespace.clone(), svc_name.to_string()));
-    let rank: BackendRank = (
-        svc.is_none_or(|s| s.cluster_ips.is_empty()),
-        namespace.clone(),
-        svc_name.to_string(),
-    );
 
     let mut ports = Vec::new();
     for (j, p) in at.array("/ports", w).iter().enumerate() {
@@ -476,8 +545,35 @@ fn endpoint_slice(
             )),
         }
     }
+    Some(ParsedSlice {
+        namespace: at.namespace(),
+        service: service.to_string(),
+        ports,
+        ips,
+    })
+}
 
-    for p in &ports {
+/// A slice's addresses × ports → services_by_backend (via `backends`, see [`build`]).
+fn slice_backends(
+    slice: &ParsedSlice,
+    services: &HashMap<(&str, &str), &ParsedService>,
+    backends: &mut HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)>,
+) {
+    let ParsedSlice {
+        namespace,
+        service: svc_name,
+        ports,
+        ips,
+    } = slice;
+    let svc = services
+        .get(&(namespace.as_str(), svc_name.as_str()))
+        .copied();
+    let rank: BackendRank = (
+        svc.is_none_or(|s| s.cluster_ips.is_empty()),
+        namespace.clone(),
+        svc_name.clone(),
+    );
+    for p in ports {
         // The slice port is the target port; the service port is found by name (unique within
         // a service, and the one link the API keeps between the two).
         let service_port = svc
@@ -485,11 +581,11 @@ fn endpoint_slice(
             .map(|sp| sp.port);
         let sref = ServiceRef {
             namespace: namespace.clone(),
-            name: svc_name.to_string(),
+            name: svc_name.clone(),
             port: service_port,
             port_name: p.name.clone(),
         };
-        for ip in &ips {
+        for ip in ips {
             let key = (*ip, p.port, p.proto);
             let better = backends.get(&key).is_none_or(|(r, _)| rank < *r);
             if better {
@@ -499,9 +595,15 @@ fn endpoint_slice(
     }
 }
 
-/// A node's InternalIP and ExternalIP addresses → nodes_by_ip.
-fn node(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
-    let Some(name) = at.name(w) else { return };
+/// A node and its InternalIP and ExternalIP addresses.
+pub(super) struct ParsedNode {
+    pub(super) name: String,
+    ips: Vec<IpAddr>,
+}
+
+pub(super) fn node(at: &Item, w: &mut Warnings) -> Option<ParsedNode> {
+    let name = at.name(w)?;
+    let mut ips = Vec::new();
     for (j, a) in at.array("/status/addresses", w).iter().enumerate() {
         // Hostname and InternalDNS/ExternalDNS are names, not addresses.
         match a.get("type").and_then(Value::as_str) {
@@ -510,25 +612,22 @@ fn node(at: &Item, inv: &mut Inventory, w: &mut Warnings) {
         }
         let what = format!("status.addresses[{j}].address");
         match a.get("address") {
-            Some(v) => {
-                if let Some(ip) = at.ip(v, &what, w) {
-                    inv.nodes_by_ip.insert(ip, name.clone());
-                }
-            }
+            Some(v) => ips.extend(at.ip(v, &what, w)),
             None => w.push(format!("{}: no `{what}`; ignored", at.describe())),
         }
     }
+    Some(ParsedNode { name, ips })
 }
 
 /// Warnings, bounded: a file with thousands of odd items must not flood the log.
 #[derive(Default)]
-struct Warnings {
+pub(super) struct Warnings {
     list: Vec<String>,
     more: usize,
 }
 
 impl Warnings {
-    fn push(&mut self, msg: String) {
+    pub(super) fn push(&mut self, msg: String) {
         if self.list.len() < MAX_WARNINGS {
             self.list.push(msg);
         } else {
@@ -536,7 +635,7 @@ impl Warnings {
         }
     }
 
-    fn finish(mut self) -> Vec<String> {
+    pub(super) fn finish(mut self) -> Vec<String> {
         if self.more > 0 {
             self.list.push(format!("and {} more warnings", self.more));
         }

@@ -174,3 +174,60 @@ pub fn dump(events: &[Value]) -> String {
 pub fn netns_inode(ns: &str) -> u64 {
     xtask::lab::Lab::netns_inode(ns).expect("netns inode")
 }
+
+/// The stand-in Kubernetes API (`fake_kube_api.py`) serving `list_json` on 127.0.0.1, and a
+/// kubeconfig pointing at it. Killed on drop.
+pub struct FakeKubeApi {
+    child: Child,
+    pub kubeconfig: PathBuf,
+}
+
+impl FakeKubeApi {
+    pub fn start(list_json: &str) -> FakeKubeApi {
+        use std::io::Write as _;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/fake_kube_api.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 fake API");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list_json.as_bytes())
+            .expect("feed the fake API");
+        let mut port = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .expect("fake API port");
+        let port: u16 = port.trim().parse().expect("port number");
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "tracer-test-{}-{port}.kubeconfig",
+            std::process::id()
+        ));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+                 users:\n- name: tracer\n  user:\n    token: lab-token\n\
+                 contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: tracer\ncurrent-context: lab\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        FakeKubeApi { child, kubeconfig }
+    }
+}
+
+impl Drop for FakeKubeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
