@@ -41,7 +41,16 @@ fn trace(incident: &Incident, log: &TempLog) -> Tracer {
     // The lab described as `kubectl get ... -o json` would: names for pods, service, nodes.
     let snapshot = std::path::PathBuf::from(format!("{}.k8s.json", log.0.display()));
     std::fs::write(&snapshot, incident.k8s_snapshot()).expect("write snapshot");
-    let mut args: Vec<String> = vec!["--k8s-snapshot".into(), snapshot.display().to_string()];
+    trace_named(
+        incident,
+        log,
+        &["--k8s-snapshot", &snapshot.display().to_string()],
+    )
+}
+
+/// Trace every lab namespace into `log`, with `names` naming options.
+fn trace_named(incident: &Incident, log: &TempLog, names: &[&str]) -> Tracer {
+    let mut args: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     for ns in incident.namespaces() {
         args.push("--netns".into());
         args.push(ns);
@@ -270,17 +279,17 @@ fn names_come_live_from_the_kubernetes_api_too() {
     let incident = up(Path::L2, OuterDf::Unset, false);
     let api = FakeKubeApi::start(&incident.k8s_snapshot());
     let log = TempLog::new("inc-api");
-    let mut args: Vec<String> = vec!["--kubeconfig".into(), api.kubeconfig.display().to_string()];
-    for ns in incident.namespaces() {
-        args.push("--netns".into());
-        args.push(ns);
-    }
-    args.push("--log".into());
-    args.push(log.0.display().to_string());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let t = Tracer::start(&args, &[]);
-    // The API is read in the background: give its first view a moment before the traffic.
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut t = trace_named(
+        &incident,
+        &log,
+        &["--kubeconfig", &api.kubeconfig.display().to_string()],
+    );
+    // The API is read in the background: wait for its first view before the traffic.
+    assert!(
+        t.wait_for_stderr("names: API: 2 pods", Duration::from_secs(20)),
+        "no API view: {}",
+        t.stderr.join("\n")
+    );
     let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
     assert!(!post.ok, "{post}");
     std::thread::sleep(Duration::from_millis(300));

@@ -109,6 +109,24 @@ impl Tracer {
         t
     }
 
+    /// Wait (bounded) for a stderr line containing `needle`; every line read is kept.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Stop with SIGINT like Ctrl-C; returns the exit status, stdout and full stderr.
     pub fn stop(mut self) -> (ExitStatus, String, Vec<String>) {
         let status = self.signal_and_wait(libc::SIGINT);
