@@ -93,8 +93,7 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
         matched |= flags::MATCH_OVERSIZE;
     }
     if matched == 0 {
-        let proto = u16::from_be(kernel::read::<u16>(skb, conf!(kernel.skb_protocol)).unwrap_or(0));
-        if kernel::is_icmp_too_big(b.l3, proto) {
+        if kernel::is_icmp_too_big(b.l3, kernel::l3_proto(skb)) {
             matched |= flags::MATCH_ICMP_TOO_BIG;
         }
     }

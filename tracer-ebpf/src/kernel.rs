@@ -119,6 +119,12 @@ pub fn skb_basics_of(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
     }
 }
 
+/// `skb->protocol` in host order (0x0800, 0x86dd, ...).
+#[inline(always)]
+pub fn l3_proto(skb: *const u8) -> u16 {
+    u16::from_be(read::<u16>(skb, conf!(kernel.skb_protocol)).unwrap_or(0))
+}
+
 /// Is the packet at `l3` an ICMP frag-needed / ICMPv6 packet-too-big? A dropped one is the
 /// classic PMTU black hole: the message that would have fixed things never arrived.
 #[inline(always)]
@@ -201,14 +207,12 @@ pub fn fill_from_skb(ev: &mut Event, skb: *const u8, b: &SkbBasics) {
             ev.out_ifname = name;
         }
     }
-    let head = read::<usize>(skb, conf!(kernel.skb_head)).unwrap_or(0);
-    let nh = read::<u16>(skb, conf!(kernel.skb_network_header)).unwrap_or(HEADER_UNSET);
-    let proto = read::<u16>(skb, conf!(kernel.skb_protocol)).unwrap_or(0);
-    ev.l3_proto = u16::from_be(proto);
-    if head == 0 || nh == HEADER_UNSET {
+    // The network header was located by skb_basics: no second read of head/network_header.
+    ev.l3_proto = l3_proto(skb);
+    let src = b.l3;
+    if src.is_null() {
         return;
     }
-    let src = (head + nh as usize) as *const u8;
     // Constant-size reads keep the verifier simple; a short linear area makes the big read
     // fail, so fall back to smaller ones (headers of a tunnel packet need ~100 bytes).
     let want = if b.l3_len < PACKET_CAPTURE as u32 {

@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dump, netns_inode, of_kind, read_events, FakeKubeApi, TempLog, Tracer};
+use support::{
+    dump, find, matched, netns_inode, of_kind, read_events, FakeKubeApi, TempLog, Tracer,
+};
 use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
 
 const TIMEOUT: Duration = Duration::from_secs(4);
@@ -110,15 +112,17 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
     let all = dump(&events);
     // Each large transfer: VXLAN packets of pod flow → backend, refused by the 1450 peer.
     for port in [incident.http_port, incident.redis_port] {
-        let drop = of_kind(&events, "drop")
-            .into_iter()
-            .find(|e| {
+        let drop = find(
+            &events,
+            "drop",
+            "no drop of the pod flow to port {port}",
+            |e| {
                 e["dport"] == port
                     && e["location"]
                         .as_str()
                         .is_some_and(|l| l.starts_with("__dev_forward_skb"))
-            })
-            .unwrap_or_else(|| panic!("no drop of the pod flow to port {port}:\n{all}"));
+            },
+        );
         assert_eq!(drop["ifname"], incident.old_uplink_if.as_str());
         assert_eq!(drop["netns"], netns_inode(&incident.old_node_ns));
         assert_eq!(drop["mtu"], incident.opts.new_mtu);
@@ -158,14 +162,11 @@ fn router_with_outer_df_the_router_refuses_and_tells_the_node_not_the_pod() {
     assert_incident_symptom(&incident);
     let events = stop(t, &log);
     let all = dump(&events);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| {
-            e["reason"] == "PKT_TOO_BIG"
-                && e["dport"] == incident.http_port
-                && e["netns"] == netns_inode(&router)
-        })
-        .unwrap_or_else(|| panic!("no PKT_TOO_BIG drop at the router:\n{all}"));
+    let drop = find(&events, "drop", "no PKT_TOO_BIG drop at the router", |e| {
+        e["reason"] == "PKT_TOO_BIG"
+            && e["dport"] == incident.http_port
+            && e["netns"] == netns_inode(&router)
+    });
     assert_eq!(drop["netns"], netns_inode(&router));
     assert!(drop["location"]
         .as_str()
@@ -175,10 +176,12 @@ fn router_with_outer_df_the_router_refuses_and_tells_the_node_not_the_pod() {
     assert_eq!(drop["src"], incident.client_ip.to_string());
     assert_eq!(drop["outer"]["encap"], "vxlan");
     // The router's ICMP reaches the old node (outer source), quoting the pod flow...
-    let received = of_kind(&events, "icmp_too_big_received")
-        .into_iter()
-        .find(|e| e["netns"] == netns_inode(&incident.old_node_ns))
-        .unwrap_or_else(|| panic!("the old node did not receive the router's ICMP:\n{all}"));
+    let received = find(
+        &events,
+        "icmp_too_big_received",
+        "the old node did not receive the router's ICMP",
+        |e| e["netns"] == netns_inode(&incident.old_node_ns),
+    );
     assert_eq!(received["icmp"]["mtu"], incident.opts.new_mtu);
     assert_eq!(received["icmp"]["to"], incident.old_node_ip.to_string());
     assert_eq!(received["src"], incident.client_ip.to_string());
@@ -216,15 +219,9 @@ fn router_with_icmp_filtered_the_pmtu_signal_dies_in_a_firewall() {
             .any(|e| e["reason"] == "PKT_TOO_BIG"),
         "no PKT_TOO_BIG drop:\n{all}"
     );
-    let eaten = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| {
-            e["matched"]
-                .as_array()
-                .unwrap()
-                .contains(&Value::from("icmp_too_big"))
-        })
-        .unwrap_or_else(|| panic!("the filtered ICMP was not reported:\n{all}"));
+    let eaten = find(&events, "drop", "the filtered ICMP was not reported", |e| {
+        matched(e, "icmp_too_big")
+    });
     assert_eq!(eaten["reason"], "NETFILTER_DROP");
     assert_eq!(eaten["icmp"]["mtu"], incident.opts.new_mtu);
 }
@@ -298,11 +295,9 @@ fn names_come_live_from_the_kubernetes_api_too() {
     let stderr = stderr.join("\n");
     assert!(stderr.contains("Kubernetes API: connected via"), "{stderr}");
     let events = read_events(&log.0);
-    let all = dump(&events);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| e["dport"] == incident.http_port && !e["src_pod"].is_null())
-        .unwrap_or_else(|| panic!("no named drop of the POST:\n{all}\n{stderr}"));
+    let drop = find(&events, "drop", "no named drop of the POST", |e| {
+        e["dport"] == incident.http_port && !e["src_pod"].is_null()
+    });
     assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8");
     assert_eq!(drop["dst_pod"]["name"], "storage-0");
     assert_eq!(drop["service"]["name"], "storage");

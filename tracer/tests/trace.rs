@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dump, netns_inode, of_kind, read_events, TempLog, Tracer};
+use support::{dump, find, matched, netns_inode, of_kind, read_events, TempLog, Tracer};
 use xtask::lab::{self, Lab};
 
 fn prefix() -> String {
@@ -61,15 +61,14 @@ fn routed_hop_drop_icmp_sent_and_received() {
         "a 1500-byte DF ping must not pass a 1450 hop"
     );
     settle();
-    let stderr = stop_ok(t);
+    stop_ok(t);
     let events = read_events(&log.0);
     let all = dump(&events);
 
     let router = netns_inode(&s.router_ns);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| e["reason"] == "PKT_TOO_BIG")
-        .unwrap_or_else(|| panic!("no PKT_TOO_BIG drop:\n{all}\n{}", stderr.join("\n")));
+    let drop = find(&events, "drop", "no PKT_TOO_BIG drop", |e| {
+        e["reason"] == "PKT_TOO_BIG"
+    });
     assert!(
         drop["location"]
             .as_str()
@@ -87,18 +86,17 @@ fn routed_hop_drop_icmp_sent_and_received() {
     assert_eq!(drop["proto"], 1);
     assert_eq!(drop["src"], s.client_ip.to_string());
     assert_eq!(drop["dst"], s.server_ip.to_string());
-    assert!(drop["matched"]
-        .as_array()
-        .unwrap()
-        .contains(&Value::from("reason")));
+    assert!(matched(drop, "reason"));
 
     // The router's ICMP frag-needed, seen leaving its client-side device with the MTU it
     // advertises, about the client's flow.
     let sent: Vec<&Value> = of_kind(&events, "icmp_too_big_sent");
-    let on_wire = sent
-        .iter()
-        .find(|e| e["hook"] == "tcx/egress")
-        .unwrap_or_else(|| panic!("no ICMP leaving the router:\n{all}"));
+    let on_wire = find(
+        &events,
+        "icmp_too_big_sent",
+        "no ICMP leaving the router",
+        |e| e["hook"] == "tcx/egress",
+    );
     assert_eq!(on_wire["ifname"], s.router_client_if.as_str());
     assert_eq!(on_wire["netns"], router);
     assert_eq!(on_wire["mtu"], s.hop_mtu);
@@ -196,10 +194,7 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
     stop_ok(t);
     let events = read_events(&log.0);
     let all = dump(&events);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| e["proto"] == 1)
-        .unwrap_or_else(|| panic!("no drop:\n{all}"));
+    let drop = find(&events, "drop", "no drop", |e| e["proto"] == 1);
     assert_eq!(drop["reason"], "NOT_SPECIFIED");
     assert!(
         drop["location"]
@@ -269,16 +264,18 @@ fn vxlan_mismatch_large_upload_dies_with_the_pod_flow_inside() {
     stop_ok(t);
     let events = read_events(&log.0);
     let all = dump(&events);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| {
+    let drop = find(
+        &events,
+        "drop",
+        "no encapsulated drop of the large upload",
+        |e| {
             e["dport"] == 6380
                 && !e["outer"].is_null()
                 && e["location"]
                     .as_str()
                     .is_some_and(|l| l.starts_with("__dev_forward_skb"))
-        })
-        .unwrap_or_else(|| panic!("no encapsulated drop of the large upload:\n{all}"));
+        },
+    );
     assert_eq!(drop["reason"], "NOT_SPECIFIED");
     assert!(
         drop["location"]
@@ -389,11 +386,9 @@ fn classic_tracepoint_fallback_reads_the_same_drop() {
     settle();
     stop_ok(t);
     let events = read_events(&log.0);
-    let all = dump(&events);
-    let drop = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| e["proto"] == 1)
-        .unwrap_or_else(|| panic!("no drop via the classic tracepoint:\n{all}"));
+    let drop = find(&events, "drop", "no drop via the classic tracepoint", |e| {
+        e["proto"] == 1
+    });
     assert_eq!(drop["hook"], "tracepoint/skb/kfree_skb");
     assert_eq!(drop["reason"], "NOT_SPECIFIED");
     assert!(drop["location"]
@@ -555,16 +550,9 @@ fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
     settle();
     stop_ok(t);
     let events = read_events(&log.0);
-    let all = dump(&events);
-    let eaten = of_kind(&events, "drop")
-        .into_iter()
-        .find(|e| {
-            e["matched"]
-                .as_array()
-                .unwrap()
-                .contains(&Value::from("icmp_too_big"))
-        })
-        .unwrap_or_else(|| panic!("the filtered ICMP was not reported:\n{all}"));
+    let eaten = find(&events, "drop", "the filtered ICMP was not reported", |e| {
+        matched(e, "icmp_too_big")
+    });
     assert_eq!(eaten["reason"], "NETFILTER_DROP");
     assert_eq!(eaten["netns"], netns_inode(&s.client_ns));
     assert_eq!(eaten["icmp"]["mtu"], s.hop_mtu);

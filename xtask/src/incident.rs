@@ -827,35 +827,10 @@ impl Incident {
                 self.server_ip,
             ),
         ] {
-            l.add_veth(node, host_if, mtu, pod, &self.pod_if, mtu)?;
+            l.add_calico_pod(node, host_if, pod, &self.pod_if, ip, self.pod_gw, mtu)?;
             // Pod TCP then sends MSS-sized segments: the result does not depend on GSO.
             l.disable_offloads(node, host_if)?;
             l.disable_offloads(pod, &self.pod_if)?;
-            l.sysctl(node, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
-            // As Calico does: proxy ARP otherwise answers after a random delay of up to 0.8 s.
-            l.sysctl(node, &format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
-            l.ip(
-                node,
-                &[
-                    "route",
-                    "add",
-                    &format!("{ip}/32"),
-                    "dev",
-                    host_if,
-                    "scope",
-                    "link",
-                ],
-            )?;
-            l.add_addr(pod, &self.pod_if, &format!("{ip}/32"))?;
-            let gw = self.pod_gw.to_string();
-            l.ip(
-                pod,
-                &["route", "add", &gw, "dev", &self.pod_if, "scope", "link"],
-            )?;
-            l.ip(
-                pod,
-                &["route", "add", "default", "via", &gw, "dev", &self.pod_if],
-            )?;
         }
         Ok(())
     }

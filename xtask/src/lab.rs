@@ -231,6 +231,37 @@ impl Lab {
             .with_context(|| format!("starting `{}`", display_cmd(&cmd)))
     }
 
+    /// A Calico-style routed pod: a veth `host_if` (in `node`) ↔ `pod_if` (in `pod`), the pod's
+    /// /32 address, a /32 route to it on the node, and the pod's default route via `gw`, which
+    /// the node answers by proxy ARP (as Calico's 169.254.1.1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_calico_pod(
+        &self,
+        node: &str,
+        host_if: &str,
+        pod: &str,
+        pod_if: &str,
+        ip: Ipv4Addr,
+        gw: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<()> {
+        self.add_veth(node, host_if, mtu, pod, pod_if, mtu)?;
+        self.sysctl(node, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
+        // As Calico does: proxy ARP otherwise answers after a random delay of up to 0.8 s,
+        // enough to lose a pod's first 1-second ping.
+        self.sysctl(node, &format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
+        let host_route = format!("{ip}/32");
+        self.ip(
+            node,
+            &["route", "add", &host_route, "dev", host_if, "scope", "link"],
+        )?;
+        self.add_addr(pod, pod_if, &host_route)?;
+        let gw = gw.to_string();
+        self.ip(pod, &["route", "add", &gw, "dev", pod_if, "scope", "link"])?;
+        self.ip(pod, &["route", "add", "default", "via", &gw, "dev", pod_if])?;
+        Ok(())
+    }
+
     /// Inode of the namespace (`stat /run/netns/NAME`): the number the kernel reports as the
     /// netns id (`/proc/PID/ns/net` -> `net:[INODE]`, `net->ns.inum`).
     pub fn netns_inode(ns: &str) -> Result<u64> {
@@ -692,33 +723,7 @@ pub fn vxlan_mismatch(prefix: &str) -> Result<(Lab, VxlanMismatch)> {
         (&s.node2_ns, &s.pod2_ns, &s.pod2_host_if, s.pod2_ip),
     ];
     for (node, pod, host_if, ip) in pods {
-        lab.add_veth(node, host_if, s.pod_mtu, pod, &s.pod_if, s.pod_mtu)?;
-        lab.sysctl(node, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
-        // As Calico does: proxy ARP otherwise answers after a random delay of up to 0.8 s,
-        // enough to lose a pod's first 1-second ping.
-        lab.sysctl(node, &format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
-        lab.ip(
-            node,
-            &[
-                "route",
-                "add",
-                &format!("{ip}/32"),
-                "dev",
-                host_if,
-                "scope",
-                "link",
-            ],
-        )?;
-        lab.add_addr(pod, &s.pod_if, &format!("{ip}/32"))?;
-        let gw = s.pod_gw.to_string();
-        lab.ip(
-            pod,
-            &["route", "add", &gw, "dev", &s.pod_if, "scope", "link"],
-        )?;
-        lab.ip(
-            pod,
-            &["route", "add", "default", "via", &gw, "dev", &s.pod_if],
-        )?;
+        lab.add_calico_pod(node, host_if, pod, &s.pod_if, ip, s.pod_gw, s.pod_mtu)?;
     }
     Ok((lab, s))
 }

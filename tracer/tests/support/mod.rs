@@ -249,3 +249,24 @@ impl Drop for FakeKubeApi {
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
 }
+
+/// The first event of `kind` that satisfies `pred`; panics with every event when there is none,
+/// so a failing test shows what the tracer did report.
+pub fn find<'a>(
+    events: &'a [Value],
+    kind: &str,
+    what: &str,
+    pred: impl Fn(&&Value) -> bool,
+) -> &'a Value {
+    of_kind(events, kind)
+        .into_iter()
+        .find(pred)
+        .unwrap_or_else(|| panic!("{what}:\n{}", dump(events)))
+}
+
+/// Whether the drop filter kept `event` for this reason (`reason`, `location`, ...).
+pub fn matched(event: &Value, why: &str) -> bool {
+    event["matched"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|v| v == why))
+}
