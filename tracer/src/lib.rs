@@ -4,9 +4,11 @@
 pub mod cli;
 pub mod event;
 pub mod hooks;
+pub mod host;
 pub mod ifaces;
 pub mod k8s;
 pub mod kernel;
+pub mod mtu;
 pub mod netns;
 pub mod packet;
 pub mod run;
