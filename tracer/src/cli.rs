@@ -19,6 +19,20 @@ pub struct Cli {
 pub enum Command {
     /// Trace size drops, ICMP too-big and retransmissions until Ctrl-C (or --duration).
     Run(RunArgs),
+    /// The verdict from an exported event log (`tracer run --log`), offline. Exit status 2
+    /// when an MTU problem is found.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The JSON Lines event log (`-` = standard input).
+    #[arg(value_name = "FILE.jsonl")]
+    pub log: PathBuf,
+
+    /// Print the verdicts as JSON Lines (the log's `kind: "verdict"` objects) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -111,7 +125,9 @@ mod tests {
             "--all-drops",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(a.ifaces, ["eth0", "tunl0"]);
         assert_eq!(a.netns, ["node-a"]);
         assert_eq!(a.log.unwrap().to_str(), Some("x.jsonl"));

@@ -6,12 +6,12 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::k8s::{Attribution, ObjectRef, ServiceRef};
 
 /// JSONL `kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Drop,
@@ -33,10 +33,24 @@ impl Kind {
             Kind::Lost => "lost",
         }
     }
+
+    /// The kind a log line names (the inverse of [`Kind::as_str`]).
+    pub fn parse(s: &str) -> Option<Kind> {
+        [
+            Kind::Drop,
+            Kind::IcmpTooBigSent,
+            Kind::IcmpTooBigReceived,
+            Kind::OversizeTx,
+            Kind::TcpRetransmit,
+            Kind::Lost,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// Encapsulation of a tunnel packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     /// IPv4/IPv6 in IPv4 (IP protocol 4 or 41): Calico `tunl0`.
@@ -57,7 +71,7 @@ pub struct Flow {
 }
 
 /// The outer (node-to-node) header of an encapsulated packet.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Outer {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -68,7 +82,7 @@ pub struct Outer {
 }
 
 /// An ICMP "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2) message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IcmpTooBig {
     /// Sender and receiver of the ICMP message itself. `from` is null when the event comes
     /// from the kernel's ICMP generator (it has not chosen a source address yet).

@@ -11,6 +11,8 @@ pub mod kernel;
 pub mod mtu;
 pub mod netns;
 pub mod packet;
+pub mod report;
 pub mod run;
 pub mod sink;
 pub mod time;
+pub mod verdict;

@@ -8,10 +8,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => tracer::run::run(args, OBJECT),
+        Command::Run(args) => tracer::run::run(args, OBJECT).map(|()| ExitCode::SUCCESS),
+        // 2 = "looked, found an MTU problem", as for `tracer check`: scripts tell it from 1.
+        Command::Report(args) => tracer::report::run(&args.log, args.json)
+            .map(|problem| ExitCode::from(if problem { 2 } else { 0 })),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("tracer: error: {e:#}");
             ExitCode::FAILURE

@@ -27,6 +27,7 @@ use crate::{
         Sink, Summary,
     },
     time,
+    verdict::{Analyzer, Verdict},
 };
 
 /// Capabilities the tracer needs (`capabilities(7)` numbers), checked up front so that the
@@ -289,6 +290,10 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
 
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+    let mut analyzer = Analyzer::new();
+    for (ns, _, _) in &namespaces {
+        analyzer.name_netns(ns.inode, ns.label.clone());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -303,6 +308,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             api: api_sources,
         },
         &mut sinks,
+        &mut analyzer,
     ))?;
     // Detach before the summary so that "stopped" is true when it is printed.
     drop(ebpf);
@@ -473,6 +479,7 @@ async fn event_loop(
     names: &mut Names,
     sources: NameSources,
     sinks: &mut [Box<dyn Sink>],
+    analyzer: &mut Analyzer,
 ) -> Result<Summary> {
     let (api_tx, mut api_rx) = tokio::sync::mpsc::channel(16);
     let mut api_open = !sources.api.is_empty();
@@ -528,25 +535,47 @@ async fn event_loop(
                 None => api_open = false,
             },
             _ = tick.tick() => {
-                report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary);
+                report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary, analyzer);
                 let now = time::clock_offset_ns() + monotonic_ns();
                 for (i, sink) in sinks.iter_mut().enumerate() {
                     if let Err(e) = sink.tick(now) {
                         sink_error(i, &e, &mut sink_failed);
                     }
                 }
+                for v in analyzer.live(now) {
+                    emit_verdict(&v, sinks, &mut sink_failed);
+                }
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                drain(guard.get_inner_mut(), names, sinks, &mut sink_failed, &mut summary);
+                drain(guard.get_inner_mut(), names, sinks, &mut sink_failed, &mut summary, analyzer);
                 guard.clear_ready();
             }
         }
     }
     // Whatever the kernel queued before we stopped still belongs to the run.
-    drain(ring.get_mut(), names, sinks, &mut sink_failed, &mut summary);
-    report_lost(&lost, &mut lost_seen, sinks, &mut sink_failed, &mut summary);
+    drain(
+        ring.get_mut(),
+        names,
+        sinks,
+        &mut sink_failed,
+        &mut summary,
+        analyzer,
+    );
+    report_lost(
+        &lost,
+        &mut lost_seen,
+        sinks,
+        &mut sink_failed,
+        &mut summary,
+        analyzer,
+    );
     summary.duration_s = started.elapsed().as_secs_f64();
+    // The answer: what the evidence of the whole run says.
+    let now = time::clock_offset_ns() + monotonic_ns();
+    for v in analyzer.verdicts(now, Some(summary.duration_s)) {
+        emit_verdict(&v, sinks, &mut sink_failed);
+    }
     Ok(summary)
 }
 
@@ -565,6 +594,7 @@ fn drain(
     sinks: &mut [Box<dyn Sink>],
     failed: &mut [bool],
     summary: &mut Summary,
+    analyzer: &mut Analyzer,
 ) {
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<Event>() {
@@ -574,13 +604,20 @@ fn drain(
         let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
         drop(item);
         if let Some(rec) = hooks::decode(&ev, names) {
-            deliver(&rec, sinks, failed, summary);
+            deliver(&rec, sinks, failed, summary, analyzer);
         }
     }
 }
 
-fn deliver(rec: &Record, sinks: &mut [Box<dyn Sink>], failed: &mut [bool], summary: &mut Summary) {
+fn deliver(
+    rec: &Record,
+    sinks: &mut [Box<dyn Sink>],
+    failed: &mut [bool],
+    summary: &mut Summary,
+    analyzer: &mut Analyzer,
+) {
     summary.add(rec);
+    analyzer.observe_record(rec);
     if let Some(n) = summary.unattributed.as_mut() {
         if rec.src.is_some() && !rec.has_names() {
             *n += 1;
@@ -591,6 +628,17 @@ fn deliver(rec: &Record, sinks: &mut [Box<dyn Sink>], failed: &mut [bool], summa
             continue;
         }
         if let Err(e) = sink.emit(rec) {
+            sink_error(i, &e, failed);
+        }
+    }
+}
+
+fn emit_verdict(v: &Verdict, sinks: &mut [Box<dyn Sink>], failed: &mut [bool]) {
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        if failed[i] {
+            continue;
+        }
+        if let Err(e) = sink.verdict(v) {
             sink_error(i, &e, failed);
         }
     }
@@ -612,6 +660,7 @@ fn report_lost(
     sinks: &mut [Box<dyn Sink>],
     failed: &mut [bool],
     summary: &mut Summary,
+    analyzer: &mut Analyzer,
 ) {
     for hook in 0..HOOK_COUNT {
         let Ok(values) = lost.get(&hook, 0) else {
@@ -627,6 +676,6 @@ fn report_lost(
         let hook_name = Hook::from_u8(hook as u8).map_or("unknown", Hook::name);
         let mut rec = Record::new(Kind::Lost, hook_name, ts);
         rec.lost = Some(delta);
-        deliver(&rec, sinks, failed, summary);
+        deliver(&rec, sinks, failed, summary, analyzer);
     }
 }

@@ -83,6 +83,47 @@ pub fn clock_offset_ns() -> i128 {
     real - (mono_before + (mono_after - mono_before) / 2)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i128, m: u32, d: u32) -> i128 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i128::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i128::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix nanoseconds of a UTC RFC 3339 timestamp as [`rfc3339_nanos`] writes it (any number of
+/// fractional digits, `Z` or `+00:00`). `None` for anything else: logs are read, not trusted.
+pub fn parse_rfc3339(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let y: i128 = d.next()?.parse().ok()?;
+    let mo: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let h: i128 = t.next()?.parse().ok()?;
+    let mi: i128 = t.next()?.parse().ok()?;
+    let sec: i128 = t.next()?.parse().ok()?;
+    if h > 23 || mi > 59 || sec > 60 || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let nanos: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
+    };
+    let days = days_from_civil(y, mo, day);
+    Some(((days * S_PER_DAY + h * 3600 + mi * 60 + sec) * NS_PER_S) + nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +203,31 @@ mod tests {
         let now = read_clock(libc::CLOCK_MONOTONIC) + off;
         let real = read_clock(libc::CLOCK_REALTIME);
         assert!((real - now).abs() < S, "drift {}", real - now);
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_refuses_garbage() {
+        for ns in [
+            0i128,
+            1_795_630_181_123_456_789,
+            -1,
+            951_782_400_000_000_001,
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339_nanos(ns)), Some(ns), "{ns}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-25T20:24:17.26Z"),
+            parse_rfc3339("2026-11-25T20:24:17.260000000Z")
+        );
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T25:00:00Z",
+            "x-1-1T0:0:0Z",
+            "2026-11-25T20:24:17.26",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

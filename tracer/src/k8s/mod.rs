@@ -13,17 +13,17 @@ use std::{
     net::IpAddr,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A namespaced object (`namespace` is null for nodes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub namespace: Option<String>,
     pub name: String,
 }
 
 /// A service a packet was addressed to (by ClusterIP) or reached (by a backend).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceRef {
     pub namespace: String,
     pub name: String,

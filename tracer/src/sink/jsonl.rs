@@ -66,6 +66,15 @@ impl<W: Write> Sink for JsonlSink<W> {
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush().context("cannot flush the event log")
     }
+
+    fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, v).context("cannot serialize a verdict")?;
+        self.line.push(b'\n');
+        self.out
+            .write_all(&self.line)
+            .context("cannot write to the event log")
+    }
 }
 
 #[cfg(test)]

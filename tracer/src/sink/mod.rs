@@ -7,6 +7,7 @@ pub mod terminal;
 pub use terminal::Summary;
 
 use crate::event::Record;
+use crate::verdict::Verdict;
 
 pub trait Sink {
     /// Write one event. Errors are I/O errors of the output (disk full, closed pipe).
@@ -19,4 +20,6 @@ pub trait Sink {
     fn tick(&mut self, _now_unix_ns: i128) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Write a verdict (live once the evidence is strong, and at the end of the run).
+    fn verdict(&mut self, v: &Verdict) -> anyhow::Result<()>;
 }

@@ -39,6 +39,7 @@ const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
 const DIM: &str = "\x1b[2m";
 const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const MAGENTA: &str = "\x1b[35m";
 const CYAN: &str = "\x1b[36m";
@@ -558,6 +559,25 @@ impl<W: Write> Sink for TerminalSink<W> {
 
     fn tick(&mut self, now_unix_ns: i128) -> anyhow::Result<()> {
         self.roll_window(now_unix_ns)?;
+        self.out.flush().context("cannot write to the terminal")
+    }
+
+    /// The verdict block, after the folded lines it sums up; the header in colour.
+    fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
+        self.write_folds(false)?;
+        let colour = match v.severity {
+            crate::verdict::Severity::Problem => RED,
+            crate::verdict::Severity::Suspected | crate::verdict::Severity::Info => YELLOW,
+            crate::verdict::Severity::Ok => GREEN,
+        };
+        for (i, line) in crate::verdict::render(v).into_iter().enumerate() {
+            let line = if i == 0 {
+                self.paint(colour, &line)
+            } else {
+                line
+            };
+            writeln!(self.out, "{line}").context("cannot write to the terminal")?;
+        }
         self.out.flush().context("cannot write to the terminal")
     }
 }

@@ -1,0 +1,206 @@
+//! `tracer report FILE.jsonl`: the verdict from an exported event log, offline. The log is
+//! read with the same [`Analyzer`] the daemon runs live, so a log taken during an incident
+//! gives the same answer anywhere.
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::event::{IcmpTooBig, Kind, Outer};
+use crate::k8s::{ObjectRef, ServiceRef};
+use crate::verdict::{self, Analyzer, Obs, Severity, Verdict};
+
+/// One line of the event log, as far as the analysis reads it. Unknown fields are ignored so
+/// that logs of newer versions (which only add fields) still read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoggedEvent {
+    ts: String,
+    kind: String,
+    hook: Option<String>,
+    netns: Option<u32>,
+    ifname: Option<String>,
+    len: Option<u32>,
+    l3_len: Option<u32>,
+    mtu: Option<u32>,
+    mtu_source: Option<String>,
+    out_ifname: Option<String>,
+    out_mtu: Option<u32>,
+    peer_ifname: Option<String>,
+    peer_mtu: Option<u32>,
+    reason: Option<String>,
+    location: Option<String>,
+    matched: Vec<String>,
+    proto: Option<u8>,
+    src: Option<IpAddr>,
+    sport: Option<u16>,
+    dst: Option<IpAddr>,
+    dport: Option<u16>,
+    outer: Option<Outer>,
+    icmp: Option<IcmpTooBig>,
+    skb: Option<String>,
+    lost: Option<u64>,
+    src_pod: Option<ObjectRef>,
+    dst_pod: Option<ObjectRef>,
+    service: Option<ServiceRef>,
+    src_node: Option<ObjectRef>,
+    dst_node: Option<ObjectRef>,
+}
+
+impl LoggedEvent {
+    fn obs(&self, ts_ns: i128, kind: Kind) -> Obs<'_> {
+        Obs {
+            ts_ns,
+            kind: Some(kind),
+            hook: self.hook.as_deref().unwrap_or(""),
+            netns: self.netns,
+            ifname: self.ifname.as_deref(),
+            len: self.len,
+            l3_len: self.l3_len,
+            mtu: self.mtu,
+            mtu_source: self.mtu_source.as_deref(),
+            out_ifname: self.out_ifname.as_deref(),
+            out_mtu: self.out_mtu,
+            peer_ifname: self.peer_ifname.as_deref(),
+            peer_mtu: self.peer_mtu,
+            reason: self.reason.as_deref(),
+            location: self.location.as_deref(),
+            icmp_dropped: self.matched.iter().any(|m| m == "icmp_too_big"),
+            proto: self.proto,
+            src: self.src,
+            sport: self.sport,
+            dst: self.dst,
+            dport: self.dport,
+            outer: self.outer.as_ref(),
+            icmp: self.icmp.as_ref(),
+            skb: self.skb.as_deref(),
+            lost: self.lost,
+            src_pod: self.src_pod.as_ref(),
+            dst_pod: self.dst_pod.as_ref(),
+            service: self.service.as_ref(),
+            src_node: self.src_node.as_ref(),
+            dst_node: self.dst_node.as_ref(),
+        }
+    }
+}
+
+/// What reading a log found besides the events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub lines: u64,
+    pub events: u64,
+    /// `kind: "verdict"` lines the daemon wrote (not evidence: the report recomputes them).
+    pub verdicts: u64,
+    /// Lines that are not events of this schema: (line number, why), the first few.
+    pub bad: Vec<(u64, String)>,
+    pub bad_count: u64,
+}
+
+/// Feed every event of a JSON Lines log to `analyzer`.
+pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats> {
+    let mut stats = LogStats::default();
+    for (i, line) in input.split(b'\n').enumerate() {
+        let n = i as u64 + 1;
+        let line = line.context("reading the log")?;
+        stats.lines = n;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let mut bad = |why: String| {
+            stats.bad_count += 1;
+            if stats.bad.len() < 5 {
+                stats.bad.push((n, why));
+            }
+        };
+        let ev: LoggedEvent = match serde_json::from_slice(&line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                bad(format!("not an event: {e}"));
+                continue;
+            }
+        };
+        if ev.kind == "verdict" {
+            stats.verdicts += 1;
+            continue;
+        }
+        let Some(kind) = Kind::parse(&ev.kind) else {
+            bad(format!("unknown kind `{}`", ev.kind));
+            continue;
+        };
+        let Some(ts) = crate::time::parse_rfc3339(&ev.ts) else {
+            bad(format!("bad timestamp `{}`", ev.ts));
+            continue;
+        };
+        analyzer.observe(&ev.obs(ts, kind));
+        stats.events += 1;
+    }
+    Ok(stats)
+}
+
+/// `tracer report`: prints the verdicts; `Ok(true)` when an MTU problem was found.
+pub fn run(file: &Path, json: bool) -> Result<bool> {
+    let (stats, verdicts) = report(file)?;
+    let mut err = std::io::stderr().lock();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        err,
+        "{}: {} events{}",
+        file.display(),
+        stats.events,
+        if stats.verdicts > 0 {
+            format!(
+                " ({} verdict lines of the run ignored: recomputed)",
+                stats.verdicts
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    if stats.bad_count > 0 {
+        writeln!(err, "{} lines skipped:", stats.bad_count)?;
+        for (n, why) in &stats.bad {
+            writeln!(err, "  line {n}: {why}")?;
+        }
+    }
+    for v in &verdicts {
+        if json {
+            serde_json::to_writer(&mut out, v)?;
+            writeln!(out)?;
+        } else {
+            for line in verdict::render(v) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(verdicts.iter().any(|v| v.severity == Severity::Problem))
+}
+
+/// Read and analyse `file` (`-` = standard input).
+pub fn report(file: &Path) -> Result<(LogStats, Vec<Verdict>)> {
+    let mut analyzer = Analyzer::new();
+    let stats = if file.as_os_str() == "-" {
+        analyze(std::io::stdin().lock(), &mut analyzer)?
+    } else {
+        let f = std::fs::File::open(file)
+            .with_context(|| format!("cannot open the event log {}", file.display()))?;
+        analyze(BufReader::new(f), &mut analyzer)
+            .with_context(|| format!("reading {}", file.display()))?
+    };
+    if stats.events == 0 && stats.bad_count > 0 {
+        bail!(
+            "{} holds no tracer events (line {}: {})",
+            file.display(),
+            stats.bad[0].0,
+            stats.bad[0].1
+        );
+    }
+    let now = analyzer_end(&analyzer);
+    Ok((stats, analyzer.verdicts(now, None)))
+}
+
+/// A report's verdicts are stamped with the log's last event, so a report is reproducible.
+fn analyzer_end(a: &Analyzer) -> i128 {
+    a.span().map_or(0, |(_, last)| last)
+}

@@ -1,0 +1,981 @@
+//! The correlation: events in, verdicts out. Memory is per connection and per site, not per
+//! event, so a long run stays small.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use super::{Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
+use crate::event::{Encap, IcmpTooBig, Kind, Outer, Record};
+use crate::k8s::{ObjectRef, ServiceRef};
+use crate::mtu::{Overlay, IPV6_MIN_MTU};
+
+/// Retransmissions this far apart are timeouts (RTO ≥ 200 ms), not fast retransmits.
+const TIMEOUT_GAP_NS: i128 = 150_000_000;
+/// Drops this far apart belong to different sending attempts.
+const EPISODE_GAP_NS: i128 = 150_000_000;
+/// A fragment and the original it was cut from die within this of each other.
+const SAME_PACKET_NS: i128 = 100_000;
+/// How long a sender may take to act on an ICMP before its packets count as "still too big".
+const ICMP_REACTION_NS: i128 = 50_000_000;
+/// Connections a verdict lists (the counts cover all of them).
+const MAX_FLOWS: usize = 10;
+/// Timeout retransmissions of full-size segments that make a black hole suspected without any
+/// size event on this node.
+const SUSPECT_TIMEOUTS: u64 = 3;
+
+/// The fields of one event the analysis reads, borrowed from a live [`Record`] or from a line
+/// of an exported log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Obs<'a> {
+    pub ts_ns: i128,
+    pub kind: Option<Kind>,
+    pub hook: &'a str,
+    pub netns: Option<u32>,
+    pub ifname: Option<&'a str>,
+    pub len: Option<u32>,
+    pub l3_len: Option<u32>,
+    pub mtu: Option<u32>,
+    pub mtu_source: Option<&'a str>,
+    pub out_ifname: Option<&'a str>,
+    pub out_mtu: Option<u32>,
+    pub peer_ifname: Option<&'a str>,
+    pub peer_mtu: Option<u32>,
+    pub reason: Option<&'a str>,
+    pub location: Option<&'a str>,
+    /// The dropped packet is itself an ICMP too-big (`matched` has `icmp_too_big`).
+    pub icmp_dropped: bool,
+    pub proto: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    pub outer: Option<&'a Outer>,
+    pub icmp: Option<&'a IcmpTooBig>,
+    pub skb: Option<&'a str>,
+    pub lost: Option<u64>,
+    pub src_pod: Option<&'a ObjectRef>,
+    pub dst_pod: Option<&'a ObjectRef>,
+    pub service: Option<&'a ServiceRef>,
+    pub src_node: Option<&'a ObjectRef>,
+    pub dst_node: Option<&'a ObjectRef>,
+}
+
+impl<'a> Obs<'a> {
+    pub fn from_record(r: &'a Record) -> Obs<'a> {
+        Obs {
+            ts_ns: r.ts_unix_ns,
+            kind: Some(r.kind),
+            hook: r.hook,
+            netns: r.netns,
+            ifname: r.ifname.as_deref(),
+            len: r.len,
+            l3_len: r.l3_len,
+            mtu: r.mtu,
+            mtu_source: r.mtu_source,
+            out_ifname: r.out_ifname.as_deref(),
+            out_mtu: r.out_mtu,
+            peer_ifname: r.peer_ifname.as_deref(),
+            peer_mtu: r.peer_mtu,
+            reason: r.reason.as_deref(),
+            location: r.location.as_deref(),
+            icmp_dropped: r.matched.contains(&"icmp_too_big"),
+            proto: r.proto,
+            src: r.src,
+            sport: r.sport,
+            dst: r.dst,
+            dport: r.dport,
+            outer: r.outer.as_ref(),
+            icmp: r.icmp.as_ref(),
+            skb: r.skb.as_deref(),
+            lost: r.lost,
+            src_pod: r.src_pod.as_ref(),
+            dst_pod: r.dst_pod.as_ref(),
+            service: r.service.as_ref(),
+            src_node: r.src_node.as_ref(),
+            dst_node: r.dst_node.as_ref(),
+        }
+    }
+
+    fn conn(&self) -> Option<ConnKey> {
+        Some(ConnKey {
+            proto: self.proto?,
+            src: self.src?,
+            sport: self.sport,
+            dst: self.dst?,
+            dport: self.dport,
+        })
+    }
+
+    /// The packet's IP length as it was where the event happened.
+    fn packet_len(&self) -> Option<u32> {
+        self.l3_len.or(self.len)
+    }
+
+    /// The MTU an ICMP too-big advertises: its own field, or what the hook knew it would say.
+    fn advertised_mtu(&self) -> Option<u32> {
+        self.icmp.and_then(|i| i.mtu).or(match self.mtu_source {
+            Some("icmp") => self.mtu,
+            _ => None,
+        })
+    }
+
+    fn is_icmp_generator(&self) -> bool {
+        self.hook.starts_with("kprobe/") || self.hook.starts_with("tracepoint/icmp")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ConnKey {
+    proto: u8,
+    src: IpAddr,
+    sport: Option<u16>,
+    dst: IpAddr,
+    dport: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SiteKey {
+    netns: Option<u32>,
+    device: Option<String>,
+    location: Option<String>,
+    limit: Option<u32>,
+    overlay: Option<Encap>,
+}
+
+#[derive(Debug, Default)]
+struct SiteAcc {
+    reason: Option<String>,
+    limit_source: Option<String>,
+    packet_len: u32,
+    overhead: u32,
+    packets: u64,
+    icmp_sent: u64,
+    icmp_mtu: Option<u32>,
+    conns: HashSet<ConnKey>,
+}
+
+#[derive(Debug, Default)]
+struct ConnAcc {
+    src_pod: Option<ObjectRef>,
+    dst_pod: Option<ObjectRef>,
+    service: Option<ServiceRef>,
+    src_node: Option<String>,
+    dst_node: Option<String>,
+    /// Overlay and outer endpoints, from any encapsulated event of the connection.
+    overlay: Option<(Encap, bool)>,
+    outer_src: Option<IpAddr>,
+    outer_dst: Option<IpAddr>,
+    dropped: u64,
+    largest_failed: Option<u32>,
+    episodes: u64,
+    last_drop_ns: Option<i128>,
+    /// Drops of a size the sender had been told (ICMP) did not fit, after it had time to act.
+    drops_after_told: u64,
+    /// Smallest MTU an ICMP too-big told this connection's sender (pod or node), and when.
+    told_mtu: Option<u32>,
+    first_told_ns: Option<i128>,
+    icmp_received: u64,
+    icmp_dropped: u64,
+    oversize_tx: u64,
+    retransmits: u64,
+    timeout_retransmits: u64,
+    last_rtx_ns: Option<i128>,
+    last_rtx_gap_ns: Option<i128>,
+    /// Consecutive timeout gaps that grew (exponential backoff: the segment never gets through).
+    backoff_steps: u64,
+    rtx_max_len: u32,
+    size_reduced: bool,
+}
+
+/// Where ICMP too-big messages died: (netns, kernel function, drop reason).
+type IcmpDropPlace = (Option<u32>, String, String);
+
+/// The last drop seen per connection: to count a fragment and its original once.
+#[derive(Clone, Debug)]
+struct LastDrop {
+    ts_ns: i128,
+    netns: Option<u32>,
+    device: Option<String>,
+    site: SiteKey,
+}
+
+/// Correlates events into [`Verdict`]s. Feed it with [`Analyzer::observe`].
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    netns_names: HashMap<u32, String>,
+    sites: BTreeMap<SiteKey, SiteAcc>,
+    conns: BTreeMap<ConnKey, ConnAcc>,
+    /// (proto, src, sport) → connection with size events: joins a pod's retransmissions
+    /// (addressed to a ClusterIP) with the drops of the same packets after DNAT.
+    by_source: HashMap<(u8, IpAddr, u16), ConnKey>,
+    /// Path MTUs routers announced: destination (outer) address → (MTU, router).
+    learned_pmtu: HashMap<IpAddr, (u32, Option<IpAddr>)>,
+    /// ICMP generated for a packet, by skb, until the drop of that packet names its site.
+    pending_icmp: HashMap<String, (i128, Option<u32>)>,
+    last_drop: HashMap<ConnKey, LastDrop>,
+    /// Where ICMP too-big messages were dropped: (netns, location, reason) → (count, MTU).
+    icmp_eaten: BTreeMap<IcmpDropPlace, (u64, Option<u32>)>,
+    icmp_sent_unmatched: u64,
+    lost: u64,
+    first_ns: Option<i128>,
+    last_ns: Option<i128>,
+    announced: HashSet<PathRef>,
+}
+
+impl Analyzer {
+    pub fn new() -> Analyzer {
+        Analyzer::default()
+    }
+
+    /// Names for network namespaces (`lab-rtr`, `host`), used in the sites' descriptions.
+    pub fn name_netns(&mut self, inode: u32, name: impl Into<String>) {
+        self.netns_names.insert(inode, name.into());
+    }
+
+    pub fn observe_record(&mut self, r: &Record) {
+        self.observe(&Obs::from_record(r));
+    }
+
+    pub fn observe(&mut self, o: &Obs) {
+        let Some(kind) = o.kind else { return };
+        if kind != Kind::Lost {
+            self.first_ns = Some(self.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
+            self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
+        }
+        match kind {
+            Kind::Lost => self.lost = self.lost.saturating_add(o.lost.unwrap_or(0)),
+            Kind::Drop if o.icmp_dropped || o.icmp.is_some() => self.icmp_drop(o),
+            Kind::Drop | Kind::OversizeTx => self.size_event(o, kind),
+            Kind::IcmpTooBigSent => self.icmp_sent(o),
+            Kind::IcmpTooBigReceived => self.icmp_received(o),
+            Kind::TcpRetransmit => self.retransmit(o),
+        }
+    }
+
+    fn conn_mut(&mut self, key: ConnKey, o: &Obs) -> &mut ConnAcc {
+        let c = self.conns.entry(key).or_default();
+        if c.src_pod.is_none() {
+            c.src_pod = o.src_pod.cloned();
+        }
+        if c.dst_pod.is_none() {
+            c.dst_pod = o.dst_pod.cloned();
+        }
+        if c.service.is_none() {
+            c.service = o.service.cloned();
+        }
+        if c.src_node.is_none() {
+            c.src_node = o.src_node.map(|n| n.name.clone());
+        }
+        if c.dst_node.is_none() {
+            c.dst_node = o.dst_node.map(|n| n.name.clone());
+        }
+        if let Some(outer) = o.outer {
+            c.overlay = Some((outer.encap, outer.src.is_ipv6()));
+            c.outer_src = Some(outer.src);
+            c.outer_dst = Some(outer.dst);
+        }
+        c
+    }
+
+    /// A packet died (or could not be sent) for its size.
+    fn size_event(&mut self, o: &Obs, kind: Kind) {
+        let Some(key) = o.conn() else { return };
+        let Some(len) = o.packet_len() else { return };
+        let (overlay, overhead) = overlay_of(o.outer);
+        let (limit, limit_source) = self.limit_of(o, len);
+        let device = o.ifname.map(str::to_string);
+        // A fragment dropped and then the original it was cut from: one packet.
+        if let Some(prev) = self.last_drop.get(&key) {
+            if o.ts_ns - prev.ts_ns <= SAME_PACKET_NS
+                && prev.netns == o.netns
+                && prev.device == device
+                && o.location.is_some_and(is_fragmenter)
+            {
+                let site = prev.site.clone();
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.packet_len = s.packet_len.max(len);
+                }
+                let c = self.conn_mut(key, o);
+                let inner = len.saturating_sub(overhead);
+                c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
+                return;
+            }
+        }
+        let site_key = SiteKey {
+            netns: o.netns,
+            device: device.clone(),
+            location: match kind {
+                Kind::OversizeTx => Some("transmit".to_string()),
+                _ => o.location.map(symbol),
+            },
+            limit,
+            overlay,
+        };
+        let site = self.sites.entry(site_key.clone()).or_default();
+        site.packets += 1;
+        site.packet_len = site.packet_len.max(len);
+        site.overhead = overhead;
+        site.conns.insert(key);
+        if site.reason.is_none() {
+            site.reason = o.reason.map(str::to_string);
+        }
+        if site.limit_source.is_none() {
+            site.limit_source = limit_source;
+        }
+        if let Some((_, mtu)) = o.skb.and_then(|skb| self.pending_icmp.remove(skb)) {
+            site.icmp_sent += 1;
+            if let Some(m) = mtu.or(limit) {
+                site.icmp_mtu = Some(site.icmp_mtu.map_or(m, |s| s.min(m)));
+            }
+        }
+        self.last_drop.insert(
+            key,
+            LastDrop {
+                ts_ns: o.ts_ns,
+                netns: o.netns,
+                device,
+                site: site_key,
+            },
+        );
+        if let (Some(p), Some(sport)) = (o.proto, o.sport) {
+            self.by_source.insert((p, key.src, sport), key);
+        }
+        let ts = o.ts_ns;
+        let c = self.conn_mut(key, o);
+        if kind == Kind::OversizeTx {
+            c.oversize_tx += 1;
+        }
+        c.dropped += 1;
+        let inner = len.saturating_sub(overhead);
+        c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
+        if c.last_drop_ns.is_none_or(|l| ts - l >= EPISODE_GAP_NS) {
+            c.episodes += 1;
+        }
+        c.last_drop_ns = Some(ts);
+        if let (Some(told), Some(at)) = (c.told_mtu, c.first_told_ns) {
+            if ts - at > ICMP_REACTION_NS && inner > told.saturating_sub(overhead).max(1) {
+                c.drops_after_told += 1;
+            }
+        }
+    }
+
+    /// The MTU that refused a packet of `len` bytes, and what it is.
+    fn limit_of(&self, o: &Obs, len: u32) -> (Option<u32>, Option<String>) {
+        let dev = |name: Option<&str>| name.unwrap_or("?").to_string();
+        if let Some(m) = o.peer_mtu.filter(|&m| m < len) {
+            return (
+                Some(m),
+                Some(format!("MTU of the receiving end {}", dev(o.peer_ifname))),
+            );
+        }
+        if let Some(m) = o.out_mtu.filter(|&m| m < len) {
+            return (Some(m), Some(format!("MTU of {}", dev(o.out_ifname))));
+        }
+        if let Some(m) = o.mtu.filter(|&m| m < len && o.mtu_source != Some("icmp")) {
+            return (Some(m), Some(format!("MTU of {}", dev(o.ifname))));
+        }
+        // It fitted every device: a path MTU learned from a router's ICMP refused it.
+        let toward = o.outer.map(|x| x.dst).or(o.dst);
+        if let Some((m, from)) = toward.and_then(|d| self.learned_pmtu.get(&d)) {
+            let who = from.map_or("a router".to_string(), |f| f.to_string());
+            return (
+                Some(*m),
+                Some(format!("path MTU learned from ICMP by {who}")),
+            );
+        }
+        (None, None)
+    }
+
+    fn icmp_sent(&mut self, o: &Obs) {
+        let Some(key) = o.conn() else { return };
+        let mtu = o.advertised_mtu();
+        if o.is_icmp_generator() {
+            if let Some(skb) = o.skb {
+                // Bounded: entries are removed by their drop; a flood without drops is capped.
+                if self.pending_icmp.len() < 4096 {
+                    self.pending_icmp.insert(skb.to_string(), (o.ts_ns, mtu));
+                } else {
+                    self.icmp_sent_unmatched += 1;
+                }
+            } else {
+                self.icmp_sent_unmatched += 1;
+            }
+        }
+        self.told(key, o, mtu);
+    }
+
+    fn icmp_received(&mut self, o: &Obs) {
+        let Some(key) = o.conn() else { return };
+        let mtu = o.advertised_mtu();
+        if let (Some(m), Some(icmp)) = (mtu, o.icmp) {
+            // The router's ICMP is about the packet as it saw it: the outer one when
+            // encapsulated. The node now caps packets toward that address at `m`.
+            let toward = o.outer.map(|x| x.dst).or(o.dst);
+            if let Some(d) = toward {
+                let e = self.learned_pmtu.entry(d).or_insert((m, icmp.from));
+                if m < e.0 {
+                    *e = (m, icmp.from);
+                }
+            }
+        }
+        let key = self.resolve(key);
+        self.conn_mut(key, o).icmp_received += 1;
+        self.told(key, o, mtu);
+    }
+
+    /// An ICMP too-big reached (or was generated for) the sender of `key`.
+    fn told(&mut self, key: ConnKey, o: &Obs, mtu: Option<u32>) {
+        let key = self.resolve(key);
+        let ts = o.ts_ns;
+        let c = self.conn_mut(key, o);
+        if let Some(m) = mtu {
+            c.told_mtu = Some(c.told_mtu.map_or(m, |t| t.min(m)));
+        }
+        if c.first_told_ns.is_none() {
+            c.first_told_ns = Some(ts);
+        }
+    }
+
+    fn icmp_drop(&mut self, o: &Obs) {
+        let entry = self
+            .icmp_eaten
+            .entry((
+                o.netns,
+                o.location.map(symbol).unwrap_or_else(|| "?".into()),
+                o.reason.unwrap_or("?").to_string(),
+            ))
+            .or_insert((0, None));
+        entry.0 += 1;
+        if let Some(m) = o.icmp.and_then(|i| i.mtu) {
+            entry.1 = Some(m);
+        }
+        if let Some(key) = o.conn() {
+            let key = self.resolve(key);
+            self.conn_mut(key, o).icmp_dropped += 1;
+        }
+    }
+
+    fn retransmit(&mut self, o: &Obs) {
+        let Some(key) = o.conn() else { return };
+        let key = self.resolve(key);
+        let ts = o.ts_ns;
+        let len = o.len.unwrap_or(0);
+        let c = self.conn_mut(key, o);
+        c.retransmits += 1;
+        let full = len >= c.rtx_max_len.saturating_mul(9) / 10;
+        c.rtx_max_len = c.rtx_max_len.max(len);
+        if let Some(last) = c.last_rtx_ns {
+            let gap = ts - last;
+            if gap >= TIMEOUT_GAP_NS && full {
+                c.timeout_retransmits += 1;
+                if c.last_rtx_gap_ns.is_some_and(|g| gap * 10 >= g * 16) {
+                    c.backoff_steps += 1;
+                }
+                c.last_rtx_gap_ns = Some(gap);
+            }
+        }
+        c.last_rtx_ns = Some(ts);
+        // Told an MTU, the sender now sends segments that fit it (40 B: the smallest IP+TCP
+        // header).
+        if let (Some(m), Some(_)) = (c.told_mtu, c.first_told_ns) {
+            if len > 0 && len + 40 <= m {
+                c.size_reduced = true;
+            }
+        }
+        if let (Some(rtx_len), Some(failed)) = (o.len, c.largest_failed) {
+            if c.timeout_retransmits > 0 && rtx_len + 40 < failed && c.told_mtu.is_some() {
+                c.size_reduced = true;
+            }
+        }
+    }
+
+    /// The connection events about `key` belong to: itself, or the connection with size
+    /// events from the same source port (the same TCP connection before/after DNAT).
+    fn resolve(&self, key: ConnKey) -> ConnKey {
+        if self.conns.contains_key(&key) {
+            return key;
+        }
+        key.sport
+            .and_then(|sp| self.by_source.get(&(key.proto, key.src, sp)))
+            .copied()
+            .unwrap_or(key)
+    }
+
+    /// First and last event time seen (Unix ns).
+    pub fn span(&self) -> Option<(i128, i128)> {
+        Some((self.first_ns?, self.last_ns?))
+    }
+
+    /// Verdicts that became strong since the last call, to print live (once per path).
+    pub fn live(&mut self, now_unix_ns: i128) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for mut v in self.verdicts(now_unix_ns, None) {
+            if v.severity == Severity::Problem && self.announced.insert(v.path.clone()) {
+                v.stage = "live";
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The verdicts on everything seen so far (the end-of-run answer). `observed_s`: the run's
+    /// length when known (else the span of the events).
+    pub fn verdicts(&self, now_unix_ns: i128, observed_s: Option<f64>) -> Vec<Verdict> {
+        let observed_s = observed_s.unwrap_or_else(|| match (self.first_ns, self.last_ns) {
+            (Some(f), Some(l)) => (l - f) as f64 / 1e9,
+            _ => 0.0,
+        });
+        let conns = self.merged_conns();
+        // Group connections by path.
+        let mut paths: BTreeMap<PathRef, Vec<(ConnKey, &ConnAcc)>> = BTreeMap::new();
+        for (k, c) in &conns {
+            let interesting = c.dropped > 0
+                || c.icmp_dropped > 0
+                || c.icmp_received > 0
+                || (c.timeout_retransmits >= SUSPECT_TIMEOUTS && c.backoff_steps >= 1);
+            if !interesting {
+                continue;
+            }
+            paths.entry(path_of(c)).or_default().push((*k, c));
+        }
+        let mut out: Vec<Verdict> = paths
+            .into_iter()
+            .map(|(path, conns)| self.verdict_for(path, &conns, now_unix_ns, observed_s))
+            .collect();
+        out.sort_by_key(|v| std::cmp::Reverse(v.severity));
+        if out.is_empty() {
+            out.push(self.healthy(now_unix_ns, observed_s));
+        }
+        out
+    }
+
+    /// Connections with retransmissions folded into the connection with size events from the
+    /// same source port (a retransmission seen before the first drop could not be joined live).
+    fn merged_conns(&self) -> Vec<(ConnKey, ConnAcc)> {
+        let mut by_source: BTreeMap<(u8, IpAddr, Option<u16>), Vec<&ConnKey>> = BTreeMap::new();
+        for k in self.conns.keys() {
+            by_source
+                .entry((k.proto, k.src, k.sport))
+                .or_default()
+                .push(k);
+        }
+        let mut out = Vec::new();
+        for keys in by_source.values() {
+            let main = keys
+                .iter()
+                .find(|k| self.conns[**k].dropped > 0)
+                .copied()
+                .filter(|_| keys[0].sport.is_some());
+            let Some(main) = main else {
+                for k in keys {
+                    out.push((**k, clone_acc(&self.conns[*k])));
+                }
+                continue;
+            };
+            let mut acc = clone_acc(&self.conns[main]);
+            for k in keys.iter().filter(|k| **k != main) {
+                let other = &self.conns[*k];
+                if other.dropped > 0 {
+                    out.push((**k, clone_acc(other)));
+                    continue;
+                }
+                acc.retransmits += other.retransmits;
+                acc.timeout_retransmits += other.timeout_retransmits;
+                acc.backoff_steps += other.backoff_steps;
+                acc.size_reduced |= other.size_reduced;
+                acc.icmp_received += other.icmp_received;
+                acc.icmp_dropped += other.icmp_dropped;
+                if acc.service.is_none() {
+                    acc.service = other.service.clone();
+                }
+            }
+            out.push((*main, acc));
+        }
+        out
+    }
+
+    fn verdict_for(
+        &self,
+        path: PathRef,
+        conns: &[(ConnKey, &ConnAcc)],
+        now: i128,
+        observed_s: f64,
+    ) -> Verdict {
+        let keys: HashSet<ConnKey> = conns.iter().map(|(k, _)| *k).collect();
+        let stuck = |c: &ConnAcc| {
+            c.dropped > 0 && (c.episodes >= 2 || c.drops_after_told > 0)
+                || c.icmp_dropped > 0 && c.timeout_retransmits > 0
+                || c.dropped > 0 && c.timeout_retransmits >= 2
+        };
+        let any_stuck = conns.iter().any(|(_, c)| stuck(c));
+        let any_dropped = conns.iter().any(|(_, c)| c.dropped > 0);
+
+        let mut sites: Vec<Site> = self
+            .sites
+            .iter()
+            .filter(|(_, s)| s.conns.iter().any(|k| keys.contains(k)))
+            .map(|(k, s)| {
+                let largest_passing = k.limit.map(|l| l.saturating_sub(s.overhead));
+                let recovered = s
+                    .conns
+                    .iter()
+                    .filter_map(|k| conns.iter().find(|(ck, _)| ck == k))
+                    .all(|(_, c)| !stuck(c));
+                Site {
+                    netns: k.netns,
+                    netns_name: k.netns.and_then(|n| self.netns_names.get(&n).cloned()),
+                    device: k.device.clone(),
+                    location: k.location.clone(),
+                    reason: s.reason.clone(),
+                    packet_len: s.packet_len,
+                    limit_mtu: k.limit,
+                    limit_source: s.limit_source.clone(),
+                    overlay: k.overlay,
+                    overhead: s.overhead,
+                    largest_passing,
+                    packets: s.packets,
+                    icmp_sent: s.icmp_sent,
+                    icmp_mtu: s.icmp_mtu,
+                    recovered,
+                }
+            })
+            .collect();
+        // The binding constraint first.
+        // The binding constraint first; where two agree, the place that has the small MTU
+        // before one that only learned it from a router's ICMP.
+        sites.sort_by_key(|s| {
+            (
+                s.largest_passing.unwrap_or(u32::MAX),
+                s.limit_source
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with("path MTU learned")),
+                u64::MAX - s.packets,
+            )
+        });
+
+        let mut evidence = Evidence {
+            lost_events: self.lost,
+            connections: conns.len() as u64,
+            ..Evidence::default()
+        };
+        for (_, c) in conns {
+            evidence.dropped_packets += c.dropped - c.oversize_tx;
+            evidence.oversize_tx += c.oversize_tx;
+            evidence.icmp_received += c.icmp_received;
+            evidence.icmp_dropped += c.icmp_dropped;
+            evidence.retransmits += c.retransmits;
+            evidence.timeout_retransmits += c.timeout_retransmits;
+            evidence.size_reductions += u64::from(c.size_reduced);
+        }
+        evidence.icmp_sent = sites.iter().map(|s| s.icmp_sent).sum();
+
+        let binding = sites.iter().find(|s| s.largest_passing.is_some());
+        let mut largest_passing = binding.and_then(|s| s.largest_passing);
+        let mut path_mtu = binding.and_then(|s| s.limit_mtu);
+        // Without a site that knows its limit, the ICMP's advertised MTU is the next best.
+        if largest_passing.is_none() {
+            let told = conns.iter().filter_map(|(_, c)| c.told_mtu).min();
+            if let Some(m) = told {
+                path_mtu = Some(m);
+                largest_passing = Some(m.saturating_sub(path.overhead));
+            }
+        }
+        let ipv6 = conns.iter().any(|(k, _)| k.src.is_ipv6());
+
+        let (severity, problem) = if any_stuck {
+            (Severity::Problem, Problem::MtuBlackHole)
+        } else if any_dropped {
+            (Severity::Info, Problem::PmtudRecovered)
+        } else if conns.iter().any(|(_, c)| c.icmp_dropped > 0) {
+            (Severity::Problem, Problem::MtuBlackHole)
+        } else {
+            (Severity::Suspected, Problem::SuspectedBlackHole)
+        };
+
+        let mut flows: Vec<FlowSummary> = conns
+            .iter()
+            .map(|(k, c)| FlowSummary {
+                proto: k.proto,
+                src: k.src,
+                sport: k.sport,
+                dst: k.dst,
+                dport: k.dport,
+                src_pod: c.src_pod.clone(),
+                dst_pod: c.dst_pod.clone(),
+                service: c.service.clone(),
+                dropped: c.dropped,
+                largest_failed: c.largest_failed,
+                retransmits: c.retransmits,
+                timeout_retransmits: c.timeout_retransmits,
+                size_reduced: c.size_reduced,
+                stuck: stuck(c),
+            })
+            .collect();
+        flows.sort_by_key(|f| (!f.stuck, u64::MAX - f.dropped, f.src, f.sport));
+        flows.truncate(MAX_FLOWS);
+
+        let recommended = match (problem, largest_passing) {
+            (Problem::SuspectedBlackHole, _) | (_, None) => None,
+            (_, Some(p)) if ipv6 && p < IPV6_MIN_MTU => None,
+            (_, Some(p)) => Some(p),
+        };
+        let fix = fix_text(problem, &path, largest_passing, path_mtu, ipv6);
+        let stopgap = match problem {
+            Problem::MtuBlackHole | Problem::SuspectedBlackHole => Some(
+                "sysctl net.ipv4.tcp_mtu_probing=1 in the sending pods (TCP finds a size that \
+                 passes after a timeout; UDP is not helped)"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let icmp_eaten = self.icmp_eaten_lines(conns);
+        let summary = summary_text(problem, &path, &sites, largest_passing);
+        let mut v = Verdict {
+            ts: crate::time::rfc3339_nanos(now),
+            kind: "verdict",
+            stage: "final",
+            severity,
+            problem,
+            summary,
+            path,
+            sites,
+            flows,
+            evidence,
+            path_mtu,
+            largest_passing,
+            recommended_mtu: recommended,
+            fix,
+            stopgap,
+            first_ts: None,
+            last_ts: None,
+            observed_s,
+        };
+        v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
+        v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
+        v.summary = if icmp_eaten.is_empty() {
+            v.summary
+        } else {
+            format!("{} {}", v.summary, icmp_eaten.join(" "))
+        };
+        v
+    }
+
+    fn icmp_eaten_lines(&self, conns: &[(ConnKey, &ConnAcc)]) -> Vec<String> {
+        if !conns.iter().any(|(_, c)| c.icmp_dropped > 0) {
+            return Vec::new();
+        }
+        self.icmp_eaten
+            .iter()
+            .map(|((netns, loc, reason), (n, mtu))| {
+                let place = netns
+                    .and_then(|n| self.netns_names.get(&n).cloned())
+                    .or_else(|| netns.map(|n| format!("netns {n}")))
+                    .unwrap_or_else(|| "?".into());
+                let mtu = mtu.map_or(String::new(), |m| format!(" (mtu {m})"));
+                format!(
+                    "{n} ICMP too-big{mtu} dropped at {loc} ({reason}) in {place}: path-MTU \
+                     discovery cannot work."
+                )
+            })
+            .collect()
+    }
+
+    fn healthy(&self, now: i128, observed_s: f64) -> Verdict {
+        Verdict {
+            ts: crate::time::rfc3339_nanos(now),
+            kind: "verdict",
+            stage: "final",
+            severity: Severity::Ok,
+            problem: Problem::None,
+            summary: format!(
+                "no size drops, no ICMP too-big, no full-size retransmissions at timeout \
+                 intervals in {observed_s:.1} s: not an MTU problem where the tracer looked"
+            ),
+            path: PathRef::default(),
+            sites: Vec::new(),
+            flows: Vec::new(),
+            evidence: Evidence {
+                lost_events: self.lost,
+                ..Evidence::default()
+            },
+            path_mtu: None,
+            largest_passing: None,
+            recommended_mtu: None,
+            fix: None,
+            stopgap: None,
+            first_ts: self.first_ns.map(crate::time::rfc3339_nanos),
+            last_ts: self.last_ns.map(crate::time::rfc3339_nanos),
+            observed_s,
+        }
+    }
+}
+
+fn clone_acc(c: &ConnAcc) -> ConnAcc {
+    ConnAcc {
+        src_pod: c.src_pod.clone(),
+        dst_pod: c.dst_pod.clone(),
+        service: c.service.clone(),
+        src_node: c.src_node.clone(),
+        dst_node: c.dst_node.clone(),
+        overlay: c.overlay,
+        outer_src: c.outer_src,
+        outer_dst: c.outer_dst,
+        dropped: c.dropped,
+        largest_failed: c.largest_failed,
+        episodes: c.episodes,
+        last_drop_ns: c.last_drop_ns,
+        drops_after_told: c.drops_after_told,
+        told_mtu: c.told_mtu,
+        first_told_ns: c.first_told_ns,
+        icmp_received: c.icmp_received,
+        icmp_dropped: c.icmp_dropped,
+        oversize_tx: c.oversize_tx,
+        retransmits: c.retransmits,
+        timeout_retransmits: c.timeout_retransmits,
+        last_rtx_ns: c.last_rtx_ns,
+        last_rtx_gap_ns: c.last_rtx_gap_ns,
+        backoff_steps: c.backoff_steps,
+        rtx_max_len: c.rtx_max_len,
+        size_reduced: c.size_reduced,
+    }
+}
+
+fn path_of(c: &ConnAcc) -> PathRef {
+    let (overlay, overhead) = match c.overlay {
+        Some((e, v6)) => (Some(e), overlay_kind(e).overhead(v6)),
+        None => (None, 0),
+    };
+    PathRef {
+        src_node: c
+            .src_node
+            .clone()
+            .or_else(|| c.outer_src.map(|a| a.to_string())),
+        dst_node: c
+            .dst_node
+            .clone()
+            .or_else(|| c.outer_dst.map(|a| a.to_string())),
+        overlay,
+        overhead,
+    }
+}
+
+fn overlay_kind(e: Encap) -> Overlay {
+    match e {
+        Encap::Ipip => Overlay::Ipip,
+        Encap::Vxlan => Overlay::Vxlan,
+    }
+}
+
+fn overlay_of(outer: Option<&Outer>) -> (Option<Encap>, u32) {
+    match outer {
+        Some(o) => (
+            Some(o.encap),
+            overlay_kind(o.encap).overhead(o.src.is_ipv6()),
+        ),
+        None => (None, 0),
+    }
+}
+
+/// `ip_forward+0x2c0` → `ip_forward`.
+fn symbol(location: &str) -> String {
+    location.split('+').next().unwrap_or(location).to_string()
+}
+
+/// Kernel functions that drop the original when sending one of its fragments failed.
+fn is_fragmenter(location: &str) -> bool {
+    let s = symbol(location);
+    s.starts_with("ip_do_fragment") || s.starts_with("ip_fragment") || s == "ip6_fragment"
+}
+
+fn fix_text(
+    problem: Problem,
+    path: &PathRef,
+    largest: Option<u32>,
+    path_mtu: Option<u32>,
+    ipv6: bool,
+) -> Option<String> {
+    match problem {
+        Problem::None => None,
+        Problem::SuspectedBlackHole => Some(
+            "find the path MTU between the nodes (`tracer check` probes it) and set the CNI \
+             MTU to it minus the overlay's overhead"
+                .to_string(),
+        ),
+        Problem::MtuBlackHole | Problem::PmtudRecovered => {
+            let p = largest?;
+            if ipv6 && p < IPV6_MIN_MTU {
+                let need = IPV6_MIN_MTU + path.overhead;
+                return Some(format!(
+                    "the path allows only {p} B inside the overlay, below IPv6's minimum of \
+                     {IPV6_MIN_MTU}: raise the underlay MTU to at least {need} (a pod MTU \
+                     cannot fix this)"
+                ));
+            }
+            let restart = "then restart the pods (an MTU applies to new veths)";
+            let text = match path.overlay {
+                Some(Encap::Ipip) => {
+                    let vx = path_mtu.map_or(String::new(), |m| {
+                        format!(
+                            "; {} if VXLAN may also be used",
+                            Overlay::Vxlan.inner_mtu(m, false)
+                        )
+                    });
+                    format!(
+                        "set the pod MTU to {p} (Calico: veth_mtu / FelixConfiguration ipipMTU = \
+                         {} − 20 B IPIP){vx}, {restart}",
+                        path_mtu.unwrap_or(p + 20)
+                    )
+                }
+                Some(Encap::Vxlan) => format!(
+                    "set the pod MTU to {p} (Calico: veth_mtu / FelixConfiguration vxlanMTU; \
+                     flannel: the vxlan backend MTU = {} − {} B VXLAN), {restart}",
+                    path_mtu.unwrap_or(p + path.overhead),
+                    path.overhead
+                ),
+                None => format!("set the pod (CNI) MTU to {p}, {restart}"),
+            };
+            Some(if problem == Problem::PmtudRecovered {
+                format!("optional: {text} (saves each new connection a lost round trip)")
+            } else {
+                text
+            })
+        }
+    }
+}
+
+fn summary_text(problem: Problem, path: &PathRef, sites: &[Site], largest: Option<u32>) -> String {
+    let between = match (&path.src_node, &path.dst_node) {
+        (Some(s), Some(d)) => format!(" from {s} to {d}"),
+        (Some(s), None) => format!(" from {s}"),
+        (None, Some(d)) => format!(" to {d}"),
+        (None, None) => String::new(),
+    };
+    let over = path.overlay.map_or(String::new(), |e| {
+        format!(" over {}", overlay_kind(e).name())
+    });
+    let fits = largest.map_or("an unknown size".to_string(), |l| format!("{l} B"));
+    match problem {
+        Problem::None => "no MTU problem".into(),
+        Problem::MtuBlackHole => {
+            let site = sites.first().map_or(String::new(), |s| {
+                format!(
+                    ": {}-byte packets die at {}",
+                    s.packet_len,
+                    s.location.as_deref().unwrap_or("?")
+                )
+            });
+            format!(
+                "MTU black hole{between}{over}{site}; only packets up to {fits} pass and the \
+                 senders never learn it"
+            )
+        }
+        Problem::PmtudRecovered => format!(
+            "packets too big for the path{between}{over} were refused, the senders were told \
+             (ICMP) and shrank to {fits}: path-MTU discovery works, connections pay one round \
+             trip"
+        ),
+        Problem::SuspectedBlackHole => format!(
+            "suspected MTU black hole{between}: full-size segments retransmitted at growing \
+             timeouts and no size event on this node: they die beyond it"
+        ),
+    }
+}

@@ -1,0 +1,169 @@
+//! From events to a verdict: correlate size drops, ICMP too-big and retransmissions into
+//! problems, each with where packets die, the evidence, the largest size that passes and the
+//! fix with numbers.
+//!
+//! The same [`Analyzer`] runs live in the daemon (fed every [`Record`]) and offline in
+//! `tracer report` (fed the lines of an exported log), so both say the same thing.
+//!
+//! Vocabulary:
+//! - a *site* is where packets die: a network namespace, a device, a kernel function and the
+//!   MTU that refused them;
+//! - a *connection* is one transport 5-tuple as events saw it; the same TCP connection seen
+//!   before and after a service's DNAT shares (protocol, source, source port), which is how
+//!   a pod's retransmissions are joined with the drops of its packets further on;
+//! - a *path* groups the connections between the same two nodes over the same overlay: one
+//!   verdict per path.
+
+mod analyze;
+mod render;
+
+pub use analyze::{Analyzer, Obs};
+pub use render::render;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::event::Encap;
+use crate::k8s::{ObjectRef, ServiceRef};
+
+/// How sure and how bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Nothing size-related seen.
+    Ok,
+    /// Packets were too big but the senders adapted (path-MTU discovery worked).
+    Info,
+    /// Retransmissions look like a black hole, but nothing on this node saw a size problem.
+    Suspected,
+    /// Packets keep dying for their size: connections hang.
+    Problem,
+}
+
+/// What was found. JSONL `problem`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// No size drops, no ICMP too-big, no full-size retransmissions at timeout intervals.
+    None,
+    /// Packets too big for the path keep dying: the senders never learn a size that fits.
+    MtuBlackHole,
+    /// Packets were too big, the kernel said so (ICMP) and the senders shrank.
+    PmtudRecovered,
+    /// Full-size segments retransmitted at timeout intervals with no size event on this node:
+    /// they die beyond it (a router whose ICMP is filtered, a smaller MTU on the far node).
+    SuspectedBlackHole,
+}
+
+/// Where packets die and why, with the arithmetic.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Site {
+    /// Network namespace inode of the event, and its name when the run knows it.
+    pub netns: Option<u32>,
+    pub netns_name: Option<String>,
+    /// Device the packet was on when it died.
+    pub device: Option<String>,
+    /// Kernel function (`ip_forward`, `__dev_forward_skb2`, ...), without offset.
+    pub location: Option<String>,
+    pub reason: Option<String>,
+    /// Largest packet size seen dying here (IP length as it was here: outer if encapsulated).
+    pub packet_len: u32,
+    /// The MTU that refused it, and what it is (`peer eth0`, `route via to-new`, ...).
+    pub limit_mtu: Option<u32>,
+    pub limit_source: Option<String>,
+    /// Encapsulation of the packets dying here and its overhead.
+    pub overlay: Option<Encap>,
+    pub overhead: u32,
+    /// Largest pod packet that fits here: `limit_mtu − overhead`.
+    pub largest_passing: Option<u32>,
+    /// Packets that died here (a fragment and its original counted once).
+    pub packets: u64,
+    /// ICMP too-big the kernel generated here for these packets, and the MTU it advertised.
+    pub icmp_sent: u64,
+    pub icmp_mtu: Option<u32>,
+    /// The senders stopped sending packets this size after the ICMP.
+    pub recovered: bool,
+}
+
+/// One affected connection (or several of the same pods/service, aggregated).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlowSummary {
+    pub proto: u8,
+    pub src: IpAddr,
+    pub sport: Option<u16>,
+    pub dst: IpAddr,
+    pub dport: Option<u16>,
+    pub src_pod: Option<ObjectRef>,
+    pub dst_pod: Option<ObjectRef>,
+    pub service: Option<ServiceRef>,
+    /// Packets of this connection that died for their size, largest size that died.
+    pub dropped: u64,
+    pub largest_failed: Option<u32>,
+    /// TCP retransmissions, and how many came at timeout intervals (≥ 150 ms apart).
+    pub retransmits: u64,
+    pub timeout_retransmits: u64,
+    /// The sender shrank its packets after an ICMP too-big.
+    pub size_reduced: bool,
+    /// Still dying at the end (drops or timeout retransmissions after the last ICMP).
+    pub stuck: bool,
+}
+
+/// Counts behind a verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub dropped_packets: u64,
+    pub icmp_sent: u64,
+    pub icmp_received: u64,
+    /// ICMP too-big messages dropped on the way (a firewall eating path-MTU discovery).
+    pub icmp_dropped: u64,
+    pub oversize_tx: u64,
+    pub retransmits: u64,
+    pub timeout_retransmits: u64,
+    /// Connections that shrank their packets after an ICMP too-big.
+    pub size_reductions: u64,
+    pub connections: u64,
+    /// Events the kernel could not queue: evidence that may be missing.
+    pub lost_events: u64,
+}
+
+/// The nodes a problem lies between and the encapsulation on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PathRef {
+    pub src_node: Option<String>,
+    pub dst_node: Option<String>,
+    pub overlay: Option<Encap>,
+    pub overhead: u32,
+}
+
+/// One verdict: JSONL `kind: "verdict"`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    pub ts: String,
+    pub kind: &'static str,
+    /// `live` (printed while tracing, once the evidence is strong) or `final` (end of run).
+    pub stage: &'static str,
+    pub severity: Severity,
+    pub problem: Problem,
+    /// One sentence.
+    pub summary: String,
+    pub path: PathRef,
+    pub sites: Vec<Site>,
+    pub flows: Vec<FlowSummary>,
+    pub evidence: Evidence,
+    /// The smallest MTU that refused packets on the path (outer size), when known.
+    pub path_mtu: Option<u32>,
+    /// Largest pod packet that passes end to end.
+    pub largest_passing: Option<u32>,
+    /// The pod MTU to configure.
+    pub recommended_mtu: Option<u32>,
+    pub fix: Option<String>,
+    pub stopgap: Option<String>,
+    /// Time covered by the evidence (RFC 3339), and the run's length in seconds.
+    pub first_ts: Option<String>,
+    pub last_ts: Option<String>,
+    pub observed_s: f64,
+}
+
+#[cfg(test)]
+mod tests;

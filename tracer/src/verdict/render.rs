@@ -1,0 +1,199 @@
+//! A verdict as the operator reads it in the terminal: a header, then one labelled line per
+//! clause, numbers first.
+use super::{FlowSummary, Problem, Severity, Site, Verdict};
+use crate::mtu::Overlay;
+
+/// The lines of one verdict (no trailing newlines).
+pub fn render(v: &Verdict) -> Vec<String> {
+    let header = match v.severity {
+        Severity::Ok => "NO MTU PROBLEM",
+        Severity::Info => "MTU NOTE",
+        Severity::Suspected => "MTU SUSPECTED",
+        Severity::Problem => "MTU PROBLEM",
+    };
+    let stage = if v.stage == "live" { " (live)" } else { "" };
+    let mut out = vec![format!("{header}{stage}  {}", v.summary)];
+    if v.problem == Problem::None {
+        if v.evidence.lost_events > 0 {
+            out.push(format!(
+                "  caution     {} events were lost: evidence may be missing",
+                v.evidence.lost_events
+            ));
+        }
+        return out;
+    }
+    if let Some(first) = v.sites.first() {
+        out.push(format!("  what dies   {}", what_dies(first)));
+    }
+    for (i, s) in v.sites.iter().enumerate() {
+        let label = if i == 0 {
+            "  where      "
+        } else {
+            "             "
+        };
+        out.push(format!("{label} {}", site_line(s)));
+    }
+    let e = &v.evidence;
+    out.push(format!(
+        "  evidence    {} dropped packets, {} ICMP too-big sent, {} received, {} dropped on \
+         the way, {} oversize at transmit, {} retransmissions ({} at timeouts), {} size \
+         reductions seen, {} connections{}",
+        e.dropped_packets,
+        e.icmp_sent,
+        e.icmp_received,
+        e.icmp_dropped,
+        e.oversize_tx,
+        e.retransmits,
+        e.timeout_retransmits,
+        e.size_reductions,
+        e.connections,
+        if e.lost_events > 0 {
+            format!("; {} events lost", e.lost_events)
+        } else {
+            String::new()
+        }
+    ));
+    for (i, f) in v.flows.iter().enumerate() {
+        let label = if i == 0 {
+            "  flows      "
+        } else {
+            "             "
+        };
+        out.push(format!("{label} {}", flow_line(f)));
+    }
+    if let Some(p) = v.largest_passing {
+        let path = v
+            .path_mtu
+            .map_or(String::new(), |m| format!(" (path MTU {m}"))
+            + &match (v.path_mtu, v.path.overlay) {
+                (Some(_), Some(_)) => format!(" − {} B overlay)", v.path.overhead),
+                (Some(_), None) => ")".to_string(),
+                _ => String::new(),
+            };
+        out.push(format!(
+            "  passes      largest size that passes end to end: {p} B{path}"
+        ));
+    }
+    if let Some(fix) = &v.fix {
+        out.push(format!("  fix         {fix}"));
+    }
+    if let Some(s) = &v.stopgap {
+        out.push(format!("  stopgap     {s}"));
+    }
+    out
+}
+
+fn what_dies(s: &Site) -> String {
+    let limit = match (s.limit_mtu, &s.limit_source) {
+        (Some(m), Some(src)) => format!("{src} ({m})"),
+        (Some(m), None) => format!("an MTU of {m}"),
+        _ => "a limit the events do not show".into(),
+    };
+    match (s.overlay, s.largest_passing) {
+        (Some(e), Some(p)) => {
+            let name = match e {
+                crate::event::Encap::Ipip => Overlay::Ipip.name(),
+                crate::event::Encap::Vxlan => Overlay::Vxlan.name(),
+            };
+            format!(
+                "pod packets > {p} B: {}-byte {name} packets ({} + {} B {name}) do not fit {limit}",
+                s.packet_len,
+                s.packet_len.saturating_sub(s.overhead),
+                s.overhead
+            )
+        }
+        (None, Some(p)) => format!(
+            "packets > {p} B: {}-byte packets do not fit {limit}",
+            s.packet_len
+        ),
+        _ => format!("{}-byte packets do not fit {limit}", s.packet_len),
+    }
+}
+
+fn site_line(s: &Site) -> String {
+    let place = s
+        .netns_name
+        .clone()
+        .or_else(|| s.netns.map(|n| format!("netns {n}")))
+        .unwrap_or_else(|| "?".into());
+    let at = s.location.as_deref().unwrap_or("?");
+    let reason = s
+        .reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(" ({r})"));
+    let limit = s.limit_mtu.map_or(String::new(), |m| format!(" > {m}"));
+    let icmp = if s.icmp_sent > 0 {
+        format!(
+            ", {} ICMP too-big sent{}",
+            s.icmp_sent,
+            s.icmp_mtu.map_or(String::new(), |m| format!(" (mtu {m})"))
+        )
+    } else {
+        String::new()
+    };
+    let state = if s.recovered { ", senders adapted" } else { "" };
+    format!(
+        "{} in {place} at {at}{reason}: {} packets of up to {} B{limit}{icmp}{state}",
+        s.device.as_deref().unwrap_or("-"),
+        s.packets,
+        s.packet_len
+    )
+}
+
+fn flow_line(f: &FlowSummary) -> String {
+    let ep = |ip: std::net::IpAddr, port: Option<u16>| match (ip, port) {
+        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    };
+    let proto = match f.proto {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        p => format!("proto {p}"),
+    };
+    let mut names = Vec::new();
+    if let Some(p) = &f.src_pod {
+        names.push(format!(
+            "{}/{}",
+            p.namespace.as_deref().unwrap_or("-"),
+            p.name
+        ));
+    }
+    if let Some(s) = &f.service {
+        names.push(format!(
+            "svc {}/{}{}",
+            s.namespace,
+            s.name,
+            s.port.map_or(String::new(), |p| format!(":{p}"))
+        ));
+    }
+    if let Some(p) = &f.dst_pod {
+        names.push(format!(
+            "{}/{}",
+            p.namespace.as_deref().unwrap_or("-"),
+            p.name
+        ));
+    }
+    let names = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" = {}", names.join(" → "))
+    };
+    let state = if f.stuck {
+        "stuck"
+    } else if f.size_reduced {
+        "shrank"
+    } else {
+        "adapted"
+    };
+    format!(
+        "{proto} {} → {}{names}: {} dropped{}, {} retransmits ({} at timeouts), {state}",
+        ep(f.src, f.sport),
+        ep(f.dst, f.dport),
+        f.dropped,
+        f.largest_failed
+            .map_or(String::new(), |l| format!(" (up to {l} B)")),
+        f.retransmits,
+        f.timeout_retransmits
+    )
+}

@@ -1,0 +1,364 @@
+//! The analysis on event streams recorded in the incident lab (testdata/*.jsonl, written by
+//! `tracer run --log` while the lab's clients ran) and on synthetic streams for MTUs the lab
+//! does not have.
+use std::net::IpAddr;
+
+use super::*;
+use crate::event::{IcmpTooBig, Kind, Outer, Record};
+
+fn recorded(name: &str) -> Vec<Verdict> {
+    let path = format!(
+        "{}/src/verdict/testdata/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (stats, verdicts) = crate::report::report(std::path::Path::new(&path)).unwrap();
+    assert_eq!(stats.bad_count, 0, "{name}: {:?}", stats.bad);
+    assert!(stats.events > 0);
+    verdicts
+}
+
+fn only_problem(verdicts: &[Verdict]) -> &Verdict {
+    let problems: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| v.severity == Severity::Problem)
+        .collect();
+    assert_eq!(problems.len(), 1, "{verdicts:#?}");
+    problems[0]
+}
+
+#[test]
+fn l2_vxlan_mismatch_black_hole_at_the_new_nodes_link() {
+    let v = recorded("l2vxlan");
+    let p = only_problem(&v);
+    assert_eq!(p.problem, Problem::MtuBlackHole);
+    assert_eq!(p.path.src_node.as_deref(), Some("worker-116"));
+    assert_eq!(p.path.dst_node.as_deref(), Some("worker-208"));
+    assert_eq!(p.path.overlay, Some(crate::event::Encap::Vxlan));
+    assert_eq!(p.path_mtu, Some(1450));
+    assert_eq!(p.largest_passing, Some(1400));
+    assert_eq!(p.recommended_mtu, Some(1400));
+    let site = &p.sites[0];
+    assert_eq!(site.location.as_deref(), Some("__dev_forward_skb2"));
+    assert_eq!(site.limit_mtu, Some(1450));
+    // The 1550-byte original, not only its 1500-byte first fragment.
+    assert_eq!(site.packet_len, 1550);
+    assert!(site
+        .limit_source
+        .as_deref()
+        .unwrap()
+        .contains("receiving end eth0"));
+    // A fragment and its original are one packet: the ip_do_fragment drops are not a site.
+    assert!(
+        p.sites
+            .iter()
+            .all(|s| s.location.as_deref() != Some("ip_do_fragment")),
+        "{:#?}",
+        p.sites
+    );
+    // Every packet died twice in the log (first fragment, then the original): counted once.
+    let log = std::fs::read_to_string(format!(
+        "{}/src/verdict/testdata/l2vxlan.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let count = |kind: &str| log.lines().filter(|l| l.contains(kind)).count() as u64;
+    assert_eq!(p.evidence.retransmits, count(r#""kind":"tcp_retransmit""#));
+    assert_eq!(p.evidence.dropped_packets * 2, count(r#""kind":"drop""#));
+    // Both the POST and the Redis SET, named, stuck.
+    assert_eq!(p.flows.len(), 2);
+    for f in &p.flows {
+        assert!(f.stuck, "{f:?}");
+        assert_eq!(f.src_pod.as_ref().unwrap().name, "order-api-7d9f8");
+        assert_eq!(f.service.as_ref().unwrap().name, "storage");
+        assert_eq!(f.largest_failed, Some(1500));
+        assert!(f.timeout_retransmits >= 2, "{f:?}");
+    }
+    let fix = p.fix.as_deref().unwrap();
+    assert!(fix.contains("1400") && fix.contains("vxlanMTU"), "{fix}");
+    assert!(p.stopgap.as_deref().unwrap().contains("tcp_mtu_probing"));
+}
+
+#[test]
+fn router_with_outer_df_the_binding_limit_is_the_routers_link() {
+    let v = recorded("router_df");
+    let p = only_problem(&v);
+    assert_eq!(p.largest_passing, Some(1400), "{:#?}", p.sites);
+    assert_eq!(p.path_mtu, Some(1450));
+    // Three places refuse packets: the router (1500-byte VXLAN > 1450), the old node's overlay
+    // (1500-byte pod packets > its 1450 tunnel: the pod is told and shrinks to 1450), and the
+    // old node's uplink once it learned the router's 1450 (same 1500-byte VXLAN packets).
+    let locations: Vec<&str> = p
+        .sites
+        .iter()
+        .filter_map(|s| s.location.as_deref())
+        .collect();
+    assert!(locations.contains(&"ip_forward"), "{locations:?}");
+    assert!(
+        locations.iter().any(|l| l.starts_with("ip_fragment")),
+        "{locations:?}"
+    );
+    let learned = p
+        .sites
+        .iter()
+        .find(|s| {
+            s.location
+                .as_deref()
+                .is_some_and(|l| l.starts_with("ip_fragment"))
+        })
+        .unwrap();
+    assert_eq!(learned.limit_mtu, Some(1450));
+    assert!(
+        learned
+            .limit_source
+            .as_deref()
+            .unwrap()
+            .contains("10.211.1.1"),
+        "{learned:?}"
+    );
+    let overlay_site = p
+        .sites
+        .iter()
+        .find(|s| s.overlay.is_none())
+        .expect("the old node's own refusal of the pod's 1500-byte packets");
+    assert_eq!(overlay_site.largest_passing, Some(1450));
+    assert!(overlay_site.icmp_sent > 0);
+    assert!(p.evidence.icmp_received > 0);
+    assert!(
+        p.evidence.size_reductions > 0,
+        "the pod shrank to 1450: {:?}",
+        p.evidence
+    );
+    assert!(p.flows.iter().all(|f| f.stuck));
+}
+
+#[test]
+fn filtered_icmp_is_named_as_the_reason_pmtud_fails() {
+    let v = recorded("router_filtered");
+    let p = only_problem(&v);
+    assert_eq!(p.largest_passing, Some(1400));
+    assert!(p.evidence.icmp_dropped > 0, "{:?}", p.evidence);
+    assert!(
+        p.summary.contains("NETFILTER_DROP") && p.summary.contains("nft_do_chain"),
+        "{}",
+        p.summary
+    );
+}
+
+#[test]
+fn fragmenting_router_recovers_no_mtu_problem() {
+    let v = recorded("router_frag");
+    assert!(v.iter().all(|v| v.severity < Severity::Suspected), "{v:#?}");
+    let note = v
+        .iter()
+        .find(|v| v.problem == Problem::PmtudRecovered)
+        .unwrap();
+    assert_eq!(note.largest_passing, Some(1450));
+    assert!(note.sites.iter().all(|s| s.recovered));
+    assert!(note.flows.iter().all(|f| !f.stuck));
+}
+
+#[test]
+fn fixed_lab_with_fast_retransmits_is_healthy() {
+    let v = recorded("fixed_retransmits");
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert_eq!(v[0].problem, Problem::None);
+    assert_eq!(v[0].severity, Severity::Ok);
+    assert!(v[0].summary.contains("not an MTU problem"));
+}
+
+#[test]
+fn an_empty_run_is_healthy() {
+    let a = Analyzer::new();
+    let v = a.verdicts(0, Some(12.0));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].problem, Problem::None);
+    assert!(v[0].summary.contains("12.0 s"), "{}", v[0].summary);
+}
+
+// Synthetic streams: the arithmetic for MTUs other than the lab's.
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A packet of `len` bytes dropped at `location` because `out_mtu` is smaller, `n` times at
+/// timeout intervals (a stuck sender).
+fn stuck_drops(
+    a: &mut Analyzer,
+    src: &str,
+    dst: &str,
+    len: u32,
+    out_mtu: u32,
+    outer: Option<Outer>,
+) {
+    for i in 0..4i128 {
+        let mut r = Record::new(
+            Kind::Drop,
+            "tp_btf/kfree_skb",
+            1_000_000_000 + i * 400_000_000,
+        );
+        r.netns = Some(1);
+        r.ifname = Some("eth0".into());
+        r.l3_len = Some(len);
+        r.mtu = Some(9001);
+        r.out_ifname = Some("eth1".into());
+        r.out_mtu = Some(out_mtu);
+        r.reason = Some("PKT_TOO_BIG".into());
+        r.location = Some("ip_forward+0x2c0".into());
+        r.proto = Some(6);
+        r.src = Some(ip(src));
+        r.sport = Some(40000);
+        r.dst = Some(ip(dst));
+        r.dport = Some(443);
+        r.outer = outer.clone();
+        a.observe_record(&r);
+    }
+}
+
+#[test]
+fn jumbo_9001_toward_1500_over_ipip() {
+    let mut a = Analyzer::new();
+    let outer = Outer {
+        src: ip("172.31.0.1"),
+        dst: ip("192.168.0.2"),
+        encap: crate::event::Encap::Ipip,
+        vni: None,
+    };
+    stuck_drops(&mut a, "10.0.1.2", "10.0.2.2", 9001, 1500, Some(outer));
+    let v = a.verdicts(0, None);
+    let p = only_problem(&v);
+    assert_eq!(p.path_mtu, Some(1500));
+    assert_eq!(p.largest_passing, Some(1480));
+    assert_eq!(p.recommended_mtu, Some(1480));
+    let fix = p.fix.as_deref().unwrap();
+    assert!(
+        fix.contains("1480") && fix.contains("1450 if VXLAN"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn cloud_1460_without_overlay() {
+    let mut a = Analyzer::new();
+    stuck_drops(&mut a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
+    let v = a.verdicts(0, None);
+    let p = only_problem(&v);
+    assert_eq!(p.largest_passing, Some(1460));
+    assert_eq!(p.recommended_mtu, Some(1460));
+    assert!(p.fix.as_deref().unwrap().contains("1460"));
+}
+
+#[test]
+fn ipv6_below_1280_inside_the_overlay_asks_for_a_bigger_underlay() {
+    let mut a = Analyzer::new();
+    let outer = Outer {
+        src: ip("fd00::1"),
+        dst: ip("fd00::2"),
+        encap: crate::event::Encap::Vxlan,
+        vni: Some(1),
+    };
+    // 1280 + 70 (VXLAN over IPv6) does not fit 1300: nothing below 1280 is allowed for IPv6.
+    stuck_drops(&mut a, "fd10::2", "fd20::2", 1350, 1300, Some(outer));
+    let v = a.verdicts(0, None);
+    let p = only_problem(&v);
+    assert_eq!(p.path.overhead, 70);
+    assert_eq!(p.largest_passing, Some(1230));
+    assert_eq!(p.recommended_mtu, None);
+    let fix = p.fix.as_deref().unwrap();
+    assert!(fix.contains("1350") && fix.contains("underlay"), "{fix}");
+}
+
+#[test]
+fn icmp_told_and_obeyed_is_recovery_not_a_problem() {
+    let mut a = Analyzer::new();
+    let mut icmp = Record::new(Kind::IcmpTooBigSent, "tracepoint/icmp/icmp_send", 1_000);
+    icmp.netns = Some(1);
+    icmp.proto = Some(6);
+    icmp.src = Some(ip("10.0.1.2"));
+    icmp.sport = Some(40000);
+    icmp.dst = Some(ip("10.0.2.2"));
+    icmp.dport = Some(443);
+    icmp.skb = Some("ffff1".into());
+    icmp.icmp = Some(IcmpTooBig {
+        from: None,
+        to: ip("10.0.1.2"),
+        icmp_type: 3,
+        code: 4,
+        mtu: Some(1460),
+    });
+    a.observe_record(&icmp);
+    let mut drop = Record::new(Kind::Drop, "tp_btf/kfree_skb", 2_000);
+    drop.netns = Some(1);
+    drop.ifname = Some("eth0".into());
+    drop.l3_len = Some(1500);
+    drop.out_ifname = Some("eth1".into());
+    drop.out_mtu = Some(1460);
+    drop.location = Some("ip_forward+0x1".into());
+    drop.proto = Some(6);
+    drop.src = Some(ip("10.0.1.2"));
+    drop.sport = Some(40000);
+    drop.dst = Some(ip("10.0.2.2"));
+    drop.dport = Some(443);
+    drop.skb = Some("ffff1".into());
+    a.observe_record(&drop);
+    let v = a.verdicts(0, None);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].problem, Problem::PmtudRecovered);
+    assert_eq!(v[0].sites[0].icmp_sent, 1);
+    assert_eq!(v[0].sites[0].icmp_mtu, Some(1460));
+    // A second drop of the same size well after the ICMP: the sender did not shrink.
+    drop.ts_unix_ns = 2_000 + 300_000_000;
+    drop.skb = Some("ffff2".into());
+    a.observe_record(&drop);
+    let v = a.verdicts(0, None);
+    assert_eq!(v[0].problem, Problem::MtuBlackHole);
+}
+
+#[test]
+fn retransmissions_with_backoff_and_no_size_event_are_suspected() {
+    let mut a = Analyzer::new();
+    // RTO backoff: 0.2, 0.4, 0.8, 1.6 s; full-size segments.
+    let mut t = 0i128;
+    for gap in [0i128, 200, 400, 800, 1600] {
+        t += gap * 1_000_000;
+        let mut r = Record::new(Kind::TcpRetransmit, "tracepoint/tcp/tcp_retransmit_skb", t);
+        r.proto = Some(6);
+        r.src = Some(ip("10.0.1.2"));
+        r.sport = Some(40001);
+        r.dst = Some(ip("10.96.0.10"));
+        r.dport = Some(6379);
+        r.len = Some(1448);
+        a.observe_record(&r);
+    }
+    let v = a.verdicts(0, None);
+    assert_eq!(v[0].problem, Problem::SuspectedBlackHole, "{v:#?}");
+    assert_eq!(v[0].severity, Severity::Suspected);
+    assert_eq!(v[0].recommended_mtu, None);
+}
+
+#[test]
+fn live_announces_a_problem_once() {
+    let mut a = Analyzer::new();
+    stuck_drops(&mut a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
+    let first = a.live(0);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].stage, "live");
+    assert!(a.live(0).is_empty());
+}
+
+#[test]
+fn rendering_names_numbers_and_fix() {
+    let v = recorded("l2vxlan");
+    let p = only_problem(&v);
+    let text = render(p).join("\n");
+    for needle in [
+        "MTU PROBLEM",
+        "worker-116",
+        "1550-byte VXLAN packets (1500 + 50 B VXLAN)",
+        "largest size that passes end to end: 1400 B (path MTU 1450 − 50 B overlay)",
+        "order-api-7d9f8",
+        "fix         set the pod MTU to 1400",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
