@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod mtu;
 pub mod netns;
 pub mod packet;
+pub mod routes;
 pub mod run;
 pub mod sink;
 pub mod time;
