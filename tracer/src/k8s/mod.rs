@@ -3,9 +3,11 @@
 //! without any API call.
 //!
 //! Sources (in order of preference, combinable): the API server, listed and watched ([`api`]),
-//! a snapshot file (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]).
+//! a snapshot file (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]),
+//! facts of the node itself: /var/log/pods, cgroups, routes ([`node_local`]).
 
 pub mod api;
+pub mod node_local;
 pub mod snapshot;
 
 use std::{
