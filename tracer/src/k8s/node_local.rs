@@ -98,8 +98,7 @@ pub fn discover(host: &HostRoot, watched: &[Netns]) -> Discovery {
             host.path("/etc/hostname").display()
         ));
     }
-    local_pods(host, &proc, &mut d);
-    node_addresses(&proc, &mut d);
+    let kubelet = local_pods(host, &proc, &mut d);
     let (cni, warnings) = cni_config(host);
     d.cni = cni;
     d.warnings.extend(warnings);
@@ -123,6 +122,10 @@ pub fn discover(host: &HostRoot, watched: &[Netns]) -> Discovery {
                 .warnings
                 .push(format!("routes of {} unreadable: {e:#}", ns.label)),
         }
+    }
+    // On a machine that is no Kubernetes node, naming its own addresses would only add noise.
+    if kubelet || d.cni.is_some() || !d.inventory.node_by_pod_cidr.is_empty() {
+        node_addresses(&proc, &mut d);
     }
     d
 }
@@ -263,7 +266,8 @@ fn addresses(net_dir: &Path) -> Option<Vec<IpAddr>> {
     Some(out)
 }
 
-fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) {
+/// Whether the kubelet's pod log directory is there.
+fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) -> bool {
     let logs = host.path("/var/log/pods");
     let entries = match fs::read_dir(&logs) {
         Ok(e) => e,
@@ -272,7 +276,7 @@ fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) {
                 "no pods: {} unreadable ({e}); not a Kubernetes node, or --host-root not set?",
                 logs.display()
             ));
-            return;
+            return false;
         }
     };
     let mut pods = Vec::new();
@@ -333,6 +337,7 @@ fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) {
             }
         }
     }
+    true
 }
 
 /// Processes of each pod in `uids`, lowest PID first (the pod's sandbox usually).

@@ -425,6 +425,18 @@ fn a_bare_root_gives_warnings_not_errors() {
     f.write("proc/sys/kernel/hostname", "\n");
     let d = discover(&HostRoot::new(&f.0), &[]);
     assert!(d.inventory.is_empty());
+    // A machine that is no node: its own addresses are not named either.
+    f.write("proc/sys/kernel/hostname", "laptop\n");
+    f.write("proc/1/net/fib_trie", NODE_FIB_TRIE);
+    let d = discover(&HostRoot::new(&f.0), &[]);
+    assert_eq!(d.node.as_deref(), Some("laptop"));
+    assert!(d.inventory.is_empty(), "{:?}", d.inventory);
+    f.dir("var/log/pods");
+    let d = discover(&HostRoot::new(&f.0), &[]);
+    assert_eq!(d.inventory.nodes_by_ip.len(), 2, "a node without pods yet");
+    f.write("proc/sys/kernel/hostname", "\n");
+    fs::remove_dir(f.0.join("var/log/pods")).unwrap();
+    let d = discover(&HostRoot::new(&f.0), &[]);
     assert_eq!(d.cni, None);
     let warnings = d.warnings.join("\n");
     assert!(warnings.contains("no hostname"), "{warnings}");
