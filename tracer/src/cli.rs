@@ -76,6 +76,16 @@ pub struct RunArgs {
     /// Size of the kernel→daemon ring buffer in KiB (a power of two, at least 64).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
+
+    /// Where the node's filesystem is mounted when the tracer runs in a container (e.g. /host):
+    /// node-local names are read there (/var/log/pods, /etc/cni/net.d, /etc/hostname; /proc
+    /// too when one is mounted there, else the tracer's own /proc).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub host_root: PathBuf,
+
+    /// Do not name pods and nodes from node-local facts (/var/log/pods, cgroups, routes).
+    #[arg(long)]
+    pub no_node_local: bool,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -134,6 +144,13 @@ mod tests {
         assert_eq!(a.duration, Some(20.0));
         assert!(a.all_drops);
         assert_eq!(a.ringbuf_kib, 4096);
+        assert_eq!(a.host_root.to_str(), Some("/"));
+        assert!(!a.no_node_local);
+        let Command::Run(a) = parse(&["run", "--host-root", "/host", "--no-node-local"])
+            .unwrap()
+            .command;
+        assert_eq!(a.host_root.to_str(), Some("/host"));
+        assert!(a.no_node_local);
     }
 
     #[test]

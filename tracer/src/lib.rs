@@ -12,6 +12,7 @@ pub mod mtu;
 pub mod netns;
 pub mod packet;
 pub mod report;
+pub mod routes;
 pub mod run;
 pub mod sink;
 pub mod time;

@@ -189,7 +189,8 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         log_to_stdout: args.log.as_deref().is_some_and(|p| p.as_os_str() == "-"),
     };
     let mut facts = kernel_facts(&args)?;
-    let mut names_desc = load_names(&args, &mut facts.names);
+    let namespaces = watched_namespaces(&args)?;
+    let mut names_desc = load_names(&args, &namespaces, &mut facts.names);
     let snapshot_inventory = facts.names.inventory.clone();
     let api_sources = if args.no_k8s_api {
         Vec::new()
@@ -219,7 +220,6 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
                 .into(),
         );
     }
-    let namespaces = watched_namespaces(&args)?;
     let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
 
     // Open the log before attaching anything: a bad path must fail before tracing starts.
@@ -373,27 +373,47 @@ fn print_startup(
     let _ = std::io::stderr().flush();
 }
 
-/// Load the Kubernetes names. A broken source is reported and skipped: names help, but the
-/// trace must go on without them.
-fn load_names(args: &RunArgs, names: &mut Names) -> Vec<String> {
+/// Load the Kubernetes names: node-local facts, then the snapshot over them (it knows more).
+/// A broken source is reported and skipped: names help, but the trace must go on without them.
+fn load_names(args: &RunArgs, namespaces: &[Watched], names: &mut Names) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !args.no_node_local {
+        lines.extend(node_local_names(args, namespaces, names));
+    }
     let Some(path) = &args.k8s_snapshot else {
-        return Vec::new();
+        return lines;
     };
     match crate::k8s::snapshot::load(path) {
         Ok((inventory, warnings)) => {
             let (pods, services, nodes) = inventory.counts();
-            let mut lines = vec![format!(
+            lines.push(format!(
                 "snapshot {}: {pods} pods, {services} services, {nodes} nodes",
                 path.display()
-            )];
+            ));
             lines.extend(warnings.into_iter().map(|w| format!("snapshot: {w}")));
-            names.inventory = Some(inventory);
-            lines
+            names
+                .inventory
+                .get_or_insert_with(Default::default)
+                .merge(inventory);
         }
-        Err(e) => vec![format!(
+        Err(e) => lines.push(format!(
             "snapshot unusable, continuing without names: {e:#}"
-        )],
+        )),
     }
+    lines
+}
+
+/// Names from the node itself (`k8s::node_local`), read once at start: the lowest precedence.
+fn node_local_names(args: &RunArgs, namespaces: &[Watched], names: &mut Names) -> Vec<String> {
+    let watched: Vec<Netns> = namespaces.iter().map(|(n, _, _)| n.clone()).collect();
+    let host = crate::host::HostRoot::new(&args.host_root);
+    let found = crate::k8s::node_local::discover(&host, &watched);
+    let mut lines = vec![format!("node-local: {}", found.summary())];
+    lines.extend(found.warnings.iter().map(|w| format!("node-local: {w}")));
+    if !found.inventory.is_empty() {
+        names.inventory = Some(found.inventory);
+    }
+    lines
 }
 
 /// What the operator cannot see with the hooks that attached, in their terms.
@@ -434,7 +454,7 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
 
 /// Where Kubernetes names come from during the run.
 struct NameSources {
-    /// What `--k8s-snapshot` gave (kept to combine with the API's view).
+    /// What node-local facts and `--k8s-snapshot` gave (the base the API's view is merged over).
     snapshot: Option<crate::k8s::Inventory>,
     /// API credentials to try, in order; empty = no API.
     api: Vec<crate::k8s::api::ApiSource>,

@@ -304,3 +304,178 @@ fn names_come_live_from_the_kubernetes_api_too() {
     assert_eq!(drop["src_node"]["name"], "worker-116");
     assert_eq!(drop["dst_node"]["name"], "worker-208");
 }
+
+/// A pod's cgroup as the kubelet's systemd driver names it, in the real cgroup v2 hierarchy
+/// (wherever it is mounted: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host),
+/// under a per-process prefix. Drop kills the process moved in and removes the directories.
+struct PodCgroup {
+    dirs: Vec<std::path::PathBuf>,
+    process: Option<std::process::Child>,
+}
+
+impl PodCgroup {
+    fn create(uid: &str) -> PodCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let p = format!("tracer-test-{}-", std::process::id());
+        let uid_ = uid.replace('-', "_");
+        let mut dirs = Vec::new();
+        let mut dir = root;
+        for name in [
+            format!("{p}kubepods.slice"),
+            format!("{p}kubepods-besteffort.slice"),
+            format!("{p}kubepods-besteffort-pod{uid_}.slice"),
+        ] {
+            dir = dir.join(name);
+            dirs.push(dir.clone());
+        }
+        let cg = PodCgroup {
+            dirs,
+            process: None,
+        };
+        std::fs::create_dir_all(cg.dirs.last().unwrap()).expect("create the pod cgroup");
+        cg
+    }
+
+    /// Move `child` into the pod cgroup once it is inside `netns_inode` (`ip netns exec` enters
+    /// the namespace before it becomes the command).
+    fn adopt(&mut self, child: std::process::Child, netns_inode: u64) -> u32 {
+        use std::os::unix::fs::MetadataExt as _;
+        let pid = child.id();
+        self.process = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map(|m| m.ino())
+            .ok()
+            != Some(netns_inode)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pid} never entered the pod netns"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let procs = self.dirs.last().unwrap().join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).expect("move into the pod cgroup");
+        pid
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in self.dirs.iter().rev() {
+            // An exited task can take a moment to leave the cgroup.
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A node's files for `--host-root`, removed on drop.
+struct HostTree(std::path::PathBuf);
+
+impl Drop for HostTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn names_come_from_node_local_facts_without_api_or_snapshot() {
+    // No API, no snapshot: the client pod is found as on a node, from the kubelet's log
+    // directory, its cgroup (a real process in its real netns) and that netns's address; the
+    // server's node from the old node's VXLAN route to the new node's pod CIDR.
+    let incident = up(Path::L2, OuterDf::Unset, false);
+    let uid = format!("{:08x}-7d9f-4c1a-9b2e-0242ac110002", std::process::id());
+    let root = HostTree(
+        std::env::temp_dir().join(format!("tracer-test-{}-host-root", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&root.0);
+    std::fs::create_dir_all(
+        root.0
+            .join(format!("var/log/pods/shop_order-api-7d9f8_{uid}/order-api")),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.0.join("etc/cni/net.d")).unwrap();
+    std::fs::write(
+        root.0.join("etc/cni/net.d/10-calico.conflist"),
+        r#"{"name":"k8s-pod-network","cniVersion":"0.3.1","plugins":[{"type":"calico","mtu":1500,"ipam":{"type":"calico-ipam"}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+    )
+    .unwrap();
+    let mut cgroup = PodCgroup::create(&uid);
+    let sleeper = incident
+        .lab
+        .spawn(&incident.client_ns, &["sleep", "600"])
+        .expect("a process in the client pod");
+    cgroup.adopt(sleeper, netns_inode(&incident.client_ns));
+
+    let log = TempLog::new("inc-node-local");
+    let t = trace_named(
+        &incident,
+        &log,
+        &["--host-root", &root.0.display().to_string(), "--no-k8s-api"],
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    let startup = t.stderr.join("\n");
+    let expected = format!(
+        "names: node-local: CNI calico (10-calico.conflist, mtu 1500), node {host}: 1 local pods"
+    );
+    assert!(startup.contains(&expected), "{expected}\n{startup}");
+    assert!(
+        startup.contains(&format!(
+            "{} via {}",
+            incident.new_pod_cidr, incident.new_tunnel_ip
+        )),
+        "{startup}"
+    );
+    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    assert!(
+        !post.ok && post.timed_out,
+        "large POST must time out: {post}"
+    );
+    let events = stop(t, &log);
+    let drop = find(&events, "drop", "no drop of the POST", |e| {
+        e["dport"] == incident.http_port
+            && e["location"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("__dev_forward_skb"))
+    });
+    assert_eq!(drop["src"], incident.client_ip.to_string());
+    assert_eq!(drop["src_pod"]["namespace"], "shop", "{drop}");
+    assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8");
+    assert_eq!(drop["src_node"]["name"], host.as_str());
+    // The server pod is on another node: not known by name, but its node is, by the
+    // address its pod CIDR is routed through (no API: the address is the name).
+    assert!(drop["dst_pod"].is_null(), "{drop}");
+    assert_eq!(drop["dst_node"]["name"], incident.new_tunnel_ip.to_string());
+    assert!(
+        drop["service"].is_null(),
+        "no service without API or snapshot"
+    );
+    // The client's retransmissions (to the ClusterIP) name the pod too.
+    let rtx = find(
+        &events,
+        "tcp_retransmit",
+        "no retransmission of the POST",
+        |e| e["dport"] == incident.http_port && e["src"] == incident.client_ip.to_string(),
+    );
+    assert_eq!(rtx["src_pod"]["name"], "order-api-7d9f8", "{rtx}");
+}

@@ -3,14 +3,18 @@
 //! without any API call.
 //!
 //! Sources (in order of preference, combinable): the API server, listed and watched ([`api`]),
-//! a snapshot file (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]).
+//! a snapshot file (`kubectl get pods,services,endpointslices,nodes -A -o json`, [`snapshot`]),
+//! facts of the node itself: /var/log/pods, cgroups, routes ([`node_local`]).
 
 pub mod api;
+pub mod node_local;
 pub mod snapshot;
 
 use std::{
     collections::{HashMap, HashSet},
+    fmt,
     net::IpAddr,
+    str::FromStr,
 };
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +55,72 @@ pub struct Inventory {
     pub services_by_backend: HashMap<(IpAddr, u16, u8), ServiceRef>,
     /// Node address (InternalIP, ExternalIP) → node name.
     pub nodes_by_ip: HashMap<IpAddr, String>,
+    /// Another node's pod CIDR → the address its route goes through (that node's address or
+    /// tunnel address), from the node's routing table. One entry per prefix.
+    pub node_by_pod_cidr: Vec<(Prefix, IpAddr)>,
+}
+
+/// An address prefix such as `10.244.1.0/24` (host bits cleared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// `None` when `len` is longer than the address.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Prefix> {
+        let addr = match addr {
+            IpAddr::V4(a) if len <= 32 => IpAddr::V4((u32::from(a) & mask32(len)).into()),
+            IpAddr::V6(a) if len <= 128 => IpAddr::V6((u128::from(a) & mask128(len)).into()),
+            _ => return None,
+        };
+        Some(Prefix { addr, len })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => u32::from(a) & mask32(self.len) == u32::from(net),
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                u128::from(a) & mask128(self.len) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/LENGTH"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?}: bad address"))?;
+        let len: u8 = len.parse().map_err(|_| format!("{s:?}: bad length"))?;
+        Prefix::new(addr, len).ok_or_else(|| format!("{s:?}: length too long"))
+    }
 }
 
 /// The names an event gains (JSONL `src_pod`, `dst_pod`, `service`, `src_node`, `dst_node`).
@@ -105,6 +175,10 @@ impl Inventory {
             .extend(other.services_by_cluster_ip);
         self.services_by_backend.extend(other.services_by_backend);
         self.nodes_by_ip.extend(other.nodes_by_ip);
+        for (prefix, via) in other.node_by_pod_cidr {
+            self.node_by_pod_cidr.retain(|(p, _)| *p != prefix);
+            self.node_by_pod_cidr.push((prefix, via));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -112,10 +186,12 @@ impl Inventory {
             && self.services_by_cluster_ip.is_empty()
             && self.services_by_backend.is_empty()
             && self.nodes_by_ip.is_empty()
+            && self.node_by_pod_cidr.is_empty()
     }
 
     /// Distinct (pods, services, nodes) indexed, for a startup log line. A dual-stack pod counts
-    /// once; a service counts when it has a ClusterIP entry or a backend entry.
+    /// once; a service counts when it has a ClusterIP entry or a backend entry; a node known
+    /// only as a pod CIDR's route target counts once per name it would get.
     pub fn counts(&self) -> (usize, usize, usize) {
         let pods: HashSet<&ObjectRef> = self.pods_by_ip.values().map(|p| &p.pod).collect();
         let services: HashSet<(&str, &str)> = self
@@ -124,7 +200,12 @@ impl Inventory {
             .chain(self.services_by_backend.values())
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
             .collect();
-        let nodes: HashSet<&String> = self.nodes_by_ip.values().collect();
+        let mut nodes: HashSet<String> = self.nodes_by_ip.values().cloned().collect();
+        nodes.extend(
+            self.node_by_pod_cidr
+                .iter()
+                .map(|(_, via)| self.node_name(*via)),
+        );
         (pods.len(), services.len(), nodes.len())
     }
 
@@ -137,7 +218,9 @@ impl Inventory {
     ///   on the sending side).
     /// - `src_node`/`dst_node`, per side, first match of: the outer address of an encapsulated
     ///   packet (the tunnel endpoints are the nodes); the node of the side's pod; the inner
-    ///   address as a node address (node-to-node or host-network traffic).
+    ///   address as a node address (node-to-node or host-network traffic); the node whose pod
+    ///   CIDR holds the inner address (longest prefix), named by its route's target address
+    ///   (or that address's node name when one is known).
     pub fn attribute(&self, flow: &FlowKey) -> Attribution {
         let src_pod = flow.src.and_then(|ip| self.pods_by_ip.get(&ip));
         let dst_pod = flow.dst.and_then(|ip| self.pods_by_ip.get(&ip));
@@ -178,11 +261,29 @@ impl Inventory {
         let by_ip = |ip: Option<IpAddr>| ip.and_then(|ip| self.nodes_by_ip.get(&ip)).cloned();
         let name = by_ip(outer)
             .or_else(|| pod.and_then(|p| p.node.clone()))
-            .or_else(|| by_ip(inner))?;
+            .or_else(|| by_ip(inner))
+            .or_else(|| self.node_by_cidr(inner?))?;
         Some(ObjectRef {
             namespace: None,
             name,
         })
+    }
+
+    fn node_by_cidr(&self, ip: IpAddr) -> Option<String> {
+        let (_, via) = self
+            .node_by_pod_cidr
+            .iter()
+            .filter(|(p, _)| p.contains(ip))
+            .max_by_key(|(p, _)| p.prefix_len())?;
+        Some(self.node_name(*via))
+    }
+
+    /// Without the API a node is known by its address only: that is its name then.
+    fn node_name(&self, ip: IpAddr) -> String {
+        self.nodes_by_ip
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| ip.to_string())
     }
 }
 

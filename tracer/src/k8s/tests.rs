@@ -264,3 +264,88 @@ fn merge_newer_data_wins_and_older_entries_stay() {
     same.merge(Inventory::default());
     assert_eq!(same, cluster);
 }
+
+fn prefix(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+#[test]
+fn prefixes_clear_host_bits_and_match_their_family_only() {
+    assert_eq!(prefix("10.244.1.77/24").to_string(), "10.244.1.0/24");
+    assert!(prefix("10.244.1.0/24").contains(ip("10.244.1.255")));
+    assert!(!prefix("10.244.1.0/24").contains(ip("10.244.2.0")));
+    assert!(prefix("0.0.0.0/0").contains(ip("192.0.2.1")));
+    assert!(!prefix("0.0.0.0/0").contains(ip("::1")));
+    assert!(prefix("fd00:244::/32").contains(ip("fd00:244:ffff::1")));
+    assert!(prefix("10.0.0.1/32").contains(ip("10.0.0.1")));
+    for bad in [
+        "10.0.0.0/33",
+        "fd00::/129",
+        "10.0.0.0",
+        "x/8",
+        "10.0.0.0/-1",
+    ] {
+        assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_pod_cidr_names_the_node_of_an_unknown_pod_address() {
+    // Node-local routes: node-c's block (whose route target node-c's address is known from
+    // the cluster's nodes) and a wider one through an address no source names.
+    let mut inv = load("cluster.json");
+    inv.node_by_pod_cidr = vec![
+        (prefix("10.244.0.0/16"), ip("10.0.0.99")),
+        (prefix("10.244.2.0/24"), ip("10.0.0.12")),
+    ];
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 40000, "10.244.2.200", 9000));
+    assert_eq!(a.src_pod, pod("shop", "frontend-7c9d8f6b5-x2x9k"));
+    assert_eq!(a.src_node, node("node-b"));
+    assert_eq!(a.dst_pod, None);
+    assert_eq!(
+        a.dst_node,
+        node("node-c"),
+        "longest prefix, named by its address"
+    );
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 40000, "10.244.7.1", 9000));
+    assert_eq!(a.dst_node, node("10.0.0.99"), "no name known: the address");
+    // A known pod's node and an outer address still come first.
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 40000, "10.244.2.23", 8080));
+    assert_eq!(a.dst_node, node("node-c"));
+    let mut outer = flow(TCP, "10.244.1.17", 40000, "10.244.9.9", 8080);
+    outer.outer_dst = Some(ip("10.0.0.10"));
+    assert_eq!(inv.attribute(&outer).dst_node, node("node-a"));
+    // Other families are not matched by IPv4 prefixes.
+    let a = inv.attribute(&flow(TCP, "fd00:244:0:1::17", 1, "fd00:1::1", 2));
+    assert_eq!(a.dst_node, None);
+}
+
+#[test]
+fn merged_pod_cidrs_keep_one_entry_per_prefix_and_count_as_nodes() {
+    let mut base = Inventory {
+        node_by_pod_cidr: vec![
+            (prefix("10.212.2.0/26"), ip("10.0.0.2")),
+            (prefix("10.212.3.0/26"), ip("10.0.0.3")),
+        ],
+        ..Default::default()
+    };
+    assert!(!base.is_empty());
+    assert_eq!(base.counts(), (0, 0, 2));
+    base.nodes_by_ip.insert(ip("10.0.0.3"), "worker-3".into());
+    assert_eq!(base.counts(), (0, 0, 2), "worker-3 is one node, not two");
+    base.merge(Inventory {
+        node_by_pod_cidr: vec![(prefix("10.212.2.0/26"), ip("10.0.0.22"))],
+        ..Default::default()
+    });
+    assert_eq!(base.node_by_pod_cidr.len(), 2);
+    let a = base.attribute(&FlowKey {
+        dst: Some(ip("10.212.2.5")),
+        ..Default::default()
+    });
+    assert_eq!(a.dst_node, node("10.0.0.22"), "the newer source wins");
+    let a = base.attribute(&FlowKey {
+        dst: Some(ip("10.212.3.5")),
+        ..Default::default()
+    });
+    assert_eq!(a.dst_node, node("worker-3"));
+}
