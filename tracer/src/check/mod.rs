@@ -1,0 +1,3 @@
+//! `tracer check`: the MTU audit (no tracing). Built up in the following commits.
+
+pub mod cni;
