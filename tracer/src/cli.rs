@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace size drops, ICMP too-big and retransmissions until Ctrl-C (or --duration).
     Run(RunArgs),
+    /// MTU audit without tracing: device, tunnel, pod, CNI and route MTUs, and a path-MTU
+    /// probe to peer nodes. Exit 0: consistent, 2: problems found, 1: error.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +65,31 @@ pub struct RunArgs {
     /// Size of the kernel→daemon ring buffer in KiB (a power of two, at least 64).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Audit this network namespace (a name under /run/netns, or a path such as
+    /// /proc/PID/ns/net; repeatable). Default: the tracer's own namespace.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+
+    /// Where the node's filesystem is mounted (CNI config, /var/lib/calico, /run/flannel).
+    #[arg(long, value_name = "PATH")]
+    pub host_root: Option<PathBuf>,
+
+    /// Probe the path MTU to this node address too (repeatable), besides the peers found in
+    /// tunnel devices, their forwarding entries and routes.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<std::net::IpAddr>,
+
+    /// Do not probe: devices, routes and configuration only (no packet is sent).
+    #[arg(long)]
+    pub no_probe: bool,
+
+    /// Print the audit as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -111,7 +139,9 @@ mod tests {
             "--all-drops",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(a.ifaces, ["eth0", "tunl0"]);
         assert_eq!(a.netns, ["node-a"]);
         assert_eq!(a.log.unwrap().to_str(), Some("x.jsonl"));

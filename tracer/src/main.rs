@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => tracer::run::run(args, OBJECT),
+        Command::Check(args) => return tracer::check::report::command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
