@@ -151,6 +151,38 @@ mod tests {
     }
 
     #[test]
+    fn the_check_contract_parses() {
+        let cli = parse(&[
+            "check",
+            "--netns",
+            "node-a",
+            "--netns",
+            "/proc/1/ns/net",
+            "--host-root",
+            "/host",
+            "--peer",
+            "10.33.44.208",
+            "--peer",
+            "fd00::2",
+            "--no-probe",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Check(a) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(a.netns, ["node-a", "/proc/1/ns/net"]);
+        assert_eq!(a.host_root.unwrap().to_str(), Some("/host"));
+        assert_eq!(a.peers.len(), 2);
+        assert!(a.peers[1].is_ipv6());
+        assert!(a.no_probe && a.json);
+        let err = parse(&["check", "--peer", "node-b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node-b"), "{err}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         for (args, needle) in [
             (&["run", "--duration", "soon"][..], "not a number"),
