@@ -170,7 +170,7 @@ fn finds_the_incident_without_traffic_and_accepts_the_fix() {
     let out = check(&["--netns", old, "--netns", new]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        text(&out.stdout).contains("MTU consistent: pod MTUs fit every uplink, tunnel and probed path checked (2 namespace(s), 2 path(s) probed)"),
+        text(&out.stdout).contains("MTU consistent: 2 pod veth(s) and 2 tunnel(s) fit every uplink and probed path checked (2 namespace(s), 2 path(s) probed)"),
         "{}",
         text(&out.stdout)
     );

@@ -91,10 +91,20 @@ pub fn render(a: &Audit) -> String {
                     .count()
             })
             .sum();
+        let count =
+            |role: Role| -> usize { a.namespaces.iter().map(|n| n.by_role(role).count()).sum() };
+        let (pods, tunnels) = (count(Role::Pod), count(Role::Tunnel));
+        let what = if pods + tunnels == 0 {
+            "no pod veths or tunnels here, nothing to compare".to_string()
+        } else {
+            format!(
+                "{pods} pod veth(s) and {tunnels} tunnel(s) fit every uplink{} checked",
+                if probes > 0 { " and probed path" } else { "" }
+            )
+        };
         let _ = writeln!(
             o,
-            "MTU consistent: pod MTUs fit every uplink, tunnel{} checked ({} namespace(s), {probes} path(s) probed){}",
-            if probes > 0 { " and probed path" } else { "" },
+            "MTU consistent: {what} ({} namespace(s), {probes} path(s) probed){}",
             a.namespaces.len(),
             if warnings > 0 {
                 format!("; {warnings} warning(s) above do not affect pod traffic")
