@@ -15,13 +15,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Exit status of `check` and `report` when they found an MTU problem: not 2, which clap uses
+/// for usage errors, so that scripts can tell "found a problem" from "called wrongly".
+pub const EXIT_MTU_PROBLEM: u8 = 3;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trace size drops, ICMP too-big and retransmissions until Ctrl-C (or --duration).
     Run(RunArgs),
-    /// The verdict from an exported event log (`tracer run --log`), offline. Exit status 2
-    /// when an MTU problem is found.
+    /// The verdict from an exported event log (`tracer run --log`), offline. Exit 0: no MTU
+    /// problem, 3: an MTU problem found, 1: error.
     Report(ReportArgs),
+    /// MTU audit without tracing: device, tunnel, pod, CNI and route MTUs, and a path-MTU
+    /// probe to peer nodes. Exit 0: consistent, 3: problems found, 1: error.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -88,6 +95,31 @@ pub struct RunArgs {
     pub no_node_local: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Audit this network namespace (a name under /run/netns, or a path such as
+    /// /proc/PID/ns/net; repeatable). Default: the tracer's own namespace.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+
+    /// Where the node's filesystem is mounted (CNI config, /var/lib/calico, /run/flannel).
+    #[arg(long, value_name = "PATH")]
+    pub host_root: Option<PathBuf>,
+
+    /// Probe the path MTU to this node address too (repeatable), besides the peers found in
+    /// tunnel devices, their forwarding entries and routes.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<std::net::IpAddr>,
+
+    /// Do not probe: devices, routes and configuration only (no packet is sent).
+    #[arg(long)]
+    pub no_probe: bool,
+
+    /// Print the audit as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn parse_duration(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -148,9 +180,44 @@ mod tests {
         assert!(!a.no_node_local);
         let Command::Run(a) = parse(&["run", "--host-root", "/host", "--no-node-local"])
             .unwrap()
-            .command;
+            .command
+        else {
+            panic!("not run")
+        };
         assert_eq!(a.host_root.to_str(), Some("/host"));
         assert!(a.no_node_local);
+    }
+
+    #[test]
+    fn the_check_contract_parses() {
+        let cli = parse(&[
+            "check",
+            "--netns",
+            "node-a",
+            "--netns",
+            "/proc/1/ns/net",
+            "--host-root",
+            "/host",
+            "--peer",
+            "10.33.44.208",
+            "--peer",
+            "fd00::2",
+            "--no-probe",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Check(a) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(a.netns, ["node-a", "/proc/1/ns/net"]);
+        assert_eq!(a.host_root.unwrap().to_str(), Some("/host"));
+        assert_eq!(a.peers.len(), 2);
+        assert!(a.peers[1].is_ipv6());
+        assert!(a.no_probe && a.json);
+        let err = parse(&["check", "--peer", "node-b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node-b"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The tracer's user side as a library, so that its pieces can be tested one by one; the binary
 //! (`main.rs`) wires them into the `tracer` command and embeds the kernel programs.
 
+pub mod check;
 pub mod cli;
 pub mod event;
 pub mod hooks;

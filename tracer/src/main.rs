@@ -9,9 +9,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => tracer::run::run(args, OBJECT).map(|()| ExitCode::SUCCESS),
-        // 2 = "looked, found an MTU problem", as for `tracer check`: scripts tell it from 1.
-        Command::Report(args) => tracer::report::run(&args.log, args.json)
-            .map(|problem| ExitCode::from(if problem { 2 } else { 0 })),
+        Command::Report(args) => tracer::report::run(&args.log, args.json).map(|problem| {
+            ExitCode::from(if problem {
+                tracer::cli::EXIT_MTU_PROBLEM
+            } else {
+                0
+            })
+        }),
+        Command::Check(args) => return tracer::check::report::command(args),
     };
     match result {
         Ok(code) => code,
