@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    dump, find, matched, netns_inode, of_kind, read_events, FakeKubeApi, TempLog, Tracer,
+    dump, find, matched, netns_inode, of_kind, read_events, tracer_bin, FakeKubeApi, TempLog,
+    Tracer,
 };
 use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
 
@@ -102,6 +103,64 @@ fn assert_retransmits_name_the_service(events: &[Value], incident: &Incident, al
     }
 }
 
+/// The run's final verdicts from its log, after checking that `tracer report` computes the
+/// same ones offline from that log (numbers, not the namespace names only the run knows).
+fn final_verdicts(events: &[Value], log: &TempLog) -> Vec<Value> {
+    let live: Vec<Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "verdict" && e["stage"] == "final")
+        .cloned()
+        .collect();
+    assert!(
+        !live.is_empty(),
+        "no final verdict in the log:\n{}",
+        dump(events)
+    );
+    let out = std::process::Command::new(tracer_bin())
+        .args(["report", "--json"])
+        .arg(&log.0)
+        .output()
+        .expect("tracer report");
+    let problem = live.iter().any(|v| v["severity"] == "problem");
+    assert_eq!(
+        out.status.code(),
+        Some(if problem { 3 } else { 0 }),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("report --json line"))
+        .collect();
+    assert_eq!(live.len(), offline.len(), "{live:#?}\n{offline:#?}");
+    for (a, b) in live.iter().zip(&offline) {
+        for field in [
+            "severity",
+            "problem",
+            "path",
+            "path_mtu",
+            "largest_passing",
+            "recommended_mtu",
+            "fix",
+            "evidence",
+            "flows",
+        ] {
+            assert_eq!(a[field], b[field], "{field}: live {a:#}\noffline {b:#}");
+        }
+    }
+    live
+}
+
+/// The one verdict of severity `problem`.
+fn the_problem(verdicts: &[Value]) -> &Value {
+    let p: Vec<&Value> = verdicts
+        .iter()
+        .filter(|v| v["severity"] == "problem")
+        .collect();
+    assert_eq!(p.len(), 1, "{verdicts:#?}");
+    p[0]
+}
+
 #[test]
 fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
     let incident = up(Path::L2, OuterDf::Unset, false);
@@ -151,6 +210,36 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
         assert_eq!(drop["dst_node"]["name"], "worker-208");
     }
     assert_retransmits_name_the_service(&events, &incident, &all);
+    // The verdict: where, how big, what passes, the fix; both transfers named and stuck.
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["problem"], "mtu_black_hole");
+    assert_eq!(v["path"]["src_node"], "worker-116");
+    assert_eq!(v["path"]["dst_node"], "worker-208");
+    assert_eq!(v["path"]["overlay"], "vxlan");
+    assert_eq!(v["path_mtu"], incident.opts.new_mtu);
+    assert_eq!(v["largest_passing"], 1400);
+    assert_eq!(v["recommended_mtu"], 1400);
+    let site = &v["sites"][0];
+    assert_eq!(site["netns_name"], incident.old_node_ns.as_str());
+    assert_eq!(site["device"], incident.old_uplink_if.as_str());
+    assert!(site["location"]
+        .as_str()
+        .unwrap()
+        .starts_with("__dev_forward_skb"));
+    assert_eq!(site["packet_len"], 1550);
+    let flows = v["flows"].as_array().unwrap();
+    for port in [incident.http_port, incident.redis_port] {
+        let f = flows
+            .iter()
+            .find(|f| f["dport"] == port)
+            .unwrap_or_else(|| panic!("no flow to {port}: {v:#}"));
+        assert_eq!(f["stuck"], true);
+        assert_eq!(f["src_pod"]["name"], "order-api-7d9f8");
+        assert_eq!(f["service"]["name"], "storage");
+        assert!(f["retransmits"].as_u64().unwrap() > 0, "{f}");
+    }
+    assert!(v["fix"].as_str().unwrap().contains("1400"));
 }
 
 #[test]
@@ -203,6 +292,20 @@ fn router_with_outer_df_the_router_refuses_and_tells_the_node_not_the_pod() {
         "routed VXLAN should not relay the path MTU to the pod:\n{all}"
     );
     assert_retransmits_name_the_service(&events, &incident, &all);
+    // The verdict finds the router's link as the binding limit (1450 − 50), past the old node's
+    // own overlay limit (1450) that the pod did learn.
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["largest_passing"], 1400, "{v:#}");
+    assert_eq!(v["recommended_mtu"], 1400);
+    let sites = v["sites"].as_array().unwrap();
+    assert!(
+        sites
+            .iter()
+            .any(|s| s["netns_name"] == router.as_str() && s["location"] == "ip_forward"),
+        "{v:#}"
+    );
+    assert!(v["evidence"]["icmp_received"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -224,6 +327,15 @@ fn router_with_icmp_filtered_the_pmtu_signal_dies_in_a_firewall() {
     });
     assert_eq!(eaten["reason"], "NETFILTER_DROP");
     assert_eq!(eaten["icmp"]["mtu"], incident.opts.new_mtu);
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["recommended_mtu"], 1400, "{v:#}");
+    assert!(v["evidence"]["icmp_dropped"].as_u64().unwrap() > 0, "{v:#}");
+    assert!(
+        v["summary"].as_str().unwrap().contains("NETFILTER_DROP"),
+        "{}",
+        v["summary"]
+    );
 }
 
 #[test]
@@ -250,6 +362,17 @@ fn router_without_outer_df_fragments_and_recovers() {
         assert_eq!(drop["netns"], netns_inode(&incident.old_node_ns), "{all}");
         assert_eq!(drop["mtu"], incident.opts.tunnel_mtu, "{all}");
     }
+    // No MTU problem: at most a note that path-MTU discovery did its job.
+    let verdicts = final_verdicts(&events, &log);
+    for v in &verdicts {
+        assert!(
+            v["severity"] == "ok" || v["severity"] == "info",
+            "a recovering path is not a problem: {v:#}"
+        );
+    }
+    if let Some(note) = verdicts.iter().find(|v| v["problem"] == "pmtud_recovered") {
+        assert_eq!(note["largest_passing"], incident.opts.tunnel_mtu);
+    }
 }
 
 #[test]
@@ -268,6 +391,10 @@ fn the_fix_ends_the_timeouts_and_the_size_events() {
         .filter(|e| SIZE_KINDS.contains(&e["kind"].as_str().unwrap_or("")))
         .collect();
     assert!(size.is_empty(), "size events after the fix:\n{all}");
+    let verdicts = final_verdicts(&events, &log);
+    assert_eq!(verdicts.len(), 1, "{verdicts:#?}");
+    assert_eq!(verdicts[0]["problem"], "none");
+    assert_eq!(verdicts[0]["severity"], "ok");
 }
 
 #[test]

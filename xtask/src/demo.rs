@@ -1,21 +1,23 @@
-//! `cargo xtask demo`: the incident, caught and fixed, in about half a minute.
+//! `cargo xtask demo`: the incident, caught, explained and fixed, in about half a minute.
 //!
-//! 1. Bring up the incident lab with the misconfiguration (pods at MTU 1500, a VXLAN overlay
-//!    adding 50 bytes, a new node whose uplink is 1450).
-//! 2. Start the tracer on the lab's namespaces, live in the terminal, logging JSONL.
-//! 3. Run the clients: small requests pass, the large POST and Redis SET time out, and the
-//!    tracer shows where the packets die.
-//! 4. Apply the fix (pod MTU 1400 = 1450 − 50) and run the clients again: all pass, and the
-//!    tracer reports no size events after the fix.
+//! 0. Bring up the incident lab with the misconfiguration (pods at MTU 1500, a VXLAN overlay
+//!    adding 50 bytes, a new node whose uplink is 1450) and run `tracer check` on its nodes:
+//!    the audit finds the mismatch before any traffic.
+//! 1. Trace the lab's namespaces, live in the terminal, logging JSONL, while the clients run:
+//!    small requests pass, the large POST and Redis SET time out, the tracer shows where the
+//!    packets die and ends with the verdict (where, evidence, largest size that passes, fix).
+//! 2. `tracer report` on the log: the same verdict, offline.
+//! 3. Apply the fix (pod MTU 1400 = 1450 − 50), audit again (consistent), trace the clients
+//!    again: all pass and the verdict says "no MTU problem".
 //!
-//! The demo fails (non-zero exit) when the lab does not behave like the incident, so it doubles
-//! as a check of the whole chain.
+//! The demo fails (non-zero exit) when the lab or the tracer does not behave like that, so it
+//! doubles as a check of the whole chain.
 use std::{
     io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -25,14 +27,8 @@ use crate::incident::{ClientResult, Incident, IncidentOptions, MIB};
 const PREFIX: &str = "demo";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIXED_POD_MTU: u32 = 1400;
-
-/// Kinds that mean "a packet was too big"; retransmissions are evidence, not size events.
-const SIZE_KINDS: [&str; 4] = [
-    "drop",
-    "icmp_too_big_sent",
-    "icmp_too_big_received",
-    "oversize_tx",
-];
+/// `tracer check` / `tracer report`: "found an MTU problem".
+const EXIT_MTU_PROBLEM: i32 = 3;
 
 pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     if !tracer.is_file() {
@@ -42,6 +38,7 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
         );
     }
     let log = std::env::current_dir()?.join(log);
+    let log_fixed = log.with_extension("fixed.jsonl");
     let opts = IncidentOptions {
         prefix: PREFIX.to_string(),
         ..IncidentOptions::default()
@@ -59,37 +56,61 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     let snapshot = std::env::temp_dir().join("tracer-demo-k8s-snapshot.json");
     std::fs::write(&snapshot, incident.k8s_snapshot())
         .with_context(|| format!("writing {}", snapshot.display()))?;
-    let mut tracer = start_tracer(tracer, &incident.namespaces(), &log, &snapshot)?;
-    let outcome = phases(&incident, &mut tracer);
-    stop_tracer(&mut tracer);
+    let nodes = [incident.old_node_ns.as_str(), incident.new_node_ns.as_str()];
+
+    heading("0. tracer check: the MTU audit of both nodes, before any traffic");
+    let audit_before = check(tracer, &nodes)?;
+
+    heading(&format!(
+        "1. misconfigured: pod MTU {} + 50 B of VXLAN > new node's {}: tracing the clients",
+        incident.opts.pod_mtu, incident.opts.new_mtu
+    ));
+    let before = traced(tracer, &incident, &log, &snapshot)?;
+    let verdict_before = final_verdicts(&log)?;
+
+    heading("2. tracer report: the verdict again, offline, from the log");
+    let report_code = run_tool(tracer, "report", &["report".as_ref(), log.as_os_str()])?;
+
+    heading(&format!(
+        "3. fix: pod MTU {FIXED_POD_MTU} (= {} − 50 B VXLAN), audit and trace again",
+        incident.opts.new_mtu
+    ));
+    incident.apply_fix(FIXED_POD_MTU)?;
+    let audit_after = check(tracer, &nodes)?;
+    let after = traced(tracer, &incident, &log_fixed, &snapshot)?;
+    let verdict_after = final_verdicts(&log_fixed)?;
     drop(incident);
-    let (before, after, fix_at) = outcome?;
 
-    let events = read_log(&log)?;
-    let size_before = count(&events, |e| {
-        SIZE_KINDS.contains(&e.kind.as_str()) && e.ts_ns < fix_at
-    });
-    let rtx_before = count(&events, |e| e.kind == "tcp_retransmit" && e.ts_ns < fix_at);
-    let size_after = count(&events, |e| {
-        SIZE_KINDS.contains(&e.kind.as_str()) && e.ts_ns >= fix_at
-    });
     heading("result");
+    let problem = verdict_before
+        .iter()
+        .find(|v| v["severity"] == "problem" && v["problem"] == "mtu_black_hole");
     println!(
-        "  misconfigured: {} of {} requests timed out; the tracer saw {size_before} size events \
-         and {rtx_before} retransmissions",
+        "  misconfigured: tracer check exit {audit_before}; {} of {} requests timed out; verdict: {}",
         before.iter().filter(|r| !r.ok).count(),
-        before.len()
+        before.len(),
+        problem.map_or("none".to_string(), |v| format!(
+            "MTU black hole, largest size that passes {}, set the pod MTU to {}",
+            v["largest_passing"], v["recommended_mtu"]
+        ))
     );
     println!(
-        "  fixed (pod MTU {FIXED_POD_MTU}): {} of {} requests ok; the tracer saw {size_after} size events",
+        "  fixed (pod MTU {FIXED_POD_MTU}): tracer check exit {audit_after}; {} of {} requests ok; verdict: {}",
         after.iter().filter(|r| r.ok).count(),
-        after.len()
+        after.len(),
+        verdict_after
+            .first()
+            .and_then(|v| v["summary"].as_str())
+            .unwrap_or("none")
     );
-    println!("  event log: {} ({} events)", log.display(), events.len());
+    println!(
+        "  event logs: {} (misconfigured), {} (fixed)",
+        log.display(),
+        log_fixed.display()
+    );
 
-    // The demo is also a check: it must have reproduced the incident and the fix.
-    let large_failed = before.iter().filter(|r| !r.ok).count();
-    if large_failed == 0 {
+    // The demo is also a check: it must have reproduced the incident, explained it and fixed it.
+    if before.iter().all(|r| r.ok) {
         bail!("the misconfigured lab did not reproduce the incident: every request passed");
     }
     if before.iter().any(|r| r.name.contains("small") && !r.ok) {
@@ -98,13 +119,96 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     if after.iter().any(|r| !r.ok) {
         bail!("requests still fail after the fix");
     }
-    if size_before == 0 {
-        bail!("the tracer saw no size event while large requests were timing out");
+    if audit_before != EXIT_MTU_PROBLEM {
+        bail!("tracer check did not find the misconfiguration (exit {audit_before})");
     }
-    if size_after != 0 {
-        bail!("the tracer still saw {size_after} size events after the fix");
+    if audit_after != 0 {
+        bail!("tracer check still finds a problem after the fix (exit {audit_after})");
+    }
+    let Some(problem) = problem else {
+        bail!("the tracer gave no MTU black-hole verdict while large requests timed out");
+    };
+    if problem["recommended_mtu"] != FIXED_POD_MTU {
+        bail!(
+            "the verdict recommends {} instead of {FIXED_POD_MTU}",
+            problem["recommended_mtu"]
+        );
+    }
+    if report_code != EXIT_MTU_PROBLEM {
+        bail!("tracer report did not find the problem in the log (exit {report_code})");
+    }
+    if verdict_after.len() != 1 || verdict_after[0]["problem"] != "none" {
+        bail!("after the fix the verdict is not \"no MTU problem\": {verdict_after:?}");
     }
     Ok(())
+}
+
+/// `tracer check --netns …` on the nodes; its exit status.
+fn check(tracer: &Path, nodes: &[&str]) -> Result<i32> {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["check".as_ref()];
+    for n in nodes {
+        args.push("--netns".as_ref());
+        args.push(n.as_ref());
+    }
+    run_tool(tracer, "check", &args)
+}
+
+/// Runs the tracer with `args`, its output indented under `[label]`; its exit status.
+fn run_tool(tracer: &Path, label: &str, args: &[&std::ffi::OsStr]) -> Result<i32> {
+    let out = Command::new(tracer)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} {label}", tracer.display()))?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        println!("  [{label}] {line}");
+    }
+    Ok(out.status.code().unwrap_or(-1))
+}
+
+/// Trace the lab into `log` while the clients run; the tracer prints its verdict on exit.
+fn traced(
+    tracer: &Path,
+    incident: &Incident,
+    log: &Path,
+    snapshot: &Path,
+) -> Result<Vec<ClientResult>> {
+    let mut child = Running(start_tracer(tracer, &incident.namespaces(), log, snapshot)?);
+    if let Some(status) = child.0.try_wait()? {
+        bail!("the tracer exited early ({status})");
+    }
+    let results = clients(incident)?;
+    // Let the last retransmissions and drops reach the log before the verdict.
+    std::thread::sleep(Duration::from_millis(300));
+    stop_tracer(&mut child.0);
+    Ok(results)
+}
+
+/// Stops the tracer also when the demo fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        stop_tracer(&mut self.0);
+    }
+}
+
+/// The `kind: "verdict"`, `stage: "final"` objects of a log.
+fn final_verdicts(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("the tracer left no log at {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        if v["kind"] == "verdict" && v["stage"] == "final" {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 fn describe(i: &Incident) -> String {
@@ -130,32 +234,6 @@ fn heading(text: &str) {
     println!("\n== {text}");
 }
 
-/// Runs both client rounds; returns their results and the wall time (ns) of the fix.
-fn phases(
-    incident: &Incident,
-    tracer: &mut Child,
-) -> Result<(Vec<ClientResult>, Vec<ClientResult>, i128)> {
-    if let Some(status) = tracer.try_wait()? {
-        bail!("the tracer exited early ({status})");
-    }
-    heading(&format!(
-        "1. misconfigured: pod MTU {} + 50 B of VXLAN > new node's {}: running the clients",
-        incident.opts.pod_mtu, incident.opts.new_mtu
-    ));
-    let before = clients(incident)?;
-    heading(&format!(
-        "2. fix: pod MTU {FIXED_POD_MTU} (= {} − 50 B VXLAN): running the clients again",
-        incident.opts.new_mtu
-    ));
-    // Let the tracer print what the first round caused before the fix is applied.
-    std::thread::sleep(Duration::from_millis(300));
-    let fix_at = now_ns();
-    incident.apply_fix(FIXED_POD_MTU)?;
-    let after = clients(incident)?;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok((before, after, fix_at))
-}
-
 /// The incident's four requests, each printed as soon as it ends so that it reads alongside
 /// the tracer's lines.
 fn clients(incident: &Incident) -> Result<Vec<ClientResult>> {
@@ -172,12 +250,6 @@ fn clients(incident: &Incident) -> Result<Vec<ClientResult>> {
         out.push(r);
     }
     Ok(out)
-}
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 fn start_tracer(
@@ -249,68 +321,4 @@ fn stop_tracer(child: &mut Child) {
         let _ = child.kill();
     }
     let _ = child.wait();
-}
-
-/// The two fields of a log line the demo needs.
-struct LoggedEvent {
-    kind: String,
-    ts_ns: i128,
-}
-
-fn read_log(path: &PathBuf) -> Result<Vec<LoggedEvent>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("the tracer left no log at {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
-        let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        let ts_ns = v["ts"].as_str().and_then(parse_rfc3339_ns).unwrap_or(0);
-        out.push(LoggedEvent { kind, ts_ns });
-    }
-    Ok(out)
-}
-
-fn count(events: &[LoggedEvent], pred: impl Fn(&LoggedEvent) -> bool) -> usize {
-    events.iter().filter(|e| pred(e)).count()
-}
-
-/// `2026-11-25T18:09:41.123456789Z` → Unix ns (the tracer's own `ts` format, UTC only).
-fn parse_rfc3339_ns(ts: &str) -> Option<i128> {
-    let (date, time) = ts.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let nanos: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs as i128 * 1_000_000_000 + nanos as i128)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rfc3339_ns;
-
-    #[test]
-    fn parses_the_tracer_timestamps() {
-        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:00.000000000Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ns("2026-11-25T18:09:41.123456789Z"),
-            Some(1_795_630_181_123_456_789)
-        );
-        assert_eq!(
-            parse_rfc3339_ns("2024-02-29T00:00:01.5Z"),
-            Some(1_709_164_801_500_000_000)
-        );
-        assert_eq!(parse_rfc3339_ns("yesterday"), None);
-    }
 }
