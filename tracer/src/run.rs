@@ -280,7 +280,16 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             .insert((dev.netns, dev.iface.ifindex), dev);
     }
 
-    print_startup(&out, &facts, &namespaces, &report, &log_desc, &names_desc);
+    let audit = static_audit(&args);
+    print_startup(
+        &out,
+        &facts,
+        &namespaces,
+        &report,
+        &log_desc,
+        &names_desc,
+        &audit.startup,
+    );
     let drops_ok = report
         .iter()
         .any(|a| a.concern == "drops" && a.outcome == Outcome::Attached);
@@ -291,6 +300,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
     let mut analyzer = Analyzer::new();
+    analyzer.set_audit(audit.problems);
     for (ns, _, _) in &namespaces {
         analyzer.name_netns(ns.inode, ns.label.clone());
     }
@@ -331,6 +341,7 @@ fn print_startup(
     report: &[Attempt],
     log_desc: &str,
     names_desc: &[String],
+    audit: &[String],
 ) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     out.info(&format!(
@@ -368,6 +379,9 @@ fn print_startup(
     for line in names_desc {
         out.info(&format!("names: {line}"));
     }
+    for line in audit {
+        out.info(&format!("audit: {line}"));
+    }
     out.info(&format!("log: {log_desc}"));
     out.info("tracing… (Ctrl-C to stop)");
     let _ = std::io::stderr().flush();
@@ -401,6 +415,46 @@ fn load_names(args: &RunArgs, namespaces: &[Watched], names: &mut Names) -> Vec<
         )),
     }
     lines
+}
+
+/// What the static MTU audit (`tracer check` without its probe) says about the watched
+/// namespaces: start-up lines, and the problems' arithmetic for the verdicts.
+struct StaticAudit {
+    startup: Vec<String>,
+    problems: Vec<String>,
+}
+
+fn static_audit(args: &RunArgs) -> StaticAudit {
+    let host = crate::host::HostRoot::new(&args.host_root);
+    match crate::check::audit_static(&args.netns, &host) {
+        Ok(a) => {
+            let problems: Vec<String> = a
+                .problems()
+                .map(|f| format!("{}: {}", f.location, f.arithmetic))
+                .collect();
+            let warnings = a.findings.len() - problems.len();
+            let mut startup = if problems.is_empty() {
+                vec![format!(
+                    "MTUs consistent (devices, routes, CNI; `tracer check` also probes paths){}",
+                    if warnings > 0 {
+                        format!(", {warnings} warning(s)")
+                    } else {
+                        String::new()
+                    }
+                )]
+            } else {
+                problems.iter().map(|p| format!("PROBLEM {p}")).collect()
+            };
+            if let (false, Some(m)) = (problems.is_empty(), a.recommended_pod_mtu) {
+                startup.push(format!("largest pod MTU that fits every limit seen: {m}"));
+            }
+            StaticAudit { startup, problems }
+        }
+        Err(e) => StaticAudit {
+            startup: vec![format!("unavailable: {e:#}")],
+            problems: Vec::new(),
+        },
+    }
 }
 
 /// Names from the node itself (`k8s::node_local`), read once at start: the lowest precedence.

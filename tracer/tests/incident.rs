@@ -240,6 +240,19 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
         assert!(f["retransmits"].as_u64().unwrap() > 0, "{f}");
     }
     assert!(v["fix"].as_str().unwrap().contains("1400"));
+    // The start-up audit's arithmetic for the new node (its uplink is 1450) backs it.
+    let audit: Vec<&str> = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.contains("1500") && a.contains("= 1550 > uplink eth0 MTU 1450")),
+        "{audit:?}"
+    );
 }
 
 #[test]

@@ -219,6 +219,8 @@ pub struct Analyzer {
     first_ns: Option<i128>,
     last_ns: Option<i128>,
     announced: HashSet<PathRef>,
+    /// The configuration audit's problems (arithmetic), given by the run.
+    audit: Vec<String>,
 }
 
 impl Analyzer {
@@ -229,6 +231,12 @@ impl Analyzer {
     /// Names for network namespaces (`lab-rtr`, `host`), used in the sites' descriptions.
     pub fn name_netns(&mut self, inode: u32, name: impl Into<String>) {
         self.netns_names.insert(inode, name.into());
+    }
+
+    /// The static MTU audit's problems at start: the verdicts quote them as configuration
+    /// evidence (and a healthy run says the configuration is still wrong).
+    pub fn set_audit(&mut self, problems: Vec<String>) {
+        self.audit = problems;
     }
 
     pub fn observe_record(&mut self, r: &Record) {
@@ -748,6 +756,7 @@ impl Analyzer {
             first_ts: None,
             last_ts: None,
             observed_s,
+            audit: self.audit.clone(),
         };
         v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
         v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
@@ -805,6 +814,7 @@ impl Analyzer {
             first_ts: self.first_ns.map(crate::time::rfc3339_nanos),
             last_ts: self.last_ns.map(crate::time::rfc3339_nanos),
             observed_s,
+            audit: self.audit.clone(),
         }
     }
 }

@@ -163,6 +163,9 @@ pub struct Verdict {
     pub first_ts: Option<String>,
     pub last_ts: Option<String>,
     pub observed_s: f64,
+    /// The configuration audit's problems at the start of the run (`tracer check` without the
+    /// probe), as arithmetic; empty for `tracer report`, which has no node to audit.
+    pub audit: Vec<String>,
 }
 
 #[cfg(test)]

@@ -13,7 +13,22 @@ pub fn render(v: &Verdict) -> Vec<String> {
     };
     let stage = if v.stage == "live" { " (live)" } else { "" };
     let mut out = vec![format!("{header}{stage}  {}", v.summary)];
+    for (i, a) in v.audit.iter().enumerate() {
+        let label = if i == 0 {
+            "  config     "
+        } else {
+            "             "
+        };
+        out.push(format!("{label} {a}"));
+    }
     if v.problem == Problem::None {
+        if !v.audit.is_empty() {
+            out.push(
+                "  note        no traffic hit the configuration problem above during the run; \
+                 it will when packets that large flow"
+                    .to_string(),
+            );
+        }
         if v.evidence.lost_events > 0 {
             out.push(format!(
                 "  caution     {} events were lost: evidence may be missing",
