@@ -39,6 +39,13 @@ fn bad_input_is_refused_clearly() {
         (&["run", "--ringbuf-kib", "1000"], "power of two"),
         (&["run", "--unknown-flag"], "--unknown-flag"),
         (&["frobnicate"], "frobnicate"),
+        (
+            &["report", "/nonexistent-dir/events.jsonl"],
+            "cannot open the event log /nonexistent-dir/events.jsonl",
+        ),
+        (&["report", "/etc/hostname"], "holds no tracer events"),
+        (&["report", "/etc"], "/etc"),
+        (&["report"], "FILE.jsonl"),
     ];
     for (args, needle) in cases {
         let (code, stderr) = run(args);
@@ -175,4 +182,43 @@ fn an_unreachable_kubernetes_api_is_reported_and_tracing_goes_on() {
         stderr.lines().any(|l| l.starts_with("summary:")),
         "{stderr}"
     );
+}
+
+/// `tracer report` reads what a crash or a disk-full left: whole lines are used, the cut last
+/// line and foreign lines are named on stderr, and the verdict still comes out.
+#[test]
+fn report_reads_a_damaged_log_and_names_the_bad_lines() {
+    let recorded = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/verdict/testdata/l2vxlan.jsonl"
+    );
+    let text = std::fs::read_to_string(recorded).unwrap();
+    let log = TempLog::new("report-damaged");
+    let mut damaged = String::from("not json at all\n");
+    damaged.push_str(&text);
+    damaged.push_str(r#"{"ts":"yesterday","kind":"drop"}"#);
+    damaged.push('\n');
+    damaged.push_str(r#"{"ts":"2026-11-25T20:24:17.26Z","kind":"teleport"}"#);
+    damaged.push('\n');
+    // Cut mid-line, as a crash would leave it.
+    damaged.push_str(&text.lines().next().unwrap()[..40]);
+    std::fs::write(&log.0, damaged).unwrap();
+    let out = Command::new(tracer_bin())
+        .args(["report", log.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("MTU PROBLEM"), "{stdout}");
+    assert!(stdout.contains("set the pod MTU to 1400"), "{stdout}");
+    assert!(stderr.contains("4 lines skipped"), "{stderr}");
+    for needle in [
+        "line 1: not an event",
+        "bad timestamp `yesterday`",
+        "unknown kind `teleport`",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?}:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

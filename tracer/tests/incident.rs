@@ -411,6 +411,42 @@ fn the_fix_ends_the_timeouts_and_the_size_events() {
 }
 
 #[test]
+fn a_healthy_cluster_with_equal_mtus_gets_no_mtu_verdict() {
+    // Both uplinks 1500 and pods at 1450 (1500 − 50 VXLAN): what Calico's auto-detection
+    // gives a cluster on one subnet. The audit agrees and the large transfers pass.
+    let _ = xtask::lab::cleanup_stale("tri");
+    let incident = Incident::up(IncidentOptions {
+        prefix: xtask::lab::Lab::unique_prefix("tri"),
+        new_mtu: 1500,
+        pod_mtu: 1450,
+        tunnel_mtu: 1450,
+        ..IncidentOptions::default()
+    })
+    .expect("incident lab");
+    let check = std::process::Command::new(tracer_bin())
+        .args(["check", "--netns", &incident.old_node_ns])
+        .args(["--netns", &incident.new_node_ns])
+        .output()
+        .expect("tracer check");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let log = TempLog::new("inc-healthy");
+    let t = trace(&incident, &log);
+    for r in incident.run_clients(TIMEOUT).expect("clients") {
+        assert!(r.ok, "healthy cluster: {r}");
+    }
+    let events = stop(t, &log);
+    let verdicts = final_verdicts(&events, &log);
+    assert_eq!(verdicts.len(), 1, "{verdicts:#?}");
+    assert_eq!(verdicts[0]["problem"], "none");
+    assert!(verdicts[0]["audit"].as_array().unwrap().is_empty());
+}
+
+#[test]
 fn names_come_live_from_the_kubernetes_api_too() {
     // The same lab, named through the API (list + watch) instead of a snapshot file.
     let incident = up(Path::L2, OuterDf::Unset, false);

@@ -18,6 +18,13 @@ const SAME_PACKET_NS: i128 = 100_000;
 const ICMP_REACTION_NS: i128 = 50_000_000;
 /// Connections a verdict lists (the counts cover all of them).
 const MAX_FLOWS: usize = 10;
+/// Connections tracked at most: a flood of distinct flows must not grow the daemon without
+/// bound. Events of further connections are counted (`untracked_events`), not analysed.
+const MAX_CONNS: usize = 65_536;
+#[cfg(test)]
+pub(super) const MAX_CONNS_FOR_TESTS: usize = MAX_CONNS;
+/// Destinations with a learned path MTU kept at most.
+const MAX_LEARNED: usize = 4_096;
 /// Timeout retransmissions of full-size segments that make a black hole suspected without any
 /// size event on this node.
 const SUSPECT_TIMEOUTS: u64 = 3;
@@ -166,6 +173,9 @@ struct ConnAcc {
     outer_dst: Option<IpAddr>,
     dropped: u64,
     largest_failed: Option<u32>,
+    smallest_failed: Option<u32>,
+    first_ns: Option<i128>,
+    last_ns: Option<i128>,
     episodes: u64,
     last_drop_ns: Option<i128>,
     /// Drops of a size the sender had been told (ICMP) did not fit, after it had time to act.
@@ -193,6 +203,9 @@ type IcmpDropPlace = (Option<u32>, String, String);
 #[derive(Clone, Debug)]
 struct LastDrop {
     ts_ns: i128,
+    /// The connection's smallest failed size before this drop: if it was a fragment, the
+    /// original that follows replaces its (smaller, not a real packet's) size.
+    smallest_before: Option<u32>,
     netns: Option<u32>,
     device: Option<String>,
     site: SiteKey,
@@ -221,6 +234,11 @@ pub struct Analyzer {
     announced: HashSet<PathRef>,
     /// The configuration audit's problems (arithmetic), given by the run.
     audit: Vec<String>,
+    /// Events not analysed because [`MAX_CONNS`] connections were already tracked.
+    untracked: u64,
+    /// Something was observed since the last [`Analyzer::live`]: only then is it worth
+    /// recomputing the verdicts.
+    dirty: bool,
 }
 
 impl Analyzer {
@@ -245,9 +263,22 @@ impl Analyzer {
 
     pub fn observe(&mut self, o: &Obs) {
         let Some(kind) = o.kind else { return };
+        self.dirty = true;
         if kind != Kind::Lost {
             self.first_ns = Some(self.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
             self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
+        }
+        if kind != Kind::Lost && self.conns.len() >= MAX_CONNS {
+            // As the handlers look connections up: size events by their own 5-tuple, the
+            // others also through the source port they share with one.
+            let known = o.conn().is_some_and(|k| match kind {
+                Kind::Drop | Kind::OversizeTx => self.conns.contains_key(&k),
+                _ => self.conns.contains_key(&self.resolve(k)),
+            });
+            if !known {
+                self.untracked = self.untracked.saturating_add(1);
+                return;
+            }
         }
         match kind {
             Kind::Lost => self.lost = self.lost.saturating_add(o.lost.unwrap_or(0)),
@@ -261,6 +292,8 @@ impl Analyzer {
 
     fn conn_mut(&mut self, key: ConnKey, o: &Obs) -> &mut ConnAcc {
         let c = self.conns.entry(key).or_default();
+        c.first_ns = Some(c.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
+        c.last_ns = Some(c.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
         if c.src_pod.is_none() {
             c.src_pod = o.src_pod.cloned();
         }
@@ -299,12 +332,14 @@ impl Analyzer {
                 && o.location.is_some_and(is_fragmenter)
             {
                 let site = prev.site.clone();
+                let smallest_before = prev.smallest_before;
                 if let Some(s) = self.sites.get_mut(&site) {
                     s.packet_len = s.packet_len.max(len);
                 }
                 let c = self.conn_mut(key, o);
                 let inner = len.saturating_sub(overhead);
                 c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
+                c.smallest_failed = Some(smallest_before.map_or(inner, |l| l.min(inner)));
                 return;
             }
         }
@@ -335,10 +370,12 @@ impl Analyzer {
                 site.icmp_mtu = Some(site.icmp_mtu.map_or(m, |s| s.min(m)));
             }
         }
+        let smallest_before = self.conns.get(&key).and_then(|c| c.smallest_failed);
         self.last_drop.insert(
             key,
             LastDrop {
                 ts_ns: o.ts_ns,
+                smallest_before,
                 netns: o.netns,
                 device,
                 site: site_key,
@@ -355,6 +392,7 @@ impl Analyzer {
         c.dropped += 1;
         let inner = len.saturating_sub(overhead);
         c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
+        c.smallest_failed = Some(c.smallest_failed.map_or(inner, |l| l.min(inner)));
         if c.last_drop_ns.is_none_or(|l| ts - l >= EPISODE_GAP_NS) {
             c.episodes += 1;
         }
@@ -418,7 +456,9 @@ impl Analyzer {
             // The router's ICMP is about the packet as it saw it: the outer one when
             // encapsulated. The node now caps packets toward that address at `m`.
             let toward = o.outer.map(|x| x.dst).or(o.dst);
-            if let Some(d) = toward {
+            if let Some(d) = toward.filter(|d| {
+                self.learned_pmtu.len() < MAX_LEARNED || self.learned_pmtu.contains_key(d)
+            }) {
                 let e = self.learned_pmtu.entry(d).or_insert((m, icmp.from));
                 if m < e.0 {
                     *e = (m, icmp.from);
@@ -516,6 +556,9 @@ impl Analyzer {
     /// Verdicts that became strong since the last call, to print live (once per path).
     pub fn live(&mut self, now_unix_ns: i128) -> Vec<Verdict> {
         let mut out = Vec::new();
+        if !std::mem::take(&mut self.dirty) {
+            return out;
+        }
         for mut v in self.verdicts(now_unix_ns, None) {
             if v.severity == Severity::Problem && self.announced.insert(v.path.clone()) {
                 v.stage = "live";
@@ -586,6 +629,11 @@ impl Analyzer {
                     out.push((**k, clone_acc(other)));
                     continue;
                 }
+                acc.first_ns = match (acc.first_ns, other.first_ns) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                acc.last_ns = acc.last_ns.max(other.last_ns);
                 acc.retransmits += other.retransmits;
                 acc.timeout_retransmits += other.timeout_retransmits;
                 acc.backoff_steps += other.backoff_steps;
@@ -608,7 +656,7 @@ impl Analyzer {
         now: i128,
         observed_s: f64,
     ) -> Verdict {
-        let keys: HashSet<ConnKey> = conns.iter().map(|(k, _)| *k).collect();
+        let by_key: HashMap<ConnKey, &ConnAcc> = conns.iter().map(|(k, c)| (*k, *c)).collect();
         let stuck = |c: &ConnAcc| {
             c.dropped > 0 && (c.episodes >= 2 || c.drops_after_told > 0)
                 || c.icmp_dropped > 0 && c.timeout_retransmits > 0
@@ -620,14 +668,14 @@ impl Analyzer {
         let mut sites: Vec<Site> = self
             .sites
             .iter()
-            .filter(|(_, s)| s.conns.iter().any(|k| keys.contains(k)))
+            .filter(|(_, s)| s.conns.iter().any(|k| by_key.contains_key(k)))
             .map(|(k, s)| {
                 let largest_passing = k.limit.map(|l| l.saturating_sub(s.overhead));
                 let recovered = s
                     .conns
                     .iter()
-                    .filter_map(|k| conns.iter().find(|(ck, _)| ck == k))
-                    .all(|(_, c)| !stuck(c));
+                    .filter_map(|k| by_key.get(k))
+                    .all(|c| !stuck(c));
                 Site {
                     netns: k.netns,
                     netns_name: k.netns.and_then(|n| self.netns_names.get(&n).cloned()),
@@ -662,6 +710,7 @@ impl Analyzer {
 
         let mut evidence = Evidence {
             lost_events: self.lost,
+            untracked_events: self.untracked,
             connections: conns.len() as u64,
             ..Evidence::default()
         };
@@ -712,10 +761,14 @@ impl Analyzer {
                 service: c.service.clone(),
                 dropped: c.dropped,
                 largest_failed: c.largest_failed,
+                smallest_failed: c.smallest_failed,
+                icmp_mtu: c.told_mtu,
                 retransmits: c.retransmits,
                 timeout_retransmits: c.timeout_retransmits,
                 size_reduced: c.size_reduced,
                 stuck: stuck(c),
+                first_ts: c.first_ns.map(crate::time::rfc3339_nanos),
+                last_ts: c.last_ns.map(crate::time::rfc3339_nanos),
             })
             .collect();
         flows.sort_by_key(|f| (!f.stuck, u64::MAX - f.dropped, f.src, f.sport));
@@ -804,6 +857,7 @@ impl Analyzer {
             flows: Vec::new(),
             evidence: Evidence {
                 lost_events: self.lost,
+                untracked_events: self.untracked,
                 ..Evidence::default()
             },
             path_mtu: None,
@@ -831,6 +885,9 @@ fn clone_acc(c: &ConnAcc) -> ConnAcc {
         outer_dst: c.outer_dst,
         dropped: c.dropped,
         largest_failed: c.largest_failed,
+        smallest_failed: c.smallest_failed,
+        first_ns: c.first_ns,
+        last_ns: c.last_ns,
         episodes: c.episodes,
         last_drop_ns: c.last_drop_ns,
         drops_after_told: c.drops_after_told,

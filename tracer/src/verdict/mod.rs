@@ -97,9 +97,13 @@ pub struct FlowSummary {
     pub src_pod: Option<ObjectRef>,
     pub dst_pod: Option<ObjectRef>,
     pub service: Option<ServiceRef>,
-    /// Packets of this connection that died for their size, largest size that died.
+    /// Packets of this connection that died for their size; the largest and smallest pod
+    /// packet sizes that died.
     pub dropped: u64,
     pub largest_failed: Option<u32>,
+    pub smallest_failed: Option<u32>,
+    /// The smallest MTU an ICMP too-big told this connection's sender (its pod or its node).
+    pub icmp_mtu: Option<u32>,
     /// TCP retransmissions, and how many came at timeout intervals (≥ 150 ms apart).
     pub retransmits: u64,
     pub timeout_retransmits: u64,
@@ -107,6 +111,9 @@ pub struct FlowSummary {
     pub size_reduced: bool,
     /// Still dying at the end (drops or timeout retransmissions after the last ICMP).
     pub stuck: bool,
+    /// First and last event of the connection (RFC 3339).
+    pub first_ts: Option<String>,
+    pub last_ts: Option<String>,
 }
 
 /// Counts behind a verdict.
@@ -125,6 +132,8 @@ pub struct Evidence {
     pub connections: u64,
     /// Events the kernel could not queue: evidence that may be missing.
     pub lost_events: u64,
+    /// Events of connections beyond the analysis' limit (65,536 connections): counted only.
+    pub untracked_events: u64,
 }
 
 /// The nodes a problem lies between and the encapsulation on the way.

@@ -71,6 +71,10 @@ fn l2_vxlan_mismatch_black_hole_at_the_new_nodes_link() {
         assert_eq!(f.src_pod.as_ref().unwrap().name, "order-api-7d9f8");
         assert_eq!(f.service.as_ref().unwrap().name, "storage");
         assert_eq!(f.largest_failed, Some(1500));
+        // Full-size packets only: the 1500-byte first fragment (1450 inside) is not a packet
+        // the pod sent.
+        assert_eq!(f.smallest_failed, Some(1500));
+        assert!(f.first_ts.as_deref() < f.last_ts.as_deref(), "{f:?}");
         assert!(f.timeout_retransmits >= 2, "{f:?}");
     }
     let fix = p.fix.as_deref().unwrap();
@@ -361,4 +365,27 @@ fn rendering_names_numbers_and_fix() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+}
+
+#[test]
+fn a_flood_of_distinct_connections_is_bounded_and_counted() {
+    let mut a = Analyzer::new();
+    let n = super::analyze::MAX_CONNS_FOR_TESTS as u32 + 10;
+    for i in 0..n {
+        let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i as i128);
+        r.l3_len = Some(1500);
+        r.out_mtu = Some(1450);
+        r.proto = Some(17);
+        r.src = Some(ip("10.0.0.1"));
+        r.sport = Some((i % 65_000) as u16);
+        r.dst = Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)));
+        r.dport = Some(53);
+        a.observe_record(&r);
+    }
+    let v = a.verdicts(0, None);
+    assert_eq!(v[0].evidence.untracked_events, 10);
+    assert_eq!(
+        v[0].evidence.connections,
+        super::analyze::MAX_CONNS_FOR_TESTS as u64
+    );
 }
