@@ -10,6 +10,7 @@ pub mod ifaces;
 pub mod k8s;
 pub mod kernel;
 pub mod mtu;
+pub mod netlink;
 pub mod netns;
 pub mod packet;
 pub mod report;

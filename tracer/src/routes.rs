@@ -1,14 +1,9 @@
 //! The routing table of the calling thread's network namespace, dumped over NETLINK_ROUTE
-//! (RTM_GETROUTE), so that it works inside `Netns::enter` and sees IPv6 and every table.
-//!
-//! Hand-written rather than through rtnetlink/netlink-packet-route: one dump request and a
-//! parser for the five attributes needed is ~150 lines, where the crates bring a dozen more
-//! crates and version churn for the same result.
-use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+//! (RTM_GETROUTE, [`crate::netlink`]), so that it works inside `Netns::enter` and sees IPv6
+//! and every table.
+use std::{io, net::IpAddr};
+
+use crate::netlink::{self, attr_ip, attr_u32, attrs, Socket, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP};
 
 /// `RT_TABLE_MAIN`: the table `ip route` shows.
 pub const TABLE_MAIN: u32 = 254;
@@ -33,10 +28,7 @@ pub struct Route {
     pub kind: u8,
 }
 
-const NLMSG_HDR: usize = 16;
 const RTMSG_LEN: usize = 12;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTA_DST: u16 = 1;
@@ -48,81 +40,33 @@ const RTA_VIA: u16 = 18;
 
 /// Every IPv4 and IPv6 route of the calling thread's namespace.
 pub fn dump() -> io::Result<Vec<Route>> {
-    // SAFETY: plain syscalls; the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = [0u8; NLMSG_HDR + RTMSG_LEN];
-    req[0..4].copy_from_slice(&((NLMSG_HDR + RTMSG_LEN) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    req[6..8].copy_from_slice(&flags.to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     // rtm_family AF_UNSPEC: both families in one dump.
-    let sent = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut routes = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 || parse_messages(&buf[..n as usize], &mut routes)? {
-            return Ok(routes);
-        }
-    }
+    let rtmsg = [0u8; RTMSG_LEN];
+    let msgs = Socket::open(libc::NETLINK_ROUTE)?.request(
+        RTM_GETROUTE,
+        NLM_F_DUMP,
+        &rtmsg,
+        RTM_NEWROUTE,
+    )?;
+    Ok(msgs.iter().filter_map(|m| parse_route(m)).collect())
 }
 
 /// Parse one datagram of a dump into `out`; `Ok(true)` when the dump is complete.
-pub fn parse_messages(mut buf: &[u8], out: &mut Vec<Route>) -> io::Result<bool> {
-    while buf.len() >= NLMSG_HDR {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        if len < NLMSG_HDR || len > buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "netlink message of {len} bytes in a {}-byte datagram",
-                    buf.len()
-                ),
-            ));
-        }
-        let body = &buf[NLMSG_HDR..len];
-        match kind {
+pub fn parse_messages(buf: &[u8], out: &mut Vec<Route>) -> io::Result<bool> {
+    for m in netlink::messages(buf)? {
+        match m.kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = body
-                    .get(0..4)
-                    .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
+                let errno = netlink::error_code(m.payload);
                 if errno != 0 {
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
             }
-            RTM_NEWROUTE => out.extend(parse_route(body)),
+            RTM_NEWROUTE => out.extend(parse_route(m.payload)),
             _ => {}
         }
-        buf = &buf[align4(len).min(buf.len())..];
     }
     Ok(false)
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 /// One `rtmsg` and its attributes; `None` for families other than IPv4/IPv6 or a short message.
@@ -141,23 +85,23 @@ fn parse_route(body: &[u8]) -> Option<Route> {
         protocol: hdr[5],
         kind: hdr[7],
     };
-    for (kind, value) in attributes(&body[RTMSG_LEN..]) {
+    for (kind, value) in attrs(&body[RTMSG_LEN..]) {
         match kind {
-            RTA_DST => route.dst = ip_from(value),
-            RTA_GATEWAY => route.gateway = ip_from(value),
+            RTA_DST => route.dst = attr_ip(value),
+            RTA_GATEWAY => route.gateway = attr_ip(value),
             // An IPv4 route through an IPv6 next hop (RFC 5549): family (u16) + address.
-            RTA_VIA if value.len() > 2 => route.gateway = ip_from(&value[2..]),
-            RTA_OIF => route.oif = u32_from(value),
-            RTA_TABLE => route.table = u32_from(value).unwrap_or(route.table),
+            RTA_VIA if value.len() > 2 => route.gateway = attr_ip(&value[2..]),
+            RTA_OIF => route.oif = attr_u32(value),
+            RTA_TABLE => route.table = attr_u32(value).unwrap_or(route.table),
             RTA_MULTIPATH => {
                 // rtnexthop: len u16, flags u8, hops u8, ifindex i32, then its attributes.
                 if let Some(hop) = value.get(..8) {
                     let hop_len = usize::from(u16::from_ne_bytes([hop[0], hop[1]]));
-                    route.oif = route.oif.or(u32_from(&hop[4..8]));
-                    let attrs = value.get(8..hop_len.max(8)).unwrap_or(&[]);
-                    for (k, v) in attributes(attrs) {
+                    route.oif = route.oif.or(attr_u32(&hop[4..8]));
+                    let hop_attrs = value.get(8..hop_len.max(8)).unwrap_or(&[]);
+                    for (k, v) in attrs(hop_attrs) {
                         if k == RTA_GATEWAY {
-                            route.gateway = route.gateway.or(ip_from(v));
+                            route.gateway = route.gateway.or(attr_ip(v));
                         }
                     }
                 }
@@ -168,36 +112,11 @@ fn parse_route(body: &[u8]) -> Option<Route> {
     Some(route)
 }
 
-/// `(type, value)` of each `rtattr`; stops at the first malformed one.
-fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    out
-}
-
-fn ip_from(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
-        _ => None,
-    }
-}
-
-fn u32_from(b: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{align4, NLMSG_HDR_LEN as NLMSG_HDR};
+    use std::net::Ipv6Addr;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -2,19 +2,12 @@
 //! exceptions), VXLAN FDB entries, and a single route lookup. Written by hand rather than with
 //! a netlink crate: the audit needs four requests and a handful of attributes. The socket is
 //! created in the calling thread's network namespace, so this works inside `Netns::enter`.
-use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+use std::net::IpAddr;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_DUMP_INTR: u16 = 0x10;
+use crate::netlink::{align4, attr_ip, attr_u32, attrs, Socket, NLM_F_DUMP};
+
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWROUTE: u16 = 24;
@@ -90,148 +83,22 @@ impl Route {
     }
 }
 
-struct Socket(OwnedFd);
-
-impl Socket {
-    fn new() -> Result<Socket> {
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("netlink socket");
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// Send one request (`header` is the family-specific struct, `attrs` already encoded) and
-    /// collect the payloads of every answer of type `reply`.
-    fn request(&self, kind: u16, flags: u16, body: &[u8], reply: u16) -> Result<Vec<Vec<u8>>> {
-        let len = 16 + body.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-        msg.extend_from_slice(body);
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let sent = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error()).context("netlink send");
-        }
-        let dump = flags & NLM_F_DUMP != 0;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("netlink receive");
-            }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= 16 {
-                let mlen = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                let mtype = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                let mflags = u16::from_ne_bytes(rest[6..8].try_into().unwrap());
-                if mlen < 16 || mlen > rest.len() {
-                    bail!("netlink: truncated message");
-                }
-                let payload = &rest[16..mlen];
-                match mtype {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = payload
-                            .get(0..4)
-                            .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                            .unwrap_or(0);
-                        if errno == 0 && !dump {
-                            return Ok(out);
-                        }
-                        return Err(io::Error::from_raw_os_error(-errno)).context("netlink");
-                    }
-                    t if t == reply => {
-                        if mflags & NLM_F_DUMP_INTR != 0 {
-                            // The table changed mid-dump; what we have is still a fair picture
-                            // for an audit, so keep it rather than loop.
-                            log::debug!("netlink dump interrupted by a change");
-                        }
-                        out.push(payload.to_vec());
-                    }
-                    _ => {}
-                }
-                rest = &rest[align4(mlen).min(rest.len())..];
-            }
-            if !dump && !out.is_empty() {
-                return Ok(out);
-            }
-        }
-    }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// `(type, value)` of each attribute in `data`.
-fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut v = Vec::new();
-    while data.len() >= 4 {
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff; // strip NLA_F_NESTED etc.
-        if len < 4 || len > data.len() {
-            break;
-        }
-        v.push((ty, &data[4..len]));
-        data = &data[align4(len).min(data.len())..];
-    }
-    v
-}
-
-fn attr_u32(v: &[u8]) -> Option<u32> {
-    v.get(0..4)
-        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
-}
-
-fn attr_ip(v: &[u8]) -> Option<IpAddr> {
-    match v.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]))),
-        16 => {
-            let b: [u8; 16] = v.try_into().unwrap();
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
-}
-
 fn unspecified_to_none(ip: Option<IpAddr>) -> Option<IpAddr> {
     ip.filter(|a| !a.is_unspecified())
 }
 
+fn route_socket() -> Result<Socket> {
+    Socket::open(libc::NETLINK_ROUTE).context("netlink socket")
+}
+
 /// Every device of the calling thread's namespace.
 pub fn links() -> Result<Vec<Link>> {
-    let sock = Socket::new()?;
+    let sock = route_socket()?;
     let mut ifi = [0u8; 16];
     ifi[0] = libc::AF_UNSPEC as u8;
-    let msgs = sock.request(RTM_GETLINK, NLM_F_DUMP, &ifi, RTM_NEWLINK)?;
+    let msgs = sock
+        .request(RTM_GETLINK, NLM_F_DUMP, &ifi, RTM_NEWLINK)
+        .context("netlink: RTM_GETLINK")?;
     Ok(msgs.iter().filter_map(|m| parse_link(m)).collect())
 }
 
@@ -307,16 +174,18 @@ fn rtmsg(family: u8, dst_len: u8, flags: u32) -> Vec<u8> {
 /// Routes of all tables but `local` (IPv4 and IPv6), or with `cache` the learned exceptions
 /// (`ip route show cache`: PMTU learned from ICMP, redirects).
 pub fn routes(cache: bool) -> Result<Vec<Route>> {
-    let sock = Socket::new()?;
+    let sock = route_socket()?;
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let flags = if cache { RTM_F_CLONED } else { 0 };
-        let msgs = sock.request(
-            RTM_GETROUTE,
-            NLM_F_DUMP,
-            &rtmsg(family, 0, flags),
-            RTM_NEWROUTE,
-        )?;
+        let msgs = sock
+            .request(
+                RTM_GETROUTE,
+                NLM_F_DUMP,
+                &rtmsg(family, 0, flags),
+                RTM_NEWROUTE,
+            )
+            .context("netlink: RTM_GETROUTE dump")?;
         out.extend(
             msgs.iter()
                 .filter_map(|m| parse_route(m))
@@ -328,7 +197,7 @@ pub fn routes(cache: bool) -> Result<Vec<Route>> {
 
 /// The route the kernel would use toward `dst` (`ip route get`), including a learned PMTU.
 pub fn route_get(dst: IpAddr) -> Result<Route> {
-    let sock = Socket::new()?;
+    let sock = route_socket()?;
     let (family, bytes, bits) = match dst {
         IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec(), 32),
         IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec(), 128),
@@ -339,7 +208,9 @@ pub fn route_get(dst: IpAddr) -> Result<Route> {
     body.extend_from_slice(&RTA_DST.to_ne_bytes());
     body.extend_from_slice(&bytes);
     body.resize(align4(body.len()), 0);
-    let msgs = sock.request(RTM_GETROUTE, 0, &body, RTM_NEWROUTE)?;
+    let msgs = sock
+        .request(RTM_GETROUTE, 0, &body, RTM_NEWROUTE)
+        .context("netlink: RTM_GETROUTE")?;
     msgs.first()
         .and_then(|m| parse_route(m))
         .with_context(|| format!("no route to {dst}"))
@@ -384,10 +255,12 @@ fn parse_route(m: &[u8]) -> Option<Route> {
 /// Remote VTEP addresses of VXLAN forwarding entries (`bridge fdb show dev vxlan.calico`:
 /// `... dst 10.33.44.208`): Calico and flannel program one per peer node.
 pub fn fdb_remotes(ifindex: u32) -> Result<Vec<IpAddr>> {
-    let sock = Socket::new()?;
+    let sock = route_socket()?;
     let mut nd = [0u8; 12];
     nd[0] = libc::AF_BRIDGE as u8;
-    let msgs = sock.request(RTM_GETNEIGH, NLM_F_DUMP, &nd, RTM_NEWNEIGH)?;
+    let msgs = sock
+        .request(RTM_GETNEIGH, NLM_F_DUMP, &nd, RTM_NEWNEIGH)
+        .context("netlink: RTM_GETNEIGH")?;
     let mut out = Vec::new();
     for m in &msgs {
         if m.len() < 12 || i32::from_ne_bytes(m[4..8].try_into().unwrap()) as u32 != ifindex {
