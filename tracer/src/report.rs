@@ -68,6 +68,10 @@ impl LoggedEvent {
             reason: self.reason.as_deref(),
             location: self.location.as_deref(),
             icmp_dropped: self.matched.iter().any(|m| m == "icmp_too_big"),
+            size_matched: self
+                .matched
+                .iter()
+                .any(|m| crate::verdict::is_size_match(m)),
             proto: self.proto,
             src: self.src,
             sport: self.sport,

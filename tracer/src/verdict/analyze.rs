@@ -50,6 +50,9 @@ pub struct Obs<'a> {
     pub location: Option<&'a str>,
     /// The dropped packet is itself an ICMP too-big (`matched` has `icmp_too_big`).
     pub icmp_dropped: bool,
+    /// The in-kernel filter kept the drop for its size (`matched` has `reason`, `location` or
+    /// `oversize`); with `--all-drops` other drops come too and are no MTU evidence.
+    pub size_matched: bool,
     pub proto: Option<u8>,
     pub src: Option<IpAddr>,
     pub sport: Option<u16>,
@@ -85,6 +88,7 @@ impl<'a> Obs<'a> {
             reason: r.reason.as_deref(),
             location: r.location.as_deref(),
             icmp_dropped: r.matched.contains(&"icmp_too_big"),
+            size_matched: r.matched.iter().any(|m| is_size_match(m)),
             proto: r.proto,
             src: r.src,
             sport: r.sport,
@@ -283,7 +287,9 @@ impl Analyzer {
         match kind {
             Kind::Lost => self.lost = self.lost.saturating_add(o.lost.unwrap_or(0)),
             Kind::Drop if o.icmp_dropped || o.icmp.is_some() => self.icmp_drop(o),
-            Kind::Drop | Kind::OversizeTx => self.size_event(o, kind),
+            Kind::Drop if o.size_matched => self.size_event(o, kind),
+            Kind::Drop => {}
+            Kind::OversizeTx => self.size_event(o, kind),
             Kind::IcmpTooBigSent => self.icmp_sent(o),
             Kind::IcmpTooBigReceived => self.icmp_received(o),
             Kind::TcpRetransmit => self.retransmit(o),
@@ -940,6 +946,11 @@ fn overlay_of(outer: Option<&Outer>) -> (Option<Encap>, u32) {
         ),
         None => (None, 0),
     }
+}
+
+/// Why the kernel filter keeps a drop for its size (JSONL `matched`).
+pub fn is_size_match(m: &str) -> bool {
+    matches!(m, "reason" | "location" | "oversize")
 }
 
 /// `ip_forward+0x2c0` → `ip_forward`.

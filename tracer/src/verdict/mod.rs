@@ -17,7 +17,7 @@
 mod analyze;
 mod render;
 
-pub use analyze::{Analyzer, Obs};
+pub use analyze::{is_size_match, Analyzer, Obs};
 pub use render::render;
 
 use std::net::IpAddr;

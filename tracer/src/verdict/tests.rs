@@ -209,6 +209,7 @@ fn stuck_drops(
         r.out_mtu = Some(out_mtu);
         r.reason = Some("PKT_TOO_BIG".into());
         r.location = Some("ip_forward+0x2c0".into());
+        r.matched = vec!["reason", "oversize"];
         r.proto = Some(6);
         r.src = Some(ip(src));
         r.sport = Some(40000);
@@ -298,6 +299,7 @@ fn icmp_told_and_obeyed_is_recovery_not_a_problem() {
     drop.out_ifname = Some("eth1".into());
     drop.out_mtu = Some(1460);
     drop.location = Some("ip_forward+0x1".into());
+    drop.matched = vec!["oversize"];
     drop.proto = Some(6);
     drop.src = Some(ip("10.0.1.2"));
     drop.sport = Some(40000);
@@ -375,6 +377,7 @@ fn a_flood_of_distinct_connections_is_bounded_and_counted() {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i as i128);
         r.l3_len = Some(1500);
         r.out_mtu = Some(1450);
+        r.matched = vec!["oversize"];
         r.proto = Some(17);
         r.src = Some(ip("10.0.0.1"));
         r.sport = Some((i % 65_000) as u16);
@@ -388,4 +391,26 @@ fn a_flood_of_distinct_connections_is_bounded_and_counted() {
         v[0].evidence.connections,
         super::analyze::MAX_CONNS_FOR_TESTS as u64
     );
+}
+
+#[test]
+fn other_drops_of_all_drops_are_no_mtu_evidence() {
+    // `--all-drops` logs every drop; a firewall dropping a flow over and over is not an MTU
+    // black hole.
+    let mut a = Analyzer::new();
+    for i in 0..5i128 {
+        let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i * 500_000_000);
+        r.l3_len = Some(60);
+        r.reason = Some("NETFILTER_DROP".into());
+        r.location = Some("nft_do_chain+0x3e8".into());
+        r.proto = Some(6);
+        r.src = Some(ip("10.0.1.2"));
+        r.sport = Some(40000);
+        r.dst = Some(ip("10.0.2.2"));
+        r.dport = Some(443);
+        a.observe_record(&r);
+    }
+    let v = a.verdicts(0, None);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].problem, Problem::None, "{v:#?}");
 }
