@@ -121,7 +121,7 @@ pub fn parse_messages(mut buf: &[u8], out: &mut Vec<Route>) -> io::Result<bool> 
     Ok(false)
 }
 
-fn align4(n: usize) -> usize {
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -169,7 +169,7 @@ fn parse_route(body: &[u8]) -> Option<Route> {
 }
 
 /// `(type, value)` of each `rtattr`; stops at the first malformed one.
-fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     while buf.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
@@ -183,7 +183,7 @@ fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-fn ip_from(b: &[u8]) -> Option<IpAddr> {
+pub(crate) fn ip_from(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),

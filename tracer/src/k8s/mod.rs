@@ -7,6 +7,7 @@
 //! facts of the node itself: /var/log/pods, cgroups, routes ([`node_local`]).
 
 pub mod api;
+pub mod conntrack;
 pub mod node_local;
 pub mod snapshot;
 
@@ -229,8 +230,9 @@ impl Inventory {
     /// - `service`, first match of: destination is a service's front (before DNAT): a
     ///   ClusterIP:port, else an external or LoadBalancer IP:port, else a nodePort on an address
     ///   of a known node (only known node addresses: a nodePort number on any other address is
-    ///   just a port); destination is a backend (after DNAT, or pod-to-pod through a headless
-    ///   service); source is a front or a backend (a reply, or an ICMP error quoting a reply:
+    ///   just a port); the connection's original destination, from conntrack, is a front
+    ///   (after DNAT: [`Inventory::attribute_with`]); destination is a backend (after DNAT, or
+    ///   pod-to-pod through a headless service); source is a front or a backend (a reply, or an ICMP error quoting a reply:
     ///   the service is on the sending side).
     /// - `src_node`/`dst_node`, per side, first match of: the outer address of an encapsulated
     ///   packet (the tunnel endpoints are the nodes); the node of the side's pod; the inner
@@ -238,10 +240,26 @@ impl Inventory {
     ///   CIDR holds the inner address (longest prefix), named by its route's target address
     ///   (or that address's node name when one is known).
     pub fn attribute(&self, flow: &FlowKey) -> Attribution {
+        self.attribute_with(flow, |_| None)
+    }
+
+    /// [`Inventory::attribute`] with `original_dst`: the destination the flow's connection had
+    /// before DNAT (address, port, protocol), from conntrack ([`conntrack::Conntrack`]). It is
+    /// asked only when the destination is no service front, and its answer names the service
+    /// before the backend does: it is what the kernel translated, where EndpointSlices may be
+    /// stale or missing.
+    pub fn attribute_with(
+        &self,
+        flow: &FlowKey,
+        original_dst: impl FnOnce(&FlowKey) -> Option<(IpAddr, u16, u8)>,
+    ) -> Attribution {
         let src_pod = flow.src.and_then(|ip| self.pods_by_ip.get(&ip));
         let dst_pod = flow.dst.and_then(|ip| self.pods_by_ip.get(&ip));
-        let service = self
-            .service_at(flow.dst, flow.dport, flow.proto)
+        let key = |ip: Option<IpAddr>, port: Option<u16>| Some((ip?, port?, flow.proto?));
+        let service = key(flow.dst, flow.dport)
+            .and_then(|k| self.front(k))
+            .or_else(|| original_dst(flow).and_then(|k| self.front(k)))
+            .or_else(|| key(flow.dst, flow.dport).and_then(|k| self.services_by_backend.get(&k)))
             .or_else(|| self.service_at(flow.src, flow.sport, flow.proto))
             .cloned();
         Attribution {

@@ -474,3 +474,56 @@ fn merged_pod_cidrs_keep_one_entry_per_prefix_and_count_as_nodes() {
     });
     assert_eq!(a.dst_node, node("worker-3"));
 }
+
+#[test]
+fn conntrack_original_destination_names_the_service_after_dnat() {
+    let mut inv = load("cluster.json");
+    let post_dnat = flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080);
+    let cluster_ip = |_: &FlowKey| Some((ip("10.96.12.34"), 80, TCP));
+    // No EndpointSlices (a snapshot without them): only conntrack names the service.
+    inv.services_by_backend.clear();
+    assert_eq!(inv.attribute(&post_dnat).service, None);
+    let a = inv.attribute_with(&post_dnat, cluster_ip);
+    assert_eq!(a.service, checkout_http());
+    assert_eq!(a.dst_pod, pod("shop", CHECKOUT_C));
+    // The reply before reverse NAT: the table answers for both directions, the inventory
+    // only asks.
+    let reply = flow(TCP, "10.244.2.23", 8080, "10.244.1.17", 43512);
+    assert_eq!(
+        inv.attribute_with(&reply, cluster_ip).service,
+        checkout_http()
+    );
+    // Through a node port on node-b, masqueraded: the original destination is a node address.
+    let via_node_port = flow(TCP, "10.0.0.11", 61000, "10.244.1.17", 3000);
+    let a = inv.attribute_with(&via_node_port, |_| Some((ip("203.0.113.11"), 30080, TCP)));
+    assert_eq!(a.service, frontend_http());
+
+    // Stale slices: the backend's address was given to another service's pod; what the kernel
+    // translated wins.
+    let mut stale = load("cluster.json");
+    stale.services_by_backend.insert(
+        (ip("10.244.2.23"), 8080, TCP),
+        ServiceRef {
+            namespace: "old".into(),
+            name: "gone".into(),
+            port: Some(80),
+            port_name: None,
+        },
+    );
+    assert_eq!(stale.attribute(&post_dnat).service.unwrap().name, "gone");
+    assert_eq!(
+        stale.attribute_with(&post_dnat, cluster_ip).service,
+        checkout_http()
+    );
+    // An original destination that is no service (plain traffic, or an unknown one) falls
+    // through to the backend.
+    let a = stale.attribute_with(&post_dnat, |_| Some((ip("192.0.2.9"), 80, TCP)));
+    assert_eq!(a.service.unwrap().name, "gone");
+
+    // Before DNAT the destination names the service: conntrack is not asked.
+    let pre_dnat = flow(TCP, "10.244.1.17", 43512, "10.96.12.34", 80);
+    let a = inv.attribute_with(&pre_dnat, |_| {
+        panic!("asked although the ClusterIP answers")
+    });
+    assert_eq!(a.service, checkout_http());
+}
