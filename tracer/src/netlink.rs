@@ -83,6 +83,29 @@ impl Socket {
         Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Give up waiting for an answer after `timeout` (the request then fails with
+    /// `WouldBlock`): a background refresher must not hang on a surprise.
+    pub fn set_receive_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: `tv` outlives the call and its size is given.
+        let r = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Send one request of `kind` (`body`: the family header and any attributes, encoded)
     /// and collect the payloads of every answer of type `reply`, until the dump ends (with
     /// `NLM_F_DUMP`) or the first answer (without).

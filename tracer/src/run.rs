@@ -115,6 +115,7 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
             devices: HashMap::new(),
             clock_offset_ns: time::clock_offset_ns(),
             inventory: None,
+            conntrack: None,
         },
         notes,
         aya_btf,
@@ -219,6 +220,12 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             "none (--k8s-snapshot FILE or --kubeconfig FILE to name pods, services and nodes)"
                 .into(),
         );
+    } else if facts.names.inventory.is_some() {
+        // Services after DNAT by their conntrack entries, dumped only when a lookup misses.
+        let watched = namespaces.iter().map(|(n, _, _)| n.clone()).collect();
+        facts.names.conntrack = Some(crate::k8s::conntrack::Conntrack::start(watched));
+        names_desc
+            .push("conntrack of the watched namespaces, on demand (services after DNAT)".into());
     }
     let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
 

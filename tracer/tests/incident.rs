@@ -481,6 +481,60 @@ fn names_come_live_from_the_kubernetes_api_too() {
     assert_eq!(drop["dst_node"]["name"], "worker-208");
 }
 
+#[test]
+fn without_endpoint_slices_conntrack_names_the_service_after_dnat() {
+    // The lab described without its EndpointSlice (a partial snapshot, a stale or missing
+    // slice): after DNAT the backend's address names no service; the old node's conntrack
+    // entry, whose original destination is the ClusterIP, does.
+    let incident = up(Path::L2, OuterDf::Unset, false);
+    let log = TempLog::new("inc-ct");
+    let mut doc: Value = serde_json::from_str(&incident.k8s_snapshot()).expect("snapshot JSON");
+    let items = doc["items"].as_array_mut().expect("items");
+    let before = items.len();
+    items.retain(|i| i["kind"] != "EndpointSlice");
+    assert_eq!(items.len(), before - 1, "the lab's snapshot has one slice");
+    let snapshot = std::path::PathBuf::from(format!("{}.k8s.json", log.0.display()));
+    std::fs::write(&snapshot, doc.to_string()).expect("write snapshot");
+    let t = trace_named(
+        &incident,
+        &log,
+        &["--k8s-snapshot", &snapshot.display().to_string()],
+    );
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    for port in [incident.http_port, incident.redis_port] {
+        let post_dnat: Vec<&Value> = of_kind(&events, "drop")
+            .into_iter()
+            .filter(|e| {
+                e["dport"] == port
+                    && e["dst"] == incident.server_ip.to_string()
+                    && e["netns"] == netns_inode(&incident.old_node_ns)
+            })
+            .collect();
+        let first = post_dnat
+            .iter()
+            .position(|e| !e["service"].is_null())
+            .unwrap_or_else(|| panic!("no post-DNAT drop to {port} names a service:\n{all}"));
+        let named = post_dnat[first];
+        assert_eq!(named["service"]["namespace"], "cache", "{named}");
+        assert_eq!(named["service"]["name"], "storage");
+        // The service port of the ClusterIP the client dialled.
+        assert_eq!(named["service"]["port"], port);
+        assert_eq!(named["src_pod"]["name"], "order-api-7d9f8");
+        assert_eq!(named["dst_pod"]["name"], "storage-0");
+        // Once the connection is in the table, its later drops are named too (the first ones
+        // may come before the first dump, which a miss asks for).
+        for e in &post_dnat[first..] {
+            if e["sport"] == named["sport"] {
+                assert_eq!(e["service"]["name"], "storage", "{e}");
+            }
+        }
+    }
+    // Before DNAT the ClusterIP still names it, as always.
+    assert_retransmits_name_the_service(&events, &incident, &all);
+}
+
 /// A pod's cgroup as the kubelet's systemd driver names it, in the real cgroup v2 hierarchy
 /// (wherever it is mounted: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host),
 /// under a per-process prefix. Drop kills the process moved in and removes the directories.

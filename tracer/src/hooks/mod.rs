@@ -66,6 +66,8 @@ pub struct Names {
     pub clock_offset_ns: i128,
     /// Kubernetes names, when a source gave any.
     pub inventory: Option<crate::k8s::Inventory>,
+    /// Original destinations of DNATed connections, for service names after DNAT.
+    pub conntrack: Option<crate::k8s::conntrack::Conntrack>,
 }
 
 impl Names {
@@ -90,7 +92,12 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
         EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
     }
     if let Some(inventory) = &names.inventory {
-        rec.set_names(inventory.attribute(&crate::k8s::FlowKey::from_record(&rec)));
+        let conntrack = names.conntrack.as_ref();
+        rec.set_names(
+            inventory.attribute_with(&crate::k8s::FlowKey::from_record(&rec), |f| {
+                conntrack.and_then(|c| c.original_destination(f))
+            }),
+        );
     }
     Some(rec)
 }
@@ -176,6 +183,7 @@ mod tests {
             devices: HashMap::new(),
             clock_offset_ns: 1_000_000_000,
             inventory: None,
+            conntrack: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! facts of the node itself: /var/log/pods, cgroups, routes ([`node_local`]).
 
 pub mod api;
+pub mod conntrack;
 pub mod node_local;
 pub mod snapshot;
 
@@ -26,7 +27,8 @@ pub struct ObjectRef {
     pub name: String,
 }
 
-/// A service a packet was addressed to (by ClusterIP) or reached (by a backend).
+/// A service a packet was addressed to (by ClusterIP, external or LoadBalancer IP, node port)
+/// or reached (by a backend).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceRef {
     pub namespace: String,
@@ -53,6 +55,10 @@ pub struct Inventory {
     pub services_by_cluster_ip: HashMap<(IpAddr, u16, u8), ServiceRef>,
     /// (backend IP, target port, IP protocol) → service, from EndpointSlices.
     pub services_by_backend: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    /// (external IP or LoadBalancer ingress IP, service port, IP protocol) → service.
+    pub services_by_external_ip: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    /// (nodePort, IP protocol) → service, on any address of `nodes_by_ip`.
+    pub services_by_node_port: HashMap<(u16, u8), ServiceRef>,
     /// Node address (InternalIP, ExternalIP) → node name.
     pub nodes_by_ip: HashMap<IpAddr, String>,
     /// Another node's pod CIDR → the address its route goes through (that node's address or
@@ -174,6 +180,10 @@ impl Inventory {
         self.services_by_cluster_ip
             .extend(other.services_by_cluster_ip);
         self.services_by_backend.extend(other.services_by_backend);
+        self.services_by_external_ip
+            .extend(other.services_by_external_ip);
+        self.services_by_node_port
+            .extend(other.services_by_node_port);
         self.nodes_by_ip.extend(other.nodes_by_ip);
         for (prefix, via) in other.node_by_pod_cidr {
             self.node_by_pod_cidr.retain(|(p, _)| *p != prefix);
@@ -185,12 +195,15 @@ impl Inventory {
         self.pods_by_ip.is_empty()
             && self.services_by_cluster_ip.is_empty()
             && self.services_by_backend.is_empty()
+            && self.services_by_external_ip.is_empty()
+            && self.services_by_node_port.is_empty()
             && self.nodes_by_ip.is_empty()
             && self.node_by_pod_cidr.is_empty()
     }
 
     /// Distinct (pods, services, nodes) indexed, for a startup log line. A dual-stack pod counts
-    /// once; a service counts when it has a ClusterIP entry or a backend entry; a node known
+    /// once; a service counts when it has any entry (ClusterIP, backend, external or load
+    /// balancer IP, node port); a node known
     /// only as a pod CIDR's route target counts once per name it would get.
     pub fn counts(&self) -> (usize, usize, usize) {
         let pods: HashSet<&ObjectRef> = self.pods_by_ip.values().map(|p| &p.pod).collect();
@@ -198,6 +211,8 @@ impl Inventory {
             .services_by_cluster_ip
             .values()
             .chain(self.services_by_backend.values())
+            .chain(self.services_by_external_ip.values())
+            .chain(self.services_by_node_port.values())
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
             .collect();
         let mut nodes: HashSet<String> = self.nodes_by_ip.values().cloned().collect();
@@ -212,20 +227,39 @@ impl Inventory {
     /// Names for one event's addresses; fields stay `None` when nothing is known.
     ///
     /// - `src_pod`/`dst_pod`: the inner addresses' pods.
-    /// - `service`, first match of: destination is a ClusterIP:port (before DNAT); destination
-    ///   is a backend (after DNAT, or pod-to-pod through a headless service); source is a
-    ///   ClusterIP:port or a backend (a reply, or an ICMP error quoting a reply: the service is
-    ///   on the sending side).
+    /// - `service`, first match of: destination is a service's front (before DNAT): a
+    ///   ClusterIP:port, else an external or LoadBalancer IP:port, else a nodePort on an address
+    ///   of a known node (only known node addresses: a nodePort number on any other address is
+    ///   just a port); the connection's original destination, from conntrack, is a front
+    ///   (after DNAT: [`Inventory::attribute_with`]); destination is a backend (after DNAT, or
+    ///   pod-to-pod through a headless service); source is a front or a backend (a reply, or an ICMP error quoting a reply:
+    ///   the service is on the sending side).
     /// - `src_node`/`dst_node`, per side, first match of: the outer address of an encapsulated
     ///   packet (the tunnel endpoints are the nodes); the node of the side's pod; the inner
     ///   address as a node address (node-to-node or host-network traffic); the node whose pod
     ///   CIDR holds the inner address (longest prefix), named by its route's target address
     ///   (or that address's node name when one is known).
     pub fn attribute(&self, flow: &FlowKey) -> Attribution {
+        self.attribute_with(flow, |_| None)
+    }
+
+    /// [`Inventory::attribute`] with `original_dst`: the destination the flow's connection had
+    /// before DNAT (address, port, protocol), from conntrack ([`conntrack::Conntrack`]). It is
+    /// asked only when the destination is no service front, and its answer names the service
+    /// before the backend does: it is what the kernel translated, where EndpointSlices may be
+    /// stale or missing.
+    pub fn attribute_with(
+        &self,
+        flow: &FlowKey,
+        original_dst: impl FnOnce(&FlowKey) -> Option<(IpAddr, u16, u8)>,
+    ) -> Attribution {
         let src_pod = flow.src.and_then(|ip| self.pods_by_ip.get(&ip));
         let dst_pod = flow.dst.and_then(|ip| self.pods_by_ip.get(&ip));
-        let service = self
-            .service_at(flow.dst, flow.dport, flow.proto)
+        let key = |ip: Option<IpAddr>, port: Option<u16>| Some((ip?, port?, flow.proto?));
+        let service = key(flow.dst, flow.dport)
+            .and_then(|k| self.front(k))
+            .or_else(|| original_dst(flow).and_then(|k| self.front(k)))
+            .or_else(|| key(flow.dst, flow.dport).and_then(|k| self.services_by_backend.get(&k)))
             .or_else(|| self.service_at(flow.src, flow.sport, flow.proto))
             .cloned();
         Attribution {
@@ -237,7 +271,7 @@ impl Inventory {
         }
     }
 
-    /// The service `(ip, port, proto)` is the front (ClusterIP) or a backend of.
+    /// The service `(ip, port, proto)` is the front or a backend of.
     fn service_at(
         &self,
         ip: Option<IpAddr>,
@@ -245,9 +279,23 @@ impl Inventory {
         proto: Option<u8>,
     ) -> Option<&ServiceRef> {
         let key = (ip?, port?, proto?);
+        self.front(key)
+            .or_else(|| self.services_by_backend.get(&key))
+    }
+
+    /// The service whose ClusterIP, external or LoadBalancer IP, or nodePort (on a known node
+    /// address) `(ip, port, proto)` is: where clients send before DNAT.
+    pub fn front(&self, key: (IpAddr, u16, u8)) -> Option<&ServiceRef> {
+        let (ip, port, proto) = key;
         self.services_by_cluster_ip
             .get(&key)
-            .or_else(|| self.services_by_backend.get(&key))
+            .or_else(|| self.services_by_external_ip.get(&key))
+            .or_else(|| {
+                self.nodes_by_ip
+                    .contains_key(&ip)
+                    .then(|| self.services_by_node_port.get(&(port, proto)))
+                    .flatten()
+            })
     }
 
     /// One side's node (see [`Inventory::attribute`]). An outer address that is not a known

@@ -153,17 +153,30 @@ pub(super) fn build<'a>(
         }
     }
     for s in services.values() {
-        for ip in &s.cluster_ips {
-            for p in &s.ports {
-                inv.services_by_cluster_ip.insert(
+        for p in &s.ports {
+            let sref = ServiceRef {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                port: Some(p.port),
+                port_name: p.name.clone(),
+            };
+            for ip in &s.cluster_ips {
+                inv.services_by_cluster_ip
+                    .insert((*ip, p.port, p.proto), sref.clone());
+            }
+            // Unlike ClusterIPs and node ports, which the API server allocates uniquely, any
+            // service may claim an external IP (and LoadBalancer IPs may be shared across
+            // services on different ports): the same key twice is possible, so the choice must
+            // not depend on the objects' order.
+            for ip in &s.external_ips {
+                insert_first_by_name(
+                    &mut inv.services_by_external_ip,
                     (*ip, p.port, p.proto),
-                    ServiceRef {
-                        namespace: s.namespace.clone(),
-                        name: s.name.clone(),
-                        port: Some(p.port),
-                        port_name: p.name.clone(),
-                    },
+                    &sref,
                 );
+            }
+            if let Some(np) = p.node_port {
+                insert_first_by_name(&mut inv.services_by_node_port, (np, p.proto), &sref);
             }
         }
     }
@@ -182,6 +195,18 @@ pub(super) fn build<'a>(
         }
     }
     inv
+}
+
+/// Insert `sref` at `key` unless a service earlier by (namespace, name) has it.
+fn insert_first_by_name<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, ServiceRef>,
+    key: K,
+    sref: &ServiceRef,
+) {
+    let earlier = |old: &ServiceRef| (&old.namespace, &old.name) <= (&sref.namespace, &sref.name);
+    if !map.get(&key).is_some_and(earlier) {
+        map.insert(key, sref.clone());
+    }
 }
 
 /// The items of the top-level list, and the kind of item a typed list (`PodList`) implies.
@@ -375,6 +400,8 @@ pub(super) struct ParsedPort {
     name: Option<String>,
     port: u16,
     proto: u8,
+    /// `nodePort` of NodePort and LoadBalancer services (never of slice ports).
+    node_port: Option<u16>,
 }
 
 pub(super) struct ParsedService {
@@ -382,6 +409,9 @@ pub(super) struct ParsedService {
     pub(super) name: String,
     /// Empty for headless (`None`) and ExternalName services.
     cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`: kube-proxy DNATs both with
+    /// the service port, as it does the ClusterIP.
+    external_ips: Vec<IpAddr>,
     ports: Vec<ParsedPort>,
 }
 
@@ -401,16 +431,49 @@ pub(super) fn service(at: &Item, w: &mut Warnings) -> Option<ParsedService> {
             v => cluster_ips.extend(at.ip(v, &format!("spec.clusterIPs[{j}]"), w)),
         }
     }
+    let mut external_ips = Vec::new();
+    for (j, v) in at.array("/spec/externalIPs", w).iter().enumerate() {
+        external_ips.extend(at.ip(v, &format!("spec.externalIPs[{j}]"), w));
+    }
+    for (j, e) in at
+        .array("/status/loadBalancer/ingress", w)
+        .iter()
+        .enumerate()
+    {
+        match e.get("ip") {
+            // Cloud load balancers known by a host name only (AWS ELB): no address to key on,
+            // nothing wrong; their traffic reaches the nodes on the NodePort.
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                external_ips.extend(at.ip(v, &format!("status.loadBalancer.ingress[{j}].ip"), w))
+            }
+        }
+    }
     let mut ports = Vec::new();
     for (j, p) in at.array("/spec/ports", w).iter().enumerate() {
-        if let Some(p) = port_entry(at, p, &format!("spec.ports[{j}]"), w) {
-            ports.push(p);
+        let what = format!("spec.ports[{j}]");
+        if let Some(mut entry) = port_entry(at, p, &what, w) {
+            entry.node_port = match p.get("nodePort") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                    Some(n) if n != 0 => Some(n),
+                    _ => {
+                        w.push(format!(
+                            "{}: `{what}.nodePort` {v} is not a port number; ignored",
+                            at.describe()
+                        ));
+                        None
+                    }
+                },
+            };
+            ports.push(entry);
         }
     }
     Some(ParsedService {
         namespace: at.namespace(),
         name,
         cluster_ips,
+        external_ips,
         ports,
     })
 }
@@ -472,6 +535,7 @@ fn port_entry(at: &Item, p: &Value, what: &str, w: &mut Warnings) -> Option<Pars
         name: port_name(p.get("name")),
         port,
         proto,
+        node_port: None,
     })
 }
 
@@ -704,8 +768,9 @@ mod tests {
         let inv = cluster();
         // Pods: memcached-0, redis-0, redis-1, coredns, checkout ×2, frontend. Services:
         // kubernetes, kube-dns, checkout, frontend, memcached, redis (headless, by its
-        // backends), payments-gateway (a slice without its Service). Nodes: node-a..c.
-        assert_eq!(inv.counts(), (7, 7, 3));
+        // backends), payments-gateway (a slice without its Service), ingress-nginx-controller
+        // (a LoadBalancer without backends in the file). Nodes: node-a..c.
+        assert_eq!(inv.counts(), (7, 8, 3));
         assert!(!inv.is_empty());
         // Dual-stack pods are indexed under both addresses.
         assert_eq!(inv.pods_by_ip.len(), 7 + 4);
@@ -795,8 +860,130 @@ mod tests {
             .services_by_cluster_ip
             .values()
             .all(|s| s.name != "redis"));
-        // dual-stack ×2 ports, kube-dns dual-stack ×3, kubernetes, frontend, memcached.
-        assert_eq!(inv.services_by_cluster_ip.len(), 4 + 6 + 3);
+        // checkout dual-stack ×2 ports, kube-dns and ingress-nginx dual-stack ×3, kubernetes,
+        // frontend, memcached.
+        assert_eq!(inv.services_by_cluster_ip.len(), 4 + 6 + 6 + 3);
+    }
+
+    #[test]
+    fn node_ports_external_and_load_balancer_ips_are_mapped() {
+        let inv = cluster();
+        let ingress = |port, name: &str| {
+            svc(
+                "ingress-nginx",
+                "ingress-nginx-controller",
+                Some(port),
+                Some(name),
+            )
+        };
+        // LoadBalancer ingress IPs, both families, with the service port (not the node port).
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("198.51.100.10"), 443, 6)],
+            ingress(443, "https")
+        );
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("2001:db8:100::10"), 80, 6)],
+            ingress(80, "http")
+        );
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("198.51.100.10"), 443, 17)],
+            ingress(443, "quic")
+        );
+        // externalIPs.
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("203.0.113.80"), 80, 6)],
+            svc("shop", "frontend", Some(80), Some("http"))
+        );
+        assert!(!inv
+            .services_by_external_ip
+            .contains_key(&(ip("203.0.113.80"), 30080, 6)));
+        // 2 ingress IPs × 3 ports, frontend's one external IP × 1 port.
+        assert_eq!(inv.services_by_external_ip.len(), 6 + 1);
+        // Node ports: the same number over TCP and UDP is two ports of the service.
+        let np = &inv.services_by_node_port;
+        assert_eq!(
+            np[&(30080, 6)],
+            svc("shop", "frontend", Some(80), Some("http"))
+        );
+        assert_eq!(np[&(31080, 6)], ingress(80, "http"));
+        assert_eq!(np[&(31443, 6)], ingress(443, "https"));
+        assert_eq!(np[&(31443, 17)], ingress(443, "quic"));
+        // healthCheckNodePort is kube-proxy's health answer, not a service port.
+        assert!(!np.contains_key(&(32456, 6)));
+        assert_eq!(np.len(), 4);
+    }
+
+    #[test]
+    fn odd_external_addresses_and_node_ports() {
+        let service = |name: &str, spec: &str, status: &str| {
+            format!(
+                r#"{{"kind":"Service","metadata":{{"namespace":"edge","name":"{name}"}},
+                  "spec":{spec},"status":{status}}}"#
+            )
+        };
+        let items = [
+            // A cloud load balancer known by name only, and one with an address.
+            service(
+                "elb",
+                r#"{"type":"LoadBalancer","clusterIP":"10.96.7.1",
+                   "ports":[{"port":443,"nodePort":30443}]}"#,
+                r#"{"loadBalancer":{"ingress":[{"hostname":"a1b2.elb.example.com"},
+                   {"ip":"192.0.2.7","ports":[{"port":443,"protocol":"TCP"}]}]}}"#,
+            ),
+            // Bad addresses and node ports: warned about, the rest kept.
+            service(
+                "broken",
+                r#"{"type":"NodePort","clusterIP":"10.96.7.2","externalIPs":["192.0.2.300", 7, "192.0.2.8"],
+                   "ports":[{"port":80,"nodePort":"thirty"},{"port":81,"nodePort":70000},
+                            {"port":82,"nodePort":0},{"port":83,"nodePort":30083}]}"#,
+                r#"{"loadBalancer":{"ingress":[{"ip":"nope"}]}}"#,
+            ),
+            // Two services claiming one external IP and port: the first by name wins, in any
+            // order of the file.
+            service(
+                "z-claim",
+                r#"{"clusterIP":"10.96.7.3","externalIPs":["192.0.2.8"],"ports":[{"port":83}]}"#,
+                "{}",
+            ),
+            service(
+                "a-claim",
+                r#"{"clusterIP":"10.96.7.4","externalIPs":["192.0.2.8"],"ports":[{"port":83}]}"#,
+                "{}",
+            ),
+        ];
+        let (inv, warnings) = parse(&format!("[{}]", items.join(","))).unwrap();
+        let joined = warnings.join("\n");
+        for needle in [
+            "`spec.externalIPs[0]` \"192.0.2.300\" is not an IP address",
+            "`spec.externalIPs[1]` is a number",
+            "`spec.ports[0].nodePort` \"thirty\" is not a port number",
+            "`spec.ports[1].nodePort` 70000 is not a port number",
+            "`spec.ports[2].nodePort` 0 is not a port number",
+            "`status.loadBalancer.ingress[0].ip` \"nope\" is not an IP address",
+        ] {
+            assert!(joined.contains(needle), "{needle:?} not in:\n{joined}");
+        }
+        assert!(!joined.contains("hostname"), "{joined}");
+        assert_eq!(warnings.len(), 6, "{joined}");
+        // A bad node port costs only the node port: the port keeps its ClusterIP entry.
+        assert!(inv
+            .services_by_cluster_ip
+            .contains_key(&(ip("10.96.7.2"), 80, 6)));
+        assert_eq!(inv.services_by_node_port[&(30083, 6)].name, "broken");
+        assert_eq!(inv.services_by_node_port[&(30443, 6)].name, "elb");
+        assert_eq!(inv.services_by_node_port.len(), 2);
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("192.0.2.7"), 443, 6)].name,
+            "elb"
+        );
+        assert_eq!(
+            inv.services_by_external_ip[&(ip("192.0.2.8"), 83, 6)].name,
+            "a-claim"
+        );
+        let mut reversed = items.to_vec();
+        reversed.reverse();
+        let (backward, _) = parse(&format!("[{}]", reversed.join(","))).unwrap();
+        assert_eq!(backward, inv);
     }
 
     #[test]

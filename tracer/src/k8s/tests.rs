@@ -149,6 +149,79 @@ fn reply_names_the_service_from_the_source() {
     assert_eq!(a.src_node, None);
 }
 
+fn frontend_http() -> Option<ServiceRef> {
+    Some(ServiceRef {
+        namespace: "shop".into(),
+        name: "frontend".into(),
+        port: Some(80),
+        port_name: Some("http".into()),
+    })
+}
+
+#[test]
+fn node_port_on_a_known_node_address_names_the_service() {
+    let inv = load("cluster.json");
+    // An outside client to node-b's InternalIP, ExternalIP and IPv6 address, port 30080.
+    for node_ip in ["10.0.0.11", "203.0.113.11", "fd00:10::11"] {
+        let a = inv.attribute(&flow(TCP, "192.0.2.200", 50000, node_ip, 30080));
+        assert_eq!(a.service, frontend_http(), "{node_ip}");
+        assert_eq!(a.dst_node, node("node-b"), "{node_ip}");
+    }
+    // The reply, after reverse NAT: from the node port.
+    let a = inv.attribute(&flow(TCP, "10.0.0.12", 30080, "192.0.2.200", 50000));
+    assert_eq!(a.service, frontend_http());
+    // The node port's protocol only: 31443 is https over TCP and quic over UDP.
+    let tcp = inv.attribute(&flow(TCP, "192.0.2.200", 50000, "10.0.0.10", 31443));
+    let udp = inv.attribute(&flow(UDP, "192.0.2.200", 50000, "10.0.0.10", 31443));
+    assert_eq!(tcp.service.unwrap().port_name.as_deref(), Some("https"));
+    assert_eq!(udp.service.unwrap().port_name.as_deref(), Some("quic"));
+    assert_eq!(
+        inv.attribute(&flow(UDP, "192.0.2.200", 50000, "10.0.0.11", 30080))
+            .service,
+        None
+    );
+    // The same port number on an address that is no known node (a pod, anything outside) is
+    // just a port.
+    for other in ["10.244.2.23", "198.51.100.99", "10.96.12.34"] {
+        let a = inv.attribute(&flow(TCP, "192.0.2.200", 50000, other, 30080));
+        assert_eq!(a.service, None, "{other}");
+    }
+}
+
+#[test]
+fn external_and_load_balancer_ips_name_the_service() {
+    let inv = load("cluster.json");
+    let a = inv.attribute(&flow(TCP, "10.244.1.17", 43512, "203.0.113.80", 80));
+    assert_eq!(a.service, frontend_http());
+    assert_eq!(a.dst_node, None);
+    // The LoadBalancer's IPv6 ingress address; the service port, not the node port.
+    let a = inv.attribute(&flow(TCP, "2001:db8:7::1", 443, "2001:db8:100::10", 443));
+    let s = a.service.unwrap();
+    assert_eq!(
+        (
+            s.namespace.as_str(),
+            s.name.as_str(),
+            s.port,
+            s.port_name.as_deref()
+        ),
+        (
+            "ingress-nginx",
+            "ingress-nginx-controller",
+            Some(443),
+            Some("https")
+        )
+    );
+    assert_eq!(
+        inv.attribute(&flow(TCP, "2001:db8:7::1", 443, "2001:db8:100::10", 31443))
+            .service,
+        None,
+        "a LoadBalancer address does not take node ports"
+    );
+    // The reply from the LoadBalancer address.
+    let a = inv.attribute(&flow(TCP, "198.51.100.10", 80, "192.0.2.200", 50000));
+    assert_eq!(a.service.unwrap().name, "ingress-nginx-controller");
+}
+
 #[test]
 fn host_network_and_node_traffic_names_nodes() {
     let inv = load("cluster.json");
@@ -245,7 +318,7 @@ fn merge_newer_data_wins_and_older_entries_stay() {
         merged.pods_by_ip[&ip("fd00:244:0:1::17")].pod.name,
         "alertmanager-main-0"
     );
-    assert_eq!(merged.counts(), (8, 7, 3));
+    assert_eq!(merged.counts(), (8, 8, 3));
 
     // The other order: the cluster file is newer, so frontend keeps its address.
     let mut merged = monitoring.clone();
@@ -263,6 +336,58 @@ fn merge_newer_data_wins_and_older_entries_stay() {
     let mut same = cluster.clone();
     same.merge(Inventory::default());
     assert_eq!(same, cluster);
+}
+
+#[test]
+fn node_ports_and_external_ips_alone_count_merge_and_are_not_empty() {
+    let cluster = load("cluster.json");
+    let only = Inventory {
+        services_by_external_ip: cluster.services_by_external_ip.clone(),
+        ..Default::default()
+    };
+    assert!(!only.is_empty());
+    // frontend and ingress-nginx-controller.
+    assert_eq!(only.counts(), (0, 2, 0));
+    let ports = Inventory {
+        services_by_node_port: cluster.services_by_node_port.clone(),
+        ..Default::default()
+    };
+    assert!(!ports.is_empty());
+    assert_eq!(ports.counts(), (0, 2, 0));
+    // Without node addresses a node port names nothing (the conservative rule).
+    assert_eq!(
+        ports
+            .attribute(&flow(TCP, "192.0.2.200", 1, "10.0.0.11", 30080))
+            .service,
+        None
+    );
+    // Node-local facts (node addresses) merged with the API's node ports: now it does.
+    let mut merged = Inventory {
+        nodes_by_ip: [(ip("10.0.0.11"), "node-b".to_string())].into(),
+        ..Default::default()
+    };
+    merged.merge(ports);
+    merged.merge(only);
+    assert_eq!(
+        merged
+            .attribute(&flow(TCP, "192.0.2.200", 1, "10.0.0.11", 30080))
+            .service,
+        frontend_http()
+    );
+    assert_eq!(
+        merged.services_by_external_ip,
+        cluster.services_by_external_ip
+    );
+    // A newer source's answer for the same node port wins.
+    let mut newer = Inventory::default();
+    newer
+        .services_by_node_port
+        .insert((30080, TCP), checkout_http().unwrap());
+    merged.merge(newer);
+    assert_eq!(
+        merged.services_by_node_port[&(30080, TCP)],
+        checkout_http().unwrap()
+    );
 }
 
 fn prefix(s: &str) -> Prefix {
@@ -348,4 +473,57 @@ fn merged_pod_cidrs_keep_one_entry_per_prefix_and_count_as_nodes() {
         ..Default::default()
     });
     assert_eq!(a.dst_node, node("worker-3"));
+}
+
+#[test]
+fn conntrack_original_destination_names_the_service_after_dnat() {
+    let mut inv = load("cluster.json");
+    let post_dnat = flow(TCP, "10.244.1.17", 43512, "10.244.2.23", 8080);
+    let cluster_ip = |_: &FlowKey| Some((ip("10.96.12.34"), 80, TCP));
+    // No EndpointSlices (a snapshot without them): only conntrack names the service.
+    inv.services_by_backend.clear();
+    assert_eq!(inv.attribute(&post_dnat).service, None);
+    let a = inv.attribute_with(&post_dnat, cluster_ip);
+    assert_eq!(a.service, checkout_http());
+    assert_eq!(a.dst_pod, pod("shop", CHECKOUT_C));
+    // The reply before reverse NAT: the table answers for both directions, the inventory
+    // only asks.
+    let reply = flow(TCP, "10.244.2.23", 8080, "10.244.1.17", 43512);
+    assert_eq!(
+        inv.attribute_with(&reply, cluster_ip).service,
+        checkout_http()
+    );
+    // Through a node port on node-b, masqueraded: the original destination is a node address.
+    let via_node_port = flow(TCP, "10.0.0.11", 61000, "10.244.1.17", 3000);
+    let a = inv.attribute_with(&via_node_port, |_| Some((ip("203.0.113.11"), 30080, TCP)));
+    assert_eq!(a.service, frontend_http());
+
+    // Stale slices: the backend's address was given to another service's pod; what the kernel
+    // translated wins.
+    let mut stale = load("cluster.json");
+    stale.services_by_backend.insert(
+        (ip("10.244.2.23"), 8080, TCP),
+        ServiceRef {
+            namespace: "old".into(),
+            name: "gone".into(),
+            port: Some(80),
+            port_name: None,
+        },
+    );
+    assert_eq!(stale.attribute(&post_dnat).service.unwrap().name, "gone");
+    assert_eq!(
+        stale.attribute_with(&post_dnat, cluster_ip).service,
+        checkout_http()
+    );
+    // An original destination that is no service (plain traffic, or an unknown one) falls
+    // through to the backend.
+    let a = stale.attribute_with(&post_dnat, |_| Some((ip("192.0.2.9"), 80, TCP)));
+    assert_eq!(a.service.unwrap().name, "gone");
+
+    // Before DNAT the destination names the service: conntrack is not asked.
+    let pre_dnat = flow(TCP, "10.244.1.17", 43512, "10.96.12.34", 80);
+    let a = inv.attribute_with(&pre_dnat, |_| {
+        panic!("asked although the ClusterIP answers")
+    });
+    assert_eq!(a.service, checkout_http());
 }

@@ -271,7 +271,7 @@ async fn initial_lists_give_the_same_inventory_as_the_snapshot_file() {
     let task = tokio::spawn(watch(client, tx));
 
     let (inv, statuses) = next_replace(&mut rx).await;
-    assert_eq!(statuses, ["API: 7 pods, 7 services, 3 nodes"]);
+    assert_eq!(statuses, ["API: 7 pods, 8 services, 3 nodes"]);
     // The lists were recorded from the objects of the snapshot fixture: same names.
     let (from_file, _) = snapshot::load(&testdata("cluster.json")).unwrap();
     assert_eq!(inv, from_file);
@@ -367,7 +367,7 @@ async fn a_pod_added_mid_run_gets_its_name() {
         ("checkout", Some(80))
     );
     // Everything else is as before.
-    assert_eq!(last.counts(), (7, 7, 3));
+    assert_eq!(last.counts(), (7, 8, 3));
     assert_eq!(
         pod_name(&last, "10.244.2.23").as_deref(),
         Some("shop/checkout-6b8f7d9c4-lm3np")
@@ -403,9 +403,12 @@ async fn forbidden_pods_are_reported_once_and_the_other_kinds_are_used() {
     }
     assert!(statuses
         .iter()
-        .any(|s| s == "API: 0 pods, 7 services, 3 nodes (not listed yet: pods)"));
+        .any(|s| s == "API: 0 pods, 8 services, 3 nodes (not listed yet: pods)"));
     assert!(inv.pods_by_ip.is_empty());
-    assert_eq!(inv.services_by_cluster_ip.len(), 13);
+    assert_eq!(inv.services_by_cluster_ip.len(), 19);
+    // Fronts other than ClusterIPs come through the API too.
+    assert_eq!(inv.services_by_external_ip.len(), 7);
+    assert_eq!(inv.services_by_node_port.len(), 4);
     assert_eq!(inv.nodes_by_ip[&ip("10.0.0.10")], "node-a");
 
     // The watcher retries with backoff (0.8 s, then more); the refusal is not repeated.

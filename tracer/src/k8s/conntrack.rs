@@ -1,0 +1,369 @@
+//! Service names from conntrack: the original destination (ClusterIP, external IP, node port)
+//! of a connection whose packets are seen after DNAT, when the backend's address alone does not
+//! name the service (no EndpointSlices: a snapshot without them, node-local facts; stale ones).
+//!
+//! [`dump`] reads the conntrack table of the calling thread's network namespace over
+//! NETLINK_NETFILTER (ctnetlink, `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`) through the project's
+//! own netlink plumbing ([`crate::netlink`]): one request and two nested tuples do not justify
+//! a netlink crate family and its version churn.
+//!
+//! [`Conntrack`] keeps the NATed connections of the watched namespaces in memory for per-event
+//! lookups ([`Conntrack::original_destination`]: no netlink call per event). A background thread
+//! dumps the tables again when a lookup missed, at most once per [`MIN_REFRESH`]: nothing is
+//! dumped while every event is named otherwise or none comes.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock, RwLock, Weak,
+    },
+    thread::Thread,
+    time::{Duration, Instant},
+};
+
+use super::FlowKey;
+use crate::{
+    netlink::{
+        self, attr_ip as ip_from, attrs as attributes, Socket, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
+    },
+    netns::Netns,
+};
+
+/// At most this many NATed connections are kept (all namespaces together); further ones in a
+/// dump are not stored, and their packets' services are named from EndpointSlices only (the
+/// overflow is reported once). ~100 bytes each: a few MB at most.
+pub const MAX_ENTRIES: usize = 65_536;
+
+/// The tables are dumped at most this often.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+const NFGENMSG_LEN: usize = 4;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// One direction of a connection with ports (TCP, UDP, SCTP, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub proto: u8,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+impl Tuple {
+    fn reversed(self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+}
+
+/// A conntrack entry: what the client sent (`orig`) and what the answer looks like (`reply`;
+/// after DNAT its source is the backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub orig: Tuple,
+    pub reply: Tuple,
+}
+
+/// The conntrack entries of the calling thread's network namespace (both families). Entries
+/// without ports (ICMP, GRE) are left out.
+pub fn dump() -> io::Result<Vec<Entry>> {
+    let sock = Socket::open(libc::NETLINK_NETFILTER)?;
+    // The kernel always answers a dump; a bound on the wait keeps a surprise from stopping the
+    // refresher for good.
+    sock.set_receive_timeout(Duration::from_secs(5))?;
+    // nfgenmsg: family AF_UNSPEC (IPv4 and IPv6 in one dump), version 0, res_id 0.
+    let nfgenmsg = [0u8; NFGENMSG_LEN];
+    let msgs = sock.request(
+        NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET,
+        NLM_F_DUMP,
+        &nfgenmsg,
+        NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW,
+    )?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| m.get(NFGENMSG_LEN..).and_then(parse_entry))
+        .collect())
+}
+
+/// Parse one datagram of a dump into `out`; `Ok(true)` when the dump is complete. A message
+/// longer than the datagram or an error answer is an error; a malformed entry is skipped.
+pub fn parse_messages(buf: &[u8], out: &mut Vec<Entry>) -> io::Result<bool> {
+    for m in netlink::messages(buf)? {
+        match m.kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let errno = netlink::error_code(m.payload);
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+            }
+            k if k == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW => {
+                out.extend(m.payload.get(NFGENMSG_LEN..).and_then(parse_entry))
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// The two tuples of one entry's attributes.
+fn parse_entry(attrs: &[u8]) -> Option<Entry> {
+    let (mut orig, mut reply) = (None, None);
+    for (kind, value) in attributes(attrs) {
+        match kind {
+            CTA_TUPLE_ORIG => orig = parse_tuple(value),
+            CTA_TUPLE_REPLY => reply = parse_tuple(value),
+            _ => {}
+        }
+    }
+    Some(Entry {
+        orig: orig?,
+        reply: reply?,
+    })
+}
+
+fn parse_tuple(nested: &[u8]) -> Option<Tuple> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
+    for (kind, value) in attributes(nested) {
+        match kind {
+            CTA_TUPLE_IP => {
+                for (k, v) in attributes(value) {
+                    match k {
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => src = ip_from(v),
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => dst = ip_from(v),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (k, v) in attributes(value) {
+                    match k {
+                        CTA_PROTO_NUM => proto = v.first().copied(),
+                        // Ports are in network byte order, unlike netlink's own fields.
+                        CTA_PROTO_SRC_PORT => sport = be16(v),
+                        CTA_PROTO_DST_PORT => dport = be16(v),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(Tuple {
+        proto: proto?,
+        src: src?,
+        sport: sport?,
+        dst: dst?,
+        dport: dport?,
+    })
+}
+
+fn be16(v: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
+}
+
+/// The NATed connections, keyed by the tuple their packets carry after DNAT (the reply tuple
+/// reversed: client → backend, or the SNAT address → backend for masqueraded node-port
+/// traffic), each with its original destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatTable {
+    map: HashMap<Tuple, (IpAddr, u16, u8)>,
+    /// NATed entries not stored because the table was full.
+    pub overflow: usize,
+}
+
+impl NatTable {
+    /// Add the entries whose destination was translated (the reply does not come from where
+    /// the client sent), up to `limit` in all.
+    pub fn add(&mut self, entries: impl IntoIterator<Item = Entry>, limit: usize) {
+        for e in entries {
+            if e.reply.src == e.orig.dst && e.reply.sport == e.orig.dport {
+                continue;
+            }
+            let key = e.reply.reversed();
+            if self.map.len() >= limit && !self.map.contains_key(&key) {
+                self.overflow += 1;
+                continue;
+            }
+            self.map
+                .insert(key, (e.orig.dst, e.orig.dport, e.orig.proto));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The original destination (address, port, protocol) of the connection `flow` belongs
+    /// to, seen in either direction after DNAT: client → backend, or backend → client before
+    /// the reply is translated back.
+    pub fn get(&self, flow: &FlowKey) -> Option<(IpAddr, u16, u8)> {
+        let t = Tuple {
+            proto: flow.proto?,
+            src: flow.src?,
+            sport: flow.sport?,
+            dst: flow.dst?,
+            dport: flow.dport?,
+        };
+        self.map
+            .get(&t)
+            .or_else(|| self.map.get(&t.reversed()))
+            .copied()
+    }
+}
+
+/// The conntrack view of the watched namespaces, refreshed in the background on demand.
+/// Dropping it stops the refresher (within [`MIN_REFRESH`]).
+pub struct Conntrack {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: RwLock<NatTable>,
+    /// A lookup missed since the last dump.
+    wanted: AtomicBool,
+    refresher: OnceLock<Thread>,
+}
+
+impl Conntrack {
+    /// Start the refresher for `namespaces` (the tracer's own when empty). Tables are merged:
+    /// a connection DNATed on one node keeps its tuple when seen in another watched namespace.
+    /// Problems (no conntrack netlink support, a namespace gone) are printed once as `names:`
+    /// lines; tracing never depends on them.
+    pub fn start(namespaces: Vec<Netns>) -> Conntrack {
+        let shared = Arc::new(Shared {
+            table: RwLock::new(NatTable::default()),
+            wanted: AtomicBool::new(false),
+            refresher: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        match std::thread::Builder::new()
+            .name("conntrack".into())
+            .spawn(move || refresher(weak, namespaces))
+        {
+            Ok(handle) => {
+                let _ = shared.refresher.set(handle.thread().clone());
+            }
+            Err(e) => {
+                eprintln!("names: conntrack refresher not started ({e}); services after DNAT are named from EndpointSlices only")
+            }
+        }
+        Conntrack { shared }
+    }
+
+    /// The connection's original destination, from the last dump. A miss asks the refresher
+    /// for a new dump (it may be a connection newer than the dump).
+    pub fn original_destination(&self, flow: &FlowKey) -> Option<(IpAddr, u16, u8)> {
+        let found = self.shared.table.read().ok()?.get(flow);
+        // Only a flow with a whole tuple can be in a dump.
+        let complete = flow.proto.is_some()
+            && flow.src.is_some()
+            && flow.sport.is_some()
+            && flow.dst.is_some()
+            && flow.dport.is_some();
+        if found.is_none() && complete && !self.shared.wanted.swap(true, Ordering::Relaxed) {
+            if let Some(t) = self.shared.refresher.get() {
+                t.unpark();
+            }
+        }
+        found
+    }
+
+    /// NATed connections currently known.
+    pub fn len(&self) -> usize {
+        self.shared.table.read().map_or(0, |t| t.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn refresher(weak: Weak<Shared>, namespaces: Vec<Netns>) {
+    let mut last: Option<Instant> = None;
+    let mut failing: HashSet<String> = HashSet::new();
+    let mut overflow_reported = false;
+    loop {
+        std::thread::park_timeout(MIN_REFRESH);
+        if let Some(wait) = last.and_then(|l| MIN_REFRESH.checked_sub(l.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        if !shared.wanted.swap(false, Ordering::Relaxed) {
+            continue;
+        }
+        last = Some(Instant::now());
+        let mut table = NatTable::default();
+        let mut dumps = Vec::new();
+        if namespaces.is_empty() {
+            dumps.push(("root".to_string(), dump().map_err(anyhow::Error::from)));
+        }
+        for ns in &namespaces {
+            dumps.push((ns.label.clone(), ns.enter(|| Ok(dump()?))));
+        }
+        for (label, result) in dumps {
+            match result {
+                Ok(entries) => {
+                    failing.remove(&label);
+                    table.add(entries, MAX_ENTRIES);
+                }
+                Err(e) => {
+                    if failing.insert(label.clone()) {
+                        eprintln!(
+                            "names: conntrack of netns {label} unreadable ({e:#}); services \
+                             after DNAT there are named from EndpointSlices only"
+                        );
+                    }
+                }
+            }
+        }
+        if table.overflow > 0 && !overflow_reported {
+            overflow_reported = true;
+            eprintln!(
+                "names: conntrack: more than {MAX_ENTRIES} NATed connections, {} not kept; \
+                 their services are named from EndpointSlices only",
+                table.overflow
+            );
+        }
+        let stored = match shared.table.write() {
+            Ok(mut t) => {
+                *t = table;
+                true
+            }
+            // A panic while holding the lock (none is expected): lookups return nothing.
+            Err(_) => false,
+        };
+        if !stored {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

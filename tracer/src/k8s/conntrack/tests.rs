@@ -1,0 +1,497 @@
+//! ctnetlink parsing on hand-built messages (as the kernel lays them out), the NAT table, and
+//! a real dump of a namespace with an nft DNAT rule.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::netlink::align4;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const NLA_F_NESTED: u16 = 0x8000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut a = Vec::new();
+    a.extend(((4 + value.len()) as u16).to_ne_bytes());
+    a.extend(kind.to_ne_bytes());
+    a.extend(value);
+    a.resize(align4(a.len()), 0);
+    a
+}
+
+fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+    attr(kind | NLA_F_NESTED, &parts.concat())
+}
+
+fn ip_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// CTA_TUPLE_* as the kernel nests it; `None` ports for ICMP-like protocols.
+fn tuple(kind: u16, proto: u8, src: &str, dst: &str, ports: Option<(u16, u16)>) -> Vec<u8> {
+    let (s, d) = (ip(src), ip(dst));
+    let (ks, kd) = if s.is_ipv4() {
+        (CTA_IP_V4_SRC, CTA_IP_V4_DST)
+    } else {
+        (CTA_IP_V6_SRC, CTA_IP_V6_DST)
+    };
+    let mut proto_attrs = vec![attr(CTA_PROTO_NUM, &[proto])];
+    if let Some((sp, dp)) = ports {
+        proto_attrs.push(attr(CTA_PROTO_SRC_PORT, &sp.to_be_bytes()));
+        proto_attrs.push(attr(CTA_PROTO_DST_PORT, &dp.to_be_bytes()));
+    } else {
+        // ICMP: id, type, code.
+        proto_attrs.push(attr(4, &7u16.to_be_bytes()));
+        proto_attrs.push(attr(5, &[8]));
+        proto_attrs.push(attr(6, &[0]));
+    }
+    nested(
+        kind,
+        &[
+            nested(
+                CTA_TUPLE_IP,
+                &[attr(ks, &ip_bytes(s)), attr(kd, &ip_bytes(d))],
+            ),
+            nested(CTA_TUPLE_PROTO, &proto_attrs),
+        ],
+    )
+}
+
+fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend(((16 + body.len()) as u32).to_ne_bytes());
+    m.extend(kind.to_ne_bytes());
+    m.extend(2u16.to_ne_bytes()); // NLM_F_MULTI
+    m.extend(1u32.to_ne_bytes());
+    m.extend(0u32.to_ne_bytes());
+    m.extend(body);
+    m.resize(align4(m.len()), 0);
+    m
+}
+
+const CT_NEW: u16 = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW;
+
+/// One IPCTNL_MSG_CT_NEW with its nfgenmsg, both tuples, and the attributes the kernel sends
+/// along that are not needed (status, timeout, mark, id).
+fn ct_message(orig: Vec<u8>, reply: Vec<u8>, family: u8) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
+    body.extend(orig);
+    body.extend(reply);
+    body.extend(attr(3, &0x18eu32.to_be_bytes())); // CTA_STATUS
+    body.extend(attr(7, &431_999u32.to_be_bytes())); // CTA_TIMEOUT
+    body.extend(attr(8, &0u32.to_be_bytes())); // CTA_MARK
+    body.extend(attr(12, &0x1234u32.to_be_bytes())); // CTA_ID
+    message(CT_NEW, &body)
+}
+
+/// Client 10.212.1.2:43512 → ClusterIP 10.96.0.10:8080, DNATed to 10.212.2.2:8080.
+fn dnat_v4() -> Vec<u8> {
+    ct_message(
+        tuple(
+            CTA_TUPLE_ORIG,
+            TCP,
+            "10.212.1.2",
+            "10.96.0.10",
+            Some((43512, 8080)),
+        ),
+        tuple(
+            CTA_TUPLE_REPLY,
+            TCP,
+            "10.212.2.2",
+            "10.212.1.2",
+            Some((8080, 43512)),
+        ),
+        2,
+    )
+}
+
+/// IPv6 UDP to a LoadBalancer address, DNATed and masqueraded (node port traffic).
+fn dnat_snat_v6() -> Vec<u8> {
+    ct_message(
+        tuple(
+            CTA_TUPLE_ORIG,
+            UDP,
+            "2001:db8:7::1",
+            "2001:db8:100::10",
+            Some((5000, 443)),
+        ),
+        tuple(
+            CTA_TUPLE_REPLY,
+            UDP,
+            "fd00:244:0:2::9",
+            "fd00:10::11",
+            Some((8443, 61000)),
+        ),
+        10,
+    )
+}
+
+/// A connection nothing translated.
+fn plain_v4() -> Vec<u8> {
+    ct_message(
+        tuple(
+            CTA_TUPLE_ORIG,
+            TCP,
+            "10.212.1.2",
+            "10.212.2.2",
+            Some((40000, 6379)),
+        ),
+        tuple(
+            CTA_TUPLE_REPLY,
+            TCP,
+            "10.212.2.2",
+            "10.212.1.2",
+            Some((6379, 40000)),
+        ),
+        2,
+    )
+}
+
+fn ping() -> Vec<u8> {
+    ct_message(
+        tuple(CTA_TUPLE_ORIG, 1, "10.212.1.2", "10.96.0.10", None),
+        tuple(CTA_TUPLE_REPLY, 1, "10.212.2.2", "10.212.1.2", None),
+        2,
+    )
+}
+
+fn done() -> Vec<u8> {
+    message(NLMSG_DONE, &0i32.to_ne_bytes())
+}
+
+fn flow(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
+    FlowKey {
+        proto: Some(proto),
+        src: Some(ip(src)),
+        sport: Some(sport),
+        dst: Some(ip(dst)),
+        dport: Some(dport),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_dump_of_both_families_is_parsed_and_portless_entries_are_left_out() {
+    let buf = [dnat_v4(), ping(), dnat_snat_v6(), plain_v4(), done()].concat();
+    let mut out = Vec::new();
+    assert!(
+        parse_messages(&buf, &mut out).unwrap(),
+        "NLMSG_DONE ends it"
+    );
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(
+        out[0],
+        Entry {
+            orig: Tuple {
+                proto: TCP,
+                src: ip("10.212.1.2"),
+                sport: 43512,
+                dst: ip("10.96.0.10"),
+                dport: 8080,
+            },
+            reply: Tuple {
+                proto: TCP,
+                src: ip("10.212.2.2"),
+                sport: 8080,
+                dst: ip("10.212.1.2"),
+                dport: 43512,
+            },
+        }
+    );
+    assert_eq!(out[1].orig.dst, ip("2001:db8:100::10"));
+    assert_eq!(out[1].reply.dport, 61000);
+    // Without NLMSG_DONE the dump goes on in the next datagram.
+    let mut more = Vec::new();
+    assert!(!parse_messages(&dnat_v4(), &mut more).unwrap());
+    assert_eq!(more.len(), 1);
+}
+
+#[test]
+fn the_nat_table_maps_post_dnat_packets_both_ways_to_the_original_destination() {
+    let mut entries = Vec::new();
+    parse_messages(
+        &[dnat_v4(), dnat_snat_v6(), plain_v4()].concat(),
+        &mut entries,
+    )
+    .unwrap();
+    let mut table = NatTable::default();
+    table.add(entries, MAX_ENTRIES);
+    // The untranslated connection is not kept.
+    assert_eq!(table.len(), 2);
+    let cluster_ip = Some((ip("10.96.0.10"), 8080, TCP));
+    // Client → backend after DNAT, and the backend's answer before it is translated back.
+    assert_eq!(
+        table.get(&flow(TCP, "10.212.1.2", 43512, "10.212.2.2", 8080)),
+        cluster_ip
+    );
+    assert_eq!(
+        table.get(&flow(TCP, "10.212.2.2", 8080, "10.212.1.2", 43512)),
+        cluster_ip
+    );
+    // Masqueraded: the packet after NAT comes from the node's address and port.
+    assert_eq!(
+        table.get(&flow(UDP, "fd00:10::11", 61000, "fd00:244:0:2::9", 8443)),
+        Some((ip("2001:db8:100::10"), 443, UDP))
+    );
+    // Another port, protocol or client is another connection.
+    assert_eq!(
+        table.get(&flow(TCP, "10.212.1.2", 43513, "10.212.2.2", 8080)),
+        None
+    );
+    assert_eq!(
+        table.get(&flow(UDP, "10.212.1.2", 43512, "10.212.2.2", 8080)),
+        None
+    );
+    assert_eq!(
+        table.get(&flow(TCP, "10.212.1.2", 40000, "10.212.2.2", 6379)),
+        None
+    );
+    // Half a tuple: no answer.
+    let mut partial = flow(TCP, "10.212.1.2", 43512, "10.212.2.2", 8080);
+    partial.sport = None;
+    assert_eq!(table.get(&partial), None);
+}
+
+#[test]
+fn the_nat_table_is_bounded() {
+    let entry = |sport: u16| Entry {
+        orig: Tuple {
+            proto: TCP,
+            src: ip("10.212.1.2"),
+            sport,
+            dst: ip("10.96.0.10"),
+            dport: 80,
+        },
+        reply: Tuple {
+            proto: TCP,
+            src: ip("10.212.2.2"),
+            sport: 8080,
+            dst: ip("10.212.1.2"),
+            dport: sport,
+        },
+    };
+    let mut table = NatTable::default();
+    table.add((1..=10).map(entry), 4);
+    assert_eq!(table.len(), 4);
+    assert_eq!(table.overflow, 6);
+    // The first ones are kept; an entry already known is updated, not counted as overflow.
+    assert!(table
+        .get(&flow(TCP, "10.212.1.2", 1, "10.212.2.2", 8080))
+        .is_some());
+    assert!(table
+        .get(&flow(TCP, "10.212.1.2", 9, "10.212.2.2", 8080))
+        .is_none());
+    table.add([entry(2)], 4);
+    assert_eq!(table.overflow, 6);
+}
+
+#[test]
+fn truncated_garbage_and_error_messages_never_panic() {
+    let whole = [dnat_v4(), dnat_snat_v6(), done()].concat();
+    for cut in 0..whole.len() {
+        let mut out = Vec::new();
+        // Any prefix: entries before the cut, then either "not done yet" or an error.
+        match parse_messages(&whole[..cut], &mut out) {
+            Ok(done) => assert!(!done || cut == whole.len()),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}"),
+        }
+        assert!(out.len() <= 2);
+    }
+    // Every byte after the header (attribute lengths, types, values) forced to odd values:
+    // at most the one entry comes out, never a panic or a read beyond the message.
+    let one = dnat_v4();
+    for at in 16..one.len() {
+        for v in [0u8, 1, 3, 4, 5, 0x80, 0xff] {
+            let mut m = one.clone();
+            m[at] = v;
+            let mut out = Vec::new();
+            assert!(parse_messages(&m, &mut out).is_ok());
+            assert!(out.len() <= 1);
+        }
+    }
+    // Pseudo-random bytes (a fixed xorshift sequence), with a plausible header.
+    let mut x: u32 = 0x2545_f491;
+    for len in [0usize, 3, 16, 17, 40, 200, 1000] {
+        let mut buf: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        if len >= 16 {
+            buf[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+            buf[4..6].copy_from_slice(&CT_NEW.to_ne_bytes());
+        }
+        let _ = parse_messages(&buf, &mut Vec::new());
+    }
+    // A message without its nfgenmsg, or with only one tuple: skipped.
+    let mut out = Vec::new();
+    parse_messages(&message(CT_NEW, &[2, 0]), &mut out).unwrap();
+    let mut one_tuple = vec![2, 0, 0, 0];
+    one_tuple.extend(tuple(
+        CTA_TUPLE_ORIG,
+        TCP,
+        "10.0.0.1",
+        "10.0.0.2",
+        Some((1, 2)),
+    ));
+    parse_messages(&message(CT_NEW, &one_tuple), &mut out).unwrap();
+    assert!(out.is_empty());
+    // The kernel's refusal is an error with its errno.
+    let err = parse_messages(
+        &message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes()),
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+}
+
+#[test]
+fn the_refresher_dumps_on_a_miss_and_stops_with_its_handle() {
+    // The tracer's own namespace: whatever its table holds, a miss must lead to a dump
+    // (observable as the lookup staying a miss without a panic or a hang), and dropping the
+    // handle must end the thread.
+    let ct = Conntrack::start(Vec::new());
+    let f = flow(TCP, "192.0.2.1", 1, "192.0.2.2", 2);
+    assert_eq!(ct.original_destination(&f), None);
+    assert!(ct.shared.wanted.load(Ordering::Relaxed));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ct.shared.wanted.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "no refresh after a miss");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A flow without ports asks for nothing.
+    let mut portless = f;
+    portless.sport = None;
+    assert_eq!(ct.original_destination(&portless), None);
+    assert!(!ct.shared.wanted.load(Ordering::Relaxed));
+    let weak = Arc::downgrade(&ct.shared);
+    drop(ct);
+    let deadline = Instant::now() + MIN_REFRESH * 4;
+    while weak.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the refresher keeps its state alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real namespace: an nft DNAT rule (as kube-proxy's nftables mode writes for a ClusterIP)
+/// and one TCP connection and one UDP datagram through it; the dump must hold both, translated,
+/// and the refresher must find them from a post-DNAT flow.
+#[test]
+fn the_kernel_dump_of_a_namespace_holds_its_dnat_entries() {
+    let name = format!("tracer-ct-{}", std::process::id());
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        run("ip", &["netns", "add", &name]),
+        "ip netns add (tests run as root)"
+    );
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _del = Del(name.clone());
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "add", "ct0", "type", "veth", "peer", "name", "ct1"],
+        &["link", "set", "ct1", "up"],
+        &["link", "set", "ct0", "up"],
+        &["addr", "add", "10.251.0.1/24", "dev", "ct0"],
+        &["route", "add", "10.251.96.0/24", "dev", "ct0"],
+        &["-6", "addr", "add", "fd00:251::1/64", "dev", "ct0", "nodad"],
+        &["-6", "route", "add", "fd00:251:96::/64", "dev", "ct0"],
+    ] {
+        let mut full = vec!["-n", &name];
+        full.extend_from_slice(args);
+        assert!(run("ip", &full), "ip {full:?}");
+    }
+    let rules = "table inet tracer_ct_test {
+        chain out {
+            type nat hook output priority -100;
+            ip daddr 10.251.96.10 tcp dport 80 dnat ip to 10.251.0.1:8080
+            ip6 daddr fd00:251:96::10 udp dport 53 dnat ip6 to [fd00:251::1]:5353
+        }
+    }";
+    let rules_file = std::env::temp_dir().join(format!("{name}.nft"));
+    std::fs::write(&rules_file, rules).unwrap();
+    assert!(
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &name,
+                "nft",
+                "-f",
+                &rules_file.display().to_string()
+            ]
+        ),
+        "nft -f {rules}"
+    );
+    let _ = std::fs::remove_file(&rules_file);
+
+    let ns = Netns::resolve(&name).unwrap();
+    let (entries, client) = ns
+        .enter(|| {
+            let listener = std::net::TcpListener::bind("10.251.0.1:8080")?;
+            let conn = std::net::TcpStream::connect("10.251.96.10:80")?;
+            let client = conn.local_addr()?;
+            let _accepted = listener.accept()?;
+            let udp = std::net::UdpSocket::bind("[fd00:251::1]:0")?;
+            udp.send_to(b"q", "[fd00:251:96::10]:53")?;
+            Ok((dump()?, (client, udp.local_addr()?)))
+        })
+        .unwrap();
+    let (tcp_client, udp_client) = client;
+    let tcp = entries
+        .iter()
+        .find(|e| e.orig.dst == ip("10.251.96.10") && e.orig.sport == tcp_client.port())
+        .unwrap_or_else(|| panic!("no TCP DNAT entry in {entries:#?}"));
+    assert_eq!(tcp.orig.proto, TCP);
+    assert_eq!(tcp.orig.dport, 80);
+    assert_eq!(tcp.reply.src, ip("10.251.0.1"));
+    assert_eq!(tcp.reply.sport, 8080);
+    assert_eq!(tcp.reply.dport, tcp_client.port());
+    let udp = entries
+        .iter()
+        .find(|e| e.orig.dst == ip("fd00:251:96::10"))
+        .unwrap_or_else(|| panic!("no UDP DNAT entry in {entries:#?}"));
+    assert_eq!(udp.orig.proto, UDP);
+    assert_eq!((udp.reply.src, udp.reply.sport), (ip("fd00:251::1"), 5353));
+    assert_eq!(udp.orig.sport, udp_client.port());
+
+    // Through the refresher: the first lookup misses and asks, a later one answers.
+    let ct = Conntrack::start(vec![ns]);
+    let post_dnat = flow(TCP, "10.251.0.1", tcp_client.port(), "10.251.0.1", 8080);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        if let Some(d) = ct.original_destination(&post_dnat) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no answer from the refresher");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(found, (ip("10.251.96.10"), 80, TCP));
+    assert!(ct.len() >= 2);
+}
