@@ -1,0 +1,245 @@
+//! The daemon's work per kernel event, on one core: decode the raw event, name its flow from a
+//! 10,000-pod / 2,000-service inventory, feed the verdict analysis and write the JSONL line.
+//! Issue 7's target is 1,000,000 events/s; `cargo xtask bench` prints the ratio to it from
+//! criterion's estimate (target/criterion/pipeline/*/new/estimates.json).
+//!
+//! The events mirror the incident: VXLAN-encapsulated pod TCP dropped at a veth whose peer has
+//! a smaller MTU (60%), the pods' retransmissions (25%) and kernel-generated ICMP (15%).
+use std::{collections::HashMap, hint::black_box};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tracer::{
+    hooks::{decode, Names},
+    kernel::{btf, btf::DropReasons, kallsyms::Kallsyms},
+    packet::synth::{ethernet, ipv4, tcp, udp, vxlan},
+    sink::{jsonl::JsonlSink, Sink},
+    verdict::Analyzer,
+};
+use tracer_common::{flags, Event, EventKind, Hook};
+
+const PODS: u32 = 10_000;
+const SERVICES: u32 = 2_000;
+const NODES: u32 = 100;
+const EVENTS: usize = 10_000;
+const KALLSYMS: &str = "ffffffff81e57040 t __dev_forward_skb2\n\
+                        ffffffff81e571e0 T __dev_forward_skb\n\
+                        ffffffff81ff7890 T ip_forward\n\
+                        ffffffff81ff8000 T ip_forward_finish\n";
+
+fn pod_ip(i: u32) -> String {
+    format!("10.244.{}.{}", i / 250, i % 250 + 1)
+}
+fn node_ip(i: u32) -> String {
+    format!("10.0.{}.{}", i / 250, i % 250 + 1)
+}
+fn service_ip(i: u32) -> String {
+    format!("10.96.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// `kubectl get pods,services,endpointslices,nodes -A -o json` of a 10,000-pod cluster.
+fn snapshot() -> String {
+    let mut items = Vec::new();
+    for n in 0..NODES {
+        items.push(format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-{n}"}},"status":{{"addresses":[{{"type":"InternalIP","address":"{}"}}]}}}}"#,
+            node_ip(n)
+        ));
+    }
+    for p in 0..PODS {
+        items.push(format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"namespace":"ns-{}","name":"pod-{p}"}},"spec":{{"nodeName":"node-{}"}},"status":{{"podIP":"{}","podIPs":[{{"ip":"{}"}}]}}}}"#,
+            p % 50,
+            p % NODES,
+            pod_ip(p),
+            pod_ip(p)
+        ));
+    }
+    for s in 0..SERVICES {
+        let backends: Vec<String> = (0..5)
+            .map(|b| format!(r#"{{"addresses":["{}"]}}"#, pod_ip((s * 5 + b) % PODS)))
+            .collect();
+        items.push(format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"ns-{}","name":"svc-{s}"}},"spec":{{"clusterIP":"{}","ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#,
+            s % 50,
+            service_ip(s)
+        ));
+        items.push(format!(
+            r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"namespace":"ns-{}","name":"svc-{s}-x","labels":{{"kubernetes.io/service-name":"svc-{s}"}}}},"addressType":"IPv4","endpoints":[{}],"ports":[{{"name":"http","protocol":"TCP","port":8080}}]}}"#,
+            s % 50,
+            backends.join(",")
+        ));
+    }
+    format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+        items.join(",")
+    )
+}
+
+fn names() -> Names {
+    let vmlinux = btf::load_vmlinux().expect("kernel BTF");
+    let (inventory, warnings) = tracer::k8s::snapshot::parse(&snapshot()).expect("snapshot");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(inventory.counts().0, PODS as usize);
+    Names {
+        reasons: DropReasons::from_btf(&vmlinux).expect("drop reasons"),
+        kallsyms: Kallsyms::parse(KALLSYMS),
+        devices: HashMap::new(),
+        clock_offset_ns: 1_795_630_181_000_000_000,
+        inventory: Some(inventory),
+        conntrack: None,
+    }
+}
+
+/// The same kernel facts without Kubernetes names.
+fn names_like(n: &Names) -> Names {
+    Names {
+        reasons: n.reasons.clone(),
+        kallsyms: Kallsyms::parse(KALLSYMS),
+        devices: HashMap::new(),
+        clock_offset_ns: n.clock_offset_ns,
+        inventory: None,
+        conntrack: None,
+    }
+}
+
+fn base(kind: EventKind, hook: Hook, i: usize) -> Event {
+    let mut ev = Event::zeroed();
+    ev.kind = kind as u8;
+    ev.hook = hook as u8;
+    ev.ts_ns = 1_000_000 * i as u64;
+    ev.skb = 0xffff_8881_0000_0000 + (i as u64 % 512) * 0x100;
+    ev.netns = 4026532177;
+    ev.ifindex = 2;
+    ev.ifname[..4].copy_from_slice(b"eth0");
+    ev
+}
+
+/// One VXLAN packet of pod `src` → pod `dst`:8080, TCP source port `sport`.
+fn vxlan_packet(src: u32, dst: u32, sport: u16) -> Vec<u8> {
+    let inner = ipv4(&pod_ip(src), &pod_ip(dst), 6, &tcp(sport, 8080, 1460));
+    let frame = ethernet(0x0800, None, &inner);
+    ipv4(
+        &node_ip(src % NODES),
+        &node_ip(dst % NODES),
+        17,
+        &udp(51000, 4789, &vxlan(4096, &frame)),
+    )
+}
+
+fn events(names: &Names) -> Vec<Event> {
+    let not_specified = names.reasons.value("NOT_SPECIFIED").expect("reason");
+    (0..EVENTS)
+        .map(|i| {
+            let src = (i as u32 * 7) % PODS;
+            let dst = (i as u32 * 13 + 1) % PODS;
+            let sport = 30000 + (i % 20000) as u16;
+            match i % 20 {
+                0..=11 => {
+                    let mut ev = base(EventKind::Drop, Hook::DropsTpBtf, i);
+                    let pkt = vxlan_packet(src, dst, sport);
+                    let cap = pkt.len().min(ev.packet.len());
+                    ev.packet[..cap].copy_from_slice(&pkt[..cap]);
+                    ev.cap_len = cap as u16;
+                    ev.l3_proto = 0x0800;
+                    ev.len = 1550;
+                    ev.l3_len = 1550;
+                    ev.mtu = 1500;
+                    ev.reason = not_specified;
+                    ev.location = 0xffffffff81e57040 + 0x87;
+                    ev.peer_mtu = 1450;
+                    ev.peer_ifname[..4].copy_from_slice(b"eth0");
+                    ev.flags = flags::HAS_PACKET
+                        | flags::HAS_PEER_DEV
+                        | flags::MATCH_LOCATION
+                        | flags::MATCH_OVERSIZE;
+                    ev
+                }
+                12..=16 => {
+                    let mut ev = base(EventKind::TcpRetransmit, Hook::TcpRetransmitTracepoint, i);
+                    ev.flow.family = 2;
+                    ev.flow.proto = 6;
+                    let s: std::net::Ipv4Addr = pod_ip(src).parse().unwrap();
+                    let d: std::net::Ipv4Addr = format!("10.96.0.{}", i % 200 + 1).parse().unwrap();
+                    ev.flow.saddr[..4].copy_from_slice(&s.octets());
+                    ev.flow.daddr[..4].copy_from_slice(&d.octets());
+                    ev.flow.sport = sport;
+                    ev.flow.dport = 80;
+                    ev.flags = flags::HAS_FLOW;
+                    ev.aux1 = 1;
+                    ev.len = 1448;
+                    ev
+                }
+                _ => {
+                    let mut ev = base(EventKind::IcmpTooBigSent, Hook::IcmpSendTracepoint, i);
+                    let pkt = ipv4(&pod_ip(src), &pod_ip(dst), 6, &tcp(sport, 8080, 1460));
+                    let cap = pkt.len().min(ev.packet.len());
+                    ev.packet[..cap].copy_from_slice(&pkt[..cap]);
+                    ev.cap_len = cap as u16;
+                    ev.l3_proto = 0x0800;
+                    ev.len = 1500;
+                    ev.l3_len = 1500;
+                    ev.mtu = 1450;
+                    ev.flags = flags::HAS_PACKET;
+                    ev
+                }
+            }
+        })
+        .collect()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let names = names();
+    let events = events(&names);
+    // Every event decodes and is named: the benchmark measures the path real events take.
+    let named = events
+        .iter()
+        .filter_map(|e| decode(e, &names))
+        .filter(|r| r.has_names())
+        .count();
+    assert_eq!(named, EVENTS, "events that decode and get names");
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    // The stages one by one, to see where the time goes.
+    let unnamed = Names {
+        inventory: None,
+        ..names_like(&names)
+    };
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            for ev in &events {
+                black_box(decode(black_box(ev), &unnamed));
+            }
+        })
+    });
+    group.bench_function("decode_name", |b| {
+        b.iter(|| {
+            for ev in &events {
+                black_box(decode(black_box(ev), &names));
+            }
+        })
+    });
+    group.bench_function("decode_name_analyze", |b| {
+        let mut analyzer = Analyzer::new();
+        b.iter(|| {
+            for ev in &events {
+                let rec = decode(black_box(ev), &names).expect("decodes");
+                analyzer.observe_record(&rec);
+            }
+        })
+    });
+    group.bench_function("decode_name_analyze_write", |b| {
+        let mut analyzer = Analyzer::new();
+        let mut sink = JsonlSink::new(std::io::sink());
+        b.iter(|| {
+            for ev in &events {
+                let rec = decode(black_box(ev), &names).expect("decodes");
+                analyzer.observe_record(&rec);
+                sink.emit(&rec).expect("write");
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
