@@ -143,13 +143,59 @@ struct ConnKey {
     dport: Option<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Where packets die. Device and kernel function are interned ([`Interner`]): a site is looked
+/// up for every drop, and must not cost an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SiteKey {
     netns: Option<u32>,
-    device: Option<String>,
-    location: Option<String>,
+    device: Option<u32>,
+    location: Option<u32>,
     limit: Option<u32>,
     overlay: Option<Encap>,
+}
+
+/// Small strings (device names, kernel functions) as numbers.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+
+    fn name(&self, id: Option<u32>) -> Option<String> {
+        id.and_then(|i| self.names.get(i as usize)).cloned()
+    }
+}
+
+/// What the MTU that refused a packet is, formatted only for a new site.
+#[derive(Clone, Copy, Debug)]
+enum LimitSource<'a> {
+    Peer(Option<&'a str>),
+    Device(Option<&'a str>),
+    Learned(Option<IpAddr>),
+}
+
+impl LimitSource<'_> {
+    fn describe(self) -> String {
+        match self {
+            LimitSource::Peer(d) => format!("MTU of the receiving end {}", d.unwrap_or("?")),
+            LimitSource::Device(d) => format!("MTU of {}", d.unwrap_or("?")),
+            LimitSource::Learned(from) => format!(
+                "path MTU learned from ICMP by {}",
+                from.map_or("a router".to_string(), |f| f.to_string())
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -211,7 +257,7 @@ struct LastDrop {
     /// original that follows replaces its (smaller, not a real packet's) size.
     smallest_before: Option<u32>,
     netns: Option<u32>,
-    device: Option<String>,
+    device: Option<u32>,
     site: SiteKey,
 }
 
@@ -220,14 +266,15 @@ struct LastDrop {
 pub struct Analyzer {
     netns_names: HashMap<u32, String>,
     sites: BTreeMap<SiteKey, SiteAcc>,
-    conns: BTreeMap<ConnKey, ConnAcc>,
+    strings: Interner,
+    conns: HashMap<ConnKey, ConnAcc>,
     /// (proto, src, sport) → connection with size events: joins a pod's retransmissions
     /// (addressed to a ClusterIP) with the drops of the same packets after DNAT.
     by_source: HashMap<(u8, IpAddr, u16), ConnKey>,
     /// Path MTUs routers announced: destination (outer) address → (MTU, router).
     learned_pmtu: HashMap<IpAddr, (u32, Option<IpAddr>)>,
     /// ICMP generated for a packet, by skb, until the drop of that packet names its site.
-    pending_icmp: HashMap<String, (i128, Option<u32>)>,
+    pending_icmp: HashMap<u64, (i128, Option<u32>)>,
     last_drop: HashMap<ConnKey, LastDrop>,
     /// Where ICMP too-big messages were dropped: (netns, location, reason) → (count, MTU).
     icmp_eaten: BTreeMap<IcmpDropPlace, (u64, Option<u32>)>,
@@ -329,7 +376,7 @@ impl Analyzer {
         let Some(len) = o.packet_len() else { return };
         let (overlay, overhead) = overlay_of(o.outer);
         let (limit, limit_source) = self.limit_of(o, len);
-        let device = o.ifname.map(str::to_string);
+        let device = o.ifname.map(|d| self.strings.id(d));
         // A fragment dropped and then the original it was cut from: one packet.
         if let Some(prev) = self.last_drop.get(&key) {
             if o.ts_ns - prev.ts_ns <= SAME_PACKET_NS
@@ -337,7 +384,7 @@ impl Analyzer {
                 && prev.device == device
                 && o.location.is_some_and(is_fragmenter)
             {
-                let site = prev.site.clone();
+                let site = prev.site;
                 let smallest_before = prev.smallest_before;
                 if let Some(s) = self.sites.get_mut(&site) {
                     s.packet_len = s.packet_len.max(len);
@@ -349,17 +396,18 @@ impl Analyzer {
                 return;
             }
         }
+        let location = match kind {
+            Kind::OversizeTx => Some("transmit"),
+            _ => o.location.map(symbol),
+        };
         let site_key = SiteKey {
             netns: o.netns,
-            device: device.clone(),
-            location: match kind {
-                Kind::OversizeTx => Some("transmit".to_string()),
-                _ => o.location.map(symbol),
-            },
+            device,
+            location: location.map(|l| self.strings.id(l)),
             limit,
             overlay,
         };
-        let site = self.sites.entry(site_key.clone()).or_default();
+        let site = self.sites.entry(site_key).or_default();
         site.packets += 1;
         site.packet_len = site.packet_len.max(len);
         site.overhead = overhead;
@@ -368,9 +416,13 @@ impl Analyzer {
             site.reason = o.reason.map(str::to_string);
         }
         if site.limit_source.is_none() {
-            site.limit_source = limit_source;
+            site.limit_source = limit_source.map(LimitSource::describe);
         }
-        if let Some((_, mtu)) = o.skb.and_then(|skb| self.pending_icmp.remove(skb)) {
+        if let Some((_, mtu)) = o
+            .skb
+            .and_then(skb_address)
+            .and_then(|skb| self.pending_icmp.remove(&skb))
+        {
             site.icmp_sent += 1;
             if let Some(m) = mtu.or(limit) {
                 site.icmp_mtu = Some(site.icmp_mtu.map_or(m, |s| s.min(m)));
@@ -411,28 +463,20 @@ impl Analyzer {
     }
 
     /// The MTU that refused a packet of `len` bytes, and what it is.
-    fn limit_of(&self, o: &Obs, len: u32) -> (Option<u32>, Option<String>) {
-        let dev = |name: Option<&str>| name.unwrap_or("?").to_string();
+    fn limit_of<'a>(&self, o: &Obs<'a>, len: u32) -> (Option<u32>, Option<LimitSource<'a>>) {
         if let Some(m) = o.peer_mtu.filter(|&m| m < len) {
-            return (
-                Some(m),
-                Some(format!("MTU of the receiving end {}", dev(o.peer_ifname))),
-            );
+            return (Some(m), Some(LimitSource::Peer(o.peer_ifname)));
         }
         if let Some(m) = o.out_mtu.filter(|&m| m < len) {
-            return (Some(m), Some(format!("MTU of {}", dev(o.out_ifname))));
+            return (Some(m), Some(LimitSource::Device(o.out_ifname)));
         }
         if let Some(m) = o.mtu.filter(|&m| m < len && o.mtu_source != Some("icmp")) {
-            return (Some(m), Some(format!("MTU of {}", dev(o.ifname))));
+            return (Some(m), Some(LimitSource::Device(o.ifname)));
         }
         // It fitted every device: a path MTU learned from a router's ICMP refused it.
         let toward = o.outer.map(|x| x.dst).or(o.dst);
         if let Some((m, from)) = toward.and_then(|d| self.learned_pmtu.get(&d)) {
-            let who = from.map_or("a router".to_string(), |f| f.to_string());
-            return (
-                Some(*m),
-                Some(format!("path MTU learned from ICMP by {who}")),
-            );
+            return (Some(*m), Some(LimitSource::Learned(*from)));
         }
         (None, None)
     }
@@ -441,10 +485,10 @@ impl Analyzer {
         let Some(key) = o.conn() else { return };
         let mtu = o.advertised_mtu();
         if o.is_icmp_generator() {
-            if let Some(skb) = o.skb {
+            if let Some(skb) = o.skb.and_then(skb_address) {
                 // Bounded: entries are removed by their drop; a flood without drops is capped.
                 if self.pending_icmp.len() < 4096 {
-                    self.pending_icmp.insert(skb.to_string(), (o.ts_ns, mtu));
+                    self.pending_icmp.insert(skb, (o.ts_ns, mtu));
                 } else {
                     self.icmp_sent_unmatched += 1;
                 }
@@ -494,7 +538,7 @@ impl Analyzer {
             .icmp_eaten
             .entry((
                 o.netns,
-                o.location.map(symbol).unwrap_or_else(|| "?".into()),
+                o.location.map(symbol).unwrap_or("?").to_string(),
                 o.reason.unwrap_or("?").to_string(),
             ))
             .or_insert((0, None));
@@ -616,7 +660,9 @@ impl Analyzer {
                 .push(k);
         }
         let mut out = Vec::new();
-        for keys in by_source.values() {
+        for keys in by_source.values_mut() {
+            // The same answer live and from a log: a fixed order whatever the map's.
+            keys.sort();
             let main = keys
                 .iter()
                 .find(|k| self.conns[**k].dropped > 0)
@@ -685,8 +731,8 @@ impl Analyzer {
                 Site {
                     netns: k.netns,
                     netns_name: k.netns.and_then(|n| self.netns_names.get(&n).cloned()),
-                    device: k.device.clone(),
-                    location: k.location.clone(),
+                    device: self.strings.name(k.device),
+                    location: self.strings.name(k.location),
                     reason: s.reason.clone(),
                     packet_len: s.packet_len,
                     limit_mtu: k.limit,
@@ -954,8 +1000,13 @@ pub fn is_size_match(m: &str) -> bool {
 }
 
 /// `ip_forward+0x2c0` → `ip_forward`.
-fn symbol(location: &str) -> String {
-    location.split('+').next().unwrap_or(location).to_string()
+fn symbol(location: &str) -> &str {
+    location.split('+').next().unwrap_or(location)
+}
+
+/// The `skb` field (`0xffff888100b84a00`) as a number.
+fn skb_address(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
 /// Kernel functions that drop the original when sending one of its fragments failed.
