@@ -58,6 +58,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// Rotate the --log file when it would grow past this size: bytes, or with a K, M, G or T
+    /// suffix (powers of 1024; `100M`, `1G`). 0 = never rotate.
+    #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
+    pub log_max_size: u64,
+
+    /// How many rotated --log files to keep (FILE.1 newest … FILE.N oldest).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub log_keep: u32,
+
     /// Stop by itself after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -130,6 +139,31 @@ fn parse_duration(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// `1048576`, `512K`, `100M`, `1G`, `2T` (also `100MiB`, `100MB`: both mean powers of 1024
+/// here, as log sizes conventionally do).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M, G or T)"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{unit}` (use K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
@@ -221,6 +255,32 @@ mod tests {
     }
 
     #[test]
+    fn log_rotation_options() {
+        let Command::Run(a) = parse(&["run"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!((a.log_max_size, a.log_keep), (100 << 20, 5));
+        for (given, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("512k", 512 << 10),
+            ("100M", 100 << 20),
+            ("100MiB", 100 << 20),
+            ("1G", 1 << 30),
+            ("2TB", 2 << 40),
+        ] {
+            assert_eq!(parse_size(given), Ok(bytes), "{given}");
+        }
+        let Command::Run(a) = parse(&["run", "--log-max-size", "1G", "--log-keep", "9"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!((a.log_max_size, a.log_keep), (1 << 30, 9));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         for (args, needle) in [
             (&["run", "--duration", "soon"][..], "not a number"),
@@ -228,6 +288,10 @@ mod tests {
             (&["run", "--duration", "NaN"][..], "positive"),
             (&["run", "--ringbuf-kib", "100"][..], "power of two"),
             (&["run", "--bogus"][..], "--bogus"),
+            (&["run", "--log-max-size", "10X"][..], "unknown size unit"),
+            (&["run", "--log-max-size", "M"][..], "not a size"),
+            (&["run", "--log-max-size", "99999999999T"][..], "too large"),
+            (&["run", "--log-keep", "0"][..], "0"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

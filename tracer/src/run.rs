@@ -23,6 +23,7 @@ use crate::{
     netns::Netns,
     sink::{
         jsonl::JsonlSink,
+        logfile::Rotation,
         terminal::{self, TerminalSink},
         Sink, Summary,
     },
@@ -238,7 +239,11 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             "stdout".to_string()
         }
         Some(p) => {
-            sinks.push(Box::new(JsonlSink::create(p)?));
+            let rotation = (args.log_max_size > 0).then_some(Rotation {
+                max_bytes: args.log_max_size,
+                keep: args.log_keep,
+            });
+            sinks.push(Box::new(JsonlSink::create_rotating(p, rotation)?));
             p.display().to_string()
         }
     };

@@ -2,6 +2,7 @@
 //! daemon feeds every [`Record`] to each configured sink.
 
 pub mod jsonl;
+pub mod logfile;
 pub mod terminal;
 
 pub use terminal::Summary;
