@@ -67,6 +67,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub log_keep: u32,
 
+    /// Write the headers of every dropped, oversized and ICMP too-big packet to this pcapng
+    /// file (Wireshark, tshark), one interface per device, the event in each packet's comment.
+    #[arg(long, value_name = "FILE.pcapng")]
+    pub pcap: Option<PathBuf>,
+
+    /// With --pcap: keep up to this many bytes of each packet from its network header instead of
+    /// headers only (the kernel captures at most 176).
+    #[arg(long, value_name = "BYTES", requires = "pcap", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub snaplen: Option<u32>,
+
     /// Stop by itself after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -278,6 +288,14 @@ mod tests {
             panic!("not run")
         };
         assert_eq!((a.log_max_size, a.log_keep), (1 << 30, 9));
+        let Command::Run(a) = parse(&["run", "--pcap", "x.pcapng", "--snaplen", "96"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.pcap.unwrap().to_str(), Some("x.pcapng"));
+        assert_eq!(a.snaplen, Some(96));
     }
 
     #[test]
@@ -292,6 +310,8 @@ mod tests {
             (&["run", "--log-max-size", "M"][..], "not a size"),
             (&["run", "--log-max-size", "99999999999T"][..], "too large"),
             (&["run", "--log-keep", "0"][..], "0"),
+            (&["run", "--snaplen", "96"][..], "--pcap"),
+            (&["run", "--pcap", "x", "--snaplen", "0"][..], "0"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

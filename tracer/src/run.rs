@@ -24,6 +24,7 @@ use crate::{
     sink::{
         jsonl::JsonlSink,
         logfile::Rotation,
+        pcap::PcapSink,
         terminal::{self, TerminalSink},
         Sink, Summary,
     },
@@ -247,6 +248,15 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             p.display().to_string()
         }
     };
+    let mut log_desc = log_desc;
+    if let Some(p) = &args.pcap {
+        let labels = namespaces
+            .iter()
+            .map(|(n, _, _)| (n.inode, n.label.clone()))
+            .collect();
+        sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
+        log_desc.push_str(&format!(", packet headers to {}", p.display()));
+    }
     if out.log_to_stdout {
         sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
     } else {
@@ -342,6 +352,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     out.info(&format!("summary: {}", summary.line()));
     if let Some(p) = args.log.as_ref().filter(|p| p.as_os_str() != "-") {
         out.info(&format!("event log: {}", p.display()));
+    }
+    if let Some(p) = &args.pcap {
+        out.info(&format!("packet capture: {}", p.display()));
     }
     Ok(())
 }
