@@ -77,6 +77,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", requires = "pcap", value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub snaplen: Option<u32>,
 
+    /// Serve Prometheus metrics over HTTP at /metrics: PORT (on 127.0.0.1), IP (port 9464),
+    /// IP:PORT or [IPv6]:PORT; without a value 127.0.0.1:9464. Off unless given.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_parser = crate::sink::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Stop by itself after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -296,6 +301,17 @@ mod tests {
         };
         assert_eq!(a.pcap.unwrap().to_str(), Some("x.pcapng"));
         assert_eq!(a.snaplen, Some(96));
+        assert_eq!(a.metrics, None, "metrics are off by default");
+        for (args, addr) in [
+            (&["run", "--metrics"][..], "127.0.0.1:9464"),
+            (&["run", "--metrics", "9100"][..], "127.0.0.1:9100"),
+            (&["run", "--metrics", "0.0.0.0:9464"][..], "0.0.0.0:9464"),
+        ] {
+            let Command::Run(a) = parse(args).unwrap().command else {
+                panic!("not run")
+            };
+            assert_eq!(a.metrics, Some(addr.parse().unwrap()), "{args:?}");
+        }
     }
 
     #[test]
@@ -311,6 +327,7 @@ mod tests {
             (&["run", "--log-max-size", "99999999999T"][..], "too large"),
             (&["run", "--log-keep", "0"][..], "0"),
             (&["run", "--snaplen", "96"][..], "--pcap"),
+            (&["run", "--metrics", "localhost"][..], "not an address"),
             (&["run", "--pcap", "x", "--snaplen", "0"][..], "0"),
         ] {
             let err = parse(args).unwrap_err().to_string();

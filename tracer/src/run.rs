@@ -24,6 +24,7 @@ use crate::{
     sink::{
         jsonl::JsonlSink,
         logfile::Rotation,
+        metrics::Metrics,
         pcap::PcapSink,
         terminal::{self, TerminalSink},
         Sink, Summary,
@@ -257,6 +258,19 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
         log_desc.push_str(&format!(", packet headers to {}", p.display()));
     }
+    let mut hook_status = None;
+    if let Some(addr) = args.metrics {
+        let labels = namespaces
+            .iter()
+            .map(|(n, _, _)| (n.inode, n.label.clone()))
+            .collect();
+        let metrics = Metrics::new(labels);
+        // Bound now: a taken port fails before anything is attached.
+        let bound = metrics.serve(addr)?;
+        log_desc.push_str(&format!(", metrics at http://{bound}/metrics"));
+        hook_status = Some(metrics.hook_status());
+        sinks.push(Box::new(metrics));
+    }
     if out.log_to_stdout {
         sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
     } else {
@@ -302,6 +316,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             .insert((dev.netns, dev.iface.ifindex), dev);
     }
 
+    if let Some(h) = &hook_status {
+        h.record(&report);
+    }
     let audit = static_audit(&args);
     print_startup(
         &out,

@@ -3,6 +3,7 @@
 
 pub mod jsonl;
 pub mod logfile;
+pub mod metrics;
 pub mod pcap;
 pub mod terminal;
 
