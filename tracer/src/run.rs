@@ -35,7 +35,7 @@ use crate::{
 
 /// Capabilities the tracer needs (`capabilities(7)` numbers), checked up front so that the
 /// operator reads their names instead of a bare EPERM from the kernel.
-const NEEDED_CAPS: [(u32, &str); 4] = [
+pub const NEEDED_CAPS: [(u32, &str); 4] = [
     (39, "CAP_BPF"),
     (38, "CAP_PERFMON"),
     (12, "CAP_NET_ADMIN"),
