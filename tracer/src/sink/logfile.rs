@@ -27,6 +27,18 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether `path` can be opened for writing, without truncating it (a missing file is created
+/// empty, mode [`FILE_MODE`]): checked for every output before any is truncated.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
 /// When to rotate: after `max_bytes` (a line is never split, so a file may end up to one line
 /// longer), keeping `keep` rotated files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
