@@ -58,6 +58,30 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// Rotate the --log file when it would grow past this size: bytes, or with a K, M, G or T
+    /// suffix (powers of 1024; `100M`, `1G`). 0 = never rotate.
+    #[arg(long, value_name = "SIZE", default_value = "100M", value_parser = parse_size)]
+    pub log_max_size: u64,
+
+    /// How many rotated --log files to keep (FILE.1 newest … FILE.N oldest).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub log_keep: u32,
+
+    /// Write the headers of every dropped, oversized and ICMP too-big packet to this pcapng
+    /// file (Wireshark, tshark), one interface per device, the event in each packet's comment.
+    #[arg(long, value_name = "FILE.pcapng")]
+    pub pcap: Option<PathBuf>,
+
+    /// With --pcap: keep up to this many bytes of each packet from its network header instead of
+    /// headers only (the kernel captures at most 176).
+    #[arg(long, value_name = "BYTES", requires = "pcap", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub snaplen: Option<u32>,
+
+    /// Serve Prometheus metrics over HTTP at /metrics: PORT (on 127.0.0.1), IP (port 9464),
+    /// IP:PORT or [IPv6]:PORT; without a value 127.0.0.1:9464. Off unless given.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_parser = crate::sink::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Stop by itself after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -130,6 +154,31 @@ fn parse_duration(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// `1048576`, `512K`, `100M`, `1G`, `2T` (also `100MiB`, `100MB`: both mean powers of 1024
+/// here, as log sizes conventionally do).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M, G or T)"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{unit}` (use K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
@@ -221,6 +270,51 @@ mod tests {
     }
 
     #[test]
+    fn log_rotation_options() {
+        let Command::Run(a) = parse(&["run"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!((a.log_max_size, a.log_keep), (100 << 20, 5));
+        for (given, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("512k", 512 << 10),
+            ("100M", 100 << 20),
+            ("100MiB", 100 << 20),
+            ("1G", 1 << 30),
+            ("2TB", 2 << 40),
+        ] {
+            assert_eq!(parse_size(given), Ok(bytes), "{given}");
+        }
+        let Command::Run(a) = parse(&["run", "--log-max-size", "1G", "--log-keep", "9"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!((a.log_max_size, a.log_keep), (1 << 30, 9));
+        let Command::Run(a) = parse(&["run", "--pcap", "x.pcapng", "--snaplen", "96"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.pcap.unwrap().to_str(), Some("x.pcapng"));
+        assert_eq!(a.snaplen, Some(96));
+        assert_eq!(a.metrics, None, "metrics are off by default");
+        for (args, addr) in [
+            (&["run", "--metrics"][..], "127.0.0.1:9464"),
+            (&["run", "--metrics", "9100"][..], "127.0.0.1:9100"),
+            (&["run", "--metrics", "0.0.0.0:9464"][..], "0.0.0.0:9464"),
+        ] {
+            let Command::Run(a) = parse(args).unwrap().command else {
+                panic!("not run")
+            };
+            assert_eq!(a.metrics, Some(addr.parse().unwrap()), "{args:?}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         for (args, needle) in [
             (&["run", "--duration", "soon"][..], "not a number"),
@@ -228,6 +322,13 @@ mod tests {
             (&["run", "--duration", "NaN"][..], "positive"),
             (&["run", "--ringbuf-kib", "100"][..], "power of two"),
             (&["run", "--bogus"][..], "--bogus"),
+            (&["run", "--log-max-size", "10X"][..], "unknown size unit"),
+            (&["run", "--log-max-size", "M"][..], "not a size"),
+            (&["run", "--log-max-size", "99999999999T"][..], "too large"),
+            (&["run", "--log-keep", "0"][..], "0"),
+            (&["run", "--snaplen", "96"][..], "--pcap"),
+            (&["run", "--metrics", "localhost"][..], "not an address"),
+            (&["run", "--pcap", "x", "--snaplen", "0"][..], "0"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

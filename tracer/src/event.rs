@@ -171,6 +171,18 @@ pub struct Record {
     pub service: Option<ServiceRef>,
     pub src_node: Option<ObjectRef>,
     pub dst_node: Option<ObjectRef>,
+    /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
+    #[serde(skip)]
+    pub packet: Option<Captured>,
+}
+
+/// Packet bytes as the kernel captured them: from the network header on, at most
+/// [`tracer_common::PACKET_CAPTURE`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// 0x0800 (IPv4) or 0x86DD (IPv6).
+    pub ethertype: u16,
+    pub bytes: Vec<u8>,
 }
 
 impl Record {
@@ -215,6 +227,7 @@ impl Record {
             service: None,
             src_node: None,
             dst_node: None,
+            packet: None,
         }
     }
 

@@ -68,6 +68,92 @@ pub fn decode_ethernet(bytes: &[u8]) -> Decoded {
     }
 }
 
+/// How many leading bytes of a packet that starts at its network header are headers: through
+/// the innermost transport header, following one tunnel and one ICMP quote as [`decode`] does
+/// (so a VXLAN packet keeps outer IP, UDP, VXLAN, inner Ethernet, inner IP and inner TCP, and an
+/// ICMP too-big keeps the quoted packet's headers), never more than `bytes.len()`. What follows
+/// is payload, left out of `--pcap` by default. Bytes that do not parse as IP are all kept: the
+/// capture is headers-sized anyway ([`tracer_common::PACKET_CAPTURE`]).
+pub fn headers_len(ethertype: u16, bytes: &[u8]) -> usize {
+    l3_headers_len(
+        ethertype,
+        bytes,
+        Budget {
+            tunnels: 1,
+            quote: true,
+        },
+    )
+    .unwrap_or(bytes.len())
+    .min(bytes.len())
+}
+
+fn l3_headers_len(ethertype: u16, b: &[u8], budget: Budget) -> Option<usize> {
+    let ip = parse_ip(ethertype, b)?;
+    let Some(proto) = ip.proto else {
+        return Some(b.len()); // cut inside the extension headers: all of it is header
+    };
+    if !ip.has_l4 {
+        return Some(ip.header_len); // a later fragment: the rest is payload
+    }
+    let l4 = ip.payload;
+    // A nested packet whose headers cannot be told apart is kept whole (it is within the capture).
+    let nested = |ethertype: u16, inner: &[u8], budget: Budget| {
+        l3_headers_len(ethertype, inner, budget).unwrap_or(inner.len())
+    };
+    let inner_budget = Budget {
+        tunnels: budget.tunnels.saturating_sub(1),
+        quote: budget.quote,
+    };
+    let transport = match proto {
+        IPPROTO_IPIP if budget.tunnels > 0 => nested(ETH_P_IP, l4, inner_budget),
+        IPPROTO_IPV6 if budget.tunnels > 0 => nested(ETH_P_IPV6, l4, inner_budget),
+        IPPROTO_UDP => {
+            let vx = rest(l4, 8);
+            let vxlan = budget.tunnels > 0
+                && be16(l4, 2).is_some_and(|p| VXLAN_PORTS.contains(&p))
+                && !(byte(vx, 0).is_some_and(|f| f & VXLAN_FLAG_I == 0)
+                    && vx.len() >= VXLAN_HDR_LEN);
+            if vxlan {
+                let frame = rest(vx, VXLAN_HDR_LEN);
+                8 + VXLAN_HDR_LEN
+                    + match ethernet_payload(frame) {
+                        Some((ethertype, inner)) => {
+                            (frame.len() - inner.len()) + nested(ethertype, inner, inner_budget)
+                        }
+                        None => frame.len(),
+                    }
+            } else {
+                8
+            }
+        }
+        // Data offset in 32-bit words; what is not captured is clipped below.
+        IPPROTO_TCP => byte(l4, 12).map_or(l4.len(), |d| usize::from(d >> 4).max(5) * 4),
+        IPPROTO_DCCP => byte(l4, 4).map_or(l4.len(), |d| usize::from(d).max(3) * 4),
+        IPPROTO_SCTP => 12,
+        IPPROTO_UDPLITE => 8,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if (proto == IPPROTO_ICMPV6) == ip.v6 => {
+            let too_big = match (byte(l4, 0), byte(l4, 1)) {
+                (Some(ICMP_DEST_UNREACH), Some(ICMP_FRAG_NEEDED)) => proto == IPPROTO_ICMP,
+                (Some(ICMPV6_PKT_TOOBIG), _) => proto == IPPROTO_ICMPV6,
+                _ => false,
+            };
+            if too_big && budget.quote {
+                let quote = rest(l4, ICMP_HDR_LEN);
+                let family = if ip.v6 { ETH_P_IPV6 } else { ETH_P_IP };
+                let quote_budget = Budget {
+                    tunnels: budget.tunnels,
+                    quote: false,
+                };
+                ICMP_HDR_LEN + nested(family, quote, quote_budget)
+            } else {
+                ICMP_HDR_LEN
+            }
+        }
+        _ => 0,
+    };
+    Some(ip.header_len + transport)
+}
+
 /// How much nesting is left. Only one tunnel level is unwrapped, and only one ICMP quote is
 /// followed, which bounds the work at three IP headers (ICMP → quoted outer → quoted inner) and
 /// keeps a crafted packet from nesting us deeper.
@@ -127,6 +213,8 @@ struct IpHeader<'a> {
     /// Whether this packet carries the transport header: false for non-first fragments.
     has_l4: bool,
     payload: &'a [u8],
+    /// Where `payload` starts in the bytes parsed: the IP header and any extension headers.
+    header_len: usize,
     /// Total length as the header says (IPv6: payload length + 40).
     total_len: u32,
     v6: bool,
@@ -165,6 +253,7 @@ fn parse_ipv4(b: &[u8]) -> Option<IpHeader<'_>> {
         // Only the fragment at offset 0 starts with the transport header.
         has_l4: frag & 0x1fff == 0,
         payload: b.get(hdr_len..end).unwrap_or(&[]),
+        header_len: hdr_len,
         total_len: u32::from(total_len),
         v6: false,
     })
@@ -227,6 +316,7 @@ fn parse_ipv6(b: &[u8]) -> Option<IpHeader<'_>> {
         proto,
         has_l4,
         payload: rest(body, at),
+        header_len: 40 + at,
         total_len: u32::from(payload_len) + 40,
         v6: true,
     })
@@ -510,6 +600,72 @@ mod tests {
     }
 
     // ---- plain packets ----
+
+    #[test]
+    fn headers_len_stops_after_the_innermost_transport_header() {
+        let payload = [0xAAu8; 60];
+        // Plain TCP (20-byte header, no options) over IPv4 with options (24).
+        let mut seg = tcp(41234, 6379, 0);
+        seg.extend_from_slice(&payload);
+        let p = ipv4_opts("10.0.1.2", "10.0.2.2", 6, &[1, 1, 1, 1], &seg);
+        assert_eq!(headers_len(ETH_P_IP, &p), 24 + 20);
+        // TCP options count as header (data offset 8 words = 32 bytes).
+        let mut opts = tcp(1, 2, 0);
+        opts[12] = 8 << 4;
+        opts.extend_from_slice(&[1u8; 12]);
+        opts.extend_from_slice(&payload);
+        assert_eq!(
+            headers_len(ETH_P_IP, &ipv4("10.0.1.2", "10.0.2.2", 6, &opts)),
+            52
+        );
+        // VXLAN: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 + inner IPv4 20 + TCP 20.
+        let inner = ipv4("10.0.1.2", "10.0.2.2", 6, &seg);
+        let vx = ipv4(
+            "192.168.0.1",
+            "192.168.0.2",
+            17,
+            &udp(50000, 4789, &vxlan(1, &ethernet(ETH_P_IP, None, &inner))),
+        );
+        assert_eq!(headers_len(ETH_P_IP, &vx), 20 + 8 + 8 + 14 + 20 + 20);
+        // With a VLAN tag on the inner frame, over IPv6.
+        let vx6 = ipv6(
+            "fd00::1",
+            "fd00::2",
+            17,
+            &udp(50000, 8472, &vxlan(1, &ethernet(ETH_P_IP, Some(5), &inner))),
+        );
+        assert_eq!(headers_len(ETH_P_IPV6, &vx6), 40 + 8 + 8 + 18 + 20 + 20);
+        // IPIP: outer 20 + inner 20 + TCP 20.
+        let ipip = ipv4("192.168.0.1", "192.168.0.2", 4, &inner);
+        assert_eq!(headers_len(ETH_P_IP, &ipip), 60);
+        // Plain UDP: 8 bytes of header, whatever follows.
+        let u = ipv4("10.0.1.2", "10.0.2.2", 17, &udp(53, 5353, &payload));
+        assert_eq!(headers_len(ETH_P_IP, &u), 28);
+        // ICMP too-big: ICMP header + the quoted packet's headers (not its payload).
+        let fnd = ipv4("10.0.0.1", "10.0.1.2", 1, &frag_needed(1450, &inner));
+        assert_eq!(headers_len(ETH_P_IP, &fnd), 20 + 8 + 20 + 20);
+        // Any other ICMP: its 8-byte header.
+        let echo = ipv4("10.0.0.1", "10.0.0.2", 1, &icmp(8, 0, [0; 4], &payload));
+        assert_eq!(headers_len(ETH_P_IP, &echo), 28);
+        // A later fragment: only the IP header is header.
+        let mut frag = ipv4("10.0.1.2", "10.0.2.2", 6, &payload);
+        frag[6..8].copy_from_slice(&185u16.to_be_bytes());
+        assert_eq!(headers_len(ETH_P_IP, &frag), 20);
+        // IPv6 extension headers are header.
+        assert!(headers_len(ETH_P_IPV6, &ipv6_ext()) > 40);
+        // Not IP: kept as captured.
+        assert_eq!(headers_len(0x0806, &payload), payload.len());
+    }
+
+    #[test]
+    fn headers_len_never_exceeds_the_capture() {
+        for (name, ethertype, bytes) in samples() {
+            for n in 0..=bytes.len() {
+                let h = headers_len(ethertype, &bytes[..n]);
+                assert!(h <= n, "{name}[..{n}]: {h}");
+            }
+        }
+    }
 
     #[test]
     fn plain_ipv4_tcp() {

@@ -23,6 +23,9 @@ use crate::{
     netns::Netns,
     sink::{
         jsonl::JsonlSink,
+        logfile::{check_writable, Rotation},
+        metrics::{HookStatus, Metrics},
+        pcap::PcapSink,
         terminal::{self, TerminalSink},
         Sink, Summary,
     },
@@ -32,7 +35,7 @@ use crate::{
 
 /// Capabilities the tracer needs (`capabilities(7)` numbers), checked up front so that the
 /// operator reads their names instead of a bare EPERM from the kernel.
-const NEEDED_CAPS: [(u32, &str); 4] = [
+pub const NEEDED_CAPS: [(u32, &str); 4] = [
     (39, "CAP_BPF"),
     (38, "CAP_PERFMON"),
     (12, "CAP_NET_ADMIN"),
@@ -229,19 +232,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     }
     let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
 
-    // Open the log before attaching anything: a bad path must fail before tracing starts.
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let log_desc = match &args.log {
-        None => "none (--log FILE to keep one)".to_string(),
-        Some(p) if p.as_os_str() == "-" => {
-            sinks.push(Box::new(JsonlSink::stdout()));
-            "stdout".to_string()
-        }
-        Some(p) => {
-            sinks.push(Box::new(JsonlSink::create(p)?));
-            p.display().to_string()
-        }
-    };
+    // Open the outputs before attaching anything: a bad path or a taken port must fail before
+    // tracing starts.
+    let (mut sinks, log_desc, hook_status) = open_outputs(&args, &namespaces)?;
     if out.log_to_stdout {
         sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
     } else {
@@ -287,6 +280,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
             .insert((dev.netns, dev.iface.ifindex), dev);
     }
 
+    if let Some(h) = &hook_status {
+        h.record(&report);
+    }
     let audit = static_audit(&args);
     print_startup(
         &out,
@@ -338,7 +334,61 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     if let Some(p) = args.log.as_ref().filter(|p| p.as_os_str() != "-") {
         out.info(&format!("event log: {}", p.display()));
     }
+    if let Some(p) = &args.pcap {
+        out.info(&format!("packet capture: {}", p.display()));
+    }
     Ok(())
+}
+
+/// The sinks, the start-up block's `log:` text, and where the attach report goes for metrics.
+type Outputs = (Vec<Box<dyn Sink>>, String, Option<HookStatus>);
+
+/// The event log, the capture and the metrics endpoint, as asked, with the start-up block's
+/// `log:` text. Every file is checked for writability and the port bound before any file is
+/// truncated, so a start that fails on one output leaves an earlier run's files alone.
+fn open_outputs(args: &RunArgs, namespaces: &[Watched]) -> Result<Outputs> {
+    let log_file = args.log.as_ref().filter(|p| p.as_os_str() != "-");
+    if let Some(p) = log_file {
+        check_writable(p)
+            .with_context(|| format!("cannot create the event log {}", p.display()))?;
+    }
+    if let Some(p) = &args.pcap {
+        check_writable(p).with_context(|| format!("cannot create the capture {}", p.display()))?;
+    }
+    let labels: HashMap<u32, String> = namespaces
+        .iter()
+        .map(|(n, _, _)| (n.inode, n.label.clone()))
+        .collect();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut desc = Vec::new();
+    let mut hook_status = None;
+    if let Some(addr) = args.metrics {
+        let metrics = Metrics::new(labels.clone());
+        let bound = metrics.serve(addr)?;
+        desc.push(format!("metrics at http://{bound}/metrics"));
+        hook_status = Some(metrics.hook_status());
+        sinks.push(Box::new(metrics));
+    }
+    match &args.log {
+        None => desc.insert(0, "none (--log FILE to keep one)".to_string()),
+        Some(p) if p.as_os_str() == "-" => {
+            sinks.push(Box::new(JsonlSink::stdout()));
+            desc.insert(0, "stdout".to_string());
+        }
+        Some(p) => {
+            let rotation = (args.log_max_size > 0).then_some(Rotation {
+                max_bytes: args.log_max_size,
+                keep: args.log_keep,
+            });
+            sinks.push(Box::new(JsonlSink::create_rotating(p, rotation)?));
+            desc.insert(0, p.display().to_string());
+        }
+    }
+    if let Some(p) = &args.pcap {
+        sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
+        desc.push(format!("packet headers to {}", p.display()));
+    }
+    Ok((sinks, desc.join(", "), hook_status))
 }
 
 fn print_startup(

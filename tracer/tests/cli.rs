@@ -64,6 +64,49 @@ fn bad_input_is_refused_clearly() {
 }
 
 #[test]
+fn a_bad_capture_path_or_a_taken_metrics_port_fails_before_any_file_is_truncated() {
+    let log = TempLog::new("keep-outputs");
+    let pcap = std::path::PathBuf::from(format!("{}.pcapng", log.0.display()));
+    std::fs::write(&log.0, "{\"kind\":\"drop\"}\n").unwrap();
+    std::fs::write(&pcap, "earlier capture").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(&[
+        "run",
+        "--log",
+        log.0.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--metrics",
+        &port,
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {port} for --metrics")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tracing…"), "{stderr}");
+    let (code, stderr) = run(&[
+        "run",
+        "--log",
+        log.0.to_str().unwrap(),
+        "--pcap",
+        "/nonexistent-dir/x.pcapng",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot create the capture /nonexistent-dir/x.pcapng"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log.0).unwrap(),
+        "{\"kind\":\"drop\"}\n"
+    );
+    assert_eq!(std::fs::read_to_string(&pcap).unwrap(), "earlier capture");
+    let _ = std::fs::remove_file(&pcap);
+}
+
+#[test]
 fn an_existing_log_is_not_clobbered_by_a_failing_start() {
     // A run that fails on its arguments must not truncate a log left by an earlier run.
     let log = TempLog::new("keep");

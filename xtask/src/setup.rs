@@ -24,7 +24,13 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     // The lab's TCP sink and client are python3 one-liners.
     "python3",
+    // Tests read the tracer's --pcap files with Wireshark's own reader (tshark, capinfos).
+    "tshark",
 ];
+
+/// tshark's package asks whether non-root users may capture; answered "no" up front (the tests
+/// run as root) so that the install never waits for a terminal.
+const DEBCONF_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
 
 /// The LLVM major that nightly rustc and bpf-linker must share.
 pub const LLVM_MAJOR: u32 = 22;
@@ -60,6 +66,7 @@ fn apt_packages() -> Result<()> {
             missing.join(" ")
         );
     }
+    preseed_debconf()?;
     run_streamed(
         Command::new("apt-get")
             .arg("update")
@@ -77,6 +84,24 @@ fn apt_packages() -> Result<()> {
             "apt-get install finished but these are still missing: {}",
             still.join(" ")
         );
+    }
+    Ok(())
+}
+
+fn preseed_debconf() -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("cannot run debconf-set-selections")?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections stdin")?
+        .write_all(DEBCONF_PRESEED.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("debconf-set-selections failed: {status}");
     }
     Ok(())
 }

@@ -162,6 +162,10 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         if rec.l3_len.is_none() {
             rec.l3_len = decoded.ip_len;
         }
+        rec.packet = Some(crate::event::Captured {
+            ethertype: ev.l3_proto,
+            bytes: ev.packet[..n].to_vec(),
+        });
     }
 }
 
@@ -242,6 +246,12 @@ mod tests {
         assert_eq!(rec.proto, Some(1));
         assert_eq!(rec.src.unwrap().to_string(), "10.0.0.1");
         assert_eq!(rec.dst.unwrap().to_string(), "10.0.0.2");
+        // The captured bytes ride along for --pcap (exactly cap_len of them), not in the JSON.
+        let captured = rec.packet.as_ref().unwrap();
+        assert_eq!(captured.ethertype, 0x0800);
+        assert_eq!(captured.bytes, ipv4_icmp());
+        let json = serde_json::to_value(&rec).unwrap();
+        assert!(json.get("packet").is_none(), "{json}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
     io,
     net::IpAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, OnceLock, RwLock, Weak,
     },
     thread::Thread,
@@ -249,6 +249,8 @@ struct Shared {
     /// A lookup missed since the last dump.
     wanted: AtomicBool,
     refresher: OnceLock<Thread>,
+    /// Dumps done (tests wait on it: `wanted` alone cannot tell "not yet" from "done").
+    refreshes: AtomicU64,
 }
 
 impl Conntrack {
@@ -261,6 +263,7 @@ impl Conntrack {
             table: RwLock::new(NatTable::default()),
             wanted: AtomicBool::new(false),
             refresher: OnceLock::new(),
+            refreshes: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&shared);
         match std::thread::Builder::new()
@@ -362,6 +365,7 @@ fn refresher(weak: Weak<Shared>, namespaces: Vec<Netns>) {
         if !stored {
             return;
         }
+        shared.refreshes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

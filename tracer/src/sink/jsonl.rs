@@ -1,28 +1,58 @@
 //! JSON Lines event log: one [`Record`] per line, the exported evidence of an incident.
 
-use std::fs::File;
-use std::io::{BufWriter, Stdout, Write};
+use std::io::{self, Stdout, Write};
 use std::path::Path;
 
 use anyhow::Context;
 
+use super::logfile::{LogFile, Rotation};
 use super::Sink;
 use crate::event::Record;
 
-pub struct JsonlSink<W: Write> {
+/// Where whole lines go: any writer (stdout, a test's `Vec`), or a [`LogFile`] that rotates
+/// between lines.
+pub trait LineOut {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
+    fn flush_lines(&mut self) -> io::Result<()>;
+}
+
+impl<W: Write> LineOut for W {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.write_all(line)
+    }
+    fn flush_lines(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+impl LineOut for LogFile {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        LogFile::write_line(self, line)
+    }
+    fn flush_lines(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+pub struct JsonlSink<W: LineOut> {
     out: W,
     /// Reused line buffer: a record is serialized whole before any of it is written.
     line: Vec<u8>,
 }
 
-impl JsonlSink<BufWriter<File>> {
+impl JsonlSink<LogFile> {
     /// Create (or truncate) the log file now, so that an unwritable path fails before tracing
-    /// starts rather than after the first event.
+    /// starts rather than after the first event. Mode 0640; no rotation.
     pub fn create(path: impl AsRef<Path>) -> anyhow::Result<Self> {
-        let path = path.as_ref();
-        let file = File::create(path)
-            .with_context(|| format!("cannot create the event log {}", path.display()))?;
-        Ok(Self::new(BufWriter::new(file)))
+        Self::create_rotating(path, None)
+    }
+
+    /// As [`JsonlSink::create`], rotating by size (`--log-max-size`, `--log-keep`).
+    pub fn create_rotating(
+        path: impl AsRef<Path>,
+        rotation: Option<Rotation>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::new(LogFile::create(path.as_ref(), rotation)?))
     }
 }
 
@@ -34,7 +64,7 @@ impl JsonlSink<Stdout> {
     }
 }
 
-impl<W: Write> JsonlSink<W> {
+impl<W: LineOut> JsonlSink<W> {
     pub fn new(out: W) -> Self {
         JsonlSink {
             out,
@@ -51,20 +81,21 @@ impl<W: Write> JsonlSink<W> {
     }
 }
 
-impl<W: Write> Sink for JsonlSink<W> {
+impl<W: LineOut> Sink for JsonlSink<W> {
     fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, rec).context("cannot serialize an event")?;
         self.line.push(b'\n');
-        // One write_all per complete line: a BufWriter never splits a line smaller than its
-        // buffer across flushes, so readers (and a crash) see whole lines only.
+        // One write per complete line: a BufWriter never splits a line smaller than its
+        // buffer across flushes, and a LogFile rotates only between lines, so readers (and a
+        // crash) see whole lines only.
         self.out
-            .write_all(&self.line)
+            .write_line(&self.line)
             .context("cannot write to the event log")
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush().context("cannot flush the event log")
+        self.out.flush_lines().context("cannot flush the event log")
     }
 
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
@@ -72,7 +103,7 @@ impl<W: Write> Sink for JsonlSink<W> {
         serde_json::to_writer(&mut self.line, v).context("cannot serialize a verdict")?;
         self.line.push(b'\n');
         self.out
-            .write_all(&self.line)
+            .write_line(&self.line)
             .context("cannot write to the event log")
     }
 }

@@ -2,6 +2,9 @@
 //! daemon feeds every [`Record`] to each configured sink.
 
 pub mod jsonl;
+pub mod logfile;
+pub mod metrics;
+pub mod pcap;
 pub mod terminal;
 
 pub use terminal::Summary;

@@ -1,0 +1,300 @@
+//! deploy/ is checked here, since it cannot be run on a cluster from this repository: every
+//! manifest must deserialize into the Kubernetes 1.37 API types (k8s-openapi) and serialize back
+//! to exactly what was written, which is a schema check (a misspelt or misplaced field is
+//! dropped by the typed round trip, a wrong type refuses to parse), and the DaemonSet must hold
+//! together with the tracer itself: its arguments parse with the tracer's own command line, it
+//! adds the capabilities the tracer checks for, its mounts, ports and RBAC agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+
+/// The manifest's documents, as written.
+fn documents() -> Vec<Value> {
+    let text = std::fs::read_to_string(format!("{DEPLOY}/tracer-daemonset.yaml")).unwrap();
+    serde_saphyr::from_multiple::<Value>(&text).expect("valid YAML (no duplicate keys)")
+}
+
+/// Parse `doc` as `T` and check that nothing was lost or changed on the way back.
+fn typed<T: DeserializeOwned + Serialize>(doc: &Value) -> T {
+    let name = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
+    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let back = serde_json::to_value(&t).unwrap();
+    let mut diffs = Vec::new();
+    diff("", doc, &back, &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{name}: not in the schema:\n{}",
+        diffs.join("\n")
+    );
+    t
+}
+
+/// Paths where `a` (written) and `b` (after the typed round trip) differ.
+fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                match y.get(k) {
+                    Some(w) => diff(&format!("{path}.{k}"), v, w, out),
+                    None => out.push(format!("{path}.{k}: unknown field")),
+                }
+            }
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(format!("{path}.{k}: added by the type"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} became {b}")),
+        _ => {}
+    }
+}
+
+fn by_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+#[test]
+fn the_diff_catches_what_the_schema_does_not_have() {
+    // The check itself: a misspelt field and a misplaced one are found, a wrong type refuses.
+    let mut ds = by_kind(&documents(), "DaemonSet").clone();
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = Value::Bool(true);
+    ds["spec"]["template"]["spec"]["containers"][0]["capabilities"] = Value::Null;
+    let back =
+        serde_json::to_value(serde_json::from_value::<DaemonSet>(ds.clone()).unwrap()).unwrap();
+    let mut diffs = Vec::new();
+    diff("", &ds, &back, &mut diffs);
+    assert!(diffs.iter().any(|d| d.contains("hostNetwrok")), "{diffs:?}");
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.contains("containers[0].capabilities")),
+        "{diffs:?}"
+    );
+    ds["spec"]["template"]["spec"]["hostPID"] = Value::String("yes".into());
+    assert!(serde_json::from_value::<DaemonSet>(ds).is_err());
+}
+
+#[test]
+fn manifests_match_the_kubernetes_schema_and_hold_together() {
+    let docs = documents();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet"
+        ]
+    );
+    let ns: Namespace = typed(by_kind(&docs, "Namespace"));
+    let sa: ServiceAccount = typed(by_kind(&docs, "ServiceAccount"));
+    let role: ClusterRole = typed(by_kind(&docs, "ClusterRole"));
+    let binding: ClusterRoleBinding = typed(by_kind(&docs, "ClusterRoleBinding"));
+    let ds: DaemonSet = typed(by_kind(&docs, "DaemonSet"));
+    let namespace = ns.metadata.name.unwrap();
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    assert_eq!(ds.metadata.namespace.as_deref(), Some(namespace.as_str()));
+
+    // RBAC: list and watch on exactly what the tracer names flows from, nothing more.
+    let mut granted = BTreeMap::new();
+    for rule in role.rules.unwrap() {
+        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        assert_eq!(verbs, BTreeSet::from(["list", "watch"]), "{rule:?}");
+        for group in rule.api_groups.unwrap() {
+            for r in rule.resources.clone().unwrap() {
+                granted.insert(r, group.clone());
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        BTreeMap::from([
+            ("pods".to_string(), String::new()),
+            ("services".to_string(), String::new()),
+            ("nodes".to_string(), String::new()),
+            ("endpointslices".to_string(), "discovery.k8s.io".to_string()),
+        ])
+    );
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            Some(&subject.name),
+            subject.namespace.as_ref()
+        ),
+        (
+            "ServiceAccount",
+            sa.metadata.name.as_ref(),
+            Some(&namespace)
+        )
+    );
+
+    // The DaemonSet.
+    let spec = ds.spec;
+    let template = spec.template;
+    assert_eq!(
+        spec.selector.match_labels.unwrap(),
+        template.metadata.as_ref().unwrap().labels.clone().unwrap(),
+        "the selector selects the pods"
+    );
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.host_pid, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    assert!(pod
+        .tolerations
+        .unwrap()
+        .iter()
+        .any(|t| t.operator.as_deref() == Some("Exists")));
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+
+    // Least privilege: not privileged; every capability dropped, then the ones the tracer
+    // checks for at start (run::NEEDED_CAPS) and the two documented extras added back.
+    let sc = c.security_context.clone().unwrap();
+    assert_ne!(sc.privileged, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let caps = sc.capabilities.unwrap();
+    assert_eq!(caps.drop.unwrap(), ["ALL"]);
+    let added: BTreeSet<String> = caps.add.unwrap().into_iter().collect();
+    let mut wanted: BTreeSet<String> = tracer::run::NEEDED_CAPS
+        .iter()
+        .map(|(_, n)| n.trim_start_matches("CAP_").to_string())
+        .collect();
+    wanted.extend(["SYSLOG".to_string(), "SYS_PTRACE".to_string()]);
+    assert_eq!(added, wanted);
+
+    // The arguments are the tracer's: they parse with its own command line, once the
+    // $(VAR) references (each defined in env) are expanded as the kubelet does.
+    assert!(c.command.is_none(), "the image's ENTRYPOINT is the tracer");
+    let env: BTreeMap<String, String> = c
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let sample = match e.value_from {
+                Some(_) => "192.0.2.10".to_string(), // status.hostIP
+                None => e.value.unwrap(),
+            };
+            (e.name, sample)
+        })
+        .collect();
+    let args: Vec<String> = c
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            let mut a = a;
+            while let Some(start) = a.find("$(") {
+                let end = start + a[start..].find(')').expect("closed $(");
+                let value = env
+                    .get(&a[start + 2..end])
+                    .unwrap_or_else(|| panic!("{a}: not in env"));
+                a.replace_range(start..=end, value);
+            }
+            a
+        })
+        .collect();
+    use clap::Parser as _;
+    let cli = tracer::cli::Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tracer::cli::Command::Run(run) = cli.command else {
+        panic!("not `tracer run`")
+    };
+    assert_eq!(
+        run.log.as_deref(),
+        Some(std::path::Path::new("-")),
+        "JSONL on stdout"
+    );
+    let metrics = run.metrics.expect("--metrics");
+    assert_eq!(
+        metrics.ip().to_string(),
+        "192.0.2.10",
+        "on the node's address"
+    );
+    assert_eq!(run.host_root, std::path::Path::new("/host"));
+
+    // The metrics port: the container's, the probe's and the scrape annotation's.
+    let port = &c.ports.as_ref().unwrap()[0];
+    assert_eq!(port.container_port, i32::from(metrics.port()));
+    let probe = c.liveness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(probe.path.as_deref(), Some("/metrics"));
+    assert_eq!(
+        probe.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+            port.name.clone().unwrap()
+        )
+    );
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        metrics.port().to_string()
+    );
+
+    // Mounts: each names a volume, all read-only; node files land under --host-root.
+    let volumes: BTreeMap<String, String> = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.name, v.host_path.expect("hostPath volumes only").path))
+        .collect();
+    let mounts = c.volume_mounts.clone().unwrap();
+    assert_eq!(mounts.len(), volumes.len(), "every volume mounted");
+    for m in &mounts {
+        let host = &volumes[&m.name];
+        assert_eq!(m.read_only, Some(true), "{}", m.name);
+        if m.mount_path.starts_with("/host/") {
+            assert_eq!(&m.mount_path["/host".len()..], host.as_str(), "{}", m.name);
+        } else {
+            assert_eq!(&m.mount_path, host, "{}", m.name);
+        }
+    }
+    let paths: BTreeSet<&str> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
+    for needed in [
+        "/sys/kernel/tracing",
+        "/host/var/log/pods",
+        "/host/etc/cni/net.d",
+    ] {
+        assert!(paths.contains(needed), "{needed} not mounted");
+    }
+}
+
+#[test]
+fn the_image_runs_the_tracer_built_by_xtask() {
+    let dockerfile = std::fs::read_to_string(format!("{DEPLOY}/Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(
+        lines[0].starts_with("FROM debian:12"),
+        "same glibc as the build machine"
+    );
+    assert!(lines.contains(&"COPY target/release/tracer /usr/local/bin/tracer"));
+    assert!(lines.contains(&r#"ENTRYPOINT ["/usr/local/bin/tracer"]"#));
+    let ignore = std::fs::read_to_string(format!("{DEPLOY}/Dockerfile.dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "!target/release/tracer"));
+}
