@@ -33,9 +33,10 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// The JSON Lines event log (`-` = standard input).
-    #[arg(value_name = "FILE.jsonl")]
-    pub log: PathBuf,
+    /// The JSON Lines event log (`-` = standard input). Several files are read in the order
+    /// given as one run: a rotated log oldest first (`events.jsonl.1 events.jsonl`).
+    #[arg(value_name = "FILE.jsonl", required = true, num_args = 1..)]
+    pub logs: Vec<PathBuf>,
 
     /// Print the verdicts as JSON Lines (the log's `kind: "verdict"` objects) instead of text.
     #[arg(long)]

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => tracer::run::run(args, OBJECT).map(|()| ExitCode::SUCCESS),
-        Command::Report(args) => tracer::report::run(&args.log, args.json).map(|problem| {
+        Command::Report(args) => tracer::report::run(&args.logs, args.json).map(|problem| {
             ExitCode::from(if problem {
                 tracer::cli::EXIT_MTU_PROBLEM
             } else {

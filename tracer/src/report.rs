@@ -3,7 +3,7 @@
 //! gives the same answer anywhere.
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -143,29 +143,32 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
     Ok(stats)
 }
 
-/// `tracer report`: prints the verdicts; `Ok(true)` when an MTU problem was found.
-pub fn run(file: &Path, json: bool) -> Result<bool> {
-    let (stats, verdicts) = report(file)?;
+/// `tracer report`: prints the verdicts of the logs (read in the order given, as one run);
+/// `Ok(true)` when an MTU problem was found.
+pub fn run(files: &[PathBuf], json: bool) -> Result<bool> {
+    let (stats, verdicts) = report_files(files)?;
     let mut err = std::io::stderr().lock();
     let mut out = std::io::stdout().lock();
-    writeln!(
-        err,
-        "{}: {} events{}",
-        file.display(),
-        stats.events,
-        if stats.verdicts > 0 {
-            format!(
-                " ({} verdict lines of the run ignored: recomputed)",
-                stats.verdicts
-            )
-        } else {
-            String::new()
-        }
-    )?;
-    if stats.bad_count > 0 {
-        writeln!(err, "{} lines skipped:", stats.bad_count)?;
-        for (n, why) in &stats.bad {
-            writeln!(err, "  line {n}: {why}")?;
+    for (file, stats) in files.iter().zip(&stats) {
+        writeln!(
+            err,
+            "{}: {} events{}",
+            file.display(),
+            stats.events,
+            if stats.verdicts > 0 {
+                format!(
+                    " ({} verdict lines of the run ignored: recomputed)",
+                    stats.verdicts
+                )
+            } else {
+                String::new()
+            }
+        )?;
+        if stats.bad_count > 0 {
+            writeln!(err, "{} lines skipped:", stats.bad_count)?;
+            for (n, why) in &stats.bad {
+                writeln!(err, "  line {n}: {why}")?;
+            }
         }
     }
     for v in &verdicts {
@@ -181,27 +184,38 @@ pub fn run(file: &Path, json: bool) -> Result<bool> {
     Ok(verdicts.iter().any(|v| v.severity == Severity::Problem))
 }
 
-/// Read and analyse `file` (`-` = standard input).
+/// Read and analyse one log (`-` = standard input).
 pub fn report(file: &Path) -> Result<(LogStats, Vec<Verdict>)> {
+    let (mut stats, verdicts) = report_files(&[file.to_path_buf()])?;
+    Ok((stats.remove(0), verdicts))
+}
+
+/// Read and analyse several logs as one run: a rotated log oldest first
+/// (`events.jsonl.2 events.jsonl.1 events.jsonl`). `-` = standard input.
+pub fn report_files(files: &[PathBuf]) -> Result<(Vec<LogStats>, Vec<Verdict>)> {
     let mut analyzer = Analyzer::new();
-    let stats = if file.as_os_str() == "-" {
-        analyze(std::io::stdin().lock(), &mut analyzer)?
-    } else {
-        let f = std::fs::File::open(file)
-            .with_context(|| format!("cannot open the event log {}", file.display()))?;
-        analyze(BufReader::new(f), &mut analyzer)
-            .with_context(|| format!("reading {}", file.display()))?
-    };
-    if stats.events == 0 && stats.bad_count > 0 {
-        bail!(
-            "{} holds no tracer events (line {}: {})",
-            file.display(),
-            stats.bad[0].0,
-            stats.bad[0].1
-        );
+    let mut all = Vec::new();
+    for file in files {
+        let stats = if file.as_os_str() == "-" {
+            analyze(std::io::stdin().lock(), &mut analyzer)?
+        } else {
+            let f = std::fs::File::open(file)
+                .with_context(|| format!("cannot open the event log {}", file.display()))?;
+            analyze(BufReader::new(f), &mut analyzer)
+                .with_context(|| format!("reading {}", file.display()))?
+        };
+        if stats.events == 0 && stats.bad_count > 0 {
+            bail!(
+                "{} holds no tracer events (line {}: {})",
+                file.display(),
+                stats.bad[0].0,
+                stats.bad[0].1
+            );
+        }
+        all.push(stats);
     }
     let now = analyzer_end(&analyzer);
-    Ok((stats, analyzer.verdicts(now, None)))
+    Ok((all, analyzer.verdicts(now, None)))
 }
 
 /// A report's verdicts are stamped with the log's last event, so a report is reproducible.

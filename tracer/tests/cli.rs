@@ -265,3 +265,38 @@ fn report_reads_a_damaged_log_and_names_the_bad_lines() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A rotated log is read as one run, oldest file first: split anywhere between lines, it gives
+/// the verdict the whole log gives.
+#[test]
+fn report_reads_a_rotated_log_as_one_run() {
+    let recorded = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/verdict/testdata/router_df.jsonl"
+    );
+    let text = std::fs::read_to_string(recorded).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (older, newer) = lines.split_at(lines.len() / 2);
+    let a = TempLog::new("report-rot-1");
+    let b = TempLog::new("report-rot-0");
+    std::fs::write(&a.0, older.join("\n") + "\n").unwrap();
+    std::fs::write(&b.0, newer.join("\n") + "\n").unwrap();
+    let json = |args: &[&str]| {
+        let out = Command::new(tracer_bin())
+            .args(["report", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let whole = json(&[recorded]);
+    let split = json(&[a.0.to_str().unwrap(), b.0.to_str().unwrap()]);
+    assert_eq!(whole, split);
+    assert!(whole.contains(r#""recommended_mtu":1400"#), "{whole}");
+}
