@@ -227,12 +227,21 @@ struct ConnAcc {
     first_ns: Option<i128>,
     last_ns: Option<i128>,
     episodes: u64,
+    /// Largest pod packet that died in the current attempt and in the one before it.
+    episode_max: u32,
+    prev_episode_max: u32,
+    /// Attempts in which packets at least as large as in the attempt before died again: the
+    /// sender is not shrinking (path-MTU discovery that works makes each attempt smaller).
+    repeat_episodes: u64,
+    repeat_counted: bool,
     last_drop_ns: Option<i128>,
     /// Drops of a size the sender had been told (ICMP) did not fit, after it had time to act.
     drops_after_told: u64,
     /// Smallest MTU an ICMP too-big told this connection's sender (pod or node), and when.
     told_mtu: Option<u32>,
     first_told_ns: Option<i128>,
+    /// When the smallest MTU told so far was told: the sender is judged from then on.
+    told_at_ns: Option<i128>,
     icmp_received: u64,
     icmp_dropped: u64,
     oversize_tx: u64,
@@ -248,6 +257,17 @@ struct ConnAcc {
 
 /// Where ICMP too-big messages died: (netns, kernel function, drop reason).
 type IcmpDropPlace = (Option<u32>, String, String);
+
+impl ConnAcc {
+    /// A pod packet of `inner` bytes died in the current attempt.
+    fn note_episode_size(&mut self, inner: u32) {
+        self.episode_max = self.episode_max.max(inner);
+        if self.episodes >= 2 && !self.repeat_counted && self.episode_max >= self.prev_episode_max {
+            self.repeat_episodes += 1;
+            self.repeat_counted = true;
+        }
+    }
+}
 
 /// The last drop seen per connection: to count a fragment and its original once.
 #[derive(Clone, Debug)]
@@ -393,6 +413,7 @@ impl Analyzer {
                 let inner = len.saturating_sub(overhead);
                 c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
                 c.smallest_failed = Some(smallest_before.map_or(inner, |l| l.min(inner)));
+                c.note_episode_size(inner);
                 return;
             }
         }
@@ -453,9 +474,13 @@ impl Analyzer {
         c.smallest_failed = Some(c.smallest_failed.map_or(inner, |l| l.min(inner)));
         if c.last_drop_ns.is_none_or(|l| ts - l >= EPISODE_GAP_NS) {
             c.episodes += 1;
+            c.prev_episode_max = c.episode_max;
+            c.episode_max = 0;
+            c.repeat_counted = false;
         }
+        c.note_episode_size(inner);
         c.last_drop_ns = Some(ts);
-        if let (Some(told), Some(at)) = (c.told_mtu, c.first_told_ns) {
+        if let (Some(told), Some(at)) = (c.told_mtu, c.told_at_ns) {
             if ts - at > ICMP_REACTION_NS && inner > told.saturating_sub(overhead).max(1) {
                 c.drops_after_told += 1;
             }
@@ -526,7 +551,10 @@ impl Analyzer {
         let ts = o.ts_ns;
         let c = self.conn_mut(key, o);
         if let Some(m) = mtu {
-            c.told_mtu = Some(c.told_mtu.map_or(m, |t| t.min(m)));
+            if c.told_mtu.is_none_or(|t| m < t) {
+                c.told_mtu = Some(m);
+                c.told_at_ns = Some(ts);
+            }
         }
         if c.first_told_ns.is_none() {
             c.first_told_ns = Some(ts);
@@ -710,9 +738,9 @@ impl Analyzer {
     ) -> Verdict {
         let by_key: HashMap<ConnKey, &ConnAcc> = conns.iter().map(|(k, c)| (*k, *c)).collect();
         let stuck = |c: &ConnAcc| {
-            c.dropped > 0 && (c.episodes >= 2 || c.drops_after_told > 0)
+            c.dropped > 0 && (c.repeat_episodes > 0 || c.drops_after_told > 0)
                 || c.icmp_dropped > 0 && c.timeout_retransmits > 0
-                || c.dropped > 0 && c.timeout_retransmits >= 2
+                || c.dropped > 0 && c.timeout_retransmits >= 2 && !c.size_reduced
         };
         let any_stuck = conns.iter().any(|(_, c)| stuck(c));
         let any_dropped = conns.iter().any(|(_, c)| c.dropped > 0);
@@ -941,10 +969,15 @@ fn clone_acc(c: &ConnAcc) -> ConnAcc {
         first_ns: c.first_ns,
         last_ns: c.last_ns,
         episodes: c.episodes,
+        episode_max: c.episode_max,
+        prev_episode_max: c.prev_episode_max,
+        repeat_episodes: c.repeat_episodes,
+        repeat_counted: c.repeat_counted,
         last_drop_ns: c.last_drop_ns,
         drops_after_told: c.drops_after_told,
         told_mtu: c.told_mtu,
         first_told_ns: c.first_told_ns,
+        told_at_ns: c.told_at_ns,
         icmp_received: c.icmp_received,
         icmp_dropped: c.icmp_dropped,
         oversize_tx: c.oversize_tx,

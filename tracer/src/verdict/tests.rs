@@ -414,3 +414,53 @@ fn other_drops_of_all_drops_are_no_mtu_evidence() {
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].problem, Problem::None, "{v:#?}");
 }
+
+#[test]
+fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
+    // Three hops with smaller and smaller MTUs (as the 6.1 VM's IPIP lab shows): each attempt
+    // is refused a little further on, the sender is told and sends smaller packets each time.
+    let mut a = Analyzer::new();
+    let mut t = 0i128;
+    for (i, (len, mtu)) in [(1500u32, 1480u32), (1480, 1450), (1450, 1430)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", t);
+        icmp.netns = Some(1);
+        icmp.proto = Some(6);
+        icmp.src = Some(ip("10.0.1.2"));
+        icmp.sport = Some(40000);
+        icmp.dst = Some(ip("10.0.2.2"));
+        icmp.dport = Some(443);
+        icmp.skb = Some(format!("0xffff{i}"));
+        icmp.icmp = Some(IcmpTooBig {
+            from: None,
+            to: ip("10.0.1.2"),
+            icmp_type: 3,
+            code: 4,
+            mtu: Some(mtu),
+        });
+        a.observe_record(&icmp);
+        let mut drop = Record::new(Kind::Drop, "kprobe/kfree_skb", t + 1_000);
+        drop.netns = Some(1);
+        drop.ifname = Some("tunl0".into());
+        drop.l3_len = Some(len);
+        drop.out_ifname = Some("tunl0".into());
+        drop.out_mtu = Some(mtu);
+        drop.location = Some("ip_tunnel_xmit+0x1".into());
+        drop.matched = vec!["location", "oversize"];
+        drop.proto = Some(6);
+        drop.src = Some(ip("10.0.1.2"));
+        drop.sport = Some(40000);
+        drop.dst = Some(ip("10.0.2.2"));
+        drop.dport = Some(443);
+        drop.skb = Some(format!("0xffff{i}"));
+        a.observe_record(&drop);
+        // The next attempt comes after a retransmission timeout.
+        t += 300_000_000;
+    }
+    let v = a.verdicts(0, None);
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert_eq!(v[0].problem, Problem::PmtudRecovered, "{v:#?}");
+    assert_eq!(v[0].largest_passing, Some(1430));
+}
