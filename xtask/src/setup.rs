@@ -24,6 +24,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     // The lab's TCP sink and client are python3 one-liners.
     "python3",
+    // `cargo xtask vm`: qemu (TCG) boots Debian kernel packages with a busybox initramfs.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 /// The LLVM major that nightly rustc and bpf-linker must share.
