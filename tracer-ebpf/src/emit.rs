@@ -15,7 +15,7 @@ pub fn reserve(kind: tracer_common::EventKind, hook: Hook) -> Option<RingBufEntr
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             unsafe {
-                core::ptr::write_bytes(ev, 0, 1);
+                zero_event(ev);
                 (*ev).ts_ns = bpf_ktime_get_ns();
                 (*ev).kind = kind as u8;
                 (*ev).hook = hook as u8;
@@ -26,6 +26,22 @@ pub fn reserve(kind: tracer_common::EventKind, hook: Hook) -> Option<RingBufEntr
             count_lost(hook);
             None
         }
+    }
+}
+
+/// Zero a reserved event with straight-line 8-byte stores. `ptr::write_bytes` compiles to a call
+/// of compiler-builtins' `memset` (a loop), which the 6.1 verifier re-walks at every call site
+/// and state: every program then exceeded its 1M-instruction budget there.
+#[inline(always)]
+unsafe fn zero_event(ev: *mut Event) {
+    const WORDS: usize = core::mem::size_of::<Event>() / 8;
+    const _: () = assert!(core::mem::size_of::<Event>() % 8 == 0);
+    let words = ev as *mut u64;
+    let mut i = 0;
+    while i < WORDS {
+        // Volatile: LLVM would otherwise fold the stores back into a memset call.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
     }
 }
 

@@ -176,7 +176,13 @@ fn traced(
     log: &Path,
     snapshot: &Path,
 ) -> Result<Vec<ClientResult>> {
-    let mut child = Running(start_tracer(tracer, &incident.namespaces(), log, snapshot)?);
+    let mut child = Running(start_tracer(
+        tracer,
+        &incident.namespaces(),
+        log,
+        snapshot,
+        Duration::from_secs(20),
+    )?);
     if let Some(status) = child.0.try_wait()? {
         bail!("the tracer exited early ({status})");
     }
@@ -197,7 +203,7 @@ impl Drop for Running {
 }
 
 /// The `kind: "verdict"`, `stage: "final"` objects of a log.
-fn final_verdicts(path: &Path) -> Result<Vec<serde_json::Value>> {
+pub(crate) fn final_verdicts(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("the tracer left no log at {}", path.display()))?;
     let mut out = Vec::new();
@@ -252,11 +258,12 @@ fn clients(incident: &Incident) -> Result<Vec<ClientResult>> {
     Ok(out)
 }
 
-fn start_tracer(
+pub(crate) fn start_tracer(
     tracer: &Path,
     namespaces: &[String],
     log: &Path,
     snapshot: &Path,
+    ready_within: Duration,
 ) -> Result<Child> {
     let mut cmd = Command::new(tracer);
     cmd.arg("run");
@@ -276,7 +283,7 @@ fn start_tracer(
     forward_lines(child.stdout.take(), tx.clone());
     forward_lines(child.stderr.take(), tx);
     // Ready once it says it is tracing (all hooks attached).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + ready_within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -284,7 +291,10 @@ fn start_tracer(
             Ok(_) => {}
             Err(_) => {
                 let _ = child.kill();
-                bail!("the tracer did not start tracing within 20 s");
+                bail!(
+                    "the tracer did not start tracing within {} s",
+                    ready_within.as_secs()
+                );
             }
         }
     }
@@ -302,7 +312,7 @@ fn forward_lines<R: Read + Send + 'static>(pipe: Option<R>, tx: mpsc::Sender<Str
 }
 
 /// SIGINT (the tracer flushes its log and prints its summary), SIGKILL after 5 s.
-fn stop_tracer(child: &mut Child) {
+pub(crate) fn stop_tracer(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         if let Ok(pid) = libc::pid_t::try_from(child.id()) {
             // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use xtask::incident::{self, Incident, IncidentOptions, OuterDf, Overlay, Path as LabPath};
+use xtask::parse_test_result;
 use xtask::setup::{run_streamed, setup};
+use xtask::{vm, vm_scenario};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,53 @@ enum Cmd {
         #[command(subcommand)]
         action: LabAction,
     },
+    /// Run the tracer's integration tests on other kernels: Debian kernel packages (downloaded
+    /// with apt-get, unpacked, never installed) booted under qemu (TCG) with this machine's root
+    /// mounted read-only. Prints per kernel the hooks the tracer attached and the test results.
+    Vm(VmArgs),
+    /// Inside a `cargo xtask vm` VM: run one scenario against the tracer and assert its outcome.
+    #[command(hide = true)]
+    VmGuest {
+        #[arg(value_enum)]
+        scenario: vm_scenario::Scenario,
+        /// The tracer binary to run.
+        #[arg(long)]
+        tracer: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// Kernels to boot, one VM each (repeat the option). Default: debian-6.1 and debian-6.12.
+    #[arg(long = "kernel", value_enum)]
+    kernels: Vec<vm::KernelChoice>,
+    /// The integration-test targets of `tracer` to run (tracer/tests/NAME.rs), comma-separated
+    /// (`none` for none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "trace,incident,cli,check"
+    )]
+    tests: Vec<String>,
+    /// Scenarios asserted inside the VM after the tests (`none` for none), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "ipip-tunl0")]
+    scenarios: Vec<String>,
+    /// Build the tests and the tracer with `--release` (TCG runs user space 10-20 times slower
+    /// than the host; the optimised tracer starts within the tests' time limits).
+    #[arg(long)]
+    release: bool,
+    /// Give up on a VM after this many seconds (TCG is slow: one lab scenario takes about a minute).
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+    /// Memory of each VM, MiB.
+    #[arg(long, default_value_t = 3072)]
+    memory: u32,
+    /// Skip `cargo xtask setup` (the test binaries are still brought up to date).
+    #[arg(long)]
+    no_setup: bool,
+    /// Passed to every test binary (test name filters, `--exact`...).
+    #[arg(last = true)]
+    test_args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -121,7 +170,164 @@ fn run(cli: Cli) -> Result<()> {
             xtask::demo::run(&target_dir().join("release/tracer"), &log)
         }
         Cmd::Lab { action } => lab_cmd(action),
+        Cmd::Vm(args) => vm_cmd(args),
+        Cmd::VmGuest { scenario, tracer } => vm_scenario::run(scenario, &tracer),
     }
+}
+
+/// `cargo test -p tracer --tests --no-run`: the integration-test executables by target name.
+fn build_test_binaries(names: &[String], release: bool) -> Result<Vec<(String, PathBuf)>> {
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    let shown = format!(
+        "cargo test -p tracer --tests --no-run{}",
+        if release { " --release" } else { "" }
+    );
+    println!("vm: {shown}");
+    let out = Command::new("cargo")
+        .args(["test", "-p", "tracer", "--tests", "--no-run"])
+        .args(profile)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    if !out.status.success() {
+        bail!("`{shown}` failed ({})", out.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(name), Some(exe)) = (
+            is_test,
+            msg["target"]["name"].as_str(),
+            msg["executable"].as_str(),
+        ) {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    let mut chosen = Vec::new();
+    for want in names.iter().filter(|n| n.as_str() != "none") {
+        match found.iter().find(|(n, _)| n == want) {
+            Some(f) => chosen.push(f.clone()),
+            None => bail!(
+                "no integration test target {want:?} in tracer (have: {})",
+                found
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    Ok(chosen)
+}
+
+fn vm_cmd(args: VmArgs) -> Result<()> {
+    let mut kernels = args.kernels.clone();
+    if kernels.is_empty() {
+        kernels = vec![vm::KernelChoice::Debian61, vm::KernelChoice::Debian612];
+    }
+    let mut seen = Vec::new();
+    kernels.retain(|k| {
+        let new = !seen.contains(k);
+        seen.push(*k);
+        new
+    });
+    if !args.no_setup {
+        setup()?;
+    }
+    let tests = build_test_binaries(&args.tests, args.release)?;
+    let scenarios = args
+        .scenarios
+        .iter()
+        .filter(|s| s.as_str() != "none")
+        .map(|s| {
+            <vm_scenario::Scenario as clap::ValueEnum>::from_str(s, false)
+                .map_err(|_| anyhow::anyhow!("unknown scenario {s:?} (known: ipip-tunl0, none)"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tracer = target_dir().join(if args.release {
+        "release/tracer"
+    } else {
+        "debug/tracer"
+    });
+    if !tracer.is_file() {
+        bail!("{} is missing after the test build", tracer.display());
+    }
+    let tracer_dir = root().join("tracer");
+    let mut steps = vec![vm::Step {
+        name: "hooks".into(),
+        cwd: tracer_dir.clone(),
+        argv: vec![
+            tracer.display().to_string(),
+            "run".into(),
+            "--duration".into(),
+            "1".into(),
+        ],
+    }];
+    for (name, exe) in &tests {
+        let mut argv = vec![exe.display().to_string(), "--test-threads=1".into()];
+        argv.extend(args.test_args.iter().cloned());
+        steps.push(vm::Step {
+            name: name.clone(),
+            cwd: tracer_dir.clone(),
+            argv,
+        });
+    }
+    let xtask_exe = std::env::current_exe().context("cannot find the xtask executable")?;
+    for sc in scenarios {
+        steps.push(vm::Step {
+            name: sc.name().into(),
+            cwd: root(),
+            argv: vec![
+                xtask_exe.display().to_string(),
+                "vm-guest".into(),
+                sc.name().into(),
+                "--tracer".into(),
+                tracer.display().to_string(),
+            ],
+        });
+    }
+    let cache = vm::cache_dir(&target_dir());
+    let cfg = vm::VmConfig {
+        memory_mib: args.memory,
+        cpus: 2,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let mut reports = Vec::new();
+    let mut ok = true;
+    for choice in kernels {
+        let result = vm::prepare(choice, &cache).and_then(|kernel| {
+            let initrd = vm::initramfs(&kernel, &cache)?;
+            let run_dir = cache.join("runs").join(choice.name());
+            vm::boot(&kernel, &initrd, &run_dir, &steps, &cfg)
+        });
+        match result {
+            Ok(outcome) => {
+                ok &= outcome.ok();
+                reports.push(outcome.report());
+            }
+            Err(e) => {
+                ok = false;
+                reports.push(format!("{}: FAILED: {e:#}\n", choice.name()));
+            }
+        }
+    }
+    println!();
+    println!("vm: kernel matrix");
+    for r in &reports {
+        print!("{r}");
+    }
+    if !ok {
+        bail!("the kernel matrix failed");
+    }
+    Ok(())
 }
 
 /// The workspace root: xtask's parent directory.
@@ -184,17 +390,6 @@ fn cargo_test_counted(args: &[&str]) -> Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
-/// `test result: ok. 87 passed; 0 failed; 0 ignored; ...` → (87, 0).
-fn parse_test_result(line: &str) -> Option<(u64, u64)> {
-    let rest = line.strip_prefix("test result: ")?;
-    let count = |word: &str| -> Option<u64> {
-        rest.split(';')
-            .find_map(|part| part.trim().strip_suffix(word))
-            .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
-    };
-    Some((count(" passed")?, count(" failed")?))
-}
-
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root().join(dir),
@@ -255,25 +450,5 @@ fn lab_cmd(action: LabAction) -> Result<()> {
             print!("{}", inc.describe()?);
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_test_result;
-
-    #[test]
-    fn test_result_lines_are_counted() {
-        assert_eq!(
-            parse_test_result(
-                "test result: ok. 87 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 7.81s"
-            ),
-            Some((87, 0))
-        );
-        assert_eq!(
-            parse_test_result("test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured"),
-            Some((4, 1))
-        );
-        assert_eq!(parse_test_result("running 5 tests"), None);
     }
 }

@@ -26,6 +26,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3",
     // Tests read the tracer's --pcap files with Wireshark's own reader (tshark, capinfos).
     "tshark",
+    // `cargo xtask vm`: qemu (TCG) boots Debian kernel packages with a busybox initramfs.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 /// tshark's package asks whether non-root users may capture; answered "no" up front (the tests
