@@ -135,7 +135,7 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
     let (Some(ops), Some(xmit_off), Some(peer), Some(size)) = (
         field("net_device", "netdev_ops"),
         field("net_device_ops", "ndo_start_xmit"),
-        field("veth_priv", "peer"),
+        field("veth_priv", "peer").or_else(|| veth_module_peer(btf)),
         btf::struct_size(btf, "net_device").ok().flatten(),
     ) else {
         return v;
@@ -147,6 +147,15 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
     v.priv_peer = peer;
     v.xmit_addr = xmit.start;
     v
+}
+
+/// Where veth is a module (Debian, RHEL kernels), `struct veth_priv` is described by the
+/// module's split BTF, not vmlinux's. `None` when veth is built in or not loaded.
+fn veth_module_peer(vmlinux: &btf_rs::Btf) -> Option<u32> {
+    let module = btf_rs::Btf::from_split_file("/sys/kernel/btf/veth", vmlinux).ok()?;
+    btf::field_offset(&module, "veth_priv", "peer")
+        .ok()
+        .flatten()
 }
 
 /// A watched namespace, its interfaces and its default-route devices.
