@@ -259,25 +259,47 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     for (slot, sel) in selections.iter().enumerate() {
         facts.config.tc_netns[slot] = sel.netns.inode;
     }
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&facts.aya_btf))
-        .override_global(names::CONFIG, &facts.config, true)
-        .map_max_entries(names::EVENTS, args.ringbuf_kib * 1024)
-        .load(object)
-        .context("loading the kernel programs")?;
-    if !args.netns.is_empty() {
-        let mut filter: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            ebpf.map_mut(names::NETNS_FILTER)
-                .context("NETNS_FILTER map missing")?,
-        )?;
-        for (ns, _, _) in &namespaces {
-            filter.insert(ns.inode, 1, 0)?;
+    let load = |config: &Config| -> Result<aya::Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&facts.aya_btf))
+            .override_global(names::CONFIG, config, true)
+            .map_max_entries(names::EVENTS, args.ringbuf_kib * 1024)
+            .load(object)
+            .context("loading the kernel programs")?;
+        if !args.netns.is_empty() {
+            let mut filter: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+                ebpf.map_mut(names::NETNS_FILTER)
+                    .context("NETNS_FILTER map missing")?,
+            )?;
+            for (ns, _, _) in &namespaces {
+                filter.insert(ns.inode, 1, 0)?;
+            }
         }
-    }
-
+        Ok(ebpf)
+    };
+    let mut ebpf = load(&facts.config)?;
     let mut report: Vec<Attempt> = Vec::new();
     let mut hooked: Vec<HookedDevice> = Vec::new();
-    report.extend(hooks::drops::attach(&mut ebpf, &facts.aya_btf));
+    let mut drops = hooks::drops::attach(&mut ebpf, &facts.aya_btf);
+    let drops_attached = |r: &[Attempt]| r.iter().any(|a| a.outcome == Outcome::Attached);
+    if !drops_attached(&drops) && facts.config.veth.xmit_addr != 0 {
+        // Older verifiers (6.1) give up on the drop program once its veth-peer path is enabled
+        // ("program is too large"): load it again without that path rather than trace nothing.
+        let mut config = facts.config;
+        config.veth = VethOffsets::unresolved();
+        ebpf = load(&config)?;
+        let retry = hooks::drops::attach(&mut ebpf, &facts.aya_btf);
+        if drops_attached(&retry) {
+            facts.config = config;
+            facts.notes.push(
+                "veth peers unknown: this kernel's verifier refused the drop program's veth-peer \
+                 path; veth drops show the sending end's MTU"
+                    .into(),
+            );
+            drops = retry;
+        }
+    }
+    report.extend(drops);
     report.extend(hooks::icmp::attach(&mut ebpf));
     report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));

@@ -32,10 +32,20 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
             ));
             return report;
         }
-        Err(e) => report.push(attempt(
-            "tp_btf/kfree_skb",
-            Outcome::Failed(format!("{e:#}")),
-        )),
+        Err(e) => {
+            let text = format!("{e:#}");
+            // The classic program is the same code: a verifier that found it too complex
+            // (E2BIG) refuses it too, after as long a walk. The caller retries with less.
+            let too_large = text.contains("Argument list too long");
+            report.push(attempt("tp_btf/kfree_skb", Outcome::Failed(text)));
+            if too_large {
+                report.push(attempt(
+                    "tracepoint/skb/kfree_skb",
+                    Outcome::Skipped("the same program, refused as too large above".into()),
+                ));
+                return report;
+            }
+        }
     }
     let classic = (|| -> anyhow::Result<()> {
         let prog: &mut TracePoint = program(ebpf, "drops_tracepoint")?.try_into()?;
