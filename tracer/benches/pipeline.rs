@@ -32,47 +32,9 @@ fn pod_ip(i: u32) -> String {
 fn node_ip(i: u32) -> String {
     format!("10.0.{}.{}", i / 250, i % 250 + 1)
 }
-fn service_ip(i: u32) -> String {
-    format!("10.96.{}.{}", i / 250, i % 250 + 1)
-}
 
-/// `kubectl get pods,services,endpointslices,nodes -A -o json` of a 10,000-pod cluster.
 fn snapshot() -> String {
-    let mut items = Vec::new();
-    for n in 0..NODES {
-        items.push(format!(
-            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-{n}"}},"status":{{"addresses":[{{"type":"InternalIP","address":"{}"}}]}}}}"#,
-            node_ip(n)
-        ));
-    }
-    for p in 0..PODS {
-        items.push(format!(
-            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"namespace":"ns-{}","name":"pod-{p}"}},"spec":{{"nodeName":"node-{}"}},"status":{{"podIP":"{}","podIPs":[{{"ip":"{}"}}]}}}}"#,
-            p % 50,
-            p % NODES,
-            pod_ip(p),
-            pod_ip(p)
-        ));
-    }
-    for s in 0..SERVICES {
-        let backends: Vec<String> = (0..5)
-            .map(|b| format!(r#"{{"addresses":["{}"]}}"#, pod_ip((s * 5 + b) % PODS)))
-            .collect();
-        items.push(format!(
-            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"ns-{}","name":"svc-{s}"}},"spec":{{"clusterIP":"{}","ports":[{{"name":"http","protocol":"TCP","port":80,"targetPort":8080}}]}}}}"#,
-            s % 50,
-            service_ip(s)
-        ));
-        items.push(format!(
-            r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"namespace":"ns-{}","name":"svc-{s}-x","labels":{{"kubernetes.io/service-name":"svc-{s}"}}}},"addressType":"IPv4","endpoints":[{}],"ports":[{{"name":"http","protocol":"TCP","port":8080}}]}}"#,
-            s % 50,
-            backends.join(",")
-        ));
-    }
-    format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
-        items.join(",")
-    )
+    xtask::bench::cluster_snapshot(PODS, SERVICES, NODES)
 }
 
 fn names() -> Names {

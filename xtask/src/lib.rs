@@ -1,5 +1,6 @@
 //! Project tasks (`cargo xtask ...`) and the network-namespace lab used by the tracer's tests.
 
+pub mod bench;
 pub mod demo;
 pub mod incident;
 pub mod lab;

@@ -40,6 +40,9 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
+    /// Build, then measure the pipeline (criterion), start-up and peak memory; print the ratios
+    /// to issue 7's targets.
+    Bench,
     /// The incident lab for manual use: namespaces lab-old, lab-new, lab-rtr (--path router),
     /// lab-cli (client pod), lab-srv (server pod with redis-server and an HTTP endpoint).
     Lab {
@@ -168,6 +171,11 @@ fn run(cli: Cli) -> Result<()> {
                 build()?;
             }
             xtask::demo::run(&target_dir().join("release/tracer"), &log)
+        }
+        Cmd::Bench => {
+            setup()?;
+            build()?;
+            xtask::bench::run(&root(), &target_dir(), &target_dir().join("release/tracer"))
         }
         Cmd::Lab { action } => lab_cmd(action),
         Cmd::Vm(args) => vm_cmd(args),
