@@ -228,27 +228,11 @@ mod tests {
     #[test]
     fn the_kernel_dump_of_a_namespace_holds_its_routes() {
         // A real namespace with a dummy device and the kind of route an overlay installs.
-        let name = format!("tracer-rt-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .unwrap()
-                .success()
-        };
-        assert!(
-            ip(&["netns", "add", &name]),
-            "ip netns add (tests run as root)"
-        );
-        struct Del(String);
-        impl Drop for Del {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &self.0])
-                    .status();
-            }
-        }
-        let _del = Del(name.clone());
+        // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
+        let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("urt")).unwrap();
+        let name = lab
+            .add_netns("t")
+            .expect("ip netns add (tests run as root)");
         for args in [
             // No dummy driver on every kernel: a veth pair inside the namespace.
             &["link", "add", "nl0", "type", "veth", "peer", "name", "nl1"][..],
@@ -267,9 +251,7 @@ mod tests {
             ],
             &["-6", "route", "add", "fd00:250::/64", "dev", "nl0"],
         ] {
-            let mut full = vec!["-n", &name];
-            full.extend_from_slice(args);
-            assert!(ip(&full), "ip {full:?}");
+            lab.ip(&name, args).unwrap();
         }
         let ns = crate::netns::Netns::resolve(&name).unwrap();
         let (routes, ifindex) = ns

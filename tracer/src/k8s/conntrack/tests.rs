@@ -397,7 +397,11 @@ fn the_refresher_dumps_on_a_miss_and_stops_with_its_handle() {
 /// and the refresher must find them from a post-DNAT flow.
 #[test]
 fn the_kernel_dump_of_a_namespace_holds_its_dnat_entries() {
-    let name = format!("tracer-ct-{}", std::process::id());
+    // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
+    let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("uct")).unwrap();
+    let name = lab
+        .add_netns("t")
+        .expect("ip netns add (tests run as root)");
     let run = |cmd: &str, args: &[&str]| {
         std::process::Command::new(cmd)
             .args(args)
@@ -405,22 +409,8 @@ fn the_kernel_dump_of_a_namespace_holds_its_dnat_entries() {
             .unwrap()
             .success()
     };
-    assert!(
-        run("ip", &["netns", "add", &name]),
-        "ip netns add (tests run as root)"
-    );
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
-        }
-    }
-    let _del = Del(name.clone());
     for args in [
-        &["link", "set", "lo", "up"][..],
-        &["link", "add", "ct0", "type", "veth", "peer", "name", "ct1"],
+        &["link", "add", "ct0", "type", "veth", "peer", "name", "ct1"][..],
         &["link", "set", "ct1", "up"],
         &["link", "set", "ct0", "up"],
         &["addr", "add", "10.251.0.1/24", "dev", "ct0"],
@@ -428,9 +418,7 @@ fn the_kernel_dump_of_a_namespace_holds_its_dnat_entries() {
         &["-6", "addr", "add", "fd00:251::1/64", "dev", "ct0", "nodad"],
         &["-6", "route", "add", "fd00:251:96::/64", "dev", "ct0"],
     ] {
-        let mut full = vec!["-n", &name];
-        full.extend_from_slice(args);
-        assert!(run("ip", &full), "ip {full:?}");
+        lab.ip(&name, args).unwrap();
     }
     let rules = "table inet tracer_ct_test {
         chain out {

@@ -453,27 +453,11 @@ fn flannel_host_gw_routes_of_a_real_namespace_become_pod_cidrs() {
     f.write("proc/sys/kernel/hostname", "node-a\n");
     f.write("run/flannel/subnet.env", "FLANNEL_NETWORK=10.244.0.0/16\n");
     f.write("etc/cni/net.d/10-flannel.conflist", FLANNEL_CONFLIST);
-    let name = format!("tracer-nl-{}", std::process::id());
-    let run = |args: &[&str]| {
-        std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .unwrap()
-            .success()
-    };
-    assert!(
-        run(&["netns", "add", &name]),
-        "ip netns add (tests run as root)"
-    );
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
-        }
-    }
-    let _del = Del(name.clone());
+    // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
+    let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("unl")).unwrap();
+    let name = lab
+        .add_netns("t")
+        .expect("ip netns add (tests run as root)");
     for args in [
         // No dummy driver on every kernel: a veth pair inside the namespace.
         &[
@@ -519,9 +503,7 @@ fn flannel_host_gw_routes_of_a_real_namespace_become_pod_cidrs() {
             "eth0",
         ],
     ] {
-        let mut full = vec!["-n", name.as_str()];
-        full.extend_from_slice(args);
-        assert!(run(&full), "ip {full:?}");
+        lab.ip(&name, args).unwrap();
     }
     let ns = Netns::resolve(&name).unwrap();
     let d = discover(&HostRoot::new(&f.0), &[ns]);
