@@ -210,7 +210,7 @@ struct SiteAcc {
     conns: HashSet<ConnKey>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct ConnAcc {
     src_pod: Option<ObjectRef>,
     dst_pod: Option<ObjectRef>,
@@ -239,7 +239,6 @@ struct ConnAcc {
     drops_after_told: u64,
     /// Smallest MTU an ICMP too-big told this connection's sender (pod or node), and when.
     told_mtu: Option<u32>,
-    first_told_ns: Option<i128>,
     /// When the smallest MTU told so far was told: the sender is judged from then on.
     told_at_ns: Option<i128>,
     icmp_received: u64,
@@ -556,9 +555,6 @@ impl Analyzer {
                 c.told_at_ns = Some(ts);
             }
         }
-        if c.first_told_ns.is_none() {
-            c.first_told_ns = Some(ts);
-        }
     }
 
     fn icmp_drop(&mut self, o: &Obs) {
@@ -602,7 +598,7 @@ impl Analyzer {
         c.last_rtx_ns = Some(ts);
         // Told an MTU, the sender now sends segments that fit it (40 B: the smallest IP+TCP
         // header).
-        if let (Some(m), Some(_)) = (c.told_mtu, c.first_told_ns) {
+        if let Some(m) = c.told_mtu {
             if len > 0 && len + 40 <= m {
                 c.size_reduced = true;
             }
@@ -698,15 +694,15 @@ impl Analyzer {
                 .filter(|_| keys[0].sport.is_some());
             let Some(main) = main else {
                 for k in keys {
-                    out.push((**k, clone_acc(&self.conns[*k])));
+                    out.push((**k, self.conns[*k].clone()));
                 }
                 continue;
             };
-            let mut acc = clone_acc(&self.conns[main]);
+            let mut acc = self.conns[main].clone();
             for k in keys.iter().filter(|k| **k != main) {
                 let other = &self.conns[*k];
                 if other.dropped > 0 {
-                    out.push((**k, clone_acc(other)));
+                    out.push((**k, other.clone()));
                     continue;
                 }
                 acc.first_ns = match (acc.first_ns, other.first_ns) {
@@ -950,44 +946,6 @@ impl Analyzer {
             observed_s,
             audit: self.audit.clone(),
         }
-    }
-}
-
-fn clone_acc(c: &ConnAcc) -> ConnAcc {
-    ConnAcc {
-        src_pod: c.src_pod.clone(),
-        dst_pod: c.dst_pod.clone(),
-        service: c.service.clone(),
-        src_node: c.src_node.clone(),
-        dst_node: c.dst_node.clone(),
-        overlay: c.overlay,
-        outer_src: c.outer_src,
-        outer_dst: c.outer_dst,
-        dropped: c.dropped,
-        largest_failed: c.largest_failed,
-        smallest_failed: c.smallest_failed,
-        first_ns: c.first_ns,
-        last_ns: c.last_ns,
-        episodes: c.episodes,
-        episode_max: c.episode_max,
-        prev_episode_max: c.prev_episode_max,
-        repeat_episodes: c.repeat_episodes,
-        repeat_counted: c.repeat_counted,
-        last_drop_ns: c.last_drop_ns,
-        drops_after_told: c.drops_after_told,
-        told_mtu: c.told_mtu,
-        first_told_ns: c.first_told_ns,
-        told_at_ns: c.told_at_ns,
-        icmp_received: c.icmp_received,
-        icmp_dropped: c.icmp_dropped,
-        oversize_tx: c.oversize_tx,
-        retransmits: c.retransmits,
-        timeout_retransmits: c.timeout_retransmits,
-        last_rtx_ns: c.last_rtx_ns,
-        last_rtx_gap_ns: c.last_rtx_gap_ns,
-        backoff_steps: c.backoff_steps,
-        rtx_max_len: c.rtx_max_len,
-        size_reduced: c.size_reduced,
     }
 }
 
