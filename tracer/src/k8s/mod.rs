@@ -11,56 +11,56 @@ pub mod conntrack;
 pub mod node_local;
 pub mod snapshot;
 
-use std::{
-    collections::{HashMap, HashSet},
-    fmt,
-    net::IpAddr,
-    str::FromStr,
-};
+use std::{collections::HashSet, fmt, net::IpAddr, str::FromStr, sync::Arc};
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
 /// A namespaced object (`namespace` is null for nodes).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Names are shared (`Arc<str>`): every event about a pod carries its name, and a reference
+/// count is cheaper than a copy per event.
 pub struct ObjectRef {
-    pub namespace: Option<String>,
-    pub name: String,
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
 }
 
 /// A service a packet was addressed to (by ClusterIP, external or LoadBalancer IP, node port)
 /// or reached (by a backend).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceRef {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     /// The service port (`spec.ports[].port`), when known.
     pub port: Option<u16>,
     /// The port's name (`http`, `redis`), when it has one.
-    pub port_name: Option<String>,
+    pub port_name: Option<Arc<str>>,
 }
 
 /// A pod: its name and the node it runs on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodInfo {
     pub pod: ObjectRef,
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
 }
 
 /// What the sources know, indexed for per-event lookups.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
     /// Pod IP → pod (host-network pods are left out: their IP is the node's).
-    pub pods_by_ip: HashMap<IpAddr, PodInfo>,
+    pub pods_by_ip: FxHashMap<IpAddr, PodInfo>,
     /// (ClusterIP, port, IP protocol) → service.
-    pub services_by_cluster_ip: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_cluster_ip: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
     /// (backend IP, target port, IP protocol) → service, from EndpointSlices.
-    pub services_by_backend: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_backend: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
     /// (external IP or LoadBalancer ingress IP, service port, IP protocol) → service.
-    pub services_by_external_ip: HashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_external_ip: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
     /// (nodePort, IP protocol) → service, on any address of `nodes_by_ip`.
-    pub services_by_node_port: HashMap<(u16, u8), ServiceRef>,
+    pub services_by_node_port: FxHashMap<(u16, u8), ServiceRef>,
     /// Node address (InternalIP, ExternalIP) → node name.
-    pub nodes_by_ip: HashMap<IpAddr, String>,
+    pub nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
     /// Another node's pod CIDR → the address its route goes through (that node's address or
     /// tunnel address), from the node's routing table. One entry per prefix.
     pub node_by_pod_cidr: Vec<(Prefix, IpAddr)>,
@@ -213,9 +213,9 @@ impl Inventory {
             .chain(self.services_by_backend.values())
             .chain(self.services_by_external_ip.values())
             .chain(self.services_by_node_port.values())
-            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .map(|s| (&*s.namespace, &*s.name))
             .collect();
-        let mut nodes: HashSet<String> = self.nodes_by_ip.values().cloned().collect();
+        let mut nodes: HashSet<Arc<str>> = self.nodes_by_ip.values().cloned().collect();
         nodes.extend(
             self.node_by_pod_cidr
                 .iter()
@@ -317,7 +317,7 @@ impl Inventory {
         })
     }
 
-    fn node_by_cidr(&self, ip: IpAddr) -> Option<String> {
+    fn node_by_cidr(&self, ip: IpAddr) -> Option<Arc<str>> {
         let (_, via) = self
             .node_by_pod_cidr
             .iter()
@@ -327,11 +327,11 @@ impl Inventory {
     }
 
     /// Without the API a node is known by its address only: that is its name then.
-    fn node_name(&self, ip: IpAddr) -> String {
+    fn node_name(&self, ip: IpAddr) -> Arc<str> {
         self.nodes_by_ip
             .get(&ip)
             .cloned()
-            .unwrap_or_else(|| ip.to_string())
+            .unwrap_or_else(|| ip.to_string().into())
     }
 }
 

@@ -326,10 +326,10 @@ fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) -> bool {
                 d.local_pods += 1;
                 let info = PodInfo {
                     pod: ObjectRef {
-                        namespace: Some(pod.namespace.clone()),
-                        name: pod.name.clone(),
+                        namespace: Some(pod.namespace.as_str().into()),
+                        name: pod.name.as_str().into(),
                     },
-                    node: d.node.clone(),
+                    node: d.node.as_deref().map(Into::into),
                 };
                 for ip in addrs {
                     d.inventory.pods_by_ip.insert(ip, info.clone());
@@ -368,7 +368,7 @@ fn pids_by_pod_uid(proc: &Path, uids: &HashSet<&str>) -> HashMap<String, Vec<u32
 
 /// The node's own addresses (PID 1's namespace, else the tracer's), named by its hostname.
 fn node_addresses(proc: &Path, d: &mut Discovery) {
-    let Some(node) = d.node.clone() else {
+    let Some(node) = d.node.as_deref().map(std::sync::Arc::<str>::from) else {
         return;
     };
     let addrs = addresses(&proc.join("1/net")).or_else(|| addresses(&proc.join("self/net")));

@@ -13,9 +13,11 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     path::Path,
+    sync::Arc,
 };
 
 use anyhow::{bail, Context as _, Result};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use super::{Inventory, ObjectRef, PodInfo, ServiceRef};
@@ -155,10 +157,10 @@ pub(super) fn build<'a>(
     for s in services.values() {
         for p in &s.ports {
             let sref = ServiceRef {
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
+                namespace: s.namespace.as_str().into(),
+                name: s.name.as_str().into(),
                 port: Some(p.port),
-                port_name: p.name.clone(),
+                port_name: p.name.as_deref().map(Arc::from),
             };
             for ip in &s.cluster_ips {
                 inv.services_by_cluster_ip
@@ -191,7 +193,7 @@ pub(super) fn build<'a>(
     inv.services_by_backend = backends.into_iter().map(|(k, (_, s))| (k, s)).collect();
     for n in nodes {
         for ip in &n.ips {
-            inv.nodes_by_ip.insert(*ip, n.name.clone());
+            inv.nodes_by_ip.insert(*ip, n.name.as_str().into());
         }
     }
     inv
@@ -199,7 +201,7 @@ pub(super) fn build<'a>(
 
 /// Insert `sref` at `key` unless a service earlier by (namespace, name) has it.
 fn insert_first_by_name<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, ServiceRef>,
+    map: &mut FxHashMap<K, ServiceRef>,
     key: K,
     sref: &ServiceRef,
 ) {
@@ -380,13 +382,13 @@ pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
     }
     let info = PodInfo {
         pod: ObjectRef {
-            namespace: Some(at.namespace()),
-            name,
+            namespace: Some(at.namespace().into()),
+            name: name.into(),
         },
         node: at
             .str("/spec/nodeName")
             .filter(|n| !n.is_empty())
-            .map(str::to_string),
+            .map(Arc::from),
     };
     Some(ParsedPod {
         ips,
@@ -644,10 +646,10 @@ fn slice_backends(
             .and_then(|s| s.ports.iter().find(|sp| sp.name == p.name))
             .map(|sp| sp.port);
         let sref = ServiceRef {
-            namespace: namespace.clone(),
-            name: svc_name.clone(),
+            namespace: namespace.as_str().into(),
+            name: svc_name.as_str().into(),
             port: service_port,
-            port_name: p.name.clone(),
+            port_name: p.name.as_deref().map(Arc::from),
         };
         for ip in ips {
             let key = (*ip, p.port, p.proto);
@@ -726,7 +728,7 @@ fn dotted(pointer: &str) -> String {
 fn object_name(o: &ObjectRef) -> String {
     match &o.namespace {
         Some(ns) => format!("{ns}/{}", o.name),
-        None => o.name.clone(),
+        None => o.name.to_string(),
     }
 }
 
@@ -783,8 +785,8 @@ mod tests {
         for a in ["10.0.0.11", "fd00:10::11", "10.0.0.12", "fd00:10::12"] {
             assert_eq!(pod_name(&inv, a), None, "{a}");
         }
-        assert_eq!(inv.nodes_by_ip[&ip("10.0.0.11")], "node-b");
-        assert_eq!(inv.nodes_by_ip[&ip("fd00:10::12")], "node-c");
+        assert_eq!(&*inv.nodes_by_ip[&ip("10.0.0.11")], "node-b");
+        assert_eq!(&*inv.nodes_by_ip[&ip("fd00:10::12")], "node-c");
     }
 
     #[test]
@@ -823,7 +825,7 @@ mod tests {
             inv.services_by_backend[&(ip("fd00:244:0:1::24"), 9090, 6)],
             svc("shop", "checkout", Some(9090), Some("metrics"))
         );
-        assert_eq!(inv.nodes_by_ip[&ip("fd00:10::10")], "node-a");
+        assert_eq!(&*inv.nodes_by_ip[&ip("fd00:10::10")], "node-a");
     }
 
     #[test]
@@ -859,7 +861,7 @@ mod tests {
         assert!(inv
             .services_by_cluster_ip
             .values()
-            .all(|s| s.name != "redis"));
+            .all(|s| &*s.name != "redis"));
         // checkout dual-stack ×2 ports, kube-dns and ingress-nginx dual-stack ×3, kubernetes,
         // frontend, memcached.
         assert_eq!(inv.services_by_cluster_ip.len(), 4 + 6 + 6 + 3);
@@ -969,15 +971,15 @@ mod tests {
         assert!(inv
             .services_by_cluster_ip
             .contains_key(&(ip("10.96.7.2"), 80, 6)));
-        assert_eq!(inv.services_by_node_port[&(30083, 6)].name, "broken");
-        assert_eq!(inv.services_by_node_port[&(30443, 6)].name, "elb");
+        assert_eq!(&*inv.services_by_node_port[&(30083, 6)].name, "broken");
+        assert_eq!(&*inv.services_by_node_port[&(30443, 6)].name, "elb");
         assert_eq!(inv.services_by_node_port.len(), 2);
         assert_eq!(
-            inv.services_by_external_ip[&(ip("192.0.2.7"), 443, 6)].name,
+            &*inv.services_by_external_ip[&(ip("192.0.2.7"), 443, 6)].name,
             "elb"
         );
         assert_eq!(
-            inv.services_by_external_ip[&(ip("192.0.2.8"), 83, 6)].name,
+            &*inv.services_by_external_ip[&(ip("192.0.2.8"), 83, 6)].name,
             "a-claim"
         );
         let mut reversed = items.to_vec();
@@ -1055,7 +1057,7 @@ mod tests {
         )
         .unwrap();
         assert!(warnings.is_empty());
-        assert_eq!(inv.nodes_by_ip[&ip("10.1.0.1")], "n1");
+        assert_eq!(&*inv.nodes_by_ip[&ip("10.1.0.1")], "n1");
         assert_eq!(inv.nodes_by_ip.len(), 1);
     }
 
@@ -1112,7 +1114,7 @@ mod tests {
             pod_name(&inv, "10.244.3.3").as_deref(),
             Some("shop/cart-5f7b9c6d8-h4k2m")
         );
-        assert_eq!(inv.nodes_by_ip[&ip("10.0.0.13")], "node-d");
+        assert_eq!(&*inv.nodes_by_ip[&ip("10.0.0.13")], "node-d");
         assert_eq!(
             inv.services_by_cluster_ip[&(ip("10.96.3.3"), 81, 6)],
             svc("shop", "cart", Some(81), Some("http"))
@@ -1184,8 +1186,8 @@ mod tests {
         reversed.reverse();
         let backward = parse(&format!("[{}]", reversed.join(","))).unwrap().0;
         // With a ClusterIP beats headless; then the name decides.
-        assert_eq!(forward.services_by_backend[&key].name, "redis");
-        assert_eq!(backward.services_by_backend[&key].name, "redis");
+        assert_eq!(&*forward.services_by_backend[&key].name, "redis");
+        assert_eq!(&*backward.services_by_backend[&key].name, "redis");
     }
 
     /// No input shape panics: every value inside every fixture item replaced by every JSON type.

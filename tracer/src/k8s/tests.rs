@@ -199,8 +199,8 @@ fn external_and_load_balancer_ips_name_the_service() {
     let s = a.service.unwrap();
     assert_eq!(
         (
-            s.namespace.as_str(),
-            s.name.as_str(),
+            s.namespace.as_ref(),
+            s.name.as_ref(),
             s.port,
             s.port_name.as_deref()
         ),
@@ -219,7 +219,7 @@ fn external_and_load_balancer_ips_name_the_service() {
     );
     // The reply from the LoadBalancer address.
     let a = inv.attribute(&flow(TCP, "198.51.100.10", 80, "192.0.2.200", 50000));
-    assert_eq!(a.service.unwrap().name, "ingress-nginx-controller");
+    assert_eq!(&*a.service.unwrap().name, "ingress-nginx-controller");
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn host_network_and_node_traffic_names_nodes() {
     let a = inv.attribute(&flow(TCP, "10.0.0.11", 51234, "10.0.0.10", 6443));
     assert_eq!(a.src_pod, None);
     assert_eq!(a.dst_pod, None);
-    assert_eq!(a.service.unwrap().name, "kubernetes");
+    assert_eq!(&*a.service.unwrap().name, "kubernetes");
     assert_eq!(a.src_node, node("node-b"));
     assert_eq!(a.dst_node, node("node-a"));
 }
@@ -315,7 +315,7 @@ fn merge_newer_data_wins_and_older_entries_stay() {
     assert_eq!(merged.nodes_by_ip, cluster.nodes_by_ip);
     // Both of frontend's addresses moved to alertmanager, so frontend is gone: 7 - 1 + 2 pods.
     assert_eq!(
-        merged.pods_by_ip[&ip("fd00:244:0:1::17")].pod.name,
+        &*merged.pods_by_ip[&ip("fd00:244:0:1::17")].pod.name,
         "alertmanager-main-0"
     );
     assert_eq!(merged.counts(), (8, 8, 3));
@@ -363,7 +363,7 @@ fn node_ports_and_external_ips_alone_count_merge_and_are_not_empty() {
     );
     // Node-local facts (node addresses) merged with the API's node ports: now it does.
     let mut merged = Inventory {
-        nodes_by_ip: [(ip("10.0.0.11"), "node-b".to_string())].into(),
+        nodes_by_ip: [(ip("10.0.0.11"), "node-b".into())].into_iter().collect(),
         ..Default::default()
     };
     merged.merge(ports);
@@ -510,7 +510,7 @@ fn conntrack_original_destination_names_the_service_after_dnat() {
             port_name: None,
         },
     );
-    assert_eq!(stale.attribute(&post_dnat).service.unwrap().name, "gone");
+    assert_eq!(&*stale.attribute(&post_dnat).service.unwrap().name, "gone");
     assert_eq!(
         stale.attribute_with(&post_dnat, cluster_ip).service,
         checkout_http()
@@ -518,7 +518,7 @@ fn conntrack_original_destination_names_the_service_after_dnat() {
     // An original destination that is no service (plain traffic, or an unknown one) falls
     // through to the backend.
     let a = stale.attribute_with(&post_dnat, |_| Some((ip("192.0.2.9"), 80, TCP)));
-    assert_eq!(a.service.unwrap().name, "gone");
+    assert_eq!(&*a.service.unwrap().name, "gone");
 
     // Before DNAT the destination names the service: conntrack is not asked.
     let pre_dnat = flow(TCP, "10.244.1.17", 43512, "10.96.12.34", 80);

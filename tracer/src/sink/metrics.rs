@@ -181,10 +181,11 @@ impl Metrics {
     fn namespace_of(rec: &Record) -> String {
         rec.src_pod
             .as_ref()
-            .and_then(|p| p.namespace.clone())
-            .or_else(|| rec.service.as_ref().map(|s| s.namespace.clone()))
-            .or_else(|| rec.dst_pod.as_ref().and_then(|p| p.namespace.clone()))
+            .and_then(|p| p.namespace.as_deref())
+            .or_else(|| rec.service.as_ref().map(|s| &*s.namespace))
+            .or_else(|| rec.dst_pod.as_ref().and_then(|p| p.namespace.as_deref()))
             .unwrap_or_default()
+            .to_string()
     }
 
     fn path_labels(p: &PathRef) -> Labels {

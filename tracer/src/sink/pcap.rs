@@ -143,7 +143,7 @@ impl<W: Write> PcapSink<W> {
 fn object(o: &ObjectRef) -> String {
     match &o.namespace {
         Some(ns) => format!("{ns}/{}", o.name),
-        None => o.name.clone(),
+        None => o.name.to_string(),
     }
 }
 
@@ -340,7 +340,7 @@ mod tests {
 
     fn named(ns: Option<&str>, name: &str) -> Option<ObjectRef> {
         Some(ObjectRef {
-            namespace: ns.map(String::from),
+            namespace: ns.map(Into::into),
             name: name.into(),
         })
     }

@@ -457,7 +457,7 @@ fn names_text(rec: &Record) -> Option<String> {
     let end = |pod: &Option<crate::k8s::ObjectRef>, node: &Option<crate::k8s::ObjectRef>| {
         let pod = pod.as_ref().map(|p| match &p.namespace {
             Some(ns) => format!("{ns}/{}", p.name),
-            None => p.name.clone(),
+            None => p.name.to_string(),
         });
         match (pod, node) {
             (Some(p), Some(n)) => Some(format!("{p}@{}", n.name)),
@@ -867,8 +867,8 @@ mod tests {
     fn kubernetes_names_follow_the_flow() {
         use crate::k8s::{ObjectRef, ServiceRef};
         let obj = |ns: Option<&str>, name: &str| ObjectRef {
-            namespace: ns.map(str::to_string),
-            name: name.to_string(),
+            namespace: ns.map(Into::into),
+            name: name.into(),
         };
         let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
         assert_eq!(names_text(&rec), None);

@@ -68,8 +68,8 @@ fn l2_vxlan_mismatch_black_hole_at_the_new_nodes_link() {
     assert_eq!(p.flows.len(), 2);
     for f in &p.flows {
         assert!(f.stuck, "{f:?}");
-        assert_eq!(f.src_pod.as_ref().unwrap().name, "order-api-7d9f8");
-        assert_eq!(f.service.as_ref().unwrap().name, "storage");
+        assert_eq!(&*f.src_pod.as_ref().unwrap().name, "order-api-7d9f8");
+        assert_eq!(&*f.service.as_ref().unwrap().name, "storage");
         assert_eq!(f.largest_failed, Some(1500));
         // Full-size packets only: the 1500-byte first fragment (1450 inside) is not a packet
         // the pod sent.

@@ -48,7 +48,7 @@ fn pod_name(inv: &Inventory, addr: &str) -> Option<String> {
             namespace: Some(ns),
             name,
         } => format!("{ns}/{name}"),
-        ObjectRef { name, .. } => name.clone(),
+        ObjectRef { name, .. } => name.to_string(),
     })
 }
 
@@ -285,11 +285,8 @@ async fn initial_lists_give_the_same_inventory_as_the_snapshot_file() {
     assert_eq!(p.node.as_deref(), Some("node-c"));
     assert_eq!(pod_name(&inv, "10.0.0.11"), None);
     let backend = &inv.services_by_backend[&(ip("10.244.1.17"), 3000, 6)];
-    assert_eq!(
-        (backend.name.as_str(), backend.port),
-        ("frontend", Some(80))
-    );
-    assert_eq!(inv.nodes_by_ip[&ip("203.0.113.11")], "node-b");
+    assert_eq!((&*backend.name, backend.port), ("frontend", Some(80)));
+    assert_eq!(&*inv.nodes_by_ip[&ip("203.0.113.11")], "node-b");
 
     // List, then watch from the list's resourceVersion, for each kind in all namespaces.
     let requests = api.requests();
@@ -362,10 +359,7 @@ async fn a_pod_added_mid_run_gets_its_name() {
         assert_eq!(last.pods_by_ip[&ip(a)].node.as_deref(), Some("node-a"));
     }
     let backend = &last.services_by_backend[&(ip("10.244.0.53"), 8080, 6)];
-    assert_eq!(
-        (backend.name.as_str(), backend.port),
-        ("checkout", Some(80))
-    );
+    assert_eq!((&*backend.name, backend.port), ("checkout", Some(80)));
     // Everything else is as before.
     assert_eq!(last.counts(), (7, 8, 3));
     assert_eq!(
@@ -409,7 +403,7 @@ async fn forbidden_pods_are_reported_once_and_the_other_kinds_are_used() {
     // Fronts other than ClusterIPs come through the API too.
     assert_eq!(inv.services_by_external_ip.len(), 7);
     assert_eq!(inv.services_by_node_port.len(), 4);
-    assert_eq!(inv.nodes_by_ip[&ip("10.0.0.10")], "node-a");
+    assert_eq!(&*inv.nodes_by_ip[&ip("10.0.0.10")], "node-a");
 
     // The watcher retries with backoff (0.8 s, then more); the refusal is not repeated.
     timeout(PATIENCE, async {

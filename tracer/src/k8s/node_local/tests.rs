@@ -384,14 +384,14 @@ fn a_node_tree_gives_local_pods_node_addresses_and_the_cni() {
         d.inventory
             .nodes_by_ip
             .get(&ip("10.33.44.116"))
-            .map(String::as_str),
+            .map(AsRef::as_ref),
         Some("worker-116")
     );
     assert_eq!(
         d.inventory
             .nodes_by_ip
             .get(&ip("10.212.1.1"))
-            .map(String::as_str),
+            .map(AsRef::as_ref),
         Some("worker-116")
     );
     assert_eq!(d.inventory.nodes_by_ip.len(), 2);
