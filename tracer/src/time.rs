@@ -37,12 +37,32 @@ fn split(unix_ns: i128) -> (i128, u32, u32) {
 pub fn rfc3339_nanos(unix_ns: i128) -> String {
     let (days, sod, nanos) = split(unix_ns);
     let (y, mo, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    if !(0..=9999).contains(&y) {
+        return format!(
+            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        );
+    }
+    // Every event's timestamp: digits written in place, not through the formatting machinery
+    // (it was 6% of the event pipeline).
+    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, mo as u64);
+    put(8, 2, d as u64);
+    put(11, 2, (sod / 3600) as u64);
+    put(14, 2, (sod / 60 % 60) as u64);
+    put(17, 2, (sod % 60) as u64);
+    put(20, 9, nanos as u64);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Time of day in UTC with milliseconds, `18:09:41.123`, for the terminal (truncated, not

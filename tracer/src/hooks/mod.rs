@@ -118,6 +118,19 @@ pub fn c_name(raw: &[u8]) -> Option<String> {
     (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
 }
 
+/// `{:#x}` of an address, without the formatting machinery (every event has one).
+fn hex_address(v: u64) -> String {
+    let mut s = String::with_capacity(18);
+    s.push_str("0x");
+    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
+    for i in (0..digits).rev() {
+        s.push(char::from(
+            b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf],
+        ));
+    }
+    s
+}
+
 fn nonzero(v: u32) -> Option<u32> {
     (v != 0).then_some(v)
 }
@@ -153,7 +166,7 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         rec.out_mtu = nonzero(ev.out_mtu);
     }
     if ev.skb != 0 {
-        rec.skb = Some(format!("{:#x}", ev.skb));
+        rec.skb = Some(hex_address(ev.skb));
     }
     if ev.flags & flags::HAS_PACKET != 0 {
         let n = (ev.cap_len as usize).min(ev.packet.len());
@@ -350,6 +363,13 @@ mod tests {
         assert_eq!(rec.ifname.as_deref(), Some("uplink"));
         assert_eq!(rec.kind, Kind::OversizeTx);
         assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("device")));
+    }
+
+    #[test]
+    fn skb_addresses_are_written_as_format_would() {
+        for v in [1, 0xf, 0x10, 0xdead_beef, 0xffff_8881_0000_0100, u64::MAX] {
+            assert_eq!(hex_address(v), format!("{v:#x}"));
+        }
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl<W: LineOut> JsonlSink<W> {
 impl<W: LineOut> Sink for JsonlSink<W> {
     fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, rec).context("cannot serialize an event")?;
+        super::json::write_record(&mut self.line, rec);
         self.line.push(b'\n');
         // One write per complete line: a BufWriter never splits a line smaller than its
         // buffer across flushes, and a LogFile rotates only between lines, so readers (and a

@@ -1,6 +1,7 @@
 //! Where decoded events go: a JSON Lines log (file or stdout) and the live terminal view. The
 //! daemon feeds every [`Record`] to each configured sink.
 
+pub mod json;
 pub mod jsonl;
 pub mod logfile;
 pub mod metrics;
