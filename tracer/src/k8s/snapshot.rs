@@ -30,35 +30,87 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Read and parse a snapshot file. Returns what could be used and a bounded list of warnings
 /// about what could not.
+///
+/// The file is read as a stream, one item at a time: a 10,000-pod cluster's file held whole as
+/// text and as a [`Value`] tree cost ~50 MiB at start-up, most of the daemon's peak memory
+/// (issue 7); one item at a time costs one item.
 pub fn load(path: &Path) -> Result<(Inventory, Vec<String>)> {
-    let text = std::fs::read_to_string(path)
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read Kubernetes snapshot {}", path.display()))?;
-    parse(&text).with_context(|| format!("cannot load Kubernetes snapshot {}", path.display()))
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+    // Files saved by some Windows tools start with a byte order mark, which serde_json refuses.
+    let head = std::io::BufRead::fill_buf(&mut reader)
+        .with_context(|| format!("cannot read Kubernetes snapshot {}", path.display()))?;
+    if head.starts_with("\u{feff}".as_bytes()) {
+        std::io::BufRead::consume(&mut reader, 3);
+    }
+    stream(serde_json::Deserializer::from_reader(reader))
+        .with_context(|| format!("cannot load Kubernetes snapshot {}", path.display()))
 }
 
 /// Parse the text of a snapshot (see the module documentation for the accepted shapes).
 pub fn parse(json: &str) -> Result<(Inventory, Vec<String>)> {
-    // Files saved by some Windows tools start with a byte order mark, which serde_json refuses.
     let json = json.strip_prefix('\u{feff}').unwrap_or(json);
+    stream(serde_json::Deserializer::from_str(json))
+}
+
+/// The document, item by item, into a [`Loader`].
+fn stream<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<(Inventory, Vec<String>)> {
+    let mut loader = Loader::default();
+    let parsed = serde::de::DeserializeSeed::deserialize(Document(&mut loader), &mut de)
+        .and_then(|()| de.end());
+    if let Some(shape) = loader.shape_error.take() {
+        bail!(shape);
+    }
     // serde_json's message carries the line and column ("EOF while parsing ... at line 9 column 4").
-    let root: Value = serde_json::from_str(json).context("not valid JSON")?;
-    parse_value(&root)
+    parsed.context("not valid JSON")?;
+    Ok(loader.finish())
 }
 
 /// [`parse`] on an already parsed document.
+#[cfg(test)]
 fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
     let (items, item_kind) = list_items(root)?;
-    let mut w = Warnings::default();
-    let mut objects = Objects::default();
-    let mut ignored: BTreeMap<String, usize> = BTreeMap::new();
+    let mut loader = Loader::default();
+    for item in items {
+        loader.item(item, item_kind);
+    }
+    Ok(loader.finish())
+}
 
-    for (i, item) in items.iter().enumerate() {
+/// What the items of a file add up to, fed one item at a time.
+#[derive(Default)]
+struct Loader {
+    w: Warnings,
+    objects: Objects,
+    ignored: BTreeMap<String, usize>,
+    /// Items seen so far (the next item's place in the list, for messages).
+    count: usize,
+    /// Items without a `kind` of their own, kept (in order, with their place) until the list's
+    /// kind is known: it may come after `items` in the file (`PodList`).
+    deferred: Vec<(usize, Value)>,
+    /// The document is no list of objects: the message, instead of serde's.
+    shape_error: Option<String>,
+}
+
+impl Loader {
+    /// One item of the list; `item_kind` is what a typed list (`PodList`) implies.
+    fn item(&mut self, item: &Value, item_kind: Option<&str>) {
+        let i = self.count;
+        self.count += 1;
+        self.item_at(i, item, item_kind);
+    }
+
+    fn item_at(&mut self, i: usize, item: &Value, item_kind: Option<&str>) {
+        let w = &mut self.w;
         let Some(obj) = item.as_object() else {
             w.push(format!(
                 "item {i}: not an object ({}); skipped",
                 type_name(item)
             ));
-            continue;
+            return;
         };
         // Items of a typed list (`PodList` from the API server) carry no `kind` of their own.
         let kind = match obj.get("kind") {
@@ -67,12 +119,12 @@ fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
                 Some(k) => k,
                 None => {
                     w.push(format!("item {i}: no `kind`; skipped"));
-                    continue;
+                    return;
                 }
             },
             Some(other) => {
                 w.push(format!("item {i}: `kind` is {}; skipped", type_name(other)));
-                continue;
+                return;
             }
         };
         let at = Item {
@@ -80,42 +132,231 @@ fn parse_value(root: &Value) -> Result<(Inventory, Vec<String>)> {
             kind,
             value: item,
         };
+        let objects = &mut self.objects;
         match kind {
-            "Pod" => objects.pods.extend(pod(&at, &mut w)),
+            "Pod" => objects.pods.extend(pod(&at, w)),
             "Service" => {
-                if let Some(s) = service(&at, &mut w) {
+                if let Some(s) = service(&at, w) {
                     objects
                         .services
                         .insert((s.namespace.clone(), s.name.clone()), s);
                 }
             }
-            "EndpointSlice" => objects.slices.extend(endpoint_slice(&at, &mut w)),
-            "Node" => objects.nodes.extend(node(&at, &mut w)),
-            other => *ignored.entry(other.to_string()).or_default() += 1,
+            "EndpointSlice" => objects.slices.extend(endpoint_slice(&at, w)),
+            "Node" => objects.nodes.extend(node(&at, w)),
+            other => *self.ignored.entry(other.to_string()).or_default() += 1,
         }
     }
-    let services = objects
-        .services
-        .values()
-        .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
-        .collect();
-    let inv = build(
-        objects.pods.iter(),
-        &services,
-        objects.slices.iter(),
-        objects.nodes.iter(),
-        &mut w,
-    );
 
-    if !ignored.is_empty() {
-        let n: usize = ignored.values().sum();
-        let kinds: Vec<String> = ignored.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
-        w.push(format!(
-            "ignored {n} item(s) of kinds not used for names: {}",
-            kinds.join(", ")
-        ));
+    /// An item of a streamed list whose kind may not be known yet.
+    fn streamed(&mut self, item: Value) {
+        let has_kind = item.get("kind").is_some_and(|k| !k.is_null());
+        if has_kind && self.deferred.is_empty() {
+            self.item(&item, None);
+        } else {
+            // Once one item waits, the later ones wait too: file order decides conflicts.
+            self.deferred.push((self.count, item));
+            self.count += 1;
+        }
     }
-    Ok((inv, w.finish()))
+
+    /// The end of the list: the waiting items, now that the list's kind is known.
+    fn end_of_list(&mut self, item_kind: Option<&str>) {
+        for (i, item) in std::mem::take(&mut self.deferred) {
+            self.item_at(i, &item, item_kind);
+        }
+    }
+
+    fn finish(self) -> (Inventory, Vec<String>) {
+        let Loader {
+            mut w,
+            objects,
+            ignored,
+            ..
+        } = self;
+        let services = objects
+            .services
+            .values()
+            .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
+            .collect();
+        let inv = build(
+            objects.pods.iter(),
+            &services,
+            objects.slices.iter(),
+            objects.nodes.iter(),
+            &mut w,
+        );
+        if !ignored.is_empty() {
+            let n: usize = ignored.values().sum();
+            let kinds: Vec<String> = ignored.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+            w.push(format!(
+                "ignored {n} item(s) of kinds not used for names: {}",
+                kinds.join(", ")
+            ));
+        }
+        (inv, w.finish())
+    }
+}
+
+/// The whole document: a bare array of objects, or an object with `items` (and `kind`).
+struct Document<'l>(&'l mut Loader);
+
+/// A document that is not a list, as an error serde carries out (the message is the
+/// loader's `shape_error`).
+fn not_a_list<E: serde::de::Error>(loader: &mut Loader, what: &str) -> E {
+    let msg = format!(
+        "not a list of Kubernetes objects: the document is {what} (expected the output of \
+         `kubectl get pods,services,endpointslices,nodes -A -o json`)"
+    );
+    loader.shape_error = Some(msg.clone());
+    E::custom(msg)
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Document<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Document<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of Kubernetes objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let loader = self.0;
+        Items(loader).visit_seq(seq)?;
+        loader.end_of_list(None);
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let loader = self.0;
+        let mut kind: Option<Value> = None;
+        // None: no `items` key; Some(false): `"items": null`; Some(true): an array.
+        let mut items: Option<bool> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "kind" => kind = Some(map.next_value()?),
+                "items" => items = Some(map.next_value_seed(ItemsField(loader))?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.as_ref().and_then(Value::as_str);
+        let item_kind = kind
+            .and_then(|k| k.strip_suffix("List"))
+            .filter(|k| !k.is_empty());
+        match items {
+            Some(true) => {
+                loader.end_of_list(item_kind);
+                Ok(())
+            }
+            // An empty list may be printed with `"items": null`.
+            None | Some(false) if kind.is_some_and(|k| k.ends_with("List")) => Ok(()),
+            Some(false) => {
+                let msg = "`items` is null, not an array".to_string();
+                loader.shape_error = Some(msg.clone());
+                Err(serde::de::Error::custom(msg))
+            }
+            None => {
+                let msg = format!(
+                    "not a list of Kubernetes objects: no `items` (kind {}; expected the output \
+                     of `kubectl get pods,services,endpointslices,nodes -A -o json`)",
+                    kind.unwrap_or("absent")
+                );
+                loader.shape_error = Some(msg.clone());
+                Err(serde::de::Error::custom(msg))
+            }
+        }
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(not_a_list(self.0, "a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(not_a_list(self.0, "a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(not_a_list(self.0, "a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(not_a_list(self.0, "a number"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(not_a_list(self.0, "a string"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(not_a_list(self.0, "null"))
+    }
+}
+
+/// The value of `items`: an array streamed into the loader (`true`), or null (`false`).
+struct ItemsField<'l>(&'l mut Loader);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsField<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsField<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of Kubernetes objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        Items(self.0).visit_seq(seq)?;
+        Ok(true)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
+        Err(items_not_array(self.0, "an object"))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        Err(items_not_array(self.0, "a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Err(items_not_array(self.0, "a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Err(items_not_array(self.0, "a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Err(items_not_array(self.0, "a number"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+        Err(items_not_array(self.0, "a string"))
+    }
+}
+
+fn items_not_array<E: serde::de::Error>(loader: &mut Loader, what: &str) -> E {
+    let msg = format!("`items` is {what}, not an array");
+    loader.shape_error = Some(msg.clone());
+    E::custom(msg)
+}
+
+/// The elements of a list, each parsed alone and handed to the loader.
+struct Items<'l>(&'l mut Loader);
+
+impl Items<'_> {
+    fn visit_seq<'de, A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            self.0.streamed(item);
+        }
+        Ok(())
+    }
 }
 
 /// The usable objects of a file, in file order.
@@ -212,6 +453,7 @@ fn insert_first_by_name<K: std::hash::Hash + Eq>(
 }
 
 /// The items of the top-level list, and the kind of item a typed list (`PodList`) implies.
+#[cfg(test)]
 fn list_items(root: &Value) -> Result<(&[Value], Option<&str>)> {
     let obj = match root {
         Value::Array(items) => return Ok((items, None)),
@@ -1240,6 +1482,37 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    /// The streamed file gives what the whole parsed document gives: same names, same warnings.
+    #[test]
+    fn streaming_matches_the_whole_document() {
+        for name in ["cluster.json", "garbage.json", "podlist.json"] {
+            let text = std::fs::read_to_string(testdata(name)).unwrap();
+            let root: Value = serde_json::from_str(&text).unwrap();
+            let whole = parse_value(&root).unwrap();
+            assert_eq!(load(&testdata(name)).unwrap(), whole, "{name}");
+            assert_eq!(parse(&text).unwrap(), whole, "{name}");
+        }
+    }
+
+    /// A typed list may name its kind after its items: the items wait for it.
+    #[test]
+    fn a_typed_list_whose_kind_comes_last() {
+        let text = r#"{"items":[
+            {"metadata":{"namespace":"a","name":"p1"},"status":{"podIP":"10.1.0.1"}},
+            {"metadata":{"namespace":"a","name":"p2"},"status":{"podIP":"10.1.0.2"}}
+          ],"apiVersion":"v1","kind":"PodList"}"#;
+        let (inv, warnings) = parse(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(&*inv.pods_by_ip[&ip("10.1.0.2")].pod.name, "p2");
+        // The same items in a plain `List` have no kind: each is reported, by its place.
+        let (inv, warnings) = parse(&text.replace("PodList", "List")).unwrap();
+        assert!(inv.is_empty());
+        assert_eq!(
+            warnings,
+            ["item 0: no `kind`; skipped", "item 1: no `kind`; skipped"]
+        );
     }
 
     /// No prefix of a real file panics; each is an error or (the whole file) a result.
