@@ -75,7 +75,6 @@ struct KernelFacts {
 fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
     tracefs::root().context("tracefs is needed for the tracepoints")?;
     let btf = btf::load_vmlinux()?;
-    let aya_btf = aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
     let mut config = Config::unresolved();
     config.kernel = btf::kernel_offsets(&btf)?;
     let (tp, mut notes) = tracefs::tracepoint_offsets()?;
@@ -100,6 +99,9 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
         notes.push("no size-drop sites found in kallsyms".into());
     }
     config.veth = veth_offsets(&btf, &kallsyms);
+    // One parsed copy of the kernel's BTF at a time (~30 and ~12 MiB): the peak memory (issue 7).
+    drop(btf);
+    let aya_btf = aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
     if config.veth.xmit_addr == 0 {
         notes.push(
             "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"

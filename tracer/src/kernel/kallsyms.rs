@@ -48,26 +48,37 @@ impl fmt::Display for Symbol {
     }
 }
 
-#[derive(Clone, Debug)]
+/// One text symbol, 16 bytes: its name is a slice of [`Kallsyms::names`] and its module an
+/// index into [`Kallsyms::modules`]. A String per symbol (~150,000 of them) cost ~15 MiB.
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     addr: u64,
-    name: String,
-    module: Option<String>,
+    name_at: u32,
+    name_len: u16,
+    /// Index into `modules` plus one; 0 for the kernel itself.
+    module: u16,
 }
 
 /// The kernel's text symbols, sorted by address.
 #[derive(Clone, Debug, Default)]
 pub struct Kallsyms {
     entries: Vec<Entry>,
+    names: String,
+    modules: Vec<String>,
 }
 
 impl Kallsyms {
     /// Reads `/proc/kallsyms`. Fails when the addresses are hidden (all zero), since every
     /// location would then be unnamed and no size-drop site could be found.
     pub fn load() -> Result<Self> {
-        let text =
-            std::fs::read_to_string(KALLSYMS).with_context(|| format!("reading {KALLSYMS}"))?;
-        let syms = Self::parse(&text);
+        use std::io::BufRead as _;
+        // Line by line: the file is ~10 MiB of text, most of it data symbols we skip.
+        let file = std::fs::File::open(KALLSYMS).with_context(|| format!("reading {KALLSYMS}"))?;
+        let mut syms = Kallsyms::default();
+        for line in std::io::BufReader::new(file).lines() {
+            syms.add_line(&line.with_context(|| format!("reading {KALLSYMS}"))?);
+        }
+        syms.sort();
         if syms.entries.is_empty() {
             bail!("{KALLSYMS} lists no text symbols");
         }
@@ -80,10 +91,58 @@ impl Kallsyms {
     /// Parses kallsyms text (`addr type name [module]` per line), keeping text symbols (t, T, w,
     /// W). Malformed lines are skipped.
     pub fn parse(text: &str) -> Self {
-        let mut entries: Vec<Entry> = text.lines().filter_map(parse_line).collect();
+        let mut syms = Kallsyms::default();
+        for line in text.lines() {
+            syms.add_line(line);
+        }
+        syms.sort();
+        syms
+    }
+
+    fn add_line(&mut self, line: &str) {
+        let Some((addr, name, module)) = parse_line(line) else {
+            return;
+        };
+        let (Ok(name_at), Ok(name_len)) =
+            (u32::try_from(self.names.len()), u16::try_from(name.len()))
+        else {
+            return;
+        };
+        let module = match module {
+            None => 0,
+            Some(m) => match self.modules.iter().rposition(|k| k == m) {
+                Some(i) => i + 1,
+                None => {
+                    self.modules.push(m.to_string());
+                    self.modules.len()
+                }
+            },
+        };
+        let Ok(module) = u16::try_from(module) else {
+            return;
+        };
+        self.names.push_str(name);
+        self.entries.push(Entry {
+            addr,
+            name_at,
+            name_len,
+            module,
+        });
+    }
+
+    fn sort(&mut self) {
         // Stable: aliases at one address keep file order, so the first listed name wins.
-        entries.sort_by_key(|e| e.addr);
-        Self { entries }
+        self.entries.sort_by_key(|e| e.addr);
+        self.entries.shrink_to_fit();
+        self.names.shrink_to_fit();
+    }
+
+    fn name(&self, e: &Entry) -> &str {
+        &self.names[e.name_at as usize..e.name_at as usize + e.name_len as usize]
+    }
+
+    fn module(&self, e: &Entry) -> Option<&str> {
+        (e.module > 0).then(|| self.modules[e.module as usize - 1].as_str())
     }
 
     /// Number of text symbols.
@@ -106,16 +165,16 @@ impl Kallsyms {
         let first = self.entries.partition_point(|e| e.addr < sym_addr);
         let entry = &self.entries[first];
         Some(Symbol {
-            name: entry.name.clone(),
+            name: self.name(entry).to_string(),
             offset: addr - sym_addr,
-            module: entry.module.clone(),
+            module: self.module(entry).map(str::to_string),
         })
     }
 
     /// `[start, next higher symbol)` of the first function called `name`. `None` if absent, or if
     /// it is the last symbol (no end known).
     pub fn function_range(&self, name: &str) -> Option<TextRange> {
-        let entry = self.entries.iter().find(|e| e.name == name)?;
+        let entry = self.entries.iter().find(|e| self.name(e) == name)?;
         self.range_at(entry.addr)
     }
 
@@ -133,13 +192,13 @@ impl Kallsyms {
     pub fn ranges_matching(&self, names: &[&str]) -> Vec<(String, TextRange)> {
         let mut ranges: Vec<(String, TextRange)> = Vec::new();
         for site in names {
-            for entry in self.entries.iter().filter(|e| is_site(&e.name, site)) {
+            for entry in self.entries.iter().filter(|e| is_site(self.name(e), site)) {
                 let Some(range) = self.range_at(entry.addr) else {
                     continue;
                 };
                 // Aliases share one range: list it once.
                 if !ranges.iter().any(|(_, r)| *r == range) {
-                    ranges.push((entry.name.clone(), range));
+                    ranges.push((self.name(entry).to_string(), range));
                 }
             }
         }
@@ -170,19 +229,18 @@ fn is_site(name: &str, site: &str) -> bool {
     }
 }
 
-fn parse_line(line: &str) -> Option<Entry> {
+fn parse_line(line: &str) -> Option<(u64, &str, Option<&str>)> {
     let mut fields = line.split_whitespace();
     let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
     let kind = fields.next()?;
     if !matches!(kind, "t" | "T" | "w" | "W") {
         return None;
     }
-    let name = fields.next()?.to_string();
+    let name = fields.next()?;
     let module = fields
         .next()
-        .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
-        .map(str::to_string);
-    Some(Entry { addr, name, module })
+        .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'));
+    Some((addr, name, module))
 }
 
 #[cfg(test)]
