@@ -40,9 +40,13 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
-    /// Build, then measure the pipeline (criterion), start-up and peak memory; print the ratios
-    /// to issue 7's targets.
-    Bench,
+    /// Build, then measure the pipeline (criterion), loss at a 200,000/s burst, start-up and
+    /// peak memory; print the ratios to issue 7's targets.
+    Bench {
+        /// Seconds, not minutes: fail only on a gross regression (run by `cargo xtask test`).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// The incident lab for manual use: namespaces lab-old, lab-new, lab-rtr (--path router),
     /// lab-cli (client pod), lab-srv (server pod with redis-server and an HTTP endpoint).
     Lab {
@@ -172,10 +176,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             xtask::demo::run(&target_dir().join("release/tracer"), &log)
         }
-        Cmd::Bench => {
+        Cmd::Bench { smoke } => {
             setup()?;
             build()?;
-            xtask::bench::run(&root(), &target_dir(), &target_dir().join("release/tracer"))
+            let tracer = target_dir().join("release/tracer");
+            if smoke {
+                xtask::bench::smoke(&root(), &target_dir(), &tracer)
+            } else {
+                xtask::bench::run(&root(), &target_dir(), &tracer)
+            }
         }
         Cmd::Lab { action } => lab_cmd(action),
         Cmd::Vm(args) => vm_cmd(args),
@@ -364,12 +373,20 @@ fn test() -> Result<()> {
         "--",
         "--test-threads=1",
     ])?;
+    // The benchmarks' smoke run: a collapse of the pipeline or a lost event fails too.
+    let smoke = if failed == 0 {
+        build().and_then(|()| {
+            xtask::bench::smoke(&root(), &target_dir(), &target_dir().join("release/tracer"))
+        })
+    } else {
+        Ok(())
+    };
     // One closing line for the whole suite (cargo prints one per test binary).
     println!("tests: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} test(s) failed");
     }
-    Ok(())
+    smoke.context("cargo xtask bench --smoke")
 }
 
 /// Run `cargo test`, echoing its stdout, and add up its `test result:` lines.
