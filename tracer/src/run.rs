@@ -100,6 +100,7 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
         notes.push("no size-drop sites found in kallsyms".into());
     }
     config.veth = veth_offsets(&btf, &kallsyms);
+    config.pmtu = hooks::pmtu::offsets(&btf);
     if config.veth.xmit_addr == 0 {
         notes.push(
             "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"
@@ -304,6 +305,11 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::tcp::attach(&mut ebpf));
+    report.extend(hooks::pmtu::attach(
+        &mut ebpf,
+        &facts.aya_btf,
+        &facts.config.pmtu,
+    ));
     for dev in hooked {
         facts
             .names
@@ -335,6 +341,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
     let mut analyzer = Analyzer::new();
     analyzer.set_audit(audit.problems);
+    analyzer.set_pmtu_hook(hooks::pmtu::blind_spot(&report).is_none());
     for (ns, _, _) in &namespaces {
         analyzer.name_netns(ns.inode, ns.label.clone());
     }
@@ -591,6 +598,7 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
     if !ok("tracepoint/tcp") {
         out.push("TCP retransmissions".to_string());
     }
+    out.extend(hooks::pmtu::blind_spot(report));
     out
 }
 
