@@ -680,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn pmtu_line_shows_the_learned_mtu_and_the_routes_device() {
+        let mut r = with_flow(
+            Record::new(Kind::PmtuUpdate, "fentry/__ip_rt_update_pmtu", T0),
+            0,
+        );
+        r.sport = None;
+        r.dport = None;
+        r.mtu = Some(1430);
+        r.mtu_source = Some("pmtu");
+        r.out_ifname = Some("eth0".into());
+        r.out_mtu = Some(1500);
+        let out = render(&[r], false);
+        for want in [
+            "PMTU",
+            "mtu 1430",
+            "10.0.1.2 → 10.0.2.2",
+            "path MTU learned",
+            "out eth0 mtu 1500",
+        ] {
+            assert!(out.contains(want), "{want} in {out}");
+        }
+    }
+
+    #[test]
     fn other_kinds() {
         let mut tx = with_flow(Record::new(Kind::OversizeTx, "tcx/egress", T0), 1);
         tx.ifname = Some("tunl0".into());

@@ -959,7 +959,10 @@ impl Analyzer {
             _ => None,
         };
         let icmp_eaten = self.icmp_eaten_lines(conns);
-        let summary = summary_text(problem, &path, &sites, largest_passing);
+        let senders_learned = conns
+            .iter()
+            .any(|(k, c)| self.learned_by_sender(k, c).is_some());
+        let summary = summary_text(problem, &path, &sites, largest_passing, senders_learned);
         let summary = match self.learning_text(problem, conns, &stuck) {
             Some(t) => format!("{summary}. {t}"),
             None => summary,
@@ -1205,7 +1208,14 @@ fn fix_text(
     }
 }
 
-fn summary_text(problem: Problem, path: &PathRef, sites: &[Site], largest: Option<u32>) -> String {
+/// `senders_learned`: a sender's stack recorded a path MTU (so "never learn" would be wrong).
+fn summary_text(
+    problem: Problem,
+    path: &PathRef,
+    sites: &[Site],
+    largest: Option<u32>,
+    senders_learned: bool,
+) -> String {
     let between = match (&path.src_node, &path.dst_node) {
         (Some(s), Some(d)) => format!(" from {s} to {d}"),
         (Some(s), None) => format!(" from {s}"),
@@ -1226,10 +1236,12 @@ fn summary_text(problem: Problem, path: &PathRef, sites: &[Site], largest: Optio
                     s.location.as_deref().unwrap_or("?")
                 )
             });
-            format!(
-                "MTU black hole{between}{over}{site}; only packets up to {fits} pass and the \
-                 senders never learn it"
-            )
+            let senders = if senders_learned {
+                "senders keep sending larger ones"
+            } else {
+                "senders never learn it"
+            };
+            format!("MTU black hole{between}{over}{site}; only packets up to {fits} pass and the {senders}")
         }
         Problem::PmtudRecovered => format!(
             "packets too big for the path{between}{over} were refused, the senders were told \

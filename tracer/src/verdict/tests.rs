@@ -552,6 +552,7 @@ fn a_sender_whose_socket_learned_the_mtu_is_told_apart() {
         "{}",
         p.summary
     );
+    assert!(!p.summary.contains("never learn"), "{}", p.summary);
     assert_eq!(p.evidence.pmtu_learned, 1);
     assert_eq!(p.flows[0].pmtu_learned, Some(1460));
     let text = render(&p).join("\n");
