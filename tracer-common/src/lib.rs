@@ -19,6 +19,9 @@ pub enum EventKind {
     OversizeTx = 4,
     /// TCP retransmitted a segment (`tcp:tcp_retransmit_skb`).
     TcpRetransmit = 5,
+    /// The kernel recorded a smaller path MTU toward a destination (`__ip_rt_update_pmtu`): an
+    /// ICMP too-big reached a stack that acted on it (a socket's, a tunnel's, a router's).
+    PmtuUpdate = 6,
 }
 
 impl EventKind {
@@ -29,6 +32,7 @@ impl EventKind {
             3 => Self::IcmpTooBigReceived,
             4 => Self::OversizeTx,
             5 => Self::TcpRetransmit,
+            6 => Self::PmtuUpdate,
             _ => return None,
         })
     }
@@ -46,10 +50,12 @@ pub enum Hook {
     TcpRetransmitTracepoint = 5,
     IcmpSendKprobe = 6,
     Icmp6SendKprobe = 7,
+    PmtuUpdateFentry = 8,
+    PmtuUpdateKprobe = 9,
 }
 
 /// Number of [`Hook`] values: the size of the per-CPU lost-event counter array.
-pub const HOOK_COUNT: u32 = 8;
+pub const HOOK_COUNT: u32 = 10;
 
 impl Hook {
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -62,6 +68,8 @@ impl Hook {
             5 => Self::TcpRetransmitTracepoint,
             6 => Self::IcmpSendKprobe,
             7 => Self::Icmp6SendKprobe,
+            8 => Self::PmtuUpdateFentry,
+            9 => Self::PmtuUpdateKprobe,
             _ => return None,
         })
     }
@@ -77,6 +85,8 @@ impl Hook {
             Self::TcpRetransmitTracepoint => "tracepoint/tcp/tcp_retransmit_skb",
             Self::IcmpSendKprobe => "kprobe/__icmp_send",
             Self::Icmp6SendKprobe => "kprobe/icmp6_send",
+            Self::PmtuUpdateFentry => "fentry/__ip_rt_update_pmtu",
+            Self::PmtuUpdateKprobe => "kprobe/__ip_rt_update_pmtu",
         }
     }
 }
@@ -160,7 +170,8 @@ pub struct Event {
     pub l3_proto: u16,
     /// Bytes of `packet` that are valid.
     pub cap_len: u16,
-    /// TCP retransmits: socket state; ICMP hooks: type.
+    /// TCP retransmits: socket state; ICMP hooks: type; path-MTU updates: the route's path MTU
+    /// before the update (0 = none learned yet).
     pub aux1: u32,
     /// ICMP hooks: code.
     pub aux2: u32,
@@ -363,6 +374,41 @@ impl VethOffsets {
     }
 }
 
+/// Where `__ip_rt_update_pmtu(struct rtable *rt, struct flowi4 *fl4, u32 mtu)` finds what it
+/// is about: the route's current path MTU and the flow (a socket's 5-tuple, or the quoted
+/// packet's addresses when no socket is involved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PmtuOffsets {
+    /// `rtable.rt_pmtu` is a 31-bit bitfield: the aligned 32-bit word holding it, and its shift.
+    pub rt_pmtu_word: u32,
+    pub rt_pmtu_shift: u32,
+    /// `rtable.dst.dev` (the route's output device).
+    pub rt_dev: u32,
+    pub fl4_saddr: u32,
+    pub fl4_daddr: u32,
+    /// `flowi4.uli.ports`: `dport` then `sport`, network order.
+    pub fl4_ports: u32,
+    /// `flowi4.__fl_common.flowic_proto`.
+    pub fl4_proto: u32,
+    pub _pad: u32,
+}
+
+impl PmtuOffsets {
+    pub const fn unresolved() -> Self {
+        Self {
+            rt_pmtu_word: NO_FIELD,
+            rt_pmtu_shift: 0,
+            rt_dev: NO_FIELD,
+            fl4_saddr: NO_FIELD,
+            fl4_daddr: NO_FIELD,
+            fl4_ports: NO_FIELD,
+            fl4_proto: NO_FIELD,
+            _pad: 0,
+        }
+    }
+}
+
 /// How many network namespaces can have tc hooks at once. tc programs see only an ifindex,
 /// and namespaces reuse indexes, so each namespace gets its own copy of the tc programs whose
 /// slot says which namespace it serves.
@@ -390,6 +436,7 @@ pub struct Config {
     pub veth: VethOffsets,
     /// Network namespace inode served by the tc program copy of each slot.
     pub tc_netns: [u32; MAX_TC_NETNS],
+    pub pmtu: PmtuOffsets,
 }
 
 impl Config {
@@ -405,6 +452,7 @@ impl Config {
             size_drop_sites: [TextRange { start: 0, end: 0 }; MAX_SIZE_DROP_SITES],
             veth: VethOffsets::unresolved(),
             tc_netns: [0; MAX_TC_NETNS],
+            pmtu: PmtuOffsets::unresolved(),
         }
     }
 }

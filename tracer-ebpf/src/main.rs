@@ -3,7 +3,8 @@
 //! - [`icmp`]: the kernel generating ICMP "fragmentation needed" / "packet too big",
 //! - [`transmit`]: tc egress on tunnel devices and uplinks (oversized packets, ICMP leaving),
 //! - [`ingress`]: tc ingress on uplinks (ICMP too-big arriving from the underlay),
-//! - [`tcp`]: TCP retransmissions (the sender's side of a black hole).
+//! - [`tcp`]: TCP retransmissions (the sender's side of a black hole),
+//! - [`pmtu`]: the kernel recording a smaller path MTU (an ICMP too-big that arrived).
 //!
 //! Everything the programs read from kernel structs goes through [`kernel`], whose offsets come
 //! from the running kernel's BTF at load time ([`config`]); nothing is baked in at build time.
@@ -26,6 +27,8 @@ mod kernel;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod pmtu;
 #[cfg(target_arch = "bpf")]
 mod tcp;
 #[cfg(target_arch = "bpf")]

@@ -19,6 +19,7 @@ pub enum Kind {
     IcmpTooBigReceived,
     OversizeTx,
     TcpRetransmit,
+    PmtuUpdate,
     Lost,
 }
 
@@ -30,6 +31,7 @@ impl Kind {
             Kind::IcmpTooBigReceived => "icmp_too_big_received",
             Kind::OversizeTx => "oversize_tx",
             Kind::TcpRetransmit => "tcp_retransmit",
+            Kind::PmtuUpdate => "pmtu_update",
             Kind::Lost => "lost",
         }
     }
@@ -42,6 +44,7 @@ impl Kind {
             Kind::IcmpTooBigReceived,
             Kind::OversizeTx,
             Kind::TcpRetransmit,
+            Kind::PmtuUpdate,
             Kind::Lost,
         ]
         .into_iter()

@@ -99,6 +99,7 @@ fn kernel_facts(args: &RunArgs) -> Result<KernelFacts> {
         notes.push("no size-drop sites found in kallsyms".into());
     }
     config.veth = veth_offsets(&btf, &kallsyms);
+    config.pmtu = hooks::pmtu::offsets(&btf);
     // One parsed copy of the kernel's BTF at a time (~30 and ~12 MiB): the peak memory (issue 7).
     drop(btf);
     let aya_btf = aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
@@ -306,6 +307,11 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::tcp::attach(&mut ebpf));
+    report.extend(hooks::pmtu::attach(
+        &mut ebpf,
+        &facts.aya_btf,
+        &facts.config.pmtu,
+    ));
     for dev in hooked {
         facts
             .names
@@ -337,6 +343,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
     let mut analyzer = Analyzer::new();
     analyzer.set_audit(audit.problems);
+    analyzer.set_pmtu_hook(hooks::pmtu::blind_spot(&report).is_none());
     for (ns, _, _) in &namespaces {
         analyzer.name_netns(ns.inode, ns.label.clone());
     }
@@ -593,6 +600,7 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
     if !ok("tracepoint/tcp") {
         out.push("TCP retransmissions".to_string());
     }
+    out.extend(hooks::pmtu::blind_spot(report));
     out
 }
 

@@ -561,3 +561,103 @@ fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
     assert_eq!(eaten["src"], s.client_ip.to_string());
     assert_eq!(eaten["dst"], s.server_ip.to_string());
 }
+
+/// The kernel can run kprobes: then the path-MTU hook must attach (fentry or kprobe); without
+/// them (this machine's 6.18) fentry is refused too and the tracer must say it is blind.
+fn kernel_has_kprobes() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+}
+
+/// The client pings 1500 B with DF through the 1450 hop: the router's frag-needed reaches the
+/// client's stack, which records path MTU 1450 toward the server (`__ip_rt_update_pmtu`).
+/// Where the kernel allows it, the event must say so, from fentry and from the kprobe fallback;
+/// elsewhere, the start-up report must refuse both with the kernel's reason and print the blind
+/// spot, and no such event may appear.
+#[test]
+fn path_mtu_learning_is_reported_or_declared_blind() {
+    let modes: &[Option<&str>] = if kernel_has_kprobes() {
+        &[None, Some("kprobe")]
+    } else {
+        &[None]
+    };
+    for &forced in modes {
+        // A fresh lab per mode: the client's learned route exception would stop the next ping
+        // at the client (EMSGSIZE) before any ICMP.
+        let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+        let log = TempLog::new("pmtu");
+        let env: Vec<(&str, &str)> = forced
+            .map(|m| ("TRACER_PMTU_HOOK", m))
+            .into_iter()
+            .collect();
+        let mut args = ns_args(&[&s.client_ns, &s.router_ns, &s.server_ns]);
+        args.extend(["--log".to_string(), log.0.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // 6.1's verifier needs about a minute under TCG (the VM matrix) for the drop program.
+        let t = Tracer::start_within(&args, &env, Duration::from_secs(180));
+        let ping = lab::ping_df(&lab, &s.client_ns, s.server_ip, 1472, 1).expect("ping");
+        assert!(
+            !ping.success,
+            "a 1500-byte DF ping must not pass a 1450 hop"
+        );
+        settle();
+        let stderr = stop_ok(t);
+        let report = stderr.join("\n");
+        let events = read_events(&log.0);
+        let all = dump(&events);
+        let line = |method: &str| {
+            stderr
+                .iter()
+                .find(|l| l.contains("pmtu-learned") && l.contains(method))
+                .unwrap_or_else(|| panic!("no {method} line in the hook report:\n{report}"))
+                .clone()
+        };
+        let fentry = line("fentry/__ip_rt_update_pmtu");
+        let kprobe = line("kprobe/__ip_rt_update_pmtu");
+        let learned = of_kind(&events, "pmtu_update");
+        if !kernel_has_kprobes() {
+            assert!(fentry.contains('✘'), "{report}");
+            assert!(
+                kprobe.contains("✘ kernel without kprobes"),
+                "the kprobe refusal must say why:\n{report}"
+            );
+            assert!(
+                stderr
+                    .iter()
+                    .any(|l| l.starts_with("blind: path-MTU learning")),
+                "no blind-spot line:\n{report}"
+            );
+            assert!(learned.is_empty(), "{all}");
+            continue;
+        }
+        let expected_hook = match forced {
+            Some(_) => {
+                assert!(fentry.contains("✘ skipped: TRACER_PMTU_HOOK"), "{report}");
+                assert!(kprobe.contains('✔'), "{report}");
+                "kprobe/__ip_rt_update_pmtu"
+            }
+            None => {
+                assert!(fentry.contains('✔'), "fentry should load here:\n{report}");
+                assert!(kprobe.contains("– fentry attached"), "{report}");
+                "fentry/__ip_rt_update_pmtu"
+            }
+        };
+        assert!(
+            !stderr.iter().any(|l| l.starts_with("blind: path-MTU")),
+            "{report}"
+        );
+        let client = netns_inode(&s.client_ns);
+        let ev = learned
+            .iter()
+            .find(|e| e["netns"] == client)
+            .unwrap_or_else(|| panic!("no pmtu_update in the client's namespace:\n{all}"));
+        assert_eq!(ev["hook"], expected_hook);
+        assert_eq!(ev["mtu"], s.hop_mtu);
+        assert_eq!(ev["mtu_source"], "pmtu");
+        assert_eq!(ev["src"], s.client_ip.to_string());
+        assert_eq!(ev["dst"], s.server_ip.to_string());
+        assert_eq!(ev["proto"], 1);
+        assert_eq!(ev["out_ifname"], s.client_if.as_str());
+        assert_eq!(ev["out_mtu"], s.client_mtu);
+        drop(lab);
+    }
+}

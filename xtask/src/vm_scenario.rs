@@ -101,6 +101,24 @@ fn ipip_tunl0(tracer: &Path) -> Result<()> {
             .collect::<std::collections::BTreeSet<_>>(),
         mtus
     );
+    // Path-MTU learning (fentry/kprobe on __ip_rt_update_pmtu): the pod's stack recording what
+    // the tunnel told it, the node's tunnel lowering the inner route, the node learning the
+    // router's 1450 toward the other node.
+    let learned: Vec<&Value> = of("pmtu_update").collect();
+    println!(
+        "ipip-tunl0: {} path-MTU updates: {}",
+        learned.len(),
+        learned
+            .iter()
+            .map(|e| format!(
+                "netns {} {}→{} mtu {} ({})",
+                e["netns"], e["src"], e["dst"], e["mtu"], e["hook"]
+            ))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     for v in final_verdicts(&log)? {
         println!(
             "ipip-tunl0: verdict: {}",
@@ -123,6 +141,12 @@ fn ipip_tunl0(tracer: &Path) -> Result<()> {
         bail!(
             "no frag-needed with MTU {IPIP_PMTU} from kprobe/__icmp_send (got {mtus:?}): the \
              tunnel's PMTU relay to the pod was missed"
+        );
+    }
+    if !learned.iter().any(|e| e["mtu"].as_u64() == Some(IPIP_PMTU)) {
+        bail!(
+            "no pmtu_update with MTU {IPIP_PMTU}: the pod's stack learning the path MTU the \
+             tunnel relayed was missed (this kernel has fentry and kprobes)"
         );
     }
     // The tunnel relays the path MTU, so unlike the L2 mismatch this variant heals itself.

@@ -61,7 +61,7 @@ fn outcome(r: anyhow::Result<()>) -> Outcome {
 }
 
 /// Turn the kernel's terse refusals into what they mean.
-fn explain(err: &str) -> String {
+pub(super) fn explain(err: &str) -> String {
     if err.contains("kprobe/type") || err.contains("event_source/devices/kprobe") {
         format!("kernel without kprobes (CONFIG_KPROBES off): {err}")
     } else {

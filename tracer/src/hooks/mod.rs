@@ -4,6 +4,7 @@
 pub mod drops;
 pub mod icmp;
 pub mod ingress;
+pub mod pmtu;
 pub mod tcp;
 pub mod transmit;
 
@@ -31,7 +32,7 @@ pub enum Outcome {
 /// One line of the attach report.
 #[derive(Clone, Debug)]
 pub struct Attempt {
-    /// The concern (`drops`, `icmp-sent`, `tx`, `rx`, `tcp-retrans`).
+    /// The concern (`drops`, `icmp-sent`, `tx`, `rx`, `tcp-retrans`, `pmtu-learned`).
     pub concern: &'static str,
     /// The method (`tp_btf/kfree_skb`, `tcx/egress eth0 @node-a`).
     pub method: String,
@@ -90,6 +91,7 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
         EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(&mut rec, ev),
         EventKind::OversizeTx => transmit::decode(&mut rec, ev),
         EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
+        EventKind::PmtuUpdate => pmtu::decode(&mut rec, ev),
     }
     if let Some(inventory) = &names.inventory {
         let conntrack = names.conntrack.as_ref();
@@ -109,6 +111,7 @@ fn map_kind(kind: EventKind) -> Kind {
         EventKind::IcmpTooBigReceived => Kind::IcmpTooBigReceived,
         EventKind::OversizeTx => Kind::OversizeTx,
         EventKind::TcpRetransmit => Kind::TcpRetransmit,
+        EventKind::PmtuUpdate => Kind::PmtuUpdate,
     }
 }
 

@@ -157,6 +157,27 @@ fn walk_path(
     Ok(Some(bits / 8))
 }
 
+/// Where bitfield `field` (a direct member of `struct_name`, anonymous members transparent)
+/// lives: the byte offset of the aligned 32-bit word holding it, its shift inside that word
+/// (little-endian bit order) and its width. `None` when absent or not inside one such word.
+pub fn bitfield_u32(btf: &Btf, struct_name: &str, field: &str) -> Result<Option<(u32, u32, u32)>> {
+    for composite in composites_named(btf, struct_name)? {
+        let Some((bit, member)) = find_member(btf, &composite, field, 0)? else {
+            continue;
+        };
+        let width = match member.bitfield_size() {
+            Some(w) if w != 0 => w,
+            _ => return Ok(None),
+        };
+        let shift = bit % 32;
+        if shift + width > 32 {
+            return Ok(None);
+        }
+        return Ok(Some(((bit / 32) * 4, shift, width)));
+    }
+    Ok(None)
+}
+
 /// `sizeof(struct name)` (or of a union, or of a typedef of either); `None` if absent.
 pub fn struct_size(btf: &Btf, name: &str) -> Result<Option<u32>> {
     let composites = composites_named(btf, name)?;

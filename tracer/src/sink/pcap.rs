@@ -250,7 +250,10 @@ pub fn comment(rec: &Record, device: &str) -> String {
 impl<W: Write> Sink for PcapSink<W> {
     fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
         // Only the packets the issue is about: retransmissions carry no packet bytes anyway.
-        if matches!(rec.kind, Kind::TcpRetransmit | Kind::Lost) {
+        if matches!(
+            rec.kind,
+            Kind::TcpRetransmit | Kind::PmtuUpdate | Kind::Lost
+        ) {
             return Ok(());
         }
         let Some(captured) = &rec.packet else {

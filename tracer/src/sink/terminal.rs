@@ -53,12 +53,13 @@ pub fn want_color() -> bool {
 }
 
 /// The kinds counted in the summary, in the order printed (`lost` is counted apart).
-const SUMMARY_KINDS: [Kind; 5] = [
+const SUMMARY_KINDS: [Kind; 6] = [
     Kind::Drop,
     Kind::IcmpTooBigSent,
     Kind::IcmpTooBigReceived,
     Kind::OversizeTx,
     Kind::TcpRetransmit,
+    Kind::PmtuUpdate,
 ];
 
 /// End-of-run counts.
@@ -87,7 +88,8 @@ impl Summary {
         self.by_kind.get(kind.as_str()).copied().unwrap_or(0)
     }
 
-    /// `312 drop, 57 icmp_too_big_sent, 0 icmp_too_big_received, 4 oversize_tx, 18 tcp_retransmit; 0 lost; 12.0 s`
+    /// `312 drop, 57 icmp_too_big_sent, 0 icmp_too_big_received, 4 oversize_tx, 18 tcp_retransmit,
+    /// 3 pmtu_update; 0 lost; 12.0 s`
     pub fn line(&self) -> String {
         let kinds: Vec<String> = SUMMARY_KINDS
             .iter()
@@ -358,6 +360,8 @@ impl<W: Write> TerminalSink<W> {
                 (Some(size), None) => format!("{flow}  gso {size}"),
                 _ => flow,
             },
+            // The learner: a socket (ports), else a tunnel or router for a destination.
+            Kind::PmtuUpdate => format!("{flow}  path MTU learned"),
             Kind::Lost => String::new(), // handled above
         };
         if let Some(o) = &rec.outer {
@@ -397,6 +401,7 @@ fn label(kind: Kind) -> (&'static str, &'static str) {
         Kind::IcmpTooBigReceived => ("ICMP-IN", CYAN),
         Kind::OversizeTx => ("OVERSIZE-TX", MAGENTA),
         Kind::TcpRetransmit => ("RETRANS", YELLOW),
+        Kind::PmtuUpdate => ("PMTU", GREEN),
         Kind::Lost => ("LOST", RED),
     }
 }
@@ -404,7 +409,10 @@ fn label(kind: Kind) -> (&'static str, &'static str) {
 /// `1520>1450` when the packet exceeds the MTU (flagged true), `1400≤1450` when it fits,
 /// `1448 B` or `mtu 1450` when only one is known. ICMP events show the advertised MTU.
 fn size_column(rec: &Record) -> (String, bool) {
-    if matches!(rec.kind, Kind::IcmpTooBigSent | Kind::IcmpTooBigReceived) {
+    if matches!(
+        rec.kind,
+        Kind::IcmpTooBigSent | Kind::IcmpTooBigReceived | Kind::PmtuUpdate
+    ) {
         let mtu = rec.icmp.as_ref().and_then(|i| i.mtu).or(rec.mtu);
         return (
             mtu.map_or("mtu ?".to_string(), |m| format!("mtu {m}")),
@@ -672,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn pmtu_line_shows_the_learned_mtu_and_the_routes_device() {
+        let mut r = with_flow(
+            Record::new(Kind::PmtuUpdate, "fentry/__ip_rt_update_pmtu", T0),
+            0,
+        );
+        r.sport = None;
+        r.dport = None;
+        r.mtu = Some(1430);
+        r.mtu_source = Some("pmtu");
+        r.out_ifname = Some("eth0".into());
+        r.out_mtu = Some(1500);
+        let out = render(&[r], false);
+        for want in [
+            "PMTU",
+            "mtu 1430",
+            "10.0.1.2 → 10.0.2.2",
+            "path MTU learned",
+            "out eth0 mtu 1500",
+        ] {
+            assert!(out.contains(want), "{want} in {out}");
+        }
+    }
+
+    #[test]
     fn other_kinds() {
         let mut tx = with_flow(Record::new(Kind::OversizeTx, "tcx/egress", T0), 1);
         tx.ifname = Some("tunl0".into());
@@ -859,7 +891,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(s.into_inner()).unwrap(),
             "summary: 312 drop, 0 icmp_too_big_sent, 0 icmp_too_big_received, 0 oversize_tx, \
-             1 tcp_retransmit; 5 lost; 12.0 s\n"
+             1 tcp_retransmit, 0 pmtu_update; 5 lost; 12.0 s\n"
         );
     }
 

@@ -255,7 +255,22 @@ struct ConnAcc {
     backoff_steps: u64,
     rtx_max_len: u32,
     size_reduced: bool,
+    /// The sending socket's namespace and destination (as the socket sees it, before any
+    /// DNAT), from its retransmissions: where its stack would record a path MTU.
+    sender: Option<(u32, IpAddr)>,
 }
+
+/// Path-MTU updates one namespace recorded for one (source, destination).
+#[derive(Clone, Debug)]
+struct Learned {
+    netns: Option<u32>,
+    mtu: u32,
+    count: u64,
+}
+
+/// Namespaces that learned per (source, destination), at most: a flow key is seen by its
+/// sender and the tunnels and routers on its way, a handful.
+const MAX_LEARNERS: usize = 8;
 
 /// Where ICMP too-big messages died: (netns, kernel function, drop reason).
 type IcmpDropPlace = (Option<u32>, String, String);
@@ -295,6 +310,12 @@ pub struct Analyzer {
     by_source: HashMap<(u8, IpAddr, u16), ConnKey>,
     /// Path MTUs routers announced: destination (outer) address → (MTU, router).
     learned_pmtu: HashMap<IpAddr, (u32, Option<IpAddr>)>,
+    /// Path-MTU updates (`pmtu_update`) per (source, destination) and namespace: a sender's
+    /// stack, or a tunnel or router on the way (the kernel's flow key has no ports).
+    learned: HashMap<(IpAddr, IpAddr), Vec<Learned>>,
+    /// Whether the path-MTU hook was attached: `Some(true)` from the run, or once a log shows
+    /// a `pmtu_update`; only then may a missing update mean the ICMP never arrived.
+    pmtu_hook: Option<bool>,
     /// ICMP generated for a packet, by skb, until the drop of that packet names its site.
     pending_icmp: HashMap<u64, (i128, Option<u32>)>,
     last_drop: HashMap<ConnKey, LastDrop>,
@@ -330,6 +351,11 @@ impl Analyzer {
         self.audit = problems;
     }
 
+    /// Whether the path-MTU hook (`__ip_rt_update_pmtu`) is attached in this run.
+    pub fn set_pmtu_hook(&mut self, attached: bool) {
+        self.pmtu_hook = Some(attached);
+    }
+
     pub fn observe_record(&mut self, r: &Record) {
         self.observe(&Obs::from_record(r));
     }
@@ -341,7 +367,8 @@ impl Analyzer {
             self.first_ns = Some(self.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
             self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
         }
-        if kind != Kind::Lost && self.conns.len() >= MAX_CONNS {
+        // Path-MTU updates make no connection (their own map is bounded).
+        if !matches!(kind, Kind::Lost | Kind::PmtuUpdate) && self.conns.len() >= MAX_CONNS {
             // As the handlers look connections up: size events by their own 5-tuple, the
             // others also through the source port they share with one.
             let known = o.conn().is_some_and(|k| match kind {
@@ -362,6 +389,7 @@ impl Analyzer {
             Kind::IcmpTooBigSent => self.icmp_sent(o),
             Kind::IcmpTooBigReceived => self.icmp_received(o),
             Kind::TcpRetransmit => self.retransmit(o),
+            Kind::PmtuUpdate => self.pmtu_update(o),
         }
     }
 
@@ -560,6 +588,47 @@ impl Analyzer {
         }
     }
 
+    /// A stack recorded a smaller path MTU for (source, destination): the sender's own (its
+    /// namespace is the one its retransmissions come from), or a tunnel's or router's.
+    fn pmtu_update(&mut self, o: &Obs) {
+        self.pmtu_hook.get_or_insert(true);
+        let (Some(mtu), Some(src), Some(dst)) = (o.mtu, o.src, o.dst) else {
+            return;
+        };
+        if self.learned.len() >= MAX_LEARNED && !self.learned.contains_key(&(src, dst)) {
+            return;
+        }
+        let learners = self.learned.entry((src, dst)).or_default();
+        if let Some(l) = learners.iter_mut().find(|l| l.netns == o.netns) {
+            l.mtu = l.mtu.min(mtu);
+            l.count += 1;
+        } else if learners.len() < MAX_LEARNERS {
+            learners.push(Learned {
+                netns: o.netns,
+                mtu,
+                count: 1,
+            });
+        }
+        // Also a limit toward that address for drops that fitted every device; a router that
+        // announced it (ICMP received) stays named.
+        if self.learned_pmtu.len() < MAX_LEARNED || self.learned_pmtu.contains_key(&dst) {
+            let l = self.learned_pmtu.entry(dst).or_insert((mtu, None));
+            if mtu < l.0 {
+                *l = (mtu, None);
+            }
+        }
+    }
+
+    /// The smallest path MTU the sender of `c` recorded, if its stack recorded one.
+    fn learned_by_sender(&self, k: &ConnKey, c: &ConnAcc) -> Option<u32> {
+        let (netns, dst) = c.sender?;
+        self.learned
+            .get(&(k.src, dst))?
+            .iter()
+            .find(|l| l.netns == Some(netns))
+            .map(|l| l.mtu)
+    }
+
     fn icmp_drop(&mut self, o: &Obs) {
         let entry = self
             .icmp_eaten
@@ -584,8 +653,12 @@ impl Analyzer {
         let key = self.resolve(key);
         let ts = o.ts_ns;
         let len = o.len.unwrap_or(0);
+        let sender = o.netns.zip(o.dst);
         let c = self.conn_mut(key, o);
         c.retransmits += 1;
+        if c.sender.is_none() {
+            c.sender = sender;
+        }
         let full = len >= c.rtx_max_len.saturating_mul(9) / 10;
         c.rtx_max_len = c.rtx_max_len.max(len);
         if let Some(last) = c.last_rtx_ns {
@@ -719,6 +792,7 @@ impl Analyzer {
                 acc.size_reduced |= other.size_reduced;
                 acc.icmp_received += other.icmp_received;
                 acc.icmp_dropped += other.icmp_dropped;
+                acc.sender = acc.sender.or(other.sender);
                 if acc.service.is_none() {
                     acc.service = other.service.clone();
                 }
@@ -802,6 +876,25 @@ impl Analyzer {
             evidence.timeout_retransmits += c.timeout_retransmits;
             evidence.size_reductions += u64::from(c.size_reduced);
         }
+        // Updates for the connections' flows by any stack (sender, tunnel, router), and for
+        // their outer (node-to-node) flows; each (source, destination) once.
+        let pairs: HashSet<(IpAddr, IpAddr)> = conns
+            .iter()
+            .flat_map(|(k, c)| {
+                [
+                    Some((k.src, k.dst)),
+                    c.sender.map(|(_, d)| (k.src, d)),
+                    c.outer_src.zip(c.outer_dst),
+                ]
+            })
+            .flatten()
+            .collect();
+        evidence.pmtu_learned = pairs
+            .iter()
+            .filter_map(|p| self.learned.get(p))
+            .flatten()
+            .map(|l| l.count)
+            .sum();
         evidence.icmp_sent = sites.iter().map(|s| s.icmp_sent).sum();
 
         let binding = sites.iter().find(|s| s.largest_passing.is_some());
@@ -845,6 +938,7 @@ impl Analyzer {
                 retransmits: c.retransmits,
                 timeout_retransmits: c.timeout_retransmits,
                 size_reduced: c.size_reduced,
+                pmtu_learned: self.learned_by_sender(k, c),
                 stuck: stuck(c),
                 first_ts: c.first_ns.map(crate::time::rfc3339_nanos),
                 last_ts: c.last_ns.map(crate::time::rfc3339_nanos),
@@ -868,7 +962,14 @@ impl Analyzer {
             _ => None,
         };
         let icmp_eaten = self.icmp_eaten_lines(conns);
-        let summary = summary_text(problem, &path, &sites, largest_passing);
+        let senders_learned = conns
+            .iter()
+            .any(|(k, c)| self.learned_by_sender(k, c).is_some());
+        let summary = summary_text(problem, &path, &sites, largest_passing, senders_learned);
+        let summary = match self.learning_text(problem, conns, &stuck) {
+            Some(t) => format!("{summary}. {t}"),
+            None => summary,
+        };
         let mut v = Verdict {
             ts: crate::time::rfc3339_nanos(now),
             kind: "verdict",
@@ -898,6 +999,51 @@ impl Analyzer {
             format!("{} {}", v.summary, icmp_eaten.join(" "))
         };
         v
+    }
+
+    /// What the path-MTU hook says about the senders: that their stacks recorded the MTU, or
+    /// that the ICMP too-big never reached them. Only said when the hook was attached and the
+    /// sender's side was visible (its retransmissions were seen).
+    fn learning_text(
+        &self,
+        problem: Problem,
+        conns: &[(ConnKey, &ConnAcc)],
+        stuck: &dyn Fn(&ConnAcc) -> bool,
+    ) -> Option<String> {
+        if self.pmtu_hook != Some(true) {
+            return None;
+        }
+        let learned = conns
+            .iter()
+            .filter_map(|(k, c)| self.learned_by_sender(k, c))
+            .min();
+        match problem {
+            Problem::MtuBlackHole => {
+                if let Some(m) = learned {
+                    return Some(format!(
+                        "The senders' stacks recorded path MTU {m}, yet packets larger than                          that still die"
+                    ));
+                }
+                // Told (an ICMP was generated for it), its sender visible (its retransmissions
+                // were seen, so its namespace is watched), stuck, and nothing recorded there.
+                let unheard = conns.iter().filter(|(k, c)| {
+                    stuck(c)
+                        && c.told_mtu.is_some()
+                        && c.sender.is_some()
+                        && self.learned_by_sender(k, c).is_none()
+                });
+                let n = unheard.count();
+                (n > 0).then(|| {
+                    format!(
+                        "The ICMP too-big never reached the senders' stacks: no path-MTU update                          for {n} stuck connection(s) that were told"
+                    )
+                })
+            }
+            Problem::PmtudRecovered => learned.map(|m| {
+                format!("The senders' stacks recorded path MTU {m} (the ICMP too-big arrived)")
+            }),
+            _ => None,
+        }
     }
 
     fn icmp_eaten_lines(&self, conns: &[(ConnKey, &ConnAcc)]) -> Vec<String> {
@@ -1065,7 +1211,14 @@ fn fix_text(
     }
 }
 
-fn summary_text(problem: Problem, path: &PathRef, sites: &[Site], largest: Option<u32>) -> String {
+/// `senders_learned`: a sender's stack recorded a path MTU (so "never learn" would be wrong).
+fn summary_text(
+    problem: Problem,
+    path: &PathRef,
+    sites: &[Site],
+    largest: Option<u32>,
+    senders_learned: bool,
+) -> String {
     let between = match (&path.src_node, &path.dst_node) {
         (Some(s), Some(d)) => format!(" from {s} to {d}"),
         (Some(s), None) => format!(" from {s}"),
@@ -1086,10 +1239,12 @@ fn summary_text(problem: Problem, path: &PathRef, sites: &[Site], largest: Optio
                     s.location.as_deref().unwrap_or("?")
                 )
             });
-            format!(
-                "MTU black hole{between}{over}{site}; only packets up to {fits} pass and the \
-                 senders never learn it"
-            )
+            let senders = if senders_learned {
+                "senders keep sending larger ones"
+            } else {
+                "senders never learn it"
+            };
+            format!("MTU black hole{between}{over}{site}; only packets up to {fits} pass and the {senders}")
         }
         Problem::PmtudRecovered => format!(
             "packets too big for the path{between}{over} were refused, the senders were told \

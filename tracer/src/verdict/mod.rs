@@ -109,6 +109,9 @@ pub struct FlowSummary {
     pub timeout_retransmits: u64,
     /// The sender shrank its packets after an ICMP too-big.
     pub size_reduced: bool,
+    /// The smallest path MTU the sender's socket recorded (`pmtu_update` events): the ICMP
+    /// too-big reached its stack. Null when none was seen (or the hook was not attached).
+    pub pmtu_learned: Option<u32>,
     /// Still dying at the end (drops or timeout retransmissions after the last ICMP).
     pub stuck: bool,
     /// First and last event of the connection (RFC 3339).
@@ -129,6 +132,9 @@ pub struct Evidence {
     pub timeout_retransmits: u64,
     /// Connections that shrank their packets after an ICMP too-big.
     pub size_reductions: u64,
+    /// Path-MTU updates the kernel recorded for these connections' sockets or destinations
+    /// (`pmtu_update` events).
+    pub pmtu_learned: u64,
     pub connections: u64,
     /// Events the kernel could not queue: evidence that may be missing.
     pub lost_events: u64,

@@ -52,7 +52,7 @@ pub fn render(v: &Verdict) -> Vec<String> {
     out.push(format!(
         "  evidence    {} dropped packets, {} ICMP too-big sent, {} received, {} dropped on \
          the way, {} oversize at transmit, {} retransmissions ({} at timeouts), {} size \
-         reductions seen, {} connections{}",
+         reductions seen, {}{} connections{}",
         e.dropped_packets,
         e.icmp_sent,
         e.icmp_received,
@@ -61,6 +61,11 @@ pub fn render(v: &Verdict) -> Vec<String> {
         e.retransmits,
         e.timeout_retransmits,
         e.size_reductions,
+        if e.pmtu_learned > 0 {
+            format!("path MTU learned {} times, ", e.pmtu_learned)
+        } else {
+            String::new()
+        },
         e.connections,
         if e.lost_events > 0 {
             format!("; {} events lost", e.lost_events)
@@ -201,8 +206,11 @@ fn flow_line(f: &FlowSummary) -> String {
     } else {
         "adapted"
     };
+    let learned = f
+        .pmtu_learned
+        .map_or(String::new(), |m| format!(", its stack learned MTU {m}"));
     format!(
-        "{proto} {} → {}{names}: {} dropped{}, {} retransmits ({} at timeouts), {state}",
+        "{proto} {} → {}{names}: {} dropped{}, {} retransmits ({} at timeouts), {state}{learned}",
         ep(f.src, f.sport),
         ep(f.dst, f.dport),
         f.dropped,

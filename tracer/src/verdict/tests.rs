@@ -464,3 +464,176 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
     assert_eq!(v[0].problem, Problem::PmtudRecovered, "{v:#?}");
     assert_eq!(v[0].largest_passing, Some(1430));
 }
+
+/// The sender of 10.0.1.2:40000 → 10.0.2.2:443 told MTU 1460 for a 1500-byte packet that
+/// died, then retransmitting full-size at timeouts (stuck unless it learned).
+fn told_then_retransmitting(a: &mut Analyzer) {
+    let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", 1_000);
+    icmp.netns = Some(1);
+    icmp.proto = Some(6);
+    icmp.src = Some(ip("10.0.1.2"));
+    icmp.sport = Some(40000);
+    icmp.dst = Some(ip("10.0.2.2"));
+    icmp.dport = Some(443);
+    icmp.skb = Some("0xffff1".into());
+    icmp.icmp = Some(IcmpTooBig {
+        from: None,
+        to: ip("10.0.1.2"),
+        icmp_type: 3,
+        code: 4,
+        mtu: Some(1460),
+    });
+    a.observe_record(&icmp);
+    stuck_drops(a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
+    for i in 0..3i128 {
+        let mut r = Record::new(
+            Kind::TcpRetransmit,
+            "tracepoint/tcp/tcp_retransmit_skb",
+            1_000_000_000 + i * 400_000_000 + 10,
+        );
+        r.netns = Some(2);
+        r.proto = Some(6);
+        r.src = Some(ip("10.0.1.2"));
+        r.sport = Some(40000);
+        r.dst = Some(ip("10.0.2.2"));
+        r.dport = Some(443);
+        r.len = Some(1448);
+        a.observe_record(&r);
+    }
+}
+
+/// A path-MTU update for 10.0.1.2 → `dst` recorded in namespace `netns` (the kernel's flow key
+/// has no ports). The sender's namespace in these tests is 2, the router's 1.
+fn pmtu_update(netns: u32, dst: &str, mtu: u32) -> Record {
+    let mut r = Record::new(Kind::PmtuUpdate, "fentry/__ip_rt_update_pmtu", 500_000_000);
+    r.netns = Some(netns);
+    r.mtu = Some(mtu);
+    r.mtu_source = Some("pmtu");
+    r.proto = Some(6);
+    r.src = Some(ip("10.0.1.2"));
+    r.dst = Some(ip(dst));
+    r
+}
+
+#[test]
+fn with_the_pmtu_hook_a_stuck_sender_that_learned_nothing_never_got_the_icmp() {
+    let mut a = Analyzer::new();
+    a.set_pmtu_hook(true);
+    told_then_retransmitting(&mut a);
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    assert_eq!(p.problem, Problem::MtuBlackHole);
+    assert!(
+        p.summary.contains("never reached the senders' stacks"),
+        "{}",
+        p.summary
+    );
+    assert_eq!(p.evidence.pmtu_learned, 0);
+    assert_eq!(p.flows[0].pmtu_learned, None);
+}
+
+#[test]
+fn without_the_pmtu_hook_nothing_is_claimed_about_the_senders_stack() {
+    let mut a = Analyzer::new();
+    a.set_pmtu_hook(false);
+    told_then_retransmitting(&mut a);
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    assert!(!p.summary.contains("stacks"), "{}", p.summary);
+}
+
+#[test]
+fn a_sender_whose_socket_learned_the_mtu_is_told_apart() {
+    let mut a = Analyzer::new();
+    // No set_pmtu_hook: as `tracer report` on a log, where the event itself shows the hook.
+    told_then_retransmitting(&mut a);
+    a.observe_record(&pmtu_update(2, "10.0.2.2", 1460));
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    assert!(
+        p.summary.contains("recorded path MTU 1460, yet"),
+        "{}",
+        p.summary
+    );
+    assert!(!p.summary.contains("never learn"), "{}", p.summary);
+    assert_eq!(p.evidence.pmtu_learned, 1);
+    assert_eq!(p.flows[0].pmtu_learned, Some(1460));
+    let text = render(&p).join("\n");
+    assert!(text.contains("path MTU learned 1 times"), "{text}");
+    assert!(text.contains("its stack learned MTU 1460"), "{text}");
+}
+
+#[test]
+fn a_router_learning_for_the_flow_is_not_the_sender_learning() {
+    let mut a = Analyzer::new();
+    a.set_pmtu_hook(true);
+    told_then_retransmitting(&mut a);
+    // The node's tunnel lowered its route toward the pod (namespace 1, not the sender's 2),
+    // and an unrelated flow learned something.
+    a.observe_record(&pmtu_update(1, "10.0.2.2", 1430));
+    a.observe_record(&pmtu_update(2, "10.9.9.9", 1400));
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    // Only the update for this path's flow counts.
+    assert_eq!(p.evidence.pmtu_learned, 1);
+    assert_eq!(p.flows[0].pmtu_learned, None);
+    // The sender's own stack still recorded nothing.
+    assert!(p.summary.contains("never reached"), "{}", p.summary);
+}
+
+#[test]
+fn recovery_says_the_icmp_arrived_when_the_socket_learned() {
+    let mut a = Analyzer::new();
+    a.set_pmtu_hook(true);
+    let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", 1_000);
+    icmp.netns = Some(1);
+    icmp.proto = Some(6);
+    icmp.src = Some(ip("10.0.1.2"));
+    icmp.sport = Some(40000);
+    icmp.dst = Some(ip("10.0.2.2"));
+    icmp.dport = Some(443);
+    icmp.skb = Some("ffff1".into());
+    icmp.icmp = Some(IcmpTooBig {
+        from: None,
+        to: ip("10.0.1.2"),
+        icmp_type: 3,
+        code: 4,
+        mtu: Some(1460),
+    });
+    a.observe_record(&icmp);
+    let mut drop = Record::new(Kind::Drop, "tp_btf/kfree_skb", 2_000);
+    drop.netns = Some(1);
+    drop.ifname = Some("eth0".into());
+    drop.l3_len = Some(1500);
+    drop.out_ifname = Some("eth1".into());
+    drop.out_mtu = Some(1460);
+    drop.location = Some("ip_forward+0x1".into());
+    drop.matched = vec!["oversize"];
+    drop.proto = Some(6);
+    drop.src = Some(ip("10.0.1.2"));
+    drop.sport = Some(40000);
+    drop.dst = Some(ip("10.0.2.2"));
+    drop.dport = Some(443);
+    drop.skb = Some("ffff1".into());
+    a.observe_record(&drop);
+    // The sender's namespace is known from a retransmission that fits the told MTU.
+    let mut rtx = Record::new(
+        Kind::TcpRetransmit,
+        "tracepoint/tcp/tcp_retransmit_skb",
+        3_000,
+    );
+    rtx.netns = Some(2);
+    rtx.proto = Some(6);
+    rtx.src = Some(ip("10.0.1.2"));
+    rtx.sport = Some(40000);
+    rtx.dst = Some(ip("10.0.2.2"));
+    rtx.dport = Some(443);
+    rtx.len = Some(1400);
+    a.observe_record(&rtx);
+    a.observe_record(&pmtu_update(2, "10.0.2.2", 1460));
+    let v = a.verdicts(0, None);
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert_eq!(v[0].problem, Problem::PmtudRecovered);
+    assert!(
+        v[0].summary
+            .contains("recorded path MTU 1460 (the ICMP too-big arrived)"),
+        "{}",
+        v[0].summary
+    );
+}

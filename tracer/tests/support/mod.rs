@@ -51,6 +51,12 @@ pub struct Tracer {
 impl Tracer {
     /// Start `tracer run ARGS` and wait until it says it is tracing (all hooks attached).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        Self::start_within(args, env, Duration::from_secs(30))
+    }
+
+    /// [`Tracer::start`] allowing `ready` for the start: 6.1's verifier under TCG (the VM
+    /// matrix) takes about a minute over the drop program once veth is loaded.
+    pub fn start_within(args: &[&str], env: &[(&str, &str)], ready: Duration) -> Tracer {
         let mut cmd = Command::new(tracer_bin());
         cmd.arg("run").args(args);
         for (k, v) in env {
@@ -86,7 +92,7 @@ impl Tracer {
             stderr: Vec::new(),
             stdout_thread: Some(stdout_thread),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ready;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match t.stderr_lines.recv_timeout(left) {
