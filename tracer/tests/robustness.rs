@@ -1096,3 +1096,326 @@ fn devices_churning_under_a_run_are_hooked_within_a_second_and_forgotten() {
         support::dump(&events)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Hostile input: the userspace decoders under seeded random and mutated real inputs (the
+// same decoders have cargo-fuzz targets in fuzz/ for longer runs).
+
+/// Mutate `seed` a few times: flip bits, set interesting bytes, cut, extend, duplicate a slice.
+fn mutate(rng: &mut Rng, seed: &[u8], max_len: usize) -> Vec<u8> {
+    const INTERESTING: [u8; 10] = [0, 1, 0x0f, 0x40, 0x45, 0x4f, 0x60, 0x7f, 0x80, 0xff];
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(6) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len() as u64) as usize;
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len() as u64) as usize;
+                v[i] = INTERESTING[rng.below(INTERESTING.len() as u64) as usize];
+            }
+            2 => {
+                let keep = rng.below(v.len() as u64 + 1) as usize;
+                v.truncate(keep);
+            }
+            3 => {
+                for _ in 0..rng.below(32) {
+                    v.push(rng.next() as u8);
+                }
+            }
+            4 if v.len() > 2 => {
+                let a = rng.below(v.len() as u64) as usize;
+                let b = a + rng.below((v.len() - a) as u64) as usize;
+                let slice = v[a..b].to_vec();
+                let at = rng.below(v.len() as u64) as usize;
+                v.splice(at..at, slice);
+            }
+            _ => {
+                let i = rng.below(v.len() as u64 + 1) as usize;
+                v.insert(i.min(v.len()), rng.next() as u8);
+            }
+        }
+    }
+    v.truncate(max_len);
+    v
+}
+
+/// Real packet shapes: plain, options, IPv6 with an extension-header chain, IPIP in IPIP,
+/// VXLAN with an inner frame, ICMP too-big quoting each.
+fn packet_seeds() -> Vec<(u16, Vec<u8>)> {
+    use tracer::packet::synth::*;
+    let tcp4 = ipv4("10.0.0.1", "10.0.0.2", 6, &tcp(40000, 443, 32));
+    let udp4 = ipv4("10.0.0.1", "10.0.0.2", 17, &udp(5353, 53, b"query"));
+    let opts = ipv4_opts("10.0.0.1", "10.0.0.2", 17, &[1, 1, 1, 0], &udp(1, 2, b""));
+    let ipip = ipv4("192.0.2.1", "192.0.2.2", 4, &tcp4);
+    let ipip2 = ipv4("198.51.100.1", "198.51.100.2", 4, &ipip);
+    let inner = ethernet(0x0800, None, &tcp4);
+    let vx = ipv4(
+        "192.0.2.1",
+        "192.0.2.2",
+        17,
+        &udp(50000, 4789, &vxlan(42, &inner)),
+    );
+    let vx_vlan = ethernet(0x0800, Some(7), &vx);
+    // Hop-by-hop (0) → routing (43) → destination options (60) → fragment (44) → TCP.
+    let mut chain = vec![43, 0, 1, 4, 0, 0, 0, 0];
+    chain.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
+    chain.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+    chain.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
+    chain.extend_from_slice(&tcp(40000, 443, 8));
+    let v6chain = ipv6("fd00::1", "fd00::2", 0, &chain);
+    let icmp4 = ipv4("10.0.0.254", "10.0.0.1", 1, &frag_needed(1450, &vx));
+    let mut out = vec![
+        (0x0800, tcp4),
+        (0x0800, udp4),
+        (0x0800, opts),
+        (0x0800, ipip2),
+        (0x0800, vx),
+        (0x86dd, v6chain),
+        (0x0800, icmp4),
+    ];
+    out.push((0, vx_vlan));
+    out
+}
+
+#[test]
+fn decoders_survive_seeded_random_and_mutated_input() {
+    use tracer::{hooks, kernel, packet};
+    use tracer_common::{Event, PACKET_CAPTURE};
+    let mut rng = Rng::from_env("decoders");
+    let seeds = packet_seeds();
+    let mut packets = 0u64;
+    // Packet headers: decode and header length never panic, and the length stays in bounds.
+    for _ in 0..40_000 {
+        let (ethertype, seed) = &seeds[rng.below(seeds.len() as u64) as usize];
+        let bytes = if rng.below(10) == 0 {
+            (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+        } else {
+            mutate(&mut rng, seed, 400)
+        };
+        if *ethertype == 0 {
+            let _ = packet::decode_ethernet(&bytes);
+        } else {
+            for et in [*ethertype, 0x0800, 0x86dd] {
+                let _ = packet::decode(et, &bytes);
+                let n = packet::headers_len(et, &bytes);
+                assert!(
+                    n <= bytes.len(),
+                    "headers_len {n} > {} for {bytes:02x?}",
+                    bytes.len()
+                );
+            }
+        }
+        packets += 1;
+    }
+    // Raw ring-buffer events: any bytes, with kind and hook often valid and cap_len often
+    // beyond the capture, decode to a record that serializes to one line of valid JSON.
+    let vmlinux = kernel::btf::load_vmlinux().expect("BTF");
+    let names = hooks::Names {
+        reasons: kernel::btf::DropReasons::from_btf(&vmlinux).unwrap(),
+        kallsyms: kernel::kallsyms::Kallsyms::parse(
+            "ffffffff81e57040 t __dev_forward_skb2\nffffffff81ff7890 T ip_forward\n",
+        ),
+        devices: Default::default(),
+        clock_offset_ns: 1_700_000_000_000_000_000,
+        inventory: None,
+        conntrack: None,
+    };
+    let size = std::mem::size_of::<Event>();
+    let mut records = 0u64;
+    for i in 0..20_000u64 {
+        let mut raw: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+        // SAFETY: Event is plain integers and byte arrays: every bit pattern is a value.
+        let mut ev: Event = unsafe { std::ptr::read_unaligned(raw.as_mut_ptr() as *const Event) };
+        if i % 4 != 0 {
+            ev.kind = 1 + rng.below(5) as u8;
+            ev.hook = rng.below(8) as u8;
+        }
+        if i % 2 == 0 {
+            let (et, seed) = &seeds[rng.below(seeds.len() as u64) as usize];
+            let bytes = mutate(&mut rng, seed, PACKET_CAPTURE);
+            ev.l3_proto = if *et == 0 { 0x0800 } else { *et };
+            ev.packet = [0; PACKET_CAPTURE];
+            ev.packet[..bytes.len()].copy_from_slice(&bytes);
+            ev.cap_len = if i % 3 == 0 {
+                rng.next() as u16
+            } else {
+                bytes.len() as u16
+            };
+        }
+        if let Some(rec) = hooks::decode(&ev, &names) {
+            let line = serde_json::to_string(&rec).expect("a record serializes");
+            assert!(!line.contains('\n'));
+            let _: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+            records += 1;
+        }
+    }
+    // The event log reader (`tracer report`): mutated real lines and garbage; never a panic.
+    let real = [
+        r#"{"ts":"2026-11-25T23:22:04.415074053Z","kind":"drop","hook":"tp_btf/kfree_skb","ifname":"eth0","ifindex":2,"netns":4026532246,"len":1500,"l3_len":1500,"mtu":1450,"mtu_source":"device","reason":"PKT_TOO_BIG","reason_code":93,"location":"__dev_forward_skb2+0x10","matched":["reason"],"proto":6,"src":"10.77.0.1","sport":60765,"dst":"10.77.0.2","dport":80,"outer":{"src":"192.0.2.1","dst":"192.0.2.2","encap":"vxlan","vni":42},"skb":"0xffff888140adf900"}"#,
+        r#"{"ts":"2026-11-25T23:22:05.000000000Z","kind":"lost","hook":"tp_btf/kfree_skb","lost":43947}"#,
+        r#"{"ts":"2026-11-25T23:22:05.5Z","kind":"tcp_retransmit","hook":"tracepoint/tcp/tcp_retransmit_skb","proto":6,"src":"10.77.0.1","sport":1,"dst":"10.77.0.2","dport":2,"len":1448,"tcp_state":"TCP_ESTABLISHED"}"#,
+    ];
+    let mut logs = 0u64;
+    for _ in 0..3_000 {
+        let mut log = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            let line = real[rng.below(real.len() as u64) as usize].as_bytes();
+            log.extend(mutate(&mut rng, line, 2000));
+            log.push(b'\n');
+        }
+        let mut analyzer = tracer::verdict::Analyzer::new();
+        let _ = tracer::report::analyze(&log[..], &mut analyzer);
+        let _ = analyzer.verdicts(1_800_000_000_000_000_000, Some(10.0));
+        logs += 1;
+    }
+    // The Kubernetes snapshot parser: mutated real snapshots; an error or a result, no panic.
+    let snapshot = include_str!("../src/k8s/testdata/podlist.json").as_bytes();
+    let mut snapshots = 0u64;
+    for _ in 0..300 {
+        let bytes = mutate(&mut rng, snapshot, snapshot.len() + 64);
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let _ = tracer::k8s::snapshot::parse(text);
+            snapshots += 1;
+        }
+    }
+    println!(
+        "decoders: {packets} packets, {records} raw events decoded, {logs} logs, \
+         {snapshots} snapshots"
+    );
+}
+
+/// Python that writes crafted frames with an AF_PACKET socket on `dev`, each `repeat` times:
+/// truncated IPv4 headers, bogus IHL, IPIP inside IPIP (with an ICMP too-big at the bottom),
+/// VXLAN with garbage inner frames, IPv6 extension-header chains, ICMP too-big quoting
+/// garbage, random bytes. Prints how many frames went out.
+const CRAFTED_FRAMES: &str = r#"
+import socket, struct, random, sys
+dev, dst_mac, src_ip, dst_ip, repeat, seed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+rnd = random.Random(seed)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((dev, 0))
+src_mac = s.getsockname()[4]
+dmac = bytes.fromhex(dst_mac.replace(':', ''))
+sa, da = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
+def eth(et, payload): return dmac + src_mac + struct.pack('!H', et) + payload
+def ip4(proto, payload, ihl=5, total=None, src=sa, dst=da):
+    opts = b'\x01' * (max(ihl, 5) * 4 - 20)
+    total = total if total is not None else 20 + len(opts) + len(payload)
+    return struct.pack('!BBHHHBBH4s4s', 0x40 | ihl, 0, total & 0xffff, 1, 0x4000, 64, proto, 0, src, dst) + opts + payload
+def udp(sport, dport, payload): return struct.pack('!HHHH', sport, dport, 8 + len(payload), 0) + payload
+def tcp(sport, dport): return struct.pack('!HHIIBBHHH', sport, dport, 1, 0, 0x50, 0x02, 65535, 0, 0)
+def icmp_too_big(mtu, quote): return struct.pack('!BBHHH', 3, 4, 0, 0, mtu) + quote
+garbage = lambda n: bytes(rnd.getrandbits(8) for _ in range(n))
+frames = []
+frames.append(eth(0x0800, ip4(6, tcp(1, 2))[:10]))                       # truncated IPv4 header
+frames.append(eth(0x0800, ip4(6, tcp(1, 2), ihl=15, total=40)[:40]))     # IHL 15 in 40 bytes
+frames.append(eth(0x0800, ip4(6, tcp(1, 2))[:0] + bytes([0x42]) + ip4(6, tcp(1, 2))[1:]))  # IHL 2
+frames.append(eth(0x0800, ip4(17, udp(1, 2, b'x'), total=9000)))         # total length past the end
+inner = ip4(1, icmp_too_big(1400, ip4(6, tcp(3, 4), ihl=15)[:24]))       # quote with bogus IHL
+frames.append(eth(0x0800, ip4(4, ip4(4, inner))))                        # IPIP inside IPIP
+frames.append(eth(0x0800, ip4(4, ip4(4, ip4(4, ip4(4, tcp(5, 6)))))))    # four IPIP layers
+vx = lambda inner_frame: udp(50000, 4789, struct.pack('!II', 0x08000000, 42 << 8) + inner_frame)
+frames.append(eth(0x0800, ip4(17, vx(garbage(30)))))                     # VXLAN, garbage inside
+frames.append(eth(0x0800, ip4(17, vx(b'\x00' * 12 + b'\x08\x00' + garbage(7)))))  # inner IPv4 cut short
+frames.append(eth(0x0800, ip4(17, vx(dmac + src_mac + b'\x08\x00' + ip4(1, icmp_too_big(0, garbage(5)))))))
+frames.append(eth(0x0800, ip4(17, udp(50000, 4789, b'\x08'))))           # VXLAN header cut short
+def ip6(nxt, payload):
+    return struct.pack('!IHBB', 0x60000000, len(payload), nxt, 64) + b'\xfd' + b'\x00' * 14 + b'\x01' + b'\xfd' + b'\x00' * 14 + b'\x02' + payload
+chain = b''
+for i in range(20):                                                     # 20 destination-options headers
+    chain += bytes([60 if i < 19 else 6, 0]) + b'\x00' * 6
+frames.append(eth(0x86dd, ip6(60, chain + tcp(7, 8))))
+frames.append(eth(0x86dd, ip6(0, bytes([43, 255]) + b'\x00' * 6)))       # hop-by-hop claiming 2 KiB
+frames.append(eth(0x86dd, ip6(44, bytes([58, 0, 0, 1]) + b'\x00' * 4 + struct.pack('!BBHI', 2, 0, 0, 1280) + garbage(20))))
+frames.append(eth(0x86dd, ip6(58, struct.pack('!BBHI', 2, 0, 0, 1280))))  # packet-too-big, no quote
+for _ in range(20):
+    frames.append(eth(rnd.choice([0x0800, 0x86dd, 0x8100]), garbage(rnd.randrange(0, 120))))
+n = 0
+for _ in range(repeat):
+    for f in frames:
+        try:
+            s.send(f); n += 1
+        except OSError:
+            pass
+print(n)
+"#;
+
+#[test]
+fn crafted_packets_through_the_real_hooks_are_decoded_or_rejected_gracefully() {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    warm_up(&lab, &s);
+    let mut rng = Rng::from_env("crafted");
+    let mac = {
+        let out = lab
+            .exec_ok(
+                &s.b_ns,
+                &["cat", &format!("/sys/class/net/{}/address", s.b_if)],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let log = TempLog::new("crafted");
+    let pcap = PathBuf::from(format!("{}.pcapng", log.0.display()));
+    // Every device of both namespaces is hooked (tc egress and ingress), every drop reported.
+    let mut t = start(
+        &[&s.a_ns, &s.b_ns],
+        &log.0,
+        &["--all-drops", "--pcap", pcap.to_str().unwrap()],
+    );
+    let seed = rng.next() % 1_000_000;
+    let (a_ip, b_ip) = (s.a_ip.to_string(), s.b_ip.to_string());
+    let seed_s = seed.to_string();
+    let out = lab
+        .exec_ok(
+            &s.a_ns,
+            &[
+                "python3",
+                "-c",
+                CRAFTED_FRAMES,
+                &s.a_if,
+                &mac,
+                &a_ip,
+                &b_ip,
+                "20",
+                &seed_s,
+            ],
+        )
+        .expect("crafted frames");
+    let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = t.pid();
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+        "the tracer died on crafted frames"
+    );
+    // And it still reports a real drop afterwards.
+    let ping = lab::ping_df(&lab, &s.a_ns, s.b_ip, 1472, 1).expect("ping");
+    assert!(!ping.success);
+    std::thread::sleep(Duration::from_millis(300));
+    let panicked = t.wait_for_stderr("panicked", Duration::from_millis(10));
+    assert!(!panicked, "a panic on stderr:\n{}", t.stderr.join("\n"));
+    let (status, _, stderr) = t.stop();
+    let _ = std::fs::remove_file(&pcap);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let events = read_events(&log.0);
+    let drops = of_kind(&events, "drop");
+    assert!(
+        drops
+            .iter()
+            .any(|e| e["proto"] == 1 && e["l3_len"] == 1500 && e["mtu"] == s.b_mtu),
+        "no real drop after the crafted frames:\n{}",
+        support::dump(&events)
+    );
+    let crafted = drops.len().saturating_sub(1);
+    println!(
+        "crafted: seed {seed}, {sent} frames of 34 shapes sent, {crafted} drop events decoded, \
+         {} events in all, tracer alive and exit 0",
+        events.len()
+    );
+    assert!(
+        crafted > 0,
+        "the receiving kernel drops malformed frames: some must have been reported"
+    );
+}
