@@ -13,6 +13,7 @@ pub mod mtu;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod privileges;
 pub mod report;
 pub mod routes;
 pub mod run;

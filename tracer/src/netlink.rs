@@ -186,6 +186,72 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Listen to the multicast `groups` (`RTMGRP_*` bits) of the calling thread's namespace,
+    /// with a receive buffer of `rcvbuf` bytes (the kernel caps it at `net.core.rmem_max`).
+    pub fn subscribe(&self, groups: u32, rcvbuf: usize) -> io::Result<()> {
+        let size = rcvbuf as libc::c_int;
+        // SAFETY: `size` outlives the call and its length is given; a failure leaves the
+        // default buffer, and an overflow is then noticed as ENOBUFS.
+        unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        // SAFETY: a zeroed sockaddr_nl with the family and groups set.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = groups;
+        // SAFETY: `addr` outlives the call; its length is given.
+        let r = unsafe {
+            libc::bind(
+                self.0.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One datagram, without waiting: `Ok(None)` when nothing is queued. `ENOBUFS` means
+    /// notifications were lost (the socket's buffer overflowed).
+    pub fn recv_nonblocking(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 pub fn align4(n: usize) -> usize {
     (n + 3) & !3
 }

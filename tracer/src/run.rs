@@ -323,6 +323,16 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         h.record(&report);
     }
     let audit = static_audit(&args);
+    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+    let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+    // Devices that appear later; then what is no longer needed goes (see privileges.rs).
+    let (mut watcher, mut more) =
+        hooks::devices::DeviceWatcher::start(ebpf, &selections, &args.ifaces);
+    more.insert(0, format!("hooks: {}", watcher.describe()));
+    more.push(format!(
+        "privileges: {}",
+        crate::privileges::drop_after_attach(watcher.enters_other_namespaces())
+    ));
     print_startup(
         &out,
         &facts,
@@ -331,6 +341,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         &log_desc,
         &names_desc,
         &audit.startup,
+        &more,
     );
     let drops_ok = report
         .iter()
@@ -339,8 +350,6 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         bail!("the drop hook could not be attached (see above): nothing to trace");
     }
 
-    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
-    let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
     let mut analyzer = Analyzer::new();
     analyzer.set_audit(audit.problems);
     analyzer.set_pmtu_hook(hooks::pmtu::blind_spot(&report).is_none());
@@ -362,9 +371,10 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         },
         &mut sinks,
         &mut analyzer,
+        &mut watcher,
     ))?;
     // Detach before the summary so that "stopped" is true when it is printed.
-    drop(ebpf);
+    drop(watcher);
     for sink in &mut sinks {
         if let Err(e) = sink.flush() {
             out.info(&format!("tracer: flushing output failed: {e:#}"));
@@ -431,6 +441,8 @@ fn open_outputs(args: &RunArgs, namespaces: &[Watched]) -> Result<Outputs> {
     Ok((sinks, desc.join(", "), hook_status))
 }
 
+// The start-up block is one report of many parts.
+#[allow(clippy::too_many_arguments)]
 fn print_startup(
     out: &Output,
     facts: &KernelFacts,
@@ -439,6 +451,7 @@ fn print_startup(
     log_desc: &str,
     names_desc: &[String],
     audit: &[String],
+    more: &[String],
 ) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     out.info(&format!(
@@ -478,6 +491,9 @@ fn print_startup(
     }
     for line in audit {
         out.info(&format!("audit: {line}"));
+    }
+    for line in more {
+        out.info(line);
     }
     out.info(&format!("log: {log_desc}"));
     out.info("tracing… (Ctrl-C to stop)");
@@ -644,6 +660,8 @@ async fn api_names(
     }
 }
 
+// Everything the loop feeds or is fed by, taken apart so that each is borrowed separately.
+#[allow(clippy::too_many_arguments)]
 async fn event_loop(
     args: &RunArgs,
     ring: RingBuf<MapData>,
@@ -652,7 +670,11 @@ async fn event_loop(
     sources: NameSources,
     sinks: &mut [Box<dyn Sink>],
     analyzer: &mut Analyzer,
+    watcher: &mut hooks::devices::DeviceWatcher,
 ) -> Result<Summary> {
+    if let Err(e) = watcher.register() {
+        eprintln!("hooks: link watcher off: {e}");
+    }
     let (api_tx, mut api_rx) = tokio::sync::mpsc::channel(16);
     let mut api_open = !sources.api.is_empty();
     if api_open {
@@ -693,6 +715,9 @@ async fn event_loop(
             }
         };
         tokio::select! {
+            // In this order: a stop is seen at the first look after it came, even while the
+            // ring is never empty.
+            biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sleep_until_deadline => break,
@@ -718,17 +743,51 @@ async fn event_loop(
                     emit_verdict(&v, sinks, &mut sink_failed);
                 }
             }
+            i = watcher.ready() => {
+                for line in watcher.handle(i, &mut names.devices) {
+                    eprintln!("{line}");
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                drain(guard.get_inner_mut(), names, sinks, &mut sink_failed, &mut summary, analyzer);
-                guard.clear_ready();
+                // A bounded batch: under a flood the ring refills as fast as it is read, and
+                // signals, ticks and the link watcher must still get their turn.
+                let more = drain(guard.get_inner_mut(), DRAIN_BATCH, names, sinks, &mut sink_failed, &mut summary, analyzer);
+                if more {
+                    // Hand the thread back to the runtime: it polls its drivers (signals,
+                    // timers, sockets) only when the loop yields, which a full ring never does.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                } else {
+                    guard.clear_ready();
+                }
             }
         }
     }
-    // Whatever the kernel queued before we stopped still belongs to the run.
-    drain(
+    // Whatever the kernel queued before we stopped still belongs to the run: at most a ring's
+    // worth, decoded for a moment and then counted as lost, so that a flood that goes on
+    // cannot hold the stop (Ctrl-C answers within a second).
+    let ring_events = (args.ringbuf_kib as usize * 1024) / std::mem::size_of::<Event>() + 1;
+    let stop_deadline = Instant::now() + STOP_DRAIN_TIME;
+    let mut left = ring_events;
+    while left > 0 && Instant::now() < stop_deadline {
+        let batch = left.min(256);
+        left -= batch;
+        if !drain(
+            ring.get_mut(),
+            batch,
+            names,
+            sinks,
+            &mut sink_failed,
+            &mut summary,
+            analyzer,
+        ) {
+            left = 0;
+        }
+    }
+    discard_as_lost(
         ring.get_mut(),
-        names,
+        left,
         sinks,
         &mut sink_failed,
         &mut summary,
@@ -760,15 +819,57 @@ fn monotonic_ns() -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
-fn drain(
+/// Events read from the ring before the event loop looks at its other sources again.
+const DRAIN_BATCH: usize = 256;
+/// How long a stop keeps decoding what is still queued before counting the rest as lost.
+const STOP_DRAIN_TIME: Duration = Duration::from_millis(100);
+
+/// Read up to `limit` queued events without decoding them and report them as `lost`, per
+/// hook: unread at the stop is lost, and lost is counted, never silent.
+fn discard_as_lost(
     ring: &mut RingBuf<MapData>,
-    names: &Names,
+    limit: usize,
     sinks: &mut [Box<dyn Sink>],
     failed: &mut [bool],
     summary: &mut Summary,
     analyzer: &mut Analyzer,
 ) {
-    while let Some(item) = ring.next() {
+    let mut per_hook = [0u64; HOOK_COUNT as usize];
+    for _ in 0..limit {
+        let Some(item) = ring.next() else { break };
+        if item.len() >= std::mem::size_of::<Event>() {
+            // SAFETY: as in `drain`.
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            if let Some(n) = per_hook.get_mut(ev.hook as usize) {
+                *n += 1;
+            }
+        }
+    }
+    let ts = time::clock_offset_ns() + monotonic_ns();
+    for (hook, n) in per_hook.iter().enumerate() {
+        if *n > 0 {
+            let hook_name = Hook::from_u8(hook as u8).map_or("unknown", Hook::name);
+            let mut rec = Record::new(Kind::Lost, hook_name, ts);
+            rec.lost = Some(*n);
+            deliver(&rec, sinks, failed, summary, analyzer);
+        }
+    }
+}
+
+/// Read at most `limit` events; whether there may be more.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    limit: usize,
+    names: &Names,
+    sinks: &mut [Box<dyn Sink>],
+    failed: &mut [bool],
+    summary: &mut Summary,
+    analyzer: &mut Analyzer,
+) -> bool {
+    for _ in 0..limit {
+        let Some(item) = ring.next() else {
+            return false;
+        };
         if item.len() < std::mem::size_of::<Event>() {
             continue;
         }
@@ -779,6 +880,7 @@ fn drain(
             deliver(&rec, sinks, failed, summary, analyzer);
         }
     }
+    true
 }
 
 fn deliver(

@@ -46,6 +46,44 @@ fn bad_input_is_refused_clearly() {
         (&["report", "/etc/hostname"], "holds no tracer events"),
         (&["report", "/etc"], "/etc"),
         (&["report"], "FILE.jsonl"),
+        // Malformed values (issue 9): each named with what was expected.
+        (&["run", "--netns", ""], "--netns: empty namespace name"),
+        (&["run", "--log-max-size", "12Q"], "unknown size unit `Q`"),
+        (&["run", "--log-keep", "0"], "0 is not in 1..=1000"),
+        (&["run", "--log-keep", "1001"], "1001 is not in 1..=1000"),
+        (
+            &["run", "--pcap", "/tmp/x.pcapng", "--snaplen", "abc"],
+            "invalid value 'abc' for '--snaplen",
+        ),
+        (
+            &["run", "--metrics", "99999"],
+            "not an address to listen on",
+        ),
+        (
+            &["run", "--metrics", "300.1.1.1:80"],
+            "not an address to listen on",
+        ),
+        (&["run", "--duration", "1e400"], "at most a year"),
+        (&["run", "--duration", "-5"], "positive number of seconds"),
+        (&["run", "--duration", "nan"], "positive number of seconds"),
+        (
+            &["run", "--ringbuf-kib", "0"],
+            "power of two between 64 and 1048576",
+        ),
+        (
+            &["run", "--ringbuf-kib", "99999999999"],
+            "not a whole number of KiB",
+        ),
+        (
+            &[
+                "run",
+                "--iface",
+                "cali*",
+                "--netns",
+                "no-such-namespace-xyz",
+            ],
+            "/run/netns/no-such-namespace-xyz",
+        ),
     ];
     for (args, needle) in cases {
         let (code, stderr) = run(args);

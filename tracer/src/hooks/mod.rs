@@ -1,6 +1,7 @@
 //! The user halves of the kernel programs in `tracer-ebpf`, one module per hook: each attaches
 //! its program(s) with the best method the running kernel allows (reporting what it chose and
 //! why) and decodes its events into the shared [`Record`] model.
+pub mod devices;
 pub mod drops;
 pub mod icmp;
 pub mod ingress;

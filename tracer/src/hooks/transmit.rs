@@ -35,7 +35,8 @@ pub fn select(
         );
     }
     let mut out = Vec::new();
-    for name in explicit {
+    // A pattern (`cali*`) may match nothing yet: the link watcher hooks what appears later.
+    for name in explicit.iter().filter(|n| !super::devices::is_pattern(n)) {
         if !namespaces
             .iter()
             .any(|(_, ifaces, _)| ifaces.iter().any(|i| &i.name == name))
@@ -54,7 +55,11 @@ pub fn select(
         let (egress, ingress): (Vec<Iface>, Vec<Iface>) = if !explicit.is_empty() {
             let chosen: Vec<Iface> = ifaces
                 .iter()
-                .filter(|i| explicit.contains(&i.name))
+                .filter(|i| {
+                    explicit
+                        .iter()
+                        .any(|p| super::devices::name_matches(p, &i.name))
+                })
                 .cloned()
                 .collect();
             (chosen.clone(), chosen)

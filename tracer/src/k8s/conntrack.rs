@@ -309,6 +309,10 @@ impl Conntrack {
 }
 
 fn refresher(weak: Weak<Shared>, namespaces: Vec<Netns>) {
+    // Least privilege: dumping conntrack needs CAP_NET_ADMIN, entering namespaces
+    // CAP_SYS_ADMIN; nothing else (capabilities are per thread, see privileges.rs).
+    use crate::privileges::{keep_only, CAP_NET_ADMIN, CAP_SYS_ADMIN};
+    let _ = keep_only(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]);
     let mut last: Option<Instant> = None;
     let mut failing: HashSet<String> = HashSet::new();
     let mut overflow_reported = false;

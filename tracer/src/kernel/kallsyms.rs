@@ -83,7 +83,10 @@ impl Kallsyms {
             bail!("{KALLSYMS} lists no text symbols");
         }
         if syms.entries.iter().all(|e| e.addr == 0) {
-            bail!("kallsyms addresses hidden (kptr_restrict); run as root");
+            bail!(
+                "kallsyms addresses hidden: reading them needs CAP_SYSLOG (or kernel.kptr_restrict=0 \
+                 with kernel.perf_event_paranoid<=1); run as root"
+            );
         }
         Ok(syms)
     }

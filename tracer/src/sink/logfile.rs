@@ -5,8 +5,10 @@
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -47,13 +49,54 @@ pub struct Rotation {
     pub keep: u32,
 }
 
+/// How often a log checks that its path still names the file it writes (a deleted file or
+/// removed directory would otherwise swallow every later line silently).
+const PRESENCE_CHECK: Duration = Duration::from_secs(1);
+
 /// An append-only file written in whole lines, rotated by size.
+///
+/// On the first write error (disk full) the file is cut back to its last complete line and the
+/// log stops: what was written stays valid JSON Lines. A log whose file was deleted or whose
+/// directory was removed mid-run stops with an error that says so.
 pub struct LogFile {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None` once the log failed: nothing more is written, not even buffered bytes.
+    out: Option<BufWriter<File>>,
     /// Bytes written into the current file (buffered ones included).
     written: u64,
     rotation: Option<Rotation>,
+    /// (device, inode) of the file being written.
+    identity: (u64, u64),
+    last_check: Instant,
+}
+
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Cut `file` back to the end of its last complete line (a failed write may have left part of
+/// one). The file is reopened for reading through /proc: it was opened write-only, and may
+/// already be unlinked.
+fn cut_to_last_line(file: &File) -> io::Result<()> {
+    let reader = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let len = reader.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        reader.read_exact_at(buf, start)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                file.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    file.set_len(0)
 }
 
 impl LogFile {
@@ -65,9 +108,11 @@ impl LogFile {
             .with_context(|| format!("cannot create the event log {}", path.display()))?;
         Ok(LogFile {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            identity: identity(&file)?,
+            out: Some(BufWriter::new(file)),
             written: 0,
             rotation,
+            last_check: Instant::now(),
         })
     }
 
@@ -78,25 +123,84 @@ impl LogFile {
     /// Write one complete line (its newline included). Rotation happens only before a line, so
     /// every file holds whole lines; a line longer than the limit gets a file of its own.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let r = self.try_write_line(line);
+        if r.is_err() {
+            self.fail();
+        }
+        r
+    }
+
+    fn try_write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.out.is_none() {
+            return Err(io::Error::other("the event log failed earlier"));
+        }
+        if self.last_check.elapsed() >= PRESENCE_CHECK {
+            self.last_check = Instant::now();
+            self.check_present()?;
+        }
         if let Some(r) = self.rotation {
             if self.written > 0 && self.written + line.len() as u64 > r.max_bytes {
                 self.rotate(r.keep)?;
             }
         }
-        self.out.write_all(line)?;
+        self.writer()?.write_all(line)?;
         self.written += line.len() as u64;
         Ok(())
     }
 
+    /// Push out buffered lines. After a failure (already reported) there is nothing to do.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let r = out.flush().and_then(|()| self.check_present());
+        if r.is_err() {
+            self.fail();
+        }
+        r
+    }
+
+    fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the event log failed earlier"))
+    }
+
+    /// Whether the path still names the file being written.
+    fn check_present(&self) -> io::Result<()> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(io::Error::other(format!(
+                "{} was replaced by another file mid-run; no longer writing the event log",
+                self.path.display()
+            ))),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{} disappeared mid-run (deleted, or its directory removed): {e}; no longer \
+                     writing the event log",
+                    self.path.display()
+                ),
+            )),
+        }
+    }
+
+    /// Stop writing: drop what is buffered (a later flush could add part of a line to a
+    /// full disk) and cut the file back to its last complete line.
+    fn fail(&mut self) {
+        if let Some(out) = self.out.take() {
+            let (file, _unwritten) = out.into_parts();
+            if let Err(e) = cut_to_last_line(&file) {
+                log::warn!("could not cut the event log back to whole lines: {e}");
+            }
+        }
     }
 
     /// `FILE.{keep-1}` → `FILE.{keep}`, …, `FILE` → `FILE.1`, then a new empty `FILE`. The
     /// current file is flushed first and only renamed, so nothing written is lost if the new
     /// file cannot be created (the error then stops this output, reported once by the run).
     fn rotate(&mut self, keep: u32) -> io::Result<()> {
-        self.out.flush()?;
+        self.writer()?.flush()?;
         for n in (1..keep).rev() {
             match std::fs::rename(self.numbered(n), self.numbered(n + 1)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -105,7 +209,8 @@ impl LogFile {
         }
         std::fs::rename(&self.path, self.numbered(1))?;
         let file = create_private(&self.path)?;
-        self.out = BufWriter::new(file);
+        self.identity = identity(&file)?;
+        self.out = Some(BufWriter::new(file));
         self.written = 0;
         Ok(())
     }
@@ -130,6 +235,38 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_to_whole_lines() {
+        let d = dir("cut");
+        let path = d.join("events.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        cut_to_last_line(&file).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        std::fs::write(&path, "no newline at all").unwrap();
+        cut_to_last_line(&file).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_log_is_an_error_not_silence() {
+        let d = dir("deleted");
+        let path = d.join("events.jsonl");
+        let mut log = LogFile::create(&path, None).unwrap();
+        log.write_line(b"{}\n").unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+        log.last_check = Instant::now() - PRESENCE_CHECK;
+        let err = log.write_line(b"{}\n").unwrap_err();
+        assert!(err.to_string().contains("disappeared mid-run"), "{err}");
+        // Failed for good, and quietly: the run reported the first error.
+        assert!(log.write_line(b"{}\n").is_err());
+        assert!(log.flush().is_ok());
     }
 
     #[test]

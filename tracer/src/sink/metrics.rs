@@ -168,6 +168,8 @@ impl Metrics {
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
+                // Serving a bound socket needs no capability (see privileges.rs).
+                let _ = crate::privileges::keep_only(&[]);
                 for mut stream in listener.incoming().flatten() {
                     // A client's failure is its own: the next scrape is served all the same.
                     let _ = answer(&mut stream, &registry);

@@ -133,6 +133,30 @@ impl Tracer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The process, for a test that signals and times it itself; [`Tracer::finish`] then
+    /// collects the output.
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("running")
+    }
+
+    /// The output of a process taken with [`Tracer::take_child`] that has exited.
+    pub fn finish(mut self, status: ExitStatus) -> (ExitStatus, String, Vec<String>) {
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
+            self.stderr.push(line);
+        }
+        let stdout = self
+            .stdout_thread
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or_default();
+        (status, stdout, std::mem::take(&mut self.stderr))
+    }
+
     /// Stop with SIGINT like Ctrl-C; returns the exit status, stdout and full stderr.
     pub fn stop(mut self) -> (ExitStatus, String, Vec<String>) {
         let status = self.signal_and_wait(libc::SIGINT);

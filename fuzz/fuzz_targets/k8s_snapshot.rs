@@ -1,0 +1,9 @@
+//! The `--k8s-snapshot` parser (`kubectl get … -o json` output).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = tracer::k8s::snapshot::parse(text);
+    }
+});
