@@ -304,6 +304,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
     report.extend(hooks::tcp::attach(&mut ebpf));
+    hooks::log_verifier_costs(&ebpf);
     for dev in hooked {
         facts
             .names
