@@ -301,8 +301,20 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     }
     report.extend(drops);
     report.extend(hooks::icmp::attach(&mut ebpf));
-    report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
-    report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
+    // Declared after `ebpf`: dropped first, also on an early return (filters go before programs).
+    let mut legacy_tc = hooks::legacy_tc::LegacyTc::default();
+    report.extend(hooks::transmit::attach(
+        &mut ebpf,
+        &selections,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
+    report.extend(hooks::ingress::attach(
+        &mut ebpf,
+        &selections,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
     report.extend(hooks::tcp::attach(&mut ebpf));
     hooks::log_verifier_costs(&ebpf);
     for dev in hooked {
@@ -356,6 +368,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         &mut analyzer,
     ))?;
     // Detach before the summary so that "stopped" is true when it is printed.
+    drop(legacy_tc);
     drop(ebpf);
     for sink in &mut sinks {
         if let Err(e) = sink.flush() {

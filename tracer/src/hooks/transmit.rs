@@ -6,7 +6,7 @@ use aya::{
 };
 use tracer_common::{Event, MAX_TC_NETNS};
 
-use super::{drops::program, Attempt, HookedDevice, Outcome};
+use super::{drops::program, legacy_tc::LegacyTc, Attempt, HookedDevice, Outcome};
 use crate::{event::Record, ifaces::Iface, netns::Netns};
 
 /// The devices chosen in one namespace.
@@ -117,6 +117,7 @@ pub(super) fn attach_tc(
     selections: &[Selection],
     devices: impl Fn(&Selection) -> &[Iface],
     hooked: &mut Vec<HookedDevice>,
+    legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
     let direction = match attach_type {
         TcAttachType::Ingress => "ingress",
@@ -145,11 +146,16 @@ pub(super) fn attach_tc(
         };
         for iface in ifaces {
             let r = sel.netns.enter(|| {
-                // Kernels before 6.6 attach through netlink and need a clsact qdisc.
-                if !tcx {
-                    let _ = tc::qdisc_add_clsact(&iface.name);
+                // Kernels before 6.6 attach through netlink and need a clsact qdisc (an
+                // existing one is used as it is, and left in place at exit).
+                if !tcx && tc::qdisc_add_clsact(&iface.name).is_ok() {
+                    legacy.created_qdisc(&sel.netns, iface.ifindex, &iface.name);
                 }
-                prog.attach(&iface.name, attach_type)?;
+                let link = prog.attach(&iface.name, attach_type)?;
+                if !tcx {
+                    // A netlink filter must be deleted in its namespace (see legacy_tc).
+                    legacy.filter(&sel.netns, prog.take_link(link)?);
+                }
                 Ok(())
             });
             let at = if sel.netns.label == "root" {
@@ -188,6 +194,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     selections: &[Selection],
     hooked: &mut Vec<HookedDevice>,
+    legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
     attach_tc(
         ebpf,
@@ -197,6 +204,7 @@ pub fn attach(
         selections,
         |s| &s.egress,
         hooked,
+        legacy,
     )
 }
 
