@@ -41,6 +41,16 @@ impl Drop for TempLog {
 
 /// A running tracer. Killed on drop if the test did not stop it (e.g. on a failed assertion),
 /// so nothing stays attached.
+/// A time limit, stretched 4 times when `TRACER_TEST_SLOW` is set: `cargo xtask vm` sets it in
+/// its VMs, where qemu's TCG runs user space and the verifier 10–20 times slower than here.
+pub fn slow(limit: Duration) -> Duration {
+    if std::env::var_os("TRACER_TEST_SLOW").is_some() {
+        limit * 4
+    } else {
+        limit
+    }
+}
+
 pub struct Tracer {
     child: Option<Child>,
     stderr_lines: mpsc::Receiver<String>,
@@ -86,7 +96,7 @@ impl Tracer {
             stderr: Vec::new(),
             stdout_thread: Some(stdout_thread),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + slow(Duration::from_secs(30));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match t.stderr_lines.recv_timeout(left) {
