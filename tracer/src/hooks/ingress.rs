@@ -16,9 +16,7 @@ pub fn attach(
 ) -> Vec<Attempt> {
     attach_tc(
         ebpf,
-        "rx_tc",
         TcAttachType::Ingress,
-        "rx",
         selections,
         |s| &s.ingress,
         hooked,

@@ -111,17 +111,16 @@ fn load_classifier<'a>(
 /// namespace: tc programs only see an ifindex, and namespaces reuse indexes.
 pub(super) fn attach_tc(
     ebpf: &mut Ebpf,
-    prefix: &str,
     attach_type: TcAttachType,
-    concern: &'static str,
     selections: &[Selection],
     devices: impl Fn(&Selection) -> &[Iface],
     hooked: &mut Vec<HookedDevice>,
     legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
-    let direction = match attach_type {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
+    // Programs `rx_tc_N` / `tx_tc_N` (one per namespace slot), reported as concern rx / tx.
+    let (direction, prefix, concern) = match attach_type {
+        TcAttachType::Ingress => ("ingress", "rx_tc", "rx"),
+        _ => ("egress", "tx_tc", "tx"),
     };
     // TCX (6.6+) attaches through a BPF link: closing the tracer (even SIGKILL) detaches it.
     let tcx = aya::util::KernelVersion::current()
@@ -198,9 +197,7 @@ pub fn attach(
 ) -> Vec<Attempt> {
     attach_tc(
         ebpf,
-        "tx_tc",
         TcAttachType::Egress,
-        "tx",
         selections,
         |s| &s.egress,
         hooked,
