@@ -83,6 +83,14 @@ fn step(msg: &str) {
     println!("vm: {msg}");
 }
 
+/// The package and version `prepare` would fetch for a Debian series (`Host`: an error).
+pub fn kernel_package(choice: KernelChoice) -> Result<(String, String)> {
+    let (prefix, suffix) = choice
+        .package_pattern()
+        .with_context(|| format!("{} is not a package", choice.name()))?;
+    newest_package(prefix, suffix)
+}
+
 /// Fetches (if needed) and prepares the kernel.
 pub fn prepare(choice: KernelChoice, cache: &Path) -> Result<Kernel> {
     match choice.package_pattern() {
