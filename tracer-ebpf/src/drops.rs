@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{flags, EventKind, Hook, MAX_SIZE_DROP_SITES, NO_FIELD};
+use tracer_common::{flags, Event, EventKind, Hook, MAX_SIZE_DROP_SITES, NO_FIELD};
 
 use crate::{config::conf, emit, kernel};
 
@@ -45,6 +45,8 @@ pub fn drops_tracepoint(ctx: TracePointContext) -> i32 {
     0
 }
 
+/// Is `location` inside one of the known size-drop sites? One unsigned comparison per site, on a
+/// difference: `location` itself gets no refined range for the verifier to tell apart.
 #[inline(always)]
 fn at_size_drop_site(location: u64) -> bool {
     let count = conf!(size_drop_site_count);
@@ -53,7 +55,7 @@ fn at_size_drop_site(location: u64) -> bool {
         if (i as u32) < count {
             let start = conf!(size_drop_sites[i].start);
             let end = conf!(size_drop_sites[i].end);
-            if location >= start && location < end {
+            if location.wrapping_sub(start) < end.wrapping_sub(start) {
                 return true;
             }
         }
@@ -62,18 +64,43 @@ fn at_size_drop_site(location: u64) -> bool {
     false
 }
 
+/// A field of the draft as stored in map memory (volatile: not the register it was computed in,
+/// whose range the verifier knows from the branches that produced it).
+macro_rules! stored {
+    ($ev:ident . $field:ident) => {
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($ev.$field)) }
+    };
+}
+
+/// Why a drop is reported (`flags::MATCH_*`), judged on what the draft holds.
+#[inline(always)]
+fn matches(ev: &Event, l3: *const u8) -> u16 {
+    let mut matched = 0u16;
+    let too_big = conf!(reason_pkt_too_big);
+    if too_big != NO_FIELD && stored!(ev.reason) == too_big {
+        matched |= flags::MATCH_REASON;
+    }
+    if at_size_drop_site(stored!(ev.location)) {
+        matched |= flags::MATCH_LOCATION;
+    }
+    // Only the MTU of where the packet was going counts: the route's output device or the veth
+    // peer. A received packet may legitimately exceed its input device's MTU (GRO merges
+    // segments), and GSO packets are segmented later, so neither says anything.
+    let l3_len = stored!(ev.l3_len);
+    let over = |mtu: u32| mtu != 0 && l3_len > mtu;
+    if stored!(ev.gso_size) == 0 && (over(stored!(ev.out_mtu)) || over(stored!(ev.peer_mtu))) {
+        matched |= flags::MATCH_OVERSIZE;
+    }
+    if matched == 0 && kernel::is_icmp_too_big(l3, stored!(ev.l3_proto)) {
+        matched |= flags::MATCH_ICMP_TOO_BIG;
+    }
+    matched
+}
+
 #[inline(always)]
 fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     if skb.is_null() {
         return;
-    }
-    let mut matched = 0u16;
-    let too_big = conf!(reason_pkt_too_big);
-    if too_big != NO_FIELD && reason == too_big {
-        matched |= flags::MATCH_REASON;
-    }
-    if at_size_drop_site(location) {
-        matched |= flags::MATCH_LOCATION;
     }
     // Namespace first: on a busy host most drops belong to namespaces nobody asked about.
     let dev = kernel::skb_dev(skb);
@@ -81,33 +108,20 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     if !emit::netns_wanted(netns) {
         return;
     }
+    let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {
+        return;
+    };
+    let ev = draft.event();
+    ev.location = location;
+    ev.reason = reason;
     let b = kernel::skb_basics_of(skb, dev, netns);
+    kernel::fill_from_skb(ev, skb, &b);
     // A veth hands its packets to its peer, whose MTU decides (`__dev_forward_skb`).
-    let peer = kernel::veth_peer(b.dev);
-    let peer_mtu = kernel::read::<u32>(peer, conf!(kernel.dev_mtu)).unwrap_or(0);
-    // Only the MTU of where the packet was going counts: the route's output device or the veth
-    // peer. A received packet may legitimately exceed its input device's MTU (GRO merges
-    // segments), and GSO packets are segmented later, so neither says anything.
-    let over = |mtu: u32| mtu != 0 && b.l3_len > mtu;
-    if b.gso_size == 0 && (over(b.out_mtu) || over(peer_mtu)) {
-        matched |= flags::MATCH_OVERSIZE;
-    }
-    if matched == 0 {
-        if kernel::is_icmp_too_big(b.l3, kernel::l3_proto(skb)) {
-            matched |= flags::MATCH_ICMP_TOO_BIG;
-        }
-    }
+    kernel::fill_veth_peer(ev, b.dev);
+    let matched = matches(ev, b.l3);
     if matched == 0 && conf!(all_drops) == 0 {
         return;
     }
-    let Some(mut entry) = emit::reserve(EventKind::Drop, hook) else {
-        return;
-    };
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.flags |= matched;
-    ev.location = location;
-    ev.reason = reason;
-    kernel::fill_from_skb(ev, skb, &b);
-    kernel::fill_peer(ev, peer, peer_mtu);
-    entry.submit(0);
+    draft.send();
 }

@@ -4,7 +4,7 @@ use tracer_common::{Event, Hook};
 
 use crate::{
     config::conf,
-    maps::{EVENTS, LOST, NETNS_FILTER},
+    maps::{DRAFTS, DRAFT_LEVEL, DRAFT_LEVELS, EVENTS, LOST, NETNS_FILTER},
 };
 
 /// Reserve and initialise an event; `None` (and one more lost event for `hook`) when the ring
@@ -26,6 +26,62 @@ pub fn reserve(kind: tracer_common::EventKind, hook: Hook) -> Option<RingBufEntr
             count_lost(hook);
             None
         }
+    }
+}
+
+/// An event built in per-CPU map memory before the program decides whether to report it, then
+/// copied into the ring buffer ([`Draft::send`]). Why not in the ring buffer itself: most drops are
+/// not reported, and reserving for each would cost ring-buffer work on every drop. Why not on the
+/// stack: the verifier tracks every stack value and every branch that refined it, and an older
+/// one (6.1) walked the drop program's combinations of null devices, headers and veth peers past
+/// its 1M-instruction limit. Values stored in map memory are not tracked, so decisions taken on
+/// what the draft holds let those paths merge.
+pub struct Draft {
+    ev: *mut Event,
+    level: *mut u32,
+    hook: Hook,
+}
+
+impl Draft {
+    /// A zeroed, stamped draft for this CPU's nesting level; `None` past [`DRAFT_LEVELS`].
+    #[inline(always)]
+    pub fn begin(kind: tracer_common::EventKind, hook: Hook) -> Option<Draft> {
+        let level = DRAFT_LEVEL.get_ptr_mut(0)?;
+        // A program interrupting this one between the read and the write leaves the level as
+        // it found it before this one resumes.
+        let current = unsafe { *level };
+        if current >= DRAFT_LEVELS {
+            return None;
+        }
+        let ev = DRAFTS.get_ptr_mut(current)?;
+        unsafe {
+            *level = current + 1;
+            zero_event(ev);
+            (*ev).ts_ns = bpf_ktime_get_ns();
+            (*ev).kind = kind as u8;
+            (*ev).hook = hook as u8;
+        }
+        Some(Draft { ev, level, hook })
+    }
+
+    #[inline(always)]
+    pub fn event(&mut self) -> &mut Event {
+        unsafe { &mut *self.ev }
+    }
+
+    /// Copy the draft into the ring buffer (counted as lost when it does not fit).
+    #[inline(always)]
+    pub fn send(self) {
+        if EVENTS.output::<Event>(unsafe { &*self.ev }, 0).is_err() {
+            count_lost(self.hook);
+        }
+    }
+}
+
+impl Drop for Draft {
+    #[inline(always)]
+    fn drop(&mut self) {
+        unsafe { *self.level -= 1 };
     }
 }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
-use tracer_common::{flags, EventKind, Hook, IFNAMSIZ};
+use tracer_common::{flags, EventKind, Hook};
 
 use crate::{config::conf, emit, kernel};
 
@@ -45,9 +45,9 @@ fn handle(rt: *const u8, fl4: *const u8, mtu: u32, hook: Hook) {
     // The route's MTU now, as `ipv4_mtu()` sees it: a learned path MTU, else the device's
     // (a route's own `mtu` metric is not read: an update between it and the device's MTU is
     // reported although the kernel ignores it).
-    let word = kernel::read::<u32>(rt, conf!(pmtu.rt_pmtu_word)).unwrap_or(0);
+    let word = kernel::read::<u32>(rt, conf!(pmtu.rt_pmtu_word));
     let old_pmtu = (word >> (conf!(pmtu.rt_pmtu_shift) & 31)) & 0x7fff_ffff;
-    let dev_mtu = kernel::read::<u32>(dev, conf!(kernel.dev_mtu)).unwrap_or(0);
+    let dev_mtu = kernel::read::<u32>(dev, conf!(kernel.dev_mtu));
     let current = if old_pmtu != 0 { old_pmtu } else { dev_mtu };
     if mtu == 0 || mtu >= current {
         return;
@@ -61,21 +61,17 @@ fn handle(rt: *const u8, fl4: *const u8, mtu: u32, hook: Hook) {
     ev.aux1 = old_pmtu;
     ev.flags |= flags::HAS_OUT_DEV | flags::HAS_FLOW;
     ev.out_mtu = dev_mtu;
-    ev.out_ifindex = kernel::read::<u32>(dev, conf!(kernel.dev_ifindex)).unwrap_or(0);
-    if let Some(name) = kernel::read::<[u8; IFNAMSIZ]>(dev, conf!(kernel.dev_name)) {
-        ev.out_ifname = name;
-    }
+    ev.out_ifindex = kernel::read::<u32>(dev, conf!(kernel.dev_ifindex));
+    // Reads zero their destination on a fault: no branch for the verifier to walk.
+    kernel::read_into(&mut ev.out_ifname, dev, conf!(kernel.dev_name));
     ev.flow.family = AF_INET;
-    if let Some(a) = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_saddr)) {
-        ev.flow.saddr[..4].copy_from_slice(&a);
-    }
-    if let Some(a) = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_daddr)) {
-        ev.flow.daddr[..4].copy_from_slice(&a);
-    }
-    if let Some(p) = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_ports)) {
-        ev.flow.dport = u16::from_be_bytes([p[0], p[1]]);
-        ev.flow.sport = u16::from_be_bytes([p[2], p[3]]);
-    }
-    ev.flow.proto = kernel::read::<u8>(fl4, conf!(pmtu.fl4_proto)).unwrap_or(0);
+    let saddr = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_saddr));
+    ev.flow.saddr[..4].copy_from_slice(&saddr);
+    let daddr = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_daddr));
+    ev.flow.daddr[..4].copy_from_slice(&daddr);
+    let ports = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_ports));
+    ev.flow.dport = u16::from_be_bytes([ports[0], ports[1]]);
+    ev.flow.sport = u16::from_be_bytes([ports[2], ports[3]]);
+    ev.flow.proto = kernel::read::<u8>(fl4, conf!(pmtu.fl4_proto));
     entry.submit(0);
 }

@@ -304,14 +304,27 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     }
     report.extend(drops);
     report.extend(hooks::icmp::attach(&mut ebpf));
-    report.extend(hooks::transmit::attach(&mut ebpf, &selections, &mut hooked));
-    report.extend(hooks::ingress::attach(&mut ebpf, &selections, &mut hooked));
+    // Declared after `ebpf`: dropped first, also on an early return (filters go before programs).
+    let mut legacy_tc = hooks::legacy_tc::LegacyTc::default();
+    report.extend(hooks::transmit::attach(
+        &mut ebpf,
+        &selections,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
+    report.extend(hooks::ingress::attach(
+        &mut ebpf,
+        &selections,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
     report.extend(hooks::tcp::attach(&mut ebpf));
     report.extend(hooks::pmtu::attach(
         &mut ebpf,
         &facts.aya_btf,
         &facts.config.pmtu,
     ));
+    hooks::log_verifier_costs(&ebpf);
     for dev in hooked {
         facts
             .names
@@ -327,7 +340,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
     // Devices that appear later; then what is no longer needed goes (see privileges.rs).
     let (mut watcher, mut more) =
-        hooks::devices::DeviceWatcher::start(ebpf, &selections, &args.ifaces);
+        hooks::devices::DeviceWatcher::start(ebpf, legacy_tc, &selections, &args.ifaces);
     more.insert(0, format!("hooks: {}", watcher.describe()));
     more.push(format!(
         "privileges: {}",

@@ -13,7 +13,12 @@ use support::{
 };
 use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
 
-const TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a client may take: a passing one needs well under a second here, a failing one
+/// waits it out. Four times longer in the VMs of `cargo xtask vm` (TRACER_TEST_SLOW), where a
+/// small GET alone took over 4 s under TCG.
+fn timeout() -> Duration {
+    support::slow(Duration::from_secs(4))
+}
 const SIZE_KINDS: [&str; 4] = [
     "drop",
     "icmp_too_big_sent",
@@ -77,14 +82,14 @@ fn stop(t: Tracer, log: &TempLog) -> Vec<Value> {
 
 /// Small requests pass, large ones time out: the incident's symptom.
 fn assert_incident_symptom(incident: &Incident) {
-    let small = incident.http_get_small(TIMEOUT).expect("GET");
+    let small = incident.http_get_small(timeout()).expect("GET");
     assert!(small.ok, "small GET must pass: {small}");
-    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    let post = incident.http_post(1 << 20, timeout()).expect("POST");
     assert!(
         !post.ok && post.timed_out,
         "large POST must time out: {post}"
     );
-    let set = incident.redis_set(1 << 20, TIMEOUT).expect("SET");
+    let set = incident.redis_set(1 << 20, timeout()).expect("SET");
     assert!(!set.ok && set.timed_out, "large SET must time out: {set}");
 }
 
@@ -358,9 +363,9 @@ fn router_without_outer_df_fragments_and_recovers() {
     let incident = up(Path::Router, OuterDf::Unset, false);
     let log = TempLog::new("inc-frag");
     let t = trace(&incident, &log);
-    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    let post = incident.http_post(1 << 20, timeout()).expect("POST");
     assert!(post.ok, "{post}");
-    let set = incident.redis_set(1 << 20, TIMEOUT).expect("SET");
+    let set = incident.redis_set(1 << 20, timeout()).expect("SET");
     assert!(set.ok, "{set}");
     let events = stop(t, &log);
     let all = dump(&events);
@@ -394,7 +399,7 @@ fn the_fix_ends_the_timeouts_and_the_size_events() {
     incident.apply_fix(1400).expect("fix");
     let log = TempLog::new("inc-fixed");
     let t = trace(&incident, &log);
-    for r in incident.run_clients(TIMEOUT).expect("clients") {
+    for r in incident.run_clients(timeout()).expect("clients") {
         assert!(r.ok, "after the fix: {r}");
     }
     let events = stop(t, &log);
@@ -436,7 +441,7 @@ fn a_healthy_cluster_with_equal_mtus_gets_no_mtu_verdict() {
     );
     let log = TempLog::new("inc-healthy");
     let t = trace(&incident, &log);
-    for r in incident.run_clients(TIMEOUT).expect("clients") {
+    for r in incident.run_clients(timeout()).expect("clients") {
         assert!(r.ok, "healthy cluster: {r}");
     }
     let events = stop(t, &log);
@@ -463,7 +468,7 @@ fn names_come_live_from_the_kubernetes_api_too() {
         "no API view: {}",
         t.stderr.join("\n")
     );
-    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    let post = incident.http_post(1 << 20, timeout()).expect("POST");
     assert!(!post.ok, "{post}");
     std::thread::sleep(Duration::from_millis(300));
     let (status, _, stderr) = t.stop();
@@ -676,7 +681,7 @@ fn names_come_from_node_local_facts_without_api_or_snapshot() {
         )),
         "{startup}"
     );
-    let post = incident.http_post(1 << 20, TIMEOUT).expect("POST");
+    let post = incident.http_post(1 << 20, timeout()).expect("POST");
     assert!(
         !post.ok && post.timed_out,
         "large POST must time out: {post}"

@@ -28,8 +28,13 @@ enum Cmd {
     Setup,
     /// Setup, then `cargo build --release -p tracer`.
     Build,
-    /// Setup, then fmt, clippy and the whole test suite (serially: tests share tracepoints).
-    Test,
+    /// Setup, then fmt, clippy and the whole test suite (serially: tests share tracepoints),
+    /// then the kernel matrix (`vm --release` on debian-6.1 and debian-6.12).
+    Test {
+        /// Skip the kernel matrix (quick local runs; CI runs it).
+        #[arg(long)]
+        no_vm: bool,
+    },
     /// Build, bring up the incident lab misconfigured, trace it while the clients run (small
     /// requests pass, large ones time out), apply the fix, run them again.
     Demo {
@@ -102,6 +107,23 @@ struct VmArgs {
     test_args: Vec<String>,
 }
 
+impl VmArgs {
+    /// What `cargo xtask test` runs in the VMs: both kernels, every integration-test target
+    /// the matrix supports, the VM-only scenarios, in release (TCG is slow).
+    fn for_ci() -> VmArgs {
+        VmArgs {
+            kernels: Vec::new(),
+            tests: vm::CI_TESTS.iter().map(|t| t.to_string()).collect(),
+            scenarios: vec!["ipip-tunl0".into()],
+            release: true,
+            timeout: 1800,
+            memory: 3072,
+            no_setup: true,
+            test_args: Vec::new(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum LabAction {
     /// Build it (replacing an existing one), start its servers and leave it running.
@@ -165,9 +187,14 @@ fn run(cli: Cli) -> Result<()> {
             setup()?;
             build()
         }
-        Cmd::Test => {
+        Cmd::Test { no_vm } => {
             setup()?;
-            test()
+            test()?;
+            if no_vm {
+                println!("kernel matrix skipped (--no-vm)");
+                return Ok(());
+            }
+            vm_cmd(VmArgs::for_ci())
         }
         Cmd::Demo { log, no_build } => {
             if !no_build {
@@ -278,14 +305,19 @@ fn vm_cmd(args: VmArgs) -> Result<()> {
         bail!("{} is missing after the test build", tracer.display());
     }
     let tracer_dir = root().join("tracer");
+    // The start-up report, with veth loaded as on a Kubernetes node (the drop program reads veth
+    // peers only when the module is there), and what each program cost the verifier.
     let mut steps = vec![vm::Step {
         name: "hooks".into(),
         cwd: tracer_dir.clone(),
         argv: vec![
-            tracer.display().to_string(),
-            "run".into(),
-            "--duration".into(),
-            "1".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "ip link add xtvm-veth0 type veth peer name xtvm-veth1 && ip link del xtvm-veth0; \
+                 RUST_LOG=tracer=debug exec {} run --duration 1",
+                tracer.display()
+            ),
         ],
     }];
     for (name, exe) in &tests {

@@ -48,6 +48,40 @@ pub fn setup() -> Result<()> {
     nightly_llvm()?;
     bpf_linker()?;
     tracefs()?;
+    vm_kernel_packages()?;
+    Ok(())
+}
+
+/// The kernel packages `cargo xtask vm` fetches (`apt-get download`, at its first run) must be
+/// in the package lists; `apt-get update` once if they are not (a fresh image's lists may be
+/// empty or stale).
+fn vm_kernel_packages() -> Result<()> {
+    let choices = [
+        crate::vm::KernelChoice::Debian61,
+        crate::vm::KernelChoice::Debian612,
+    ];
+    let lookup = || -> Result<Vec<String>> {
+        choices
+            .iter()
+            .map(|c| crate::vm::kernel_package(*c).map(|(p, v)| format!("{p} {v}")))
+            .collect()
+    };
+    let found = match lookup() {
+        Ok(found) => found,
+        Err(e) => {
+            step(&format!("vm kernels: {e:#}; apt-get update"));
+            run_streamed(
+                Command::new("apt-get")
+                    .arg("update")
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            lookup()?
+        }
+    };
+    step(&format!(
+        "vm kernels: in the package lists: {}",
+        found.join(", ")
+    ));
     Ok(())
 }
 

@@ -119,9 +119,12 @@ fn ipip_tunl0(tracer: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    for v in final_verdicts(&log)? {
+    let verdicts = final_verdicts(&log)?;
+    for v in &verdicts {
         println!(
-            "ipip-tunl0: verdict: {}",
+            "ipip-tunl0: verdict: {} {}: {}",
+            v["severity"].as_str().unwrap_or("?"),
+            v["problem"].as_str().unwrap_or("?"),
             v["summary"].as_str().unwrap_or("?")
         );
     }
@@ -152,6 +155,20 @@ fn ipip_tunl0(tracer: &Path) -> Result<()> {
     // The tunnel relays the path MTU, so unlike the L2 mismatch this variant heals itself.
     if let Some(r) = results.iter().find(|r| !r.ok) {
         bail!("with ICMP allowed, IPIP relays the path MTU and every request should pass: {r}");
+    }
+    // So the verdict is path-MTU discovery at work, down to 1430, not a black hole: the pods
+    // were told 1480 by the tunnel, then 1430 once the router's 1450 reached it.
+    if let Some(v) = verdicts.iter().find(|v| v["severity"] == "problem") {
+        bail!("a working path-MTU discovery was called a problem: {v}");
+    }
+    let recovered = verdicts
+        .iter()
+        .find(|v| v["problem"] == "pmtud_recovered")
+        .with_context(|| {
+            format!("no final verdict `pmtud_recovered` (path-MTU discovery works): {verdicts:?}")
+        })?;
+    if recovered["largest_passing"].as_u64() != Some(IPIP_PMTU) {
+        bail!("the verdict's largest passing size is not {IPIP_PMTU}: {recovered}");
     }
     println!("ipip-tunl0: ok");
     Ok(())

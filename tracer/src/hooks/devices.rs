@@ -18,7 +18,7 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::{drops::program, transmit::Selection, HookedDevice};
+use super::{drops::program, legacy_tc::LegacyTc, transmit::Selection, HookedDevice};
 use crate::{ifaces::Iface, netlink, netns::Netns};
 
 const RTMGRP_LINK: u32 = 1;
@@ -131,6 +131,8 @@ struct WatcherLinks {
 }
 
 pub struct DeviceWatcher {
+    /// Before `ebpf`, so dropped first: netlink tc filters go before their programs.
+    legacy: LegacyTc,
     ebpf: Ebpf,
     watched: Vec<Watched>,
     patterns: Vec<String>,
@@ -146,6 +148,7 @@ impl DeviceWatcher {
     /// returned as start-up lines; the watcher then covers what it can.
     pub fn start(
         mut ebpf: Ebpf,
+        legacy: LegacyTc,
         selections: &[Selection],
         patterns: &[String],
     ) -> (DeviceWatcher, Vec<String>) {
@@ -190,6 +193,7 @@ impl DeviceWatcher {
             }
         }
         let w = DeviceWatcher {
+            legacy,
             ebpf,
             watched,
             patterns: patterns.to_vec(),
@@ -427,10 +431,12 @@ impl DeviceWatcher {
             let prefix = if *concern == "tx" { "tx_tc" } else { "rx_tc" };
             let name = format!("{prefix}_{slot}");
             let prog: &mut SchedClassifier = program(&mut self.ebpf, &name)?.try_into()?;
+            let legacy = &mut self.legacy;
             let r = in_netns(&netns, is_own, || {
-                if !tcx {
-                    // Kernels before 6.6 attach through netlink and need a clsact qdisc.
-                    let _ = tc::qdisc_add_clsact(&iface.name);
+                // Kernels before 6.6 attach through netlink and need a clsact qdisc (an
+                // existing one belongs to someone else and is left alone at exit).
+                if !tcx && tc::qdisc_add_clsact(&iface.name).is_ok() {
+                    legacy.created_qdisc(&netns, iface.ifindex, &iface.name);
                 }
                 match prog.attach(&iface.name, *attach_type) {
                     Ok(id) => Ok(Ok(id)),
@@ -438,6 +444,9 @@ impl DeviceWatcher {
                 }
             })?;
             match r {
+                // A netlink filter must be deleted in its namespace (see legacy_tc): the
+                // device's own removal takes it along, so nothing is kept to detach here.
+                Ok(id) if !tcx => self.legacy.filter(&netns, prog.take_link(id)?),
                 Ok(id) => made.push((name, id)),
                 Err((e, there)) => {
                     failure = Some((anyhow::Error::from(e), there));

@@ -3,6 +3,7 @@
 use aya::{programs::TcAttachType, Ebpf};
 
 use super::{
+    legacy_tc::LegacyTc,
     transmit::{attach_tc, Selection},
     Attempt, HookedDevice,
 };
@@ -11,14 +12,14 @@ pub fn attach(
     ebpf: &mut Ebpf,
     selections: &[Selection],
     hooked: &mut Vec<HookedDevice>,
+    legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
     attach_tc(
         ebpf,
-        "rx_tc",
         TcAttachType::Ingress,
-        "rx",
         selections,
         |s| &s.ingress,
         hooked,
+        legacy,
     )
 }

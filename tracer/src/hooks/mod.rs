@@ -5,6 +5,7 @@ pub mod devices;
 pub mod drops;
 pub mod icmp;
 pub mod ingress;
+pub mod legacy_tc;
 pub mod pmtu;
 pub mod tcp;
 pub mod transmit;
@@ -47,6 +48,20 @@ impl fmt::Display for Attempt {
             Outcome::Failed(why) => write!(f, "{:<12} {} ✘ {}", self.concern, self.method, why),
             Outcome::Skipped(why) => write!(f, "{:<12} {} – {}", self.concern, self.method, why),
         }
+    }
+}
+
+/// How much work each loaded program cost the verifier (`RUST_LOG=tracer=debug`): older
+/// verifiers give up at 1M processed instructions, so this is the figure to watch.
+pub fn log_verifier_costs(ebpf: &aya::Ebpf) {
+    for (name, prog) in ebpf.programs() {
+        // Programs never loaded (an unused tc copy, a refused fallback) have no info.
+        let Ok(info) = prog.info() else { continue };
+        log::debug!(
+            "{name}: {} instructions verified, {} B translated",
+            info.verified_instruction_count().unwrap_or(0),
+            info.size_translated().unwrap_or(0)
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use aya::{
 };
 use tracer_common::{Event, MAX_TC_NETNS};
 
-use super::{drops::program, Attempt, HookedDevice, Outcome};
+use super::{drops::program, legacy_tc::LegacyTc, Attempt, HookedDevice, Outcome};
 use crate::{event::Record, ifaces::Iface, netns::Netns};
 
 /// The devices chosen in one namespace.
@@ -116,16 +116,16 @@ fn load_classifier<'a>(
 /// namespace: tc programs only see an ifindex, and namespaces reuse indexes.
 pub(super) fn attach_tc(
     ebpf: &mut Ebpf,
-    prefix: &str,
     attach_type: TcAttachType,
-    concern: &'static str,
     selections: &[Selection],
     devices: impl Fn(&Selection) -> &[Iface],
     hooked: &mut Vec<HookedDevice>,
+    legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
-    let direction = match attach_type {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
+    // Programs `rx_tc_N` / `tx_tc_N` (one per namespace slot), reported as concern rx / tx.
+    let (direction, prefix, concern) = match attach_type {
+        TcAttachType::Ingress => ("ingress", "rx_tc", "rx"),
+        _ => ("egress", "tx_tc", "tx"),
     };
     // TCX (6.6+) attaches through a BPF link: closing the tracer (even SIGKILL) detaches it.
     let tcx = aya::util::KernelVersion::current()
@@ -150,11 +150,16 @@ pub(super) fn attach_tc(
         };
         for iface in ifaces {
             let r = sel.netns.enter(|| {
-                // Kernels before 6.6 attach through netlink and need a clsact qdisc.
-                if !tcx {
-                    let _ = tc::qdisc_add_clsact(&iface.name);
+                // Kernels before 6.6 attach through netlink and need a clsact qdisc (an
+                // existing one is used as it is, and left in place at exit).
+                if !tcx && tc::qdisc_add_clsact(&iface.name).is_ok() {
+                    legacy.created_qdisc(&sel.netns, iface.ifindex, &iface.name);
                 }
-                prog.attach(&iface.name, attach_type)?;
+                let link = prog.attach(&iface.name, attach_type)?;
+                if !tcx {
+                    // A netlink filter must be deleted in its namespace (see legacy_tc).
+                    legacy.filter(&sel.netns, prog.take_link(link)?);
+                }
                 Ok(())
             });
             let at = if sel.netns.label == "root" {
@@ -193,15 +198,15 @@ pub fn attach(
     ebpf: &mut Ebpf,
     selections: &[Selection],
     hooked: &mut Vec<HookedDevice>,
+    legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
     attach_tc(
         ebpf,
-        "tx_tc",
         TcAttachType::Egress,
-        "tx",
         selections,
         |s| &s.egress,
         hooked,
+        legacy,
     )
 }
 

@@ -41,6 +41,16 @@ impl Drop for TempLog {
 
 /// A running tracer. Killed on drop if the test did not stop it (e.g. on a failed assertion),
 /// so nothing stays attached.
+/// A time limit, stretched 4 times when `TRACER_TEST_SLOW` is set: `cargo xtask vm` sets it in
+/// its VMs, where qemu's TCG runs user space and the verifier 10–20 times slower than here.
+pub fn slow(limit: Duration) -> Duration {
+    if std::env::var_os("TRACER_TEST_SLOW").is_some() {
+        limit * 4
+    } else {
+        limit
+    }
+}
+
 pub struct Tracer {
     child: Option<Child>,
     stderr_lines: mpsc::Receiver<String>,
@@ -51,7 +61,7 @@ pub struct Tracer {
 impl Tracer {
     /// Start `tracer run ARGS` and wait until it says it is tracing (all hooks attached).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
-        Self::start_within(args, env, Duration::from_secs(30))
+        Self::start_within(args, env, slow(Duration::from_secs(30)))
     }
 
     /// [`Tracer::start`] allowing `ready` for the start: 6.1's verifier under TCG (the VM
