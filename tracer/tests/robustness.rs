@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{of_kind, read_events, tracer_bin, TempLog, Tracer};
+use support::{held_bpf_objects, of_kind, read_events, tracer_bin, TempLog, Tracer};
 use xtask::lab::{self, Lab, VethMismatch};
 
 fn prefix() -> String {
@@ -146,40 +146,6 @@ fn kib(v: &str) -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // 1. Nothing left behind.
-
-/// The BPF programs and links a process holds, from its descriptors' fdinfo (bpftool on this
-/// host does not know owners, and other tracers may run at the same time).
-fn held_bpf_objects(pid: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
-    let mut progs = BTreeSet::new();
-    let mut links = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (progs, links);
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        for line in text.lines() {
-            let mut parts = line.split(':');
-            let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(id) = value.trim().parse::<u32>() else {
-                continue;
-            };
-            match key {
-                "prog_id" => {
-                    progs.insert(id);
-                }
-                "link_id" => {
-                    links.insert(id);
-                }
-                _ => {}
-            }
-        }
-    }
-    (progs, links)
-}
 
 /// Polls a process's BPF objects in the background until told to stop: a signal during
 /// attach must not hide programs loaded between two looks.

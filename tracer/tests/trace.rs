@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{dump, find, matched, netns_inode, of_kind, read_events, TempLog, Tracer};
+use support::{
+    dump, find, held_bpf_objects, matched, netns_inode, of_kind, read_events, TempLog, Tracer,
+};
 use xtask::lab::{self, Lab};
 
 fn prefix() -> String {
@@ -399,29 +401,21 @@ fn classic_tracepoint_fallback_reads_the_same_drop() {
     assert_eq!(drop["l3_len"], 1500);
 }
 
-/// Names of the tracer's programs as `bpftool prog show` lists them (15 characters at most).
-fn tracer_programs_loaded() -> Vec<String> {
+/// Which of the programs `ids` are still loaded, by name, from `bpftool prog show` (ids, not
+/// names: other tracers on the machine load programs of the same names).
+fn still_loaded(ids: &std::collections::BTreeSet<u32>) -> Vec<String> {
     let out = std::process::Command::new("bpftool")
         .args(["prog", "show"])
         .output()
         .expect("bpftool (installed by cargo xtask setup)");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .filter_map(|l| l.split(" name ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .filter(|name| {
-            [
-                "drops_tp_btf",
-                "drops_tracepoint",
-                "icmp_send_trace",
-                "tcp_retransmit_",
-            ]
-            .iter()
-            .any(|p| name.starts_with(p))
-                || name.starts_with("tx_tc_")
-                || name.starts_with("rx_tc_")
+        .filter_map(|l| {
+            let (id, rest) = l.split_once(": ")?;
+            let id: u32 = id.trim().parse().ok()?;
+            let name = rest.split(" name ").nth(1)?.split_whitespace().next()?;
+            ids.contains(&id).then(|| name.to_string())
         })
-        .map(str::to_string)
         .collect()
 }
 
@@ -429,26 +423,28 @@ fn tracer_programs_loaded() -> Vec<String> {
 fn nothing_stays_attached_after_sigterm_or_sigkill() {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
     let mut lab = Some(lab);
-    let gone_within = |what: &str, done: &dyn Fn(&[String]) -> bool| {
-        // Programs are freed once their last link/fd goes; that is asynchronous (RCU).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = tracer_programs_loaded();
-            if done(&left) {
-                break;
+    let gone_within =
+        |ids: &std::collections::BTreeSet<u32>, what: &str, done: &dyn Fn(&[String]) -> bool| {
+            // Programs are freed once their last link/fd goes; that is asynchronous (RCU).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = still_loaded(ids);
+                if done(&left) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still loaded 5 s after {what}: {left:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still loaded 5 s after {what}: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+        };
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         let log = TempLog::new("signal");
         let mut t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+        let (ids, _) = held_bpf_objects(t.pid());
         assert!(
-            !tracer_programs_loaded().is_empty(),
+            !still_loaded(&ids).is_empty(),
             "programs should be loaded while tracing"
         );
         // Before TCX (6.6) tc attaches through netlink: filters, not file descriptors.
@@ -464,10 +460,10 @@ fn nothing_stays_attached_after_sigterm_or_sigkill() {
                 left.iter()
                     .all(|n| n.starts_with("tx_tc_") || n.starts_with("rx_tc_"))
             };
-            gone_within("SIGKILL (all but the tc filters)", &tc_only);
+            gone_within(&ids, "SIGKILL (all but the tc filters)", &tc_only);
             drop(lab.take());
         }
-        gone_within(&format!("signal {signal}"), &|left| left.is_empty());
+        gone_within(&ids, &format!("signal {signal}"), &|left| left.is_empty());
         // The log holds only complete lines.
         let _ = read_events(&log.0);
     }

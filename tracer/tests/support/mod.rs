@@ -310,3 +310,42 @@ pub fn matched(event: &Value, why: &str) -> bool {
         .as_array()
         .is_some_and(|m| m.iter().any(|v| v == why))
 }
+
+/// The BPF programs and links a process holds, from its descriptors' fdinfo (bpftool on this
+/// host does not know owners, and other tracers may run at the same time).
+pub fn held_bpf_objects(
+    pid: u32,
+) -> (
+    std::collections::BTreeSet<u32>,
+    std::collections::BTreeSet<u32>,
+) {
+    let mut progs = std::collections::BTreeSet::new();
+    let mut links = std::collections::BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (progs, links);
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut parts = line.split(':');
+            let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(id) = value.trim().parse::<u32>() else {
+                continue;
+            };
+            match key {
+                "prog_id" => {
+                    progs.insert(id);
+                }
+                "link_id" => {
+                    links.insert(id);
+                }
+                _ => {}
+            }
+        }
+    }
+    (progs, links)
+}
