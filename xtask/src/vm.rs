@@ -387,6 +387,22 @@ for m in $(cat /boot-modules); do
 done
 O=trans=virtio,version=9p2000.L,msize=262144
 R=/newroot
+# The run's own host paths under /tmp (a checkout or build there, as CI may have) stay visible
+# through the VM's tmpfs on /tmp: bound aside before it is mounted, bound back after.
+keep_tmp_paths_aside() {
+    i=0
+    for p in $(echo "$XTASK_VM_KEEP" | tr ':' ' '); do
+        mkdir -p /keep/$i && mount --bind "$R$p" /keep/$i || return 1
+        i=$((i + 1))
+    done
+}
+put_tmp_paths_back() {
+    i=0
+    for p in $(echo "$XTASK_VM_KEEP" | tr ':' ' '); do
+        mkdir -p "$R$p" && mount --bind /keep/$i "$R$p" || return 1
+        i=$((i + 1))
+    done
+}
 mount -t 9p -o "$O,ro,cache=loose" hostroot $R || die "cannot mount the host root over 9p"
 # The kernel's own module requests (ip link add ... type vxlan, nft, tc) run /bin/modprobe in
 # this initramfs (the root of PID 1), which reads the unpacked package's modules.
@@ -398,7 +414,9 @@ mount -t proc proc $R/proc &&
     mkdir -p $R/dev/pts $R/dev/shm &&
     mount -t devpts devpts $R/dev/pts &&
     mount -t tmpfs tmpfs $R/dev/shm &&
+    keep_tmp_paths_aside &&
     mount -t tmpfs -o mode=1777 tmpfs $R/tmp &&
+    put_tmp_paths_back &&
     mount -t tmpfs -o mode=755 tmpfs $R/run &&
     mount -t tracefs tracefs $R/sys/kernel/tracing &&
     mount -t debugfs debugfs $R/sys/kernel/debug &&
@@ -549,6 +567,34 @@ pub struct Step {
     pub argv: Vec<String>,
 }
 
+/// The top directories under `/tmp` that the steps run in or run from: the VM puts its own tmpfs
+/// on `/tmp`, which would hide a checkout or a build there (CI may clone into /tmp).
+fn tmp_paths_to_keep(steps: &[Step]) -> Result<Vec<String>> {
+    let mut keep = BTreeSet::new();
+    let paths = steps
+        .iter()
+        .flat_map(|st| std::iter::once(st.cwd.clone()).chain(st.argv.iter().map(PathBuf::from)));
+    for path in paths {
+        let mut parts = path.components();
+        let (Some(std::path::Component::RootDir), Some(top), Some(sub)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if top.as_os_str() != "tmp" {
+            continue;
+        }
+        let dir = format!("/tmp/{}", sub.as_os_str().to_string_lossy());
+        if dir.contains(|c: char| c.is_whitespace() || c == ':') {
+            bail!(
+                "{dir}: a path under /tmp with a space or ':' cannot be passed to the VM; move it"
+            );
+        }
+        keep.insert(dir);
+    }
+    Ok(keep.into_iter().collect())
+}
+
 /// What one VM run gave.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -638,9 +684,11 @@ pub fn boot(
         .modules
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", kernel.modules.display()))?;
+    let keep = tmp_paths_to_keep(steps)?;
     let append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 XTASK_VM_MODULES={}",
-        modules.display()
+        "console=ttyS0 panic=-1 loglevel=4 XTASK_VM_MODULES={} XTASK_VM_KEEP={}",
+        modules.display(),
+        keep.join(":")
     );
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot"])
@@ -878,6 +926,25 @@ fn capture(cmd: &mut Command) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_under_tmp_are_kept_visible_in_the_vm() {
+        let step = |cwd: &str, argv: &[&str]| Step {
+            name: "t".into(),
+            cwd: cwd.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        };
+        let steps = [
+            step("/tmp/ci-clone/tracer", &["/work/target/debug/trace", "--x"]),
+            step("/tmp/ci-clone", &["/tmp/build/release/xtask", "vm-guest"]),
+            step("/work/main", &["/usr/bin/tmp", "tmp/x"]),
+        ];
+        assert_eq!(
+            tmp_paths_to_keep(&steps).unwrap(),
+            vec!["/tmp/build".to_string(), "/tmp/ci-clone".to_string()]
+        );
+        assert!(tmp_paths_to_keep(&[step("/tmp/a b/c", &[])]).is_err());
+    }
 
     #[test]
     fn newest_package_compares_numbers_not_strings() {
