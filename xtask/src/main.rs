@@ -329,7 +329,7 @@ fn vm_cmd(args: VmArgs) -> Result<()> {
             argv,
         });
     }
-    let xtask_exe = std::env::current_exe().context("cannot find the xtask executable")?;
+    let xtask_exe = running_exe()?;
     for sc in scenarios {
         steps.push(vm::Step {
             name: sc.name().into(),
@@ -380,6 +380,18 @@ fn vm_cmd(args: VmArgs) -> Result<()> {
 }
 
 /// The workspace root: xtask's parent directory.
+/// This xtask's executable as a path the VM can run. `cargo test --workspace` rebuilds it at the
+/// same path while `cargo xtask test` runs, and Linux then names the running one "… (deleted)":
+/// the rebuilt file, from the same sources, is the one to run.
+fn running_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the xtask executable")?;
+    let name = exe.to_string_lossy();
+    Ok(match name.strip_suffix(" (deleted)") {
+        Some(rebuilt) if Path::new(rebuilt).exists() => PathBuf::from(rebuilt),
+        _ => exe,
+    })
+}
+
 fn root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
