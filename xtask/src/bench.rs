@@ -99,7 +99,7 @@ pub fn run(
     target_dir: &Path,
     tracer: &Path,
     steps: &[Step],
-    plan: datapath::Plan,
+    plan: datapath::Plan<'_>,
 ) -> Result<()> {
     let all = [
         Step::Loss,
@@ -127,12 +127,18 @@ pub fn run(
     Ok(())
 }
 
+/// How long a stopping tracer may take (after a flood it still decodes and writes what the ring
+/// buffer holds); only a hung tracer is killed.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
 /// A running `tracer run ARGS`, started and waited for until it prints "tracing…". Stopped
-/// (SIGINT, then SIGKILL after 5 s) and reaped by [`TracerProcess::stop`] or on drop, so that a
-/// failing step never leaves it attached.
+/// (SIGINT, then SIGKILL after [`STOP_GRACE`]) and reaped by [`TracerProcess::stop`] or on drop,
+/// so that a failing step never leaves it attached.
 pub struct TracerProcess {
     child: std::process::Child,
     drain: Option<std::thread::JoinHandle<usize>>,
+    /// What it printed up to and including "tracing…" (the hooks it attached).
+    pub banner: Vec<String>,
 }
 
 impl TracerProcess {
@@ -145,7 +151,11 @@ impl TracerProcess {
             .spawn()
             .with_context(|| format!("starting {}", tracer.display()))?;
         let stderr = child.stderr.take().context("stderr")?;
-        let mut t = TracerProcess { child, drain: None };
+        let mut t = TracerProcess {
+            child,
+            drain: None,
+            banner: Vec::new(),
+        };
         let mut lines = BufReader::new(stderr).lines();
         let mut said = Vec::new();
         let ready = lines.by_ref().map_while(Result::ok).any(|l| {
@@ -156,6 +166,7 @@ impl TracerProcess {
         if !ready {
             bail!("the tracer did not start: {}", said.join("\n"));
         }
+        t.banner = said;
         // The rest of stderr is drained so that the tracer never blocks on it.
         t.drain = Some(std::thread::spawn(move || {
             lines.map_while(Result::ok).count()
@@ -167,7 +178,21 @@ impl TracerProcess {
         self.child.id()
     }
 
-    /// SIGINT (the tracer flushes its log and exits), SIGKILL if it is still there after 5 s.
+    /// CPU time (user + system, seconds) the tracer has used so far, from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which is in parentheses and may contain spaces):
+        // state is field 3, utime 14 and stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf(3) has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Some(ticks / hz.max(1) as f64)
+    }
+
+    /// SIGINT (the tracer writes out what the ring buffer still holds, then its summary, and
+    /// exits), SIGKILL if it is still there after [`STOP_GRACE`].
     pub fn stop(mut self) {
         self.stop_now();
     }
@@ -176,7 +201,7 @@ impl TracerProcess {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill(2) on our own child, not yet reaped.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + STOP_GRACE;
             while let Ok(None) = self.child.try_wait() {
                 if Instant::now() >= deadline {
                     let _ = self.child.kill();
@@ -519,6 +544,9 @@ fn memory(tracer: &Path) -> Result<Row> {
             &snap,
             "--log",
             &log_s,
+            // One file: at the default 100 MiB a fast flood rotates most events out of it.
+            "--log-max-size",
+            "16G",
         ],
     )?;
     // A drop flood: UDP to a closed port (NO_SOCKET drops, each one an event with --all-drops).

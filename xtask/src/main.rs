@@ -56,6 +56,10 @@ enum Cmd {
         /// Datapath: seconds of each iperf3 run (TCP, then UDP).
         #[arg(long, default_value_t = 5)]
         secs: u32,
+        /// Datapath: one more argument for `tracer run` in the attached runs (repeatable), e.g.
+        /// `--tracer-arg=--iface --tracer-arg=lo` to attribute the cost.
+        #[arg(long = "tracer-arg", allow_hyphen_values = true)]
+        tracer_args: Vec<String>,
     },
     /// The incident lab for manual use: namespaces lab-old, lab-new, lab-rtr (--path router),
     /// lab-cli (client pod), lab-srv (server pod with redis-server and an HTTP endpoint).
@@ -191,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             rounds,
             secs,
+            tracer_args,
         } => {
             setup()?;
             build()?;
@@ -198,7 +203,11 @@ fn run(cli: Cli) -> Result<()> {
             if smoke {
                 xtask::bench::smoke(&root(), &target_dir(), &tracer)
             } else {
-                let plan = xtask::bench::datapath::Plan { rounds, secs };
+                let plan = xtask::bench::datapath::Plan {
+                    rounds,
+                    secs,
+                    tracer_args: &tracer_args,
+                };
                 xtask::bench::run(&root(), &target_dir(), &tracer, &steps, plan)
             }
         }

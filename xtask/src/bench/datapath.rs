@@ -37,11 +37,14 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Rounds of A B B A.
     pub rounds: u32,
     /// Seconds of each iperf3 run (one TCP and one UDP per run).
     pub secs: u32,
+    /// More arguments for `tracer run` (to attribute the cost, e.g. `--iface lo`: the tracer
+    /// and its tracepoints without the per-packet tc hooks on the path).
+    pub tracer_args: &'a [String],
 }
 
 /// One run's figures.
@@ -122,7 +125,7 @@ impl Drop for KillOnDrop {
 
 /// Builds the healthy lab, measures `plan.rounds` rounds of A B B A, and prints every run, the
 /// load and the ratios. The lab (namespaces, servers) and the tracer go on every way out.
-pub fn datapath(tracer: &Path, plan: Plan) -> Result<Datapath> {
+pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
     if plan.rounds == 0 || plan.secs == 0 {
         bail!("datapath: rounds and seconds must be at least 1");
     }
@@ -164,6 +167,7 @@ pub fn datapath(tracer: &Path, plan: Plan) -> Result<Datapath> {
     let mut tracer_args: Vec<&str> = vec!["--no-k8s-api", "--k8s-snapshot", &snap];
     tracer_args.extend(["--log", &log, "--log-max-size", "1G"]);
     tracer_args.extend(netns_args.iter().map(String::as_str));
+    tracer_args.extend(plan.tracer_args.iter().map(String::as_str));
 
     println!(
         "datapath: {} rounds of A B B A (A without the tracer, B with it), {} s of TCP then {} s of \
@@ -180,14 +184,28 @@ pub fn datapath(tracer: &Path, plan: Plan) -> Result<Datapath> {
         for attached in [false, true, true, false] {
             let tracer_proc = if attached {
                 let t = TracerProcess::start(tracer, &tracer_args)?;
+                if round == 1 && with.is_empty() {
+                    for line in &t.banner {
+                        println!("  tracer: {line}");
+                    }
+                }
                 std::thread::sleep(SETTLE);
-                Some(t)
+                Some((t.cpu_seconds().unwrap_or(0.0), t))
             } else {
                 None
             };
+            let started = Instant::now();
             let tcp = iperf(&inc, &server, plan.secs, false)?.received;
             let udp = iperf(&inc, &server, plan.secs, true)?;
-            if let Some(t) = tracer_proc {
+            let mut cpu = String::new();
+            if let Some((before, t)) = tracer_proc {
+                if let Some(after) = t.cpu_seconds() {
+                    cpu = format!(
+                        "; the tracer used {:.2} s of CPU in {:.1} s",
+                        after - before,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 t.stop();
                 events.add_log(&files.log);
             }
@@ -197,7 +215,7 @@ pub fn datapath(tracer: &Path, plan: Plan) -> Result<Datapath> {
                 udp_sent_pps: udp.sent,
             };
             println!(
-                "  round {round} {}: TCP {:.2} Gbit/s, UDP {:.0} datagrams/s received ({:.0}/s sent)",
+                "  round {round} {}: TCP {:.2} Gbit/s, UDP {:.0} datagrams/s received ({:.0}/s sent){cpu}",
                 if attached {
                     "B (tracer attached)"
                 } else {
