@@ -10,10 +10,12 @@
 //!   size drop each, seen by the real hooks), events generated vs logged vs counted as lost;
 //!   the target is zero lost at 200,000/s, and every event either logged or counted.
 //!
-//! `--smoke` (run by `cargo xtask test`): a short pipeline estimate and a modest loss run, failing
-//! only on a gross regression (see [`smoke`]).
+//! - datapath: bulk TCP throughput and 64-byte UDP packet rate through the incident lab's
+//!   overlay (healthy MTUs) with the tracer attached vs not, in A B B A rounds, against 0.98 and
+//!   0.95 of the baseline ([`datapath`]).
 //!
-//! Not yet: the datapath overhead (iperf3 through the lab's overlay, ABBA order).
+//! `--smoke` (run by `cargo xtask test`): a short pipeline estimate and a modest loss run, failing
+//! only on a gross regression (see [`smoke`]). `--step NAME` runs only the named steps.
 use std::{
     io::{BufRead, BufReader},
     path::Path,
@@ -24,6 +26,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::lab::Lab;
+
+pub mod datapath;
 
 const PIPELINE_TARGET: f64 = 1_000_000.0;
 const STARTUP_TARGET_S: f64 = 1.0;
@@ -74,18 +78,149 @@ pub fn cluster_snapshot(pods: u32, services: u32, nodes: u32) -> String {
     )
 }
 
-pub fn run(root: &Path, target_dir: &Path, tracer: &Path) -> Result<()> {
-    print_load();
-    let loss_row = loss(tracer, 200_000, 3.0)?;
-    let rows = [
-        pipeline(root, target_dir, &[])?,
-        loss_row.row(),
-        startup(tracer)?,
-        memory(tracer)?,
+/// The steps of a full run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Step {
+    /// Events lost at a 200,000/s burst (first: before the other steps warm the machine).
+    Loss,
+    /// The criterion estimate of the event pipeline.
+    Pipeline,
+    /// Launch to all hooks attached.
+    Startup,
+    /// Peak RSS with a 10,000-pod snapshot during a drop flood.
+    Memory,
+    /// TCP throughput and UDP packet rate through the overlay, tracer attached vs not (minutes).
+    Datapath,
+}
+
+/// `cargo xtask bench`: the `steps` (all when empty), then one table of ratios.
+pub fn run(
+    root: &Path,
+    target_dir: &Path,
+    tracer: &Path,
+    steps: &[Step],
+    plan: datapath::Plan<'_>,
+) -> Result<()> {
+    let all = [
+        Step::Loss,
+        Step::Pipeline,
+        Step::Startup,
+        Step::Memory,
+        Step::Datapath,
     ];
+    print_load();
+    let mut rows = Vec::new();
+    for step in all {
+        if !steps.is_empty() && !steps.contains(&step) {
+            continue;
+        }
+        match step {
+            Step::Loss => rows.push(loss(tracer, 200_000, 3.0)?.row()),
+            Step::Pipeline => rows.push(pipeline(root, target_dir, &[])?),
+            Step::Startup => rows.push(startup(tracer)?),
+            Step::Memory => rows.push(memory(tracer)?),
+            Step::Datapath => rows.extend(datapath::datapath(tracer, plan)?.rows()),
+        }
+    }
     print_rows(&rows);
     print_load();
     Ok(())
+}
+
+/// How long a stopping tracer may take (after a flood it still decodes and writes what the ring
+/// buffer holds); only a hung tracer is killed.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// A running `tracer run ARGS`, started and waited for until it prints "tracing…". Stopped
+/// (SIGINT, then SIGKILL after [`STOP_GRACE`]) and reaped by [`TracerProcess::stop`] or on drop,
+/// so that a failing step never leaves it attached.
+pub struct TracerProcess {
+    child: std::process::Child,
+    drain: Option<std::thread::JoinHandle<usize>>,
+    /// What it printed up to and including "tracing…" (the hooks it attached).
+    pub banner: Vec<String>,
+}
+
+impl TracerProcess {
+    pub fn start(tracer: &Path, args: &[&str]) -> Result<TracerProcess> {
+        let mut child = Command::new(tracer)
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", tracer.display()))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut t = TracerProcess {
+            child,
+            drain: None,
+            banner: Vec::new(),
+        };
+        let mut lines = BufReader::new(stderr).lines();
+        let mut said = Vec::new();
+        let ready = lines.by_ref().map_while(Result::ok).any(|l| {
+            let ready = l.starts_with("tracing");
+            said.push(l);
+            ready
+        });
+        if !ready {
+            bail!("the tracer did not start: {}", said.join("\n"));
+        }
+        t.banner = said;
+        // The rest of stderr is drained so that the tracer never blocks on it.
+        t.drain = Some(std::thread::spawn(move || {
+            lines.map_while(Result::ok).count()
+        }));
+        Ok(t)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system, seconds) the tracer has used so far, from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which is in parentheses and may contain spaces):
+        // state is field 3, utime 14 and stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf(3) has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Some(ticks / hz.max(1) as f64)
+    }
+
+    /// SIGINT (the tracer writes out what the ring buffer still holds, then its summary, and
+    /// exits), SIGKILL if it is still there after [`STOP_GRACE`].
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + STOP_GRACE;
+            while let Ok(None) = self.child.try_wait() {
+                if Instant::now() >= deadline {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.wait();
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+impl Drop for TracerProcess {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
 }
 
 /// Smoke thresholds: far below the targets, so that only a collapse fails CI on a busy
@@ -178,34 +313,21 @@ pub fn loss(tracer: &Path, rate: u64, secs: f64) -> Result<Loss> {
     let (lab, s) = crate::lab::veth_mismatch(&Lab::unique_prefix("bl"))?;
     let log = std::env::temp_dir().join(format!("tracer-bench-loss-{}.jsonl", std::process::id()));
     let log_s = log.display().to_string();
-    let mut child = Command::new(tracer)
-        .args([
-            "run",
+    let child = TracerProcess::start(
+        tracer,
+        &[
             "--no-k8s-api",
             "--netns",
             &s.a_ns,
             "--netns",
             &s.b_ns,
-        ])
-        // One file: the default rotation (100 MiB) would move most of a burst out of it.
-        .args(["--log", &log_s, "--log-max-size", "16G"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", tracer.display()))?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    if !lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("tracing"))
-    {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the tracer did not start");
-    }
-    // The rest of stderr is drained so that the tracer never blocks on it.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+            // One file: the default rotation (100 MiB) would move most of a burst out of it.
+            "--log",
+            &log_s,
+            "--log-max-size",
+            "16G",
+        ],
+    )?;
     // Resolve the neighbour first so that every datagram reaches the veth.
     lab.exec(
         &s.a_ns,
@@ -214,10 +336,7 @@ pub fn loss(tracer: &Path, rate: u64, secs: f64) -> Result<Loss> {
     let sent = send_paced(&s.a_ns, s.b_ip, rate, secs);
     // Let the reader catch up, then stop.
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
-    let _ = drain.join();
+    child.stop();
     let (sent, achieved) = sent?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
@@ -328,7 +447,7 @@ fn send_paced(ns: &str, dst: std::net::Ipv4Addr, rate: u64, secs: f64) -> Result
     .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?
 }
 
-type Row = (&'static str, String, String, f64);
+pub type Row = (&'static str, String, String, f64);
 
 fn pipeline(root: &Path, target_dir: &Path, criterion_args: &[&str]) -> Result<Row> {
     let status = Command::new("cargo")
@@ -414,30 +533,22 @@ fn memory(tracer: &Path) -> Result<Row> {
     let snap = snapshot.display().to_string();
     let log = std::env::temp_dir().join("tracer-bench-flood.jsonl");
     let log_s = log.display().to_string();
-    let mut child = Command::new(tracer)
-        .args([
-            "run",
+    let child = TracerProcess::start(
+        tracer,
+        &[
             "--all-drops",
             "--no-k8s-api",
             "--netns",
             &ns,
             "--k8s-snapshot",
             &snap,
-        ])
-        .args(["--log", &log_s])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("tracing"));
-    if !ready {
-        let _ = child.kill();
-        bail!("the tracer did not start");
-    }
+            "--log",
+            &log_s,
+            // One file: at the default 100 MiB a fast flood rotates most events out of it.
+            "--log-max-size",
+            "16G",
+        ],
+    )?;
     // A drop flood: UDP to a closed port (NO_SOCKET drops, each one an event with --all-drops).
     let flood = lab.exec(
         &ns,
@@ -448,15 +559,13 @@ fn memory(tracer: &Path) -> Result<Row> {
         ],
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid()))?;
     let hwm_kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmHWM")?;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    child.stop();
     let sent = String::from_utf8_lossy(&flood.stdout).trim().to_string();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);

@@ -45,12 +45,26 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
-    /// Build, then measure the pipeline (criterion), loss at a 200,000/s burst, start-up and
-    /// peak memory; print the ratios to issue 7's targets.
+    /// Build, then measure loss at a 200,000/s burst, the pipeline (criterion), start-up, peak
+    /// memory and the datapath overhead (iperf3 through the lab's overlay, tracer attached vs
+    /// not); print the ratios to issue 7's targets.
     Bench {
         /// Seconds, not minutes: fail only on a gross regression (run by `cargo xtask test`).
         #[arg(long)]
         smoke: bool,
+        /// Run only this step (repeatable); all of them by default.
+        #[arg(long = "step", value_enum)]
+        steps: Vec<xtask::bench::Step>,
+        /// Datapath: rounds of A B B A (A without the tracer, B with it).
+        #[arg(long, default_value_t = 4)]
+        rounds: u32,
+        /// Datapath: seconds of each iperf3 run (TCP, then UDP).
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+        /// Datapath: one more argument for `tracer run` in the attached runs (repeatable), e.g.
+        /// `--tracer-arg=--iface --tracer-arg=lo` to attribute the cost.
+        #[arg(long = "tracer-arg", allow_hyphen_values = true)]
+        tracer_args: Vec<String>,
     },
     /// The incident lab for manual use: namespaces lab-old, lab-new, lab-rtr (--path router),
     /// lab-cli (client pod), lab-srv (server pod with redis-server and an HTTP endpoint).
@@ -203,14 +217,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             xtask::demo::run(&target_dir().join("release/tracer"), &log)
         }
-        Cmd::Bench { smoke } => {
+        Cmd::Bench {
+            smoke,
+            steps,
+            rounds,
+            secs,
+            tracer_args,
+        } => {
             setup()?;
             build()?;
             let tracer = target_dir().join("release/tracer");
             if smoke {
                 xtask::bench::smoke(&root(), &target_dir(), &tracer)
             } else {
-                xtask::bench::run(&root(), &target_dir(), &tracer)
+                let plan = xtask::bench::datapath::Plan {
+                    rounds,
+                    secs,
+                    tracer_args: &tracer_args,
+                };
+                xtask::bench::run(&root(), &target_dir(), &tracer, &steps, plan)
             }
         }
         Cmd::Lab { action } => lab_cmd(action),

@@ -31,9 +31,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "busybox-static",
 ];
 
-/// tshark's package asks whether non-root users may capture; answered "no" up front (the tests
-/// run as root) so that the install never waits for a terminal.
-const DEBCONF_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
+/// Answered up front so that the install never waits for a terminal: tshark's package asks
+/// whether non-root users may capture ("no": the tests run as root); iperf3's asks whether to
+/// start a daemon at boot ("no": the benchmark starts its own server in a lab namespace).
+const DEBCONF_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n\
+                               iperf3 iperf3/start_daemon boolean false\n";
 
 /// The LLVM major that nightly rustc and bpf-linker must share.
 pub const LLVM_MAJOR: u32 = 22;
