@@ -10,7 +10,11 @@
 //! [`Conntrack`] keeps the NATed connections of the watched namespaces in memory for per-event
 //! lookups ([`Conntrack::original_destination`]: no netlink call per event). A background thread
 //! dumps the tables again when a lookup missed, at most once per [`MIN_REFRESH`]: nothing is
-//! dumped while every event is named otherwise or none comes.
+//! dumped while every event is named otherwise or none comes. A flow that a dump begun after
+//! its first miss did not hold is not NATed (conntrack knew it before its packets were seen):
+//! its later events do not ask again. Without that, one busy connection that is not NATed
+//! (most are not) kept the tables dumped every second, each dump walking the kernel's whole
+//! conntrack hash under its locks, in contention with the packets' own `nf_conntrack_in`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,11 +22,13 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, OnceLock, RwLock, Weak,
+        Arc, Mutex, OnceLock, RwLock, Weak,
     },
     thread::Thread,
     time::{Duration, Instant},
 };
+
+use rustc_hash::FxHashMap;
 
 use super::FlowKey;
 use crate::{
@@ -39,6 +45,10 @@ pub const MAX_ENTRIES: usize = 65_536;
 
 /// The tables are dumped at most this often.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+/// Flows remembered as missed (~50 bytes each); when full, the memory starts over (at worst one
+/// more dump per flow).
+pub const MAX_MISSES: usize = 8_192;
 
 const NFGENMSG_LEN: usize = 4;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -67,6 +77,17 @@ pub struct Tuple {
 }
 
 impl Tuple {
+    /// The flow's tuple when it has every part (only those can be in a dump).
+    fn of(flow: &FlowKey) -> Option<Tuple> {
+        Some(Tuple {
+            proto: flow.proto?,
+            src: flow.src?,
+            sport: flow.sport?,
+            dst: flow.dst?,
+            dport: flow.dport?,
+        })
+    }
+
     fn reversed(self) -> Tuple {
         Tuple {
             proto: self.proto,
@@ -224,13 +245,7 @@ impl NatTable {
     /// to, seen in either direction after DNAT: client → backend, or backend → client before
     /// the reply is translated back.
     pub fn get(&self, flow: &FlowKey) -> Option<(IpAddr, u16, u8)> {
-        let t = Tuple {
-            proto: flow.proto?,
-            src: flow.src?,
-            sport: flow.sport?,
-            dst: flow.dst?,
-            dport: flow.dport?,
-        };
+        let t = Tuple::of(flow)?;
         self.map
             .get(&t)
             .or_else(|| self.map.get(&t.reversed()))
@@ -242,6 +257,8 @@ impl NatTable {
 /// Dropping it stops the refresher (within [`MIN_REFRESH`]).
 pub struct Conntrack {
     shared: Arc<Shared>,
+    /// Flows that missed, with [`Shared::refreshes`] at their first miss.
+    misses: Mutex<FxHashMap<Tuple, u64>>,
 }
 
 struct Shared {
@@ -277,25 +294,43 @@ impl Conntrack {
                 eprintln!("names: conntrack refresher not started ({e}); services after DNAT are named from EndpointSlices only")
             }
         }
-        Conntrack { shared }
+        Conntrack {
+            shared,
+            misses: Mutex::default(),
+        }
     }
 
     /// The connection's original destination, from the last dump. A miss asks the refresher
-    /// for a new dump (it may be a connection newer than the dump).
+    /// for a new dump (it may be a connection newer than the dump), until a dump begun after
+    /// the flow's first miss has also missed it.
     pub fn original_destination(&self, flow: &FlowKey) -> Option<(IpAddr, u16, u8)> {
         let found = self.shared.table.read().ok()?.get(flow);
         // Only a flow with a whole tuple can be in a dump.
-        let complete = flow.proto.is_some()
-            && flow.src.is_some()
-            && flow.sport.is_some()
-            && flow.dst.is_some()
-            && flow.dport.is_some();
-        if found.is_none() && complete && !self.shared.wanted.swap(true, Ordering::Relaxed) {
-            if let Some(t) = self.shared.refresher.get() {
-                t.unpark();
+        if found.is_none() {
+            if let Some(tuple) = Tuple::of(flow) {
+                if self.dump_may_find(tuple) && !self.shared.wanted.swap(true, Ordering::Relaxed) {
+                    if let Some(t) = self.shared.refresher.get() {
+                        t.unpark();
+                    }
+                }
             }
         }
         found
+    }
+
+    /// Whether a new dump could still hold `tuple`, which missed. Dumps are counted as they
+    /// finish: one finishing after the first miss may have begun before it, the one after
+    /// began later.
+    fn dump_may_find(&self, tuple: Tuple) -> bool {
+        let done = self.shared.refreshes.load(Ordering::Relaxed);
+        let Ok(mut misses) = self.misses.lock() else {
+            return true;
+        };
+        if misses.len() >= MAX_MISSES && !misses.contains_key(&tuple) {
+            misses.clear();
+        }
+        let first = *misses.entry(tuple).or_insert(done);
+        done < first + 2
     }
 
     /// NATed connections currently known.

@@ -392,6 +392,41 @@ fn the_refresher_dumps_on_a_miss_and_stops_with_its_handle() {
     }
 }
 
+/// Waits until the refresher has finished `n` dumps.
+fn wait_for_dumps(ct: &Conntrack, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ct.shared.refreshes.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "no dump {n} after a miss");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_flow_missed_by_a_dump_begun_after_its_first_miss_asks_no_more() {
+    // A connection that is not NATed (most are not) must not keep the tables dumped once a
+    // second for as long as its events come.
+    let ct = Conntrack::start(Vec::new());
+    let busy = flow(UDP, "192.0.2.1", 1000, "192.0.2.2", 2000);
+    assert_eq!(ct.original_destination(&busy), None);
+    wait_for_dumps(&ct, 1);
+    // The first dump may have begun before the miss: the flow asks once more.
+    assert_eq!(ct.original_destination(&busy), None);
+    wait_for_dumps(&ct, 2);
+    for _ in 0..100 {
+        assert_eq!(ct.original_destination(&busy), None);
+    }
+    assert!(
+        !ct.shared.wanted.load(Ordering::Relaxed),
+        "a flow two dumps did not hold asked for a third"
+    );
+    std::thread::sleep(MIN_REFRESH + Duration::from_millis(300));
+    assert_eq!(ct.shared.refreshes.load(Ordering::Relaxed), 2);
+    // A new flow still asks.
+    let new = flow(UDP, "192.0.2.1", 1001, "192.0.2.2", 2000);
+    assert_eq!(ct.original_destination(&new), None);
+    wait_for_dumps(&ct, 3);
+}
+
 /// A real namespace: an nft DNAT rule (as kube-proxy's nftables mode writes for a ClusterIP)
 /// and one TCP connection and one UDP datagram through it; the dump must hold both, translated,
 /// and the refresher must find them from a post-DNAT flow.
