@@ -673,3 +673,102 @@ fn path_mtu_learning_is_reported_or_declared_blind() {
         drop(lab);
     }
 }
+
+/// Frames written onto `a`'s device by a packet socket: ICMP too-big messages plain and inside
+/// one tunnel layer, each advertising its own MTU, and look-alikes that are not one (or are
+/// nested deeper than the hooks look). Prints the MTUs of the frames that are too-big messages
+/// the tc hooks must find, then of those they must not.
+const TOO_BIG_FRAMES: &str = r#"
+import socket, struct, sys
+dev, dst_mac = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((dev, 0))
+src_mac = s.getsockname()[4]
+dmac = bytes.fromhex(dst_mac.replace(':', ''))
+A, B = socket.inet_aton('192.0.2.1'), socket.inet_aton('192.0.2.2')
+A6, B6 = socket.inet_pton(socket.AF_INET6, 'fd00::1'), socket.inet_pton(socket.AF_INET6, 'fd00::2')
+def eth(et, p): return dmac + src_mac + struct.pack('!H', et) + p
+def ip4(proto, p, opts=b''):
+    return struct.pack('!BBHHHBBH4s4s', 0x40 | (5 + len(opts) // 4), 0, 20 + len(opts) + len(p), 1, 0x4000, 64, proto, 0, A, B) + opts + p
+def ip6(nxt, p): return struct.pack('!IHBB16s16s', 0x60000000, len(p), nxt, 64, A6, B6) + p
+def udp(dport, p): return struct.pack('!HHHH', 50000, dport, 8 + len(p), 0) + p
+def vxlan(inner_et, p, dport=4789):
+    return udp(dport, struct.pack('!II', 0x08000000, 42 << 8) + dmac + src_mac + struct.pack('!H', inner_et) + p)
+tcp = struct.pack('!HHIIBBHHH', 40000, 80, 1, 0, 0x50, 0x18, 65535, 0, 0)
+quote4 = ip4(6, tcp)[:28]
+quote6 = ip6(6, tcp)[:48]
+def too_big4(mtu, code=4): return ip4(1, struct.pack('!BBHHH', 3, code, 0, 0, mtu) + quote4)
+def too_big4_opts(mtu): return ip4(1, struct.pack('!BBHHH', 3, 4, 0, 0, mtu) + quote4, opts=b'\x01' * 4)
+def too_big6(mtu): return ip6(58, struct.pack('!BBHI', 2, 0, 0, mtu) + quote6)
+found = [
+    (1401, eth(0x0800, too_big4(1401))),
+    (1402, eth(0x0800, too_big4_opts(1402))),
+    (1403, eth(0x0800, ip4(4, too_big4(1403)))),
+    (1404, eth(0x0800, ip4(17, vxlan(0x0800, too_big4(1404))))),
+    (1405, eth(0x0800, ip4(17, vxlan(0x0800, too_big4_opts(1405)), opts=b'\x01' * 8))),
+    (1406, eth(0x86dd, too_big6(1406))),
+    (1407, eth(0x0800, ip4(17, vxlan(0x86dd, too_big6(1407))))),
+    (1408, eth(0x0800, ip4(41, too_big6(1408)))),
+    (1409, eth(0x86dd, ip6(17, vxlan(0x0800, too_big4(1409), dport=8472)))),
+]
+missed = [
+    (1410, eth(0x0800, ip4(17, vxlan(0x0800, too_big4(1410), dport=5000)))),
+    (1411, eth(0x0800, too_big4(1411, code=1))),
+    (1412, eth(0x0800, ip4(4, ip4(4, too_big4(1412))))),
+]
+for _ in range(3):
+    for _, f in found + missed:
+        s.send(f)
+print(' '.join(str(m) for m, _ in found))
+print(' '.join(str(m) for m, _ in missed))
+"#;
+
+#[test]
+fn icmp_too_big_is_found_plain_and_inside_one_tunnel_layer() {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    let mac = lab
+        .exec_ok(
+            &s.b_ns,
+            &["cat", &format!("/sys/class/net/{}/address", s.b_if)],
+        )
+        .expect("b's address");
+    let mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+    let log = TempLog::new("too-big-frames");
+    let t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+    let out = lab
+        .exec_ok(&s.a_ns, &["python3", "-c", TOO_BIG_FRAMES, &s.a_if, &mac])
+        .expect("frames");
+    settle();
+    stop_ok(t);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = printed.lines().map(|l| {
+        l.split_whitespace()
+            .map(|m| m.parse::<u64>().unwrap())
+            .collect::<std::collections::BTreeSet<u64>>()
+    });
+    let (expected, not_expected) = (lines.next().unwrap(), lines.next().unwrap());
+    let events = read_events(&log.0);
+    let mtus = |kind: &str, ns: &str| {
+        let netns = netns_inode(ns);
+        of_kind(&events, kind)
+            .iter()
+            .filter(|e| e["hook"].as_str().is_some_and(|h| h.starts_with("tc")))
+            .filter(|e| e["netns"] == netns)
+            .filter_map(|e| e["icmp"]["mtu"].as_u64())
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    // Leaving `a` (egress hook) and arriving at `b` (ingress hook): the same frames.
+    for (kind, ns) in [
+        ("icmp_too_big_sent", &s.a_ns),
+        ("icmp_too_big_received", &s.b_ns),
+    ] {
+        let seen = mtus(kind, ns);
+        assert_eq!(
+            seen,
+            expected,
+            "{kind} in {ns}: found {seen:?}, expected {expected:?} and none of \
+             {not_expected:?}:\n{}",
+            dump(&events)
+        );
+    }
+}
