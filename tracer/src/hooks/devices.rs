@@ -16,8 +16,8 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    drops::program,
     legacy_tc::LegacyTc,
+    program,
     transmit::{
         attach_tc, detach_tcx, in_netns, tc_concern, tc_program, Selection, TcMethod, TcNamespace,
         TcxLink,

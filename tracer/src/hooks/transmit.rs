@@ -10,7 +10,7 @@ use aya::{
 };
 use tracer_common::{Event, MAX_TC_NETNS};
 
-use super::{drops::program, legacy_tc::LegacyTc, Attempt, HookedDevice, Outcome};
+use super::{legacy_tc::LegacyTc, program, Attempt, HookedDevice, Outcome};
 use crate::{event::Record, ifaces::Iface, netns::Netns};
 
 /// The devices chosen in one namespace.
@@ -303,11 +303,11 @@ pub(super) fn attach_selected(
             continue;
         }
         if let Err(e) = load_classifier(ebpf, &tc_program(attach_type, slot)) {
-            report.push(Attempt {
+            report.push(Attempt::new(
                 concern,
-                method: format!("{label}/{direction} @{}", sel.netns.label),
-                outcome: Outcome::Failed(format!("{e:#}")),
-            });
+                format!("{label}/{direction} @{}", sel.netns.label),
+                Outcome::Failed(format!("{e:#}")),
+            ));
             continue;
         }
         let is_own = sel.netns.inode == own;
@@ -324,10 +324,10 @@ pub(super) fn attach_selected(
             } else {
                 format!("{}@{}", iface.name, sel.netns.label)
             };
-            report.push(Attempt {
+            report.push(Attempt::new(
                 concern,
-                method: format!("{label}/{direction} {at}"),
-                outcome: match r {
+                format!("{label}/{direction} {at}"),
+                match r {
                     Ok(_) => {
                         hooked.push(HookedDevice {
                             netns: sel.netns.inode,
@@ -338,15 +338,15 @@ pub(super) fn attach_selected(
                     }
                     Err(e) => Outcome::Failed(format!("{:#}", e.error)),
                 },
-            });
+            ));
         }
     }
     if report.is_empty() {
-        report.push(Attempt {
+        report.push(Attempt::new(
             concern,
-            method: format!("{label}/{direction}"),
-            outcome: Outcome::Skipped("no device selected".into()),
-        });
+            format!("{label}/{direction}"),
+            Outcome::Skipped("no device selected".into()),
+        ));
     }
     report
 }
