@@ -2,8 +2,8 @@
 //! egress on them inside their namespaces, and naming oversized transmissions.
 use aya::{
     programs::{
-        links::Link as _,
-        tc::{self, SchedClassifierLinkId},
+        links::{Link as _, LinkOrder},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
         SchedClassifier, TcAttachType,
     },
     Ebpf,
@@ -136,6 +136,15 @@ impl TcMethod {
         }
     }
 
+    /// What aya's `attach` would pick on a kernel of this method, chosen here instead so that
+    /// the tests can take the netlink path on a TCX kernel.
+    fn options(self) -> TcAttachOptions {
+        match self {
+            TcMethod::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
+            TcMethod::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             TcMethod::Tcx => "tcx",
@@ -216,7 +225,7 @@ pub(super) fn attach_tc(
             for &attach_type in directions {
                 let name = tc_program(attach_type, slot);
                 let prog: &mut SchedClassifier = program(ebpf, &name)?.try_into()?;
-                let id = prog.attach(&iface.name, attach_type)?;
+                let id = prog.attach_with_options(&iface.name, attach_type, method.options())?;
                 match method {
                     TcMethod::Tcx => links.push((name, id)),
                     // A netlink filter must be deleted in its namespace (see legacy_tc).
@@ -374,6 +383,90 @@ pub(super) fn decode(rec: &mut Record, _ev: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel programs, as the binary embeds them.
+    static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+    /// The programs attached to `dev` in `ns` by `method` (tc filters, or TCX programs).
+    fn attached(lab: &xtask::lab::Lab, ns: &str, netns: &Netns, method: TcMethod) -> usize {
+        match method {
+            TcMethod::Netlink => ["egress", "ingress"]
+                .iter()
+                .map(|dir| {
+                    let out = lab
+                        .exec_ok(ns, &["tc", "filter", "show", "dev", "eth0", dir])
+                        .unwrap();
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        // One header line per priority, then one line per filter.
+                        .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
+                        .count()
+                })
+                .sum(),
+            TcMethod::Tcx => [TcAttachType::Egress, TcAttachType::Ingress]
+                .into_iter()
+                .map(|t| {
+                    netns
+                        .enter(|| Ok(SchedClassifier::query_tcx("eth0", t)?.1.len()))
+                        .unwrap()
+                })
+                .sum(),
+        }
+    }
+
+    #[test]
+    fn a_partial_attach_is_undone_by_either_method() {
+        // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
+        let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("tca")).unwrap();
+        let ns = lab
+            .add_netns("t")
+            .expect("ip netns add (tests run as root)");
+        lab.ip(
+            &ns,
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            ],
+        )
+        .unwrap();
+        let out = lab
+            .exec_ok(&ns, &["cat", "/sys/class/net/eth0/ifindex"])
+            .unwrap();
+        let eth0 = iface(
+            "eth0",
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+            Some("veth"),
+            1,
+        );
+        let netns = Netns::resolve(&ns).unwrap();
+        let btf = aya::Btf::from_sys_fs().unwrap();
+        let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(OBJECT).unwrap();
+        // Egress can attach; ingress cannot (its program is never loaded): a partial attach.
+        load_classifier(&mut ebpf, &tc_program(TcAttachType::Egress, 0)).unwrap();
+        let ns_ref = TcNamespace {
+            slot: 0,
+            netns: &netns,
+            is_own: false,
+        };
+        for method in [TcMethod::Tcx, TcMethod::Netlink] {
+            let mut legacy = LegacyTc::default();
+            let both = [TcAttachType::Egress, TcAttachType::Ingress];
+            let err = attach_tc(&mut ebpf, method, &mut legacy, ns_ref, &eth0, &both)
+                .expect_err("ingress cannot attach");
+            assert!(err.device_exists, "{method:?}: {:#}", err.error);
+            assert_eq!(attached(&lab, &ns, &netns, method), 0, "{method:?}");
+            // The check sees an attachment when there is one.
+            let egress = [TcAttachType::Egress];
+            let links = attach_tc(&mut ebpf, method, &mut legacy, ns_ref, &eth0, &egress)
+                .unwrap_or_else(|e| panic!("{method:?}: {:#}", e.error));
+            assert_eq!(attached(&lab, &ns, &netns, method), 1, "{method:?}");
+            for link in links {
+                detach_tcx(&mut ebpf, link);
+            }
+            // Netlink filters are LegacyTc's to delete.
+            drop(legacy);
+            assert_eq!(attached(&lab, &ns, &netns, method), 0, "{method:?}");
+        }
+    }
 
     fn iface(name: &str, ifindex: u32, driver: Option<&str>, link_type: u16) -> Iface {
         Iface {
