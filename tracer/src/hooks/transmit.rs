@@ -416,27 +416,8 @@ mod tests {
 
     #[test]
     fn a_partial_attach_is_undone_by_either_method() {
-        // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
-        let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("tca")).unwrap();
-        let ns = lab
-            .add_netns("t")
-            .expect("ip netns add (tests run as root)");
-        lab.ip(
-            &ns,
-            &[
-                "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-            ],
-        )
-        .unwrap();
-        let out = lab
-            .exec_ok(&ns, &["cat", "/sys/class/net/eth0/ifindex"])
-            .unwrap();
-        let eth0 = iface(
-            "eth0",
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
-            Some("veth"),
-            1,
-        );
+        let (lab, ns, ifindex) = crate::hooks::legacy_tc::tests::lab_with_eth0("tca");
+        let eth0 = iface("eth0", ifindex, Some("veth"), 1);
         let netns = Netns::resolve(&ns).unwrap();
         let btf = aya::Btf::from_sys_fs().unwrap();
         let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(OBJECT).unwrap();
