@@ -112,9 +112,12 @@ fn sender_count(child: Child) -> u64 {
         .unwrap_or_else(|_| panic!("sender said {:?}", String::from_utf8_lossy(&out.stderr)))
 }
 
-/// Resolve the neighbour first, so that every datagram reaches the wire.
-fn warm_up(lab: &Lab, s: &VethMismatch) {
-    lab::ping_df(lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
+/// The veth-mismatch lab (a 1450-byte veth end), its neighbour resolved first so that every
+/// datagram reaches the wire.
+fn warm_lab() -> (Lab, VethMismatch) {
+    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
+    lab::ping_df(&lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
+    (lab, s)
 }
 
 /// `N` from "N KIND" in the summary line.
@@ -288,8 +291,7 @@ fn signal_and_time(child: &mut Child, sig: i32) -> (std::process::ExitStatus, Du
 
 #[test]
 fn nothing_is_left_behind_after_signals_at_random_moments() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
+    let (lab, s) = warm_lab();
     let mut rng = Rng::from_env("signals");
     let mut stops = Vec::new();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
@@ -431,8 +433,7 @@ const FLOOD_RSS_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
 
 #[test]
 fn a_drop_flood_far_beyond_the_ring_is_counted_and_the_daemon_stays_responsive() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
+    let (lab, s) = warm_lab();
     let log = TempLog::new("flood");
     // 64 KiB of ring holds about 180 events.
     let mut t = start(
@@ -575,34 +576,42 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_stops_the_log_cleanly_and_tracing_goes_on() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
-    let disk = SmallDisk::new("full");
-    let path = disk.0.join("events.jsonl");
-    let t = start(&[&s.a_ns, &s.b_ns], &path, &[]);
-    // About 500 bytes a drop line: 400 of them cannot fit in 64 KiB.
-    let first = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        9,
-        "b'x' * 1472",
-        10.0,
-        400,
-    ));
-    std::thread::sleep(Duration::from_millis(1500));
-    // And more after the log failed: they must still be traced (terminal, summary).
-    let second = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        10,
-        "b'x' * 1472",
-        10.0,
-        50,
-    ));
+/// Drops sent around a log failure and counted by the summary.
+struct BrokenLog {
+    first: u64,
+    second: u64,
+    drops: u64,
+}
+
+/// Trace to `log` while `first` drops (1472-byte datagrams through the 1450 veth, to port 9)
+/// go out, `break_log`, then `second` more (port 10), and check what must hold however the log
+/// broke: a clean exit, one `output failed` line saying `why` (not one per event), every drop
+/// in the summary, the second burst on the terminal.
+fn log_breaks_mid_run(
+    log: &Path,
+    (first, second): (u64, u64),
+    why: &str,
+    break_log: impl FnOnce(),
+) -> BrokenLog {
+    let (lab, s) = warm_lab();
+    let t = start(&[&s.a_ns, &s.b_ns], log, &[]);
+    let burst = |port, count| {
+        sender_count(udp_sender(
+            &lab,
+            &s.a_ns,
+            s.b_ip,
+            port,
+            "b'x' * 1472",
+            10.0,
+            count,
+        ))
+    };
+    let first = burst(9, first);
+    std::thread::sleep(Duration::from_millis(300));
+    break_log();
+    std::thread::sleep(Duration::from_millis(1200));
+    // More after the log failed: they must still be traced (terminal, summary).
+    let second = burst(10, second);
     std::thread::sleep(Duration::from_millis(500));
     let (status, stdout, stderr) = t.stop();
     let all = stderr.join("\n");
@@ -617,85 +626,54 @@ fn a_full_disk_stops_the_log_cleanly_and_tracing_goes_on() {
         1,
         "one clear error, not one per event:\n{all}"
     );
-    assert!(
-        failures[0].contains("No space left on device"),
-        "{}",
-        failures[0]
-    );
-    // What was written stays valid JSON Lines to its last line.
-    let events = read_events(&path);
-    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(failures[0].contains(why), "{}", failures[0]);
     let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap();
     let drops = summary_count(summary, "drop");
-    println!(
-        "disk full: {first} + {second} sent, {} lines kept ({size} bytes), summary {drops} drops",
-        events.len()
-    );
-    assert!(!events.is_empty() && size <= 64 * 1024);
-    assert!(
-        drops >= first + second && (events.len() as u64) < drops,
-        "tracing went on past the full disk: {drops} drops, {} logged",
-        events.len()
-    );
-    // The terminal kept showing events after the failure (the second burst's port).
+    assert!(drops >= first + second, "{summary}");
     assert!(
         stdout.contains(&format!("{}:10", s.b_ip)),
         "the second burst is missing from the terminal:\n{stdout}"
+    );
+    BrokenLog {
+        first,
+        second,
+        drops,
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_log_cleanly_and_tracing_goes_on() {
+    let disk = SmallDisk::new("full");
+    let path = disk.0.join("events.jsonl");
+    // About 500 bytes a drop line: 400 of them cannot fit in 64 KiB (it fills by itself).
+    let run = log_breaks_mid_run(&path, (400, 50), "No space left on device", || {});
+    // What was written stays valid JSON Lines to its last line.
+    let events = read_events(&path);
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "disk full: {} + {} sent, {} lines kept ({size} bytes), summary {} drops",
+        run.first,
+        run.second,
+        events.len(),
+        run.drops
+    );
+    assert!(!events.is_empty() && size <= 64 * 1024);
+    assert!(
+        (events.len() as u64) < run.drops,
+        "tracing went on past the full disk: {} drops, {} logged",
+        run.drops,
+        events.len()
     );
 }
 
 #[test]
 fn a_log_deleted_mid_run_is_reported_and_tracing_goes_on() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
     let dir = std::env::temp_dir().join(format!("tracer-gone-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("events.jsonl");
-    let t = start(&[&s.a_ns, &s.b_ns], &path, &[]);
-    let first = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        9,
-        "b'x' * 1472",
-        10.0,
-        20,
-    ));
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
-    let second = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        10,
-        "b'x' * 1472",
-        10.0,
-        20,
-    ));
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, stdout, stderr) = t.stop();
-    let all = stderr.join("\n");
-    assert!(status.success(), "no crash: {status:?}\n{all}");
-    let failures: Vec<&String> = stderr
-        .iter()
-        .filter(|l| l.contains("output failed"))
-        .collect();
-    assert_eq!(failures.len(), 1, "one clear error:\n{all}");
-    assert!(
-        failures[0].contains("disappeared mid-run"),
-        "{}",
-        failures[0]
-    );
-    let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap();
-    assert!(
-        summary_count(summary, "drop") >= first + second,
-        "{summary}"
-    );
-    assert!(
-        stdout.contains(&format!("{}:10", s.b_ip)),
-        "second burst not on the terminal:\n{stdout}"
-    );
+    log_breaks_mid_run(&path, (20, 20), "disappeared mid-run", || {
+        std::fs::remove_dir_all(&dir).unwrap()
+    });
     assert!(!dir.exists());
 }
 
@@ -880,8 +858,7 @@ fn no_listening_socket_unless_metrics_is_asked() {
 
 #[test]
 fn payload_bytes_never_reach_the_log_or_the_capture_unless_asked() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
+    let (lab, s) = warm_lab();
     let marker = "PAYLOAD-MARKER-h9-7f3a";
     let payload = format!("b'{marker}' + b'z' * {}", 1472 - marker.len());
     for (extra, expect_in_pcap) in [(&[][..], false), (&["--snaplen", "176"][..], true)] {
@@ -1169,7 +1146,7 @@ fn packet_seeds() -> Vec<(u16, Vec<u8>)> {
 
 #[test]
 fn decoders_survive_seeded_random_and_mutated_input() {
-    use tracer::{hooks, kernel, packet};
+    use tracer::{fuzzing, packet};
     use tracer_common::{Event, PACKET_CAPTURE};
     let mut rng = Rng::from_env("decoders");
     let seeds = packet_seeds();
@@ -1199,23 +1176,12 @@ fn decoders_survive_seeded_random_and_mutated_input() {
     }
     // Raw ring-buffer events: any bytes, with kind and hook often valid and cap_len often
     // beyond the capture, decode to a record that serializes to one line of valid JSON.
-    let vmlinux = kernel::btf::load_vmlinux().expect("BTF");
-    let names = hooks::Names {
-        reasons: kernel::btf::DropReasons::from_btf(&vmlinux).unwrap(),
-        kallsyms: kernel::kallsyms::Kallsyms::parse(
-            "ffffffff81e57040 t __dev_forward_skb2\nffffffff81ff7890 T ip_forward\n",
-        ),
-        devices: Default::default(),
-        clock_offset_ns: 1_700_000_000_000_000_000,
-        inventory: None,
-        conntrack: None,
-    };
+    let names = fuzzing::names().expect("BTF");
     let size = std::mem::size_of::<Event>();
     let mut records = 0u64;
     for i in 0..20_000u64 {
-        let mut raw: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
-        // SAFETY: Event is plain integers and byte arrays: every bit pattern is a value.
-        let mut ev: Event = unsafe { std::ptr::read_unaligned(raw.as_mut_ptr() as *const Event) };
+        let raw: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+        let mut ev = fuzzing::event(&raw);
         if i % 4 != 0 {
             ev.kind = 1 + rng.below(5) as u8;
             ev.hook = rng.below(8) as u8;
@@ -1232,10 +1198,7 @@ fn decoders_survive_seeded_random_and_mutated_input() {
                 bytes.len() as u16
             };
         }
-        if let Some(rec) = hooks::decode(&ev, &names) {
-            let line = serde_json::to_string(&rec).expect("a record serializes");
-            assert!(!line.contains('\n'));
-            let _: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        if fuzzing::decode_line(&ev, &names).is_some() {
             records += 1;
         }
     }
@@ -1332,8 +1295,7 @@ print(n)
 
 #[test]
 fn crafted_packets_through_the_real_hooks_are_decoded_or_rejected_gracefully() {
-    let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
-    warm_up(&lab, &s);
+    let (lab, s) = warm_lab();
     let mut rng = Rng::from_env("crafted");
     let mac = {
         let out = lab

@@ -10,15 +10,20 @@
 use std::{collections::HashMap, future::poll_fn, task::Poll};
 
 use aya::{
-    programs::{
-        tc::{self, SchedClassifierLinkId},
-        SchedClassifier, TcAttachType,
-    },
+    programs::{SchedClassifier, TcAttachType},
     Ebpf,
 };
 use tokio::io::unix::AsyncFd;
 
-use super::{drops::program, legacy_tc::LegacyTc, transmit::Selection, HookedDevice};
+use super::{
+    legacy_tc::LegacyTc,
+    program,
+    transmit::{
+        attach_tc, detach_tcx, in_netns, tc_concern, tc_program, Selection, TcMethod, TcNamespace,
+        TcxLink,
+    },
+    HookedDevice,
+};
 use crate::{ifaces::Iface, netlink, netns::Netns};
 
 const RTMGRP_LINK: u32 = 1;
@@ -127,7 +132,7 @@ struct Watched {
 
 /// The links the watcher made for one device, to detach when it goes.
 struct WatcherLinks {
-    links: Vec<(String, SchedClassifierLinkId)>,
+    links: Vec<TcxLink>,
 }
 
 pub struct DeviceWatcher {
@@ -136,7 +141,7 @@ pub struct DeviceWatcher {
     ebpf: Ebpf,
     watched: Vec<Watched>,
     patterns: Vec<String>,
-    tcx: bool,
+    method: TcMethod,
     links: HashMap<(u32, u32), WatcherLinks>,
     errors: u32,
     buf: Vec<u8>,
@@ -154,12 +159,10 @@ impl DeviceWatcher {
     ) -> (DeviceWatcher, Vec<String>) {
         let mut notes = Vec::new();
         let own = Netns::current().map(|n| n.inode).unwrap_or(0);
-        let tcx = aya::util::KernelVersion::current()
-            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
         let mut watched = Vec::new();
         for (slot, sel) in selections.iter().enumerate() {
-            for prefix in ["tx_tc", "rx_tc"] {
-                let name = format!("{prefix}_{slot}");
+            for attach_type in [TcAttachType::Egress, TcAttachType::Ingress] {
+                let name = tc_program(attach_type, slot);
                 let loaded = program(&mut ebpf, &name)
                     .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
                     .and_then(|p| {
@@ -197,7 +200,7 @@ impl DeviceWatcher {
             ebpf,
             watched,
             patterns: patterns.to_vec(),
-            tcx,
+            method: TcMethod::of_running_kernel(),
             links: HashMap::new(),
             errors: 0,
             buf: vec![0u8; 64 * 1024],
@@ -320,7 +323,7 @@ impl DeviceWatcher {
                     }
                     match self.attach(i, &iface, &dirs) {
                         Ok(Some(links)) => {
-                            let kinds: Vec<&str> = dirs.iter().map(|(_, c)| *c).collect();
+                            let kinds: Vec<&str> = dirs.iter().map(|&d| tc_concern(d)).collect();
                             attached.push(format!(
                                 "{} ({})",
                                 self.at(i, &iface.name),
@@ -357,14 +360,10 @@ impl DeviceWatcher {
                 LinkChange::Gone(idx) => {
                     let key = (self.watched[i].netns.inode, idx);
                     if let Some(links) = self.links.remove(&key) {
-                        for (prog, id) in links.links {
+                        for link in links.links {
                             // The kernel already detached it with the device; this closes
                             // the link's descriptor.
-                            if let Ok(p) = program(&mut self.ebpf, &prog)
-                                .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
-                            {
-                                let _ = p.detach(id);
-                            }
+                            detach_tcx(&mut self.ebpf, link);
                         }
                     }
                     if let Some(dev) = devices.remove(&key) {
@@ -396,19 +395,19 @@ impl DeviceWatcher {
         }
     }
 
-    /// The hooks a new device gets: (attach type, concern).
-    fn directions(&self, iface: &Iface) -> Vec<(TcAttachType, &'static str)> {
+    /// The hooks a new device gets.
+    fn directions(&self, iface: &Iface) -> Vec<TcAttachType> {
         if iface.is_loopback() {
             return Vec::new();
         }
         if !self.patterns.is_empty() {
             if self.patterns.iter().any(|p| name_matches(p, &iface.name)) {
-                return vec![(TcAttachType::Egress, "tx"), (TcAttachType::Ingress, "rx")];
+                return vec![TcAttachType::Egress, TcAttachType::Ingress];
             }
             return Vec::new();
         }
         if iface.is_tunnel() {
-            return vec![(TcAttachType::Egress, "tx")];
+            return vec![TcAttachType::Egress];
         }
         Vec::new()
     }
@@ -419,77 +418,26 @@ impl DeviceWatcher {
         &mut self,
         i: usize,
         iface: &Iface,
-        dirs: &[(TcAttachType, &'static str)],
-    ) -> anyhow::Result<Option<Vec<(String, SchedClassifierLinkId)>>> {
-        let slot = self.watched[i].slot;
-        let netns = self.watched[i].netns.clone();
-        let is_own = self.watched[i].is_own;
-        let tcx = self.tcx;
-        let mut made = Vec::new();
-        let mut failure = None;
-        for (attach_type, concern) in dirs {
-            let prefix = if *concern == "tx" { "tx_tc" } else { "rx_tc" };
-            let name = format!("{prefix}_{slot}");
-            let prog: &mut SchedClassifier = program(&mut self.ebpf, &name)?.try_into()?;
-            let legacy = &mut self.legacy;
-            let r = in_netns(&netns, is_own, || {
-                // Kernels before 6.6 attach through netlink and need a clsact qdisc (an
-                // existing one belongs to someone else and is left alone at exit).
-                if !tcx && tc::qdisc_add_clsact(&iface.name).is_ok() {
-                    legacy.created_qdisc(&netns, iface.ifindex, &iface.name);
-                }
-                match prog.attach(&iface.name, *attach_type) {
-                    Ok(id) => Ok(Ok(id)),
-                    Err(e) => Ok(Err((e, still_there(iface)))),
-                }
-            })?;
-            match r {
-                // A netlink filter must be deleted in its namespace (see legacy_tc): the
-                // device's own removal takes it along, so nothing is kept to detach here.
-                Ok(id) if !tcx => self.legacy.filter(&netns, prog.take_link(id)?),
-                Ok(id) => made.push((name, id)),
-                Err((e, there)) => {
-                    failure = Some((anyhow::Error::from(e), there));
-                    break;
-                }
-            }
-        }
-        let Some((e, there)) = failure else {
-            return Ok(Some(made));
+        dirs: &[TcAttachType],
+    ) -> anyhow::Result<Option<Vec<TcxLink>>> {
+        let w = &self.watched[i];
+        let ns = TcNamespace {
+            slot: w.slot,
+            netns: &w.netns,
+            is_own: w.is_own,
         };
-        for (name, id) in made {
-            if let Ok(p) = program(&mut self.ebpf, &name)
-                .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
-            {
-                let _ = p.detach(id);
-            }
+        match attach_tc(
+            &mut self.ebpf,
+            self.method,
+            &mut self.legacy,
+            ns,
+            iface,
+            dirs,
+        ) {
+            Ok(links) => Ok(Some(links)),
+            Err(e) if e.device_exists => Err(e.error),
+            Err(_) => Ok(None),
         }
-        if there {
-            Err(e)
-        } else {
-            Ok(None)
-        }
-    }
-}
-
-/// Whether the device still exists under its index (called inside its namespace).
-fn still_there(iface: &Iface) -> bool {
-    let Ok(name) = std::ffi::CString::new(iface.name.as_str()) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated name.
-    unsafe { libc::if_nametoindex(name.as_ptr()) == iface.ifindex }
-}
-
-fn in_netns<T>(
-    netns: &Netns,
-    is_own: bool,
-    f: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    if is_own {
-        f()
-    } else {
-        netns.enter(f)
     }
 }
 

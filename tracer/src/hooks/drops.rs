@@ -1,12 +1,12 @@
 //! User half of `tracer-ebpf/src/drops.rs`: attach `kfree_skb` and name what it reports.
-use aya::{
-    programs::{BtfTracePoint, TracePoint},
-    Btf, Ebpf,
-};
+use aya::{programs::BtfTracePoint, Btf, Ebpf};
 use tracer_common::{flags, Event};
 
-use super::{c_name, nonzero, Attempt, Names, Outcome};
+use super::{attach_tracepoint, c_name, nonzero, program, Attempt, Names, Outcome};
 use crate::event::Record;
+
+/// How the drop hook is reported.
+const CONCERN: &str = "drops";
 
 /// Attach the drop hook: `tp_btf/kfree_skb` when the kernel allows it, else the classic
 /// tracepoint. Exactly one of them ends up attached, or both attempts are reported failed.
@@ -25,8 +25,9 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
     })();
     match tp_btf {
         Ok(()) => {
-            report.push(attempt("tp_btf/kfree_skb", Outcome::Attached));
-            report.push(attempt(
+            report.push(Attempt::new(CONCERN, "tp_btf/kfree_skb", Outcome::Attached));
+            report.push(Attempt::new(
+                CONCERN,
                 "tracepoint/skb/kfree_skb",
                 Outcome::Skipped("not needed".into()),
             ));
@@ -37,9 +38,14 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
             // The classic program is the same code: a verifier that found it too complex
             // (E2BIG) refuses it too, after as long a walk. The caller retries with less.
             let too_large = text.contains("Argument list too long");
-            report.push(attempt("tp_btf/kfree_skb", Outcome::Failed(text)));
+            report.push(Attempt::new(
+                CONCERN,
+                "tp_btf/kfree_skb",
+                Outcome::Failed(text),
+            ));
             if too_large {
-                report.push(attempt(
+                report.push(Attempt::new(
+                    CONCERN,
                     "tracepoint/skb/kfree_skb",
                     Outcome::Skipped("the same program, refused as too large above".into()),
                 ));
@@ -47,36 +53,13 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Vec<Attempt> {
             }
         }
     }
-    let classic = (|| -> anyhow::Result<()> {
-        let prog: &mut TracePoint = program(ebpf, "drops_tracepoint")?.try_into()?;
-        prog.load()?;
-        prog.attach("skb", "kfree_skb")?;
-        Ok(())
-    })();
-    report.push(attempt(
+    let classic = attach_tracepoint(ebpf, "drops_tracepoint", "skb", "kfree_skb");
+    report.push(Attempt::new(
+        CONCERN,
         "tracepoint/skb/kfree_skb",
-        match classic {
-            Ok(()) => Outcome::Attached,
-            Err(e) => Outcome::Failed(format!("{e:#}")),
-        },
+        Outcome::of(classic),
     ));
     report
-}
-
-pub(super) fn program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &str,
-) -> anyhow::Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| anyhow::anyhow!("program {name} missing from the embedded object"))
-}
-
-fn attempt(method: &str, outcome: Outcome) -> Attempt {
-    Attempt {
-        concern: "drops",
-        method: method.to_string(),
-        outcome,
-    }
 }
 
 /// Size-drop sites that hand the packet to a veth peer: the peer's MTU is the one that failed.

@@ -3,78 +3,54 @@
 //! Preference: kprobes on `__icmp_send` / `icmp6_send` (they see the advertised MTU), else the
 //! `icmp:icmp_send` tracepoint (IPv4 only, no MTU: the tc egress hook then recovers the MTU from
 //! the ICMP packet leaving). Both are reported so the operator knows what is blind.
-use aya::{
-    programs::{KProbe, TracePoint},
-    Ebpf,
-};
+use aya::Ebpf;
 use tracer_common::{flags, Event, EventKind, Hook};
 
-use super::{drops::program, Attempt, Outcome};
+use super::{attach_kprobe, attach_tracepoint, explain_kprobe, Attempt, Outcome};
 use crate::{
     event::{IcmpTooBig, Record},
     kernel::tracefs,
 };
 
+/// How the hook is reported.
+const CONCERN: &str = "icmp-sent";
+
+/// A kprobe or tracepoint attach, its refusal explained.
+fn outcome(r: anyhow::Result<()>) -> Outcome {
+    Outcome::of(r).explained(explain_kprobe)
+}
+
 pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
     let mut report = Vec::new();
-    let v4 = kprobe(ebpf, "icmp_send_kprobe", "__icmp_send");
+    let v4 = attach_kprobe(ebpf, "icmp_send_kprobe", "__icmp_send");
     let v4_ok = v4.is_ok();
-    report.push(attempt("kprobe/__icmp_send", outcome(v4)));
-    report.push(attempt(
+    report.push(Attempt::new(CONCERN, "kprobe/__icmp_send", outcome(v4)));
+    report.push(Attempt::new(
+        CONCERN,
         "kprobe/icmp6_send",
-        outcome(kprobe(ebpf, "icmp6_send_kprobe", "icmp6_send")),
+        outcome(attach_kprobe(ebpf, "icmp6_send_kprobe", "icmp6_send")),
     ));
     if v4_ok {
-        report.push(attempt(
+        report.push(Attempt::new(
+            CONCERN,
             "tracepoint/icmp/icmp_send",
             Outcome::Skipped("kprobe gives more".into()),
         ));
     } else if !tracefs::exists("icmp", "icmp_send") {
-        report.push(attempt(
+        report.push(Attempt::new(
+            CONCERN,
             "tracepoint/icmp/icmp_send",
             Outcome::Failed("tracepoint absent on this kernel (added in 6.10)".into()),
         ));
     } else {
-        let tp = (|| -> anyhow::Result<()> {
-            let prog: &mut TracePoint = program(ebpf, "icmp_send_tracepoint")?.try_into()?;
-            prog.load()?;
-            prog.attach("icmp", "icmp_send")?;
-            Ok(())
-        })();
-        report.push(attempt("tracepoint/icmp/icmp_send", outcome(tp)));
+        let tp = attach_tracepoint(ebpf, "icmp_send_tracepoint", "icmp", "icmp_send");
+        report.push(Attempt::new(
+            CONCERN,
+            "tracepoint/icmp/icmp_send",
+            outcome(tp),
+        ));
     }
     report
-}
-
-fn kprobe(ebpf: &mut Ebpf, prog_name: &str, function: &str) -> anyhow::Result<()> {
-    let prog: &mut KProbe = program(ebpf, prog_name)?.try_into()?;
-    prog.load()?;
-    prog.attach(function, 0)?;
-    Ok(())
-}
-
-fn outcome(r: anyhow::Result<()>) -> Outcome {
-    match r {
-        Ok(()) => Outcome::Attached,
-        Err(e) => Outcome::Failed(explain(&format!("{e:#}"))),
-    }
-}
-
-/// Turn the kernel's terse refusals into what they mean.
-pub(super) fn explain(err: &str) -> String {
-    if err.contains("kprobe/type") || err.contains("event_source/devices/kprobe") {
-        format!("kernel without kprobes (CONFIG_KPROBES off): {err}")
-    } else {
-        err.to_string()
-    }
-}
-
-fn attempt(method: &str, outcome: Outcome) -> Attempt {
-    Attempt {
-        concern: "icmp-sent",
-        method: method.to_string(),
-        outcome,
-    }
 }
 
 pub(super) fn decode(rec: &mut Record, ev: &Event) {

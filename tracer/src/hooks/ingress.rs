@@ -4,7 +4,7 @@ use aya::{programs::TcAttachType, Ebpf};
 
 use super::{
     legacy_tc::LegacyTc,
-    transmit::{attach_tc, Selection},
+    transmit::{attach_selected, Selection},
     Attempt, HookedDevice,
 };
 
@@ -14,7 +14,7 @@ pub fn attach(
     hooked: &mut Vec<HookedDevice>,
     legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
-    attach_tc(
+    attach_selected(
         ebpf,
         TcAttachType::Ingress,
         selections,

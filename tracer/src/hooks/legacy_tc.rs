@@ -89,8 +89,29 @@ fn tcmsg(ifindex: u32) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A lab namespace (xtask::lab: deleted on drop, also when an assertion fails) holding a
+    /// veth `eth0`: the lab, the namespace's name and eth0's ifindex.
+    pub(in crate::hooks) fn lab_with_eth0(tag: &str) -> (xtask::lab::Lab, String, u32) {
+        let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix(tag)).unwrap();
+        let ns = lab
+            .add_netns("t")
+            .expect("ip netns add (tests run as root)");
+        lab.ip(
+            &ns,
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            ],
+        )
+        .unwrap();
+        let out = lab
+            .exec_ok(&ns, &["cat", "/sys/class/net/eth0/ifindex"])
+            .unwrap();
+        let ifindex = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        (lab, ns, ifindex)
+    }
 
     #[test]
     fn tcmsg_names_the_clsact_qdisc_of_the_device() {
@@ -103,18 +124,7 @@ mod tests {
 
     #[test]
     fn the_clsact_qdisc_is_deleted_in_its_namespace() {
-        // A lab namespace (xtask::lab): deleted on drop, also when an assertion fails.
-        let mut lab = xtask::lab::Lab::new(&xtask::lab::Lab::unique_prefix("ltc")).unwrap();
-        let ns = lab
-            .add_netns("t")
-            .expect("ip netns add (tests run as root)");
-        lab.ip(
-            &ns,
-            &[
-                "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-            ],
-        )
-        .unwrap();
+        let (lab, ns, ifindex) = lab_with_eth0("ltc");
         lab.exec_ok(&ns, &["tc", "qdisc", "add", "dev", "eth0", "clsact"])
             .unwrap();
         let qdiscs = || {
@@ -124,10 +134,6 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert!(qdiscs().contains("clsact"), "{}", qdiscs());
-        let out = lab
-            .exec_ok(&ns, &["cat", "/sys/class/net/eth0/ifindex"])
-            .unwrap();
-        let ifindex: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let netns = Netns::resolve(&ns).unwrap();
         // From the tracer's own namespace, the device is not found: the bug this module fixes.
         netns.enter(|| Ok(delete_clsact(ifindex)?)).unwrap();

@@ -41,6 +41,82 @@ pub struct Attempt {
     pub outcome: Outcome,
 }
 
+impl Attempt {
+    pub fn new(concern: &'static str, method: impl Into<String>, outcome: Outcome) -> Attempt {
+        Attempt {
+            concern,
+            method: method.into(),
+            outcome,
+        }
+    }
+}
+
+impl Outcome {
+    /// `Attached`, or `Failed` with the error's whole chain.
+    pub fn of(result: anyhow::Result<()>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Attached,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        }
+    }
+
+    /// A failure reworded by `explain` (one of the `explain_*` below).
+    pub fn explained(self, explain: fn(&str) -> String) -> Outcome {
+        match self {
+            Outcome::Failed(why) => Outcome::Failed(explain(&why)),
+            other => other,
+        }
+    }
+}
+
+/// Turn the kernel's terse kprobe refusals into what they mean.
+pub fn explain_kprobe(err: &str) -> String {
+    if err.contains("kprobe/type") || err.contains("event_source/devices/kprobe") {
+        format!("kernel without kprobes (CONFIG_KPROBES off): {err}")
+    } else {
+        err.to_string()
+    }
+}
+
+/// fentry refusals come back as a bare errno with an empty verifier log.
+pub fn explain_fentry(err: &str) -> String {
+    if err.contains("Operation not permitted") || err.contains("not supported") {
+        format!("kernel refuses fentry (no BPF trampoline / ftrace attach blocked): {err}")
+    } else {
+        err.to_string()
+    }
+}
+
+/// A program of the embedded object, by name.
+fn program<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} missing from the embedded object"))
+}
+
+/// Load program `prog_name` and attach it to the tracepoint `category:name`.
+fn attach_tracepoint(
+    ebpf: &mut aya::Ebpf,
+    prog_name: &str,
+    category: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let prog: &mut aya::programs::TracePoint = program(ebpf, prog_name)?.try_into()?;
+    prog.load()?;
+    prog.attach(category, name)?;
+    Ok(())
+}
+
+/// Load program `prog_name` and attach it as a kprobe on `function`.
+fn attach_kprobe(ebpf: &mut aya::Ebpf, prog_name: &str, function: &str) -> anyhow::Result<()> {
+    let prog: &mut aya::programs::KProbe = program(ebpf, prog_name)?.try_into()?;
+    prog.load()?;
+    prog.attach(function, 0)?;
+    Ok(())
+}
+
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.outcome {

@@ -5,17 +5,17 @@
 //! too-big that reached its sender's stack from one that never arrived.
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::{
-    programs::{FEntry, KProbe},
-    Btf, Ebpf,
-};
+use aya::{programs::FEntry, Btf, Ebpf};
 use tracer_common::{Event, PmtuOffsets, NO_FIELD};
 
-use super::{drops::program, icmp, Attempt, Outcome};
+use super::{attach_kprobe, explain_fentry, explain_kprobe, program, Attempt, Outcome};
 use crate::{event::Record, kernel::btf};
 
 /// The kernel function every IPv4 path-MTU update goes through.
 pub const FUNCTION: &str = "__ip_rt_update_pmtu";
+
+/// How the hook is reported.
+const CONCERN: &str = "pmtu-learned";
 
 /// Where the program finds the route's MTU and the flow on this kernel.
 pub fn offsets(vmlinux: &btf_rs::Btf) -> PmtuOffsets {
@@ -53,8 +53,8 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, offsets: &PmtuOffsets) -> Vec<Attempt>
     if offsets.rt_dev == NO_FIELD || offsets.fl4_daddr == NO_FIELD {
         let why = "this kernel's BTF has no rtable.dst.dev / flowi4.daddr".to_string();
         return vec![
-            attempt(&fentry_method, Outcome::Failed(why.clone())),
-            attempt(&kprobe_method, Outcome::Failed(why)),
+            Attempt::new(CONCERN, &fentry_method, Outcome::Failed(why.clone())),
+            Attempt::new(CONCERN, &kprobe_method, Outcome::Failed(why)),
         ];
     }
     // Troubleshooting (and the test of the fallback): TRACER_PMTU_HOOK=kprobe skips fentry.
@@ -68,59 +68,31 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf, offsets: &PmtuOffsets) -> Vec<Attempt>
         prog.attach()?;
         Ok(())
     })();
-    let mut report = Vec::new();
-    match fentry {
-        Ok(()) => {
-            report.push(attempt(&fentry_method, Outcome::Attached));
-            report.push(attempt(
-                &kprobe_method,
-                Outcome::Skipped("fentry attached".into()),
-            ));
-            return report;
-        }
-        Err(e) => report.push(attempt(
-            &fentry_method,
-            Outcome::Failed(explain_fentry(&format!("{e:#}"))),
-        )),
+    let fentry = Outcome::of(fentry).explained(explain_fentry);
+    let attached = fentry == Outcome::Attached;
+    let mut report = vec![Attempt::new(CONCERN, fentry_method, fentry)];
+    if attached {
+        report.push(Attempt::new(
+            CONCERN,
+            kprobe_method,
+            Outcome::Skipped("fentry attached".into()),
+        ));
+        return report;
     }
-    let kprobe = (|| -> anyhow::Result<()> {
-        let prog: &mut KProbe = program(ebpf, "pmtu_update_kprobe")?.try_into()?;
-        prog.load()?;
-        prog.attach(FUNCTION, 0)?;
-        Ok(())
-    })();
-    report.push(attempt(
-        &kprobe_method,
-        match kprobe {
-            Ok(()) => Outcome::Attached,
-            Err(e) => Outcome::Failed(icmp::explain(&format!("{e:#}"))),
-        },
+    let kprobe = attach_kprobe(ebpf, "pmtu_update_kprobe", FUNCTION);
+    report.push(Attempt::new(
+        CONCERN,
+        kprobe_method,
+        Outcome::of(kprobe).explained(explain_kprobe),
     ));
     report
-}
-
-/// fentry refusals come back as a bare errno with an empty verifier log.
-fn explain_fentry(err: &str) -> String {
-    if err.contains("Operation not permitted") || err.contains("not supported") {
-        format!("kernel refuses fentry (no BPF trampoline / ftrace attach blocked): {err}")
-    } else {
-        err.to_string()
-    }
-}
-
-fn attempt(method: &str, outcome: Outcome) -> Attempt {
-    Attempt {
-        concern: "pmtu-learned",
-        method: method.to_string(),
-        outcome,
-    }
 }
 
 /// The blind spot when neither method attached, in the operator's terms.
 pub fn blind_spot(report: &[Attempt]) -> Option<String> {
     let attached = report
         .iter()
-        .any(|a| a.concern == "pmtu-learned" && a.outcome == Outcome::Attached);
+        .any(|a| a.concern == CONCERN && a.outcome == Outcome::Attached);
     (!attached).then(|| {
         "path-MTU learning (no fentry/kprobe on __ip_rt_update_pmtu): cannot tell an ICMP \
          too-big that reached the sender's stack from one that never arrived"
@@ -222,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_blind_spot_is_reported_only_when_no_method_attached() {
-        let failed = |m: &str| attempt(m, Outcome::Failed("refused".into()));
+        let failed = |m: &str| Attempt::new(CONCERN, m, Outcome::Failed("refused".into()));
         let both_failed = vec![
             failed("fentry/__ip_rt_update_pmtu"),
             failed("kprobe/__ip_rt_update_pmtu"),
@@ -231,7 +203,7 @@ mod tests {
         assert!(blind.contains("never arrived"), "{blind}");
         let fallback = vec![
             failed("fentry/__ip_rt_update_pmtu"),
-            attempt("kprobe/__ip_rt_update_pmtu", Outcome::Attached),
+            Attempt::new(CONCERN, "kprobe/__ip_rt_update_pmtu", Outcome::Attached),
         ];
         assert_eq!(blind_spot(&fallback), None);
     }

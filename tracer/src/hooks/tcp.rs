@@ -1,27 +1,24 @@
 //! User half of `tracer-ebpf/src/tcp.rs`: TCP retransmissions.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{programs::TracePoint, Ebpf};
+use aya::Ebpf;
 use tracer_common::{flags, Event};
 
-use super::{drops::program, Attempt, Outcome};
+use super::{attach_tracepoint, Attempt, Outcome};
 use crate::event::Record;
 
 pub fn attach(ebpf: &mut Ebpf) -> Vec<Attempt> {
-    let r = (|| -> anyhow::Result<()> {
-        let prog: &mut TracePoint = program(ebpf, "tcp_retransmit_tracepoint")?.try_into()?;
-        prog.load()?;
-        prog.attach("tcp", "tcp_retransmit_skb")?;
-        Ok(())
-    })();
-    vec![Attempt {
-        concern: "tcp-retrans",
-        method: "tracepoint/tcp/tcp_retransmit_skb".into(),
-        outcome: match r {
-            Ok(()) => Outcome::Attached,
-            Err(e) => Outcome::Failed(format!("{e:#}")),
-        },
-    }]
+    let r = attach_tracepoint(
+        ebpf,
+        "tcp_retransmit_tracepoint",
+        "tcp",
+        "tcp_retransmit_skb",
+    );
+    vec![Attempt::new(
+        "tcp-retrans",
+        "tracepoint/tcp/tcp_retransmit_skb",
+        Outcome::of(r),
+    )]
 }
 
 /// TCP states are UAPI (include/net/tcp_states.h) and have never been renumbered.

@@ -1,12 +1,16 @@
 //! User half of `tracer-ebpf/src/transmit.rs`: which devices to hook, attaching tc (TCX)
 //! egress on them inside their namespaces, and naming oversized transmissions.
 use aya::{
-    programs::{tc, SchedClassifier, TcAttachType},
+    programs::{
+        links::{Link as _, LinkOrder},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
+        SchedClassifier, TcAttachType,
+    },
     Ebpf,
 };
 use tracer_common::{Event, MAX_TC_NETNS};
 
-use super::{drops::program, legacy_tc::LegacyTc, Attempt, HookedDevice, Outcome};
+use super::{legacy_tc::LegacyTc, program, Attempt, HookedDevice, Outcome};
 use crate::{event::Record, ifaces::Iface, netns::Netns};
 
 /// The devices chosen in one namespace.
@@ -111,10 +115,181 @@ fn load_classifier<'a>(
     Ok(prog)
 }
 
-/// Attach a tc program to every chosen device, each inside its namespace. Namespace `slot`
-/// uses its own copy of the program (`{prefix}_{slot}`), which stamps events with the
-/// namespace: tc programs only see an ifindex, and namespaces reuse indexes.
+/// How tc programs attach on the running kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TcMethod {
+    /// 6.6+: through a BPF link, so closing the tracer (even SIGKILL) detaches it.
+    Tcx,
+    /// Before 6.6: a netlink filter on a clsact qdisc, which outlives the process unless
+    /// [`LegacyTc`] removes it.
+    Netlink,
+}
+
+impl TcMethod {
+    pub(super) fn of_running_kernel() -> TcMethod {
+        let tcx = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        if tcx {
+            TcMethod::Tcx
+        } else {
+            TcMethod::Netlink
+        }
+    }
+
+    /// What aya's `attach` would pick on a kernel of this method, chosen here instead so that
+    /// the tests can take the netlink path on a TCX kernel.
+    fn options(self) -> TcAttachOptions {
+        match self {
+            TcMethod::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
+            TcMethod::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            TcMethod::Tcx => "tcx",
+            TcMethod::Netlink => "tc",
+        }
+    }
+}
+
+/// The concern a tc direction is reported as (`tx`, `rx`).
+pub(super) fn tc_concern(attach_type: TcAttachType) -> &'static str {
+    match attach_type {
+        TcAttachType::Ingress => "rx",
+        _ => "tx",
+    }
+}
+
+/// The program namespace `slot` uses in this direction: `tx_tc_N` / `rx_tc_N`. Each slot has
+/// its own copy, which stamps events with the namespace: tc programs only see an ifindex, and
+/// namespaces reuse indexes.
+pub(super) fn tc_program(attach_type: TcAttachType, slot: usize) -> String {
+    format!("{}_tc_{slot}", tc_concern(attach_type))
+}
+
+/// A TCX link (program name, link), for the caller to detach when its device goes. Netlink
+/// filters are not returned: [`LegacyTc`] owns them.
+pub(super) type TcxLink = (String, SchedClassifierLinkId);
+
+/// Detach a TCX link; a link the kernel already dropped with its device just closes.
+pub(super) fn detach_tcx(ebpf: &mut Ebpf, (name, id): TcxLink) {
+    if let Ok(p) = program(ebpf, &name).and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?)) {
+        let _ = p.detach(id);
+    }
+}
+
+/// Why [`attach_tc`] failed.
+pub(super) struct TcAttachError {
+    pub error: anyhow::Error,
+    /// False when the device vanished meanwhile (pods churn): nothing worth reporting.
+    pub device_exists: bool,
+}
+
+/// A watched namespace, as tc attaching needs it.
+#[derive(Clone, Copy)]
+pub(super) struct TcNamespace<'a> {
+    /// Its index among the selections: which copy of the programs it uses.
+    pub slot: usize,
+    pub netns: &'a Netns,
+    /// The tracer's own namespace needs no `setns` (so no CAP_SYS_ADMIN) to attach in.
+    pub is_own: bool,
+}
+
+/// Attach the loaded tc programs of namespace `ns` to `iface`, one per direction in
+/// `directions`, all or nothing: a failure undoes the directions already attached, netlink
+/// filters included, so a retry cannot stack a second filter. Used at start-up and by the
+/// link watcher (`devices.rs`).
 pub(super) fn attach_tc(
+    ebpf: &mut Ebpf,
+    method: TcMethod,
+    legacy: &mut LegacyTc,
+    ns: TcNamespace,
+    iface: &Iface,
+    directions: &[TcAttachType],
+) -> Result<Vec<TcxLink>, TcAttachError> {
+    let TcNamespace {
+        slot,
+        netns,
+        is_own,
+    } = ns;
+    let entered = in_netns(netns, is_own, || {
+        // Kernels before 6.6 need a clsact qdisc: an existing one is used as it is and left
+        // in place at exit; one added here is LegacyTc's to remove.
+        if method == TcMethod::Netlink && tc::qdisc_add_clsact(&iface.name).is_ok() {
+            legacy.created_qdisc(netns, iface.ifindex, &iface.name);
+        }
+        let mut links = Vec::new();
+        let mut filters = Vec::new();
+        let mut attach_all = || -> anyhow::Result<()> {
+            for &attach_type in directions {
+                let name = tc_program(attach_type, slot);
+                let prog: &mut SchedClassifier = program(ebpf, &name)?.try_into()?;
+                let id = prog.attach_with_options(&iface.name, attach_type, method.options())?;
+                match method {
+                    TcMethod::Tcx => links.push((name, id)),
+                    // A netlink filter must be deleted in its namespace (see legacy_tc).
+                    TcMethod::Netlink => filters.push(prog.take_link(id)?),
+                }
+            }
+            Ok(())
+        };
+        match attach_all() {
+            Ok(()) => {
+                for filter in filters {
+                    legacy.filter(netns, filter);
+                }
+                Ok(Ok(links))
+            }
+            Err(error) => {
+                // Still inside the namespace: where the filters must be deleted.
+                for filter in filters {
+                    let _ = filter.detach();
+                }
+                for link in links {
+                    detach_tcx(ebpf, link);
+                }
+                let device_exists = still_there(iface);
+                Ok(Err(TcAttachError {
+                    error,
+                    device_exists,
+                }))
+            }
+        }
+    });
+    entered.unwrap_or_else(|error| {
+        Err(TcAttachError {
+            error,
+            device_exists: true,
+        })
+    })
+}
+
+/// Whether the device still exists under its index (called inside its namespace).
+fn still_there(iface: &Iface) -> bool {
+    let Ok(name) = std::ffi::CString::new(iface.name.as_str()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name.
+    unsafe { libc::if_nametoindex(name.as_ptr()) == iface.ifindex }
+}
+
+/// Run `f` inside `netns`, without a `setns` when that is the tracer's own.
+pub(super) fn in_netns<T>(
+    netns: &Netns,
+    is_own: bool,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if is_own {
+        f()
+    } else {
+        netns.enter(f)
+    }
+}
+
+/// Attach a tc program in direction `attach_type` to every chosen device, each inside its
+/// namespace (namespace `slot` uses its own copy of the program, see [`tc_program`]).
+pub(super) fn attach_selected(
     ebpf: &mut Ebpf,
     attach_type: TcAttachType,
     selections: &[Selection],
@@ -122,56 +297,47 @@ pub(super) fn attach_tc(
     hooked: &mut Vec<HookedDevice>,
     legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
-    // Programs `rx_tc_N` / `tx_tc_N` (one per namespace slot), reported as concern rx / tx.
-    let (direction, prefix, concern) = match attach_type {
-        TcAttachType::Ingress => ("ingress", "rx_tc", "rx"),
-        _ => ("egress", "tx_tc", "tx"),
+    let concern = tc_concern(attach_type);
+    let direction = match attach_type {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
     };
-    // TCX (6.6+) attaches through a BPF link: closing the tracer (even SIGKILL) detaches it.
-    let tcx = aya::util::KernelVersion::current()
-        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-    let method = if tcx { "tcx" } else { "tc" };
+    let method = TcMethod::of_running_kernel();
+    let label = method.label();
+    let own = Netns::current().map(|n| n.inode).unwrap_or(0);
     let mut report = Vec::new();
     for (slot, sel) in selections.iter().enumerate() {
         let ifaces = devices(sel);
         if ifaces.is_empty() {
             continue;
         }
-        let prog = match load_classifier(ebpf, &format!("{prefix}_{slot}")) {
-            Ok(p) => p,
-            Err(e) => {
-                report.push(Attempt {
-                    concern,
-                    method: format!("{method}/{direction} @{}", sel.netns.label),
-                    outcome: Outcome::Failed(format!("{e:#}")),
-                });
-                continue;
-            }
-        };
+        if let Err(e) = load_classifier(ebpf, &tc_program(attach_type, slot)) {
+            report.push(Attempt::new(
+                concern,
+                format!("{label}/{direction} @{}", sel.netns.label),
+                Outcome::Failed(format!("{e:#}")),
+            ));
+            continue;
+        }
+        let is_own = sel.netns.inode == own;
         for iface in ifaces {
-            let r = sel.netns.enter(|| {
-                // Kernels before 6.6 attach through netlink and need a clsact qdisc (an
-                // existing one is used as it is, and left in place at exit).
-                if !tcx && tc::qdisc_add_clsact(&iface.name).is_ok() {
-                    legacy.created_qdisc(&sel.netns, iface.ifindex, &iface.name);
-                }
-                let link = prog.attach(&iface.name, attach_type)?;
-                if !tcx {
-                    // A netlink filter must be deleted in its namespace (see legacy_tc).
-                    legacy.filter(&sel.netns, prog.take_link(link)?);
-                }
-                Ok(())
-            });
+            // TCX links stay with their program (in `ebpf`) until exit.
+            let ns = TcNamespace {
+                slot,
+                netns: &sel.netns,
+                is_own,
+            };
+            let r = attach_tc(ebpf, method, legacy, ns, iface, &[attach_type]);
             let at = if sel.netns.label == "root" {
                 iface.name.clone()
             } else {
                 format!("{}@{}", iface.name, sel.netns.label)
             };
-            report.push(Attempt {
+            report.push(Attempt::new(
                 concern,
-                method: format!("{method}/{direction} {at}"),
-                outcome: match r {
-                    Ok(()) => {
+                format!("{label}/{direction} {at}"),
+                match r {
+                    Ok(_) => {
                         hooked.push(HookedDevice {
                             netns: sel.netns.inode,
                             netns_label: sel.netns.label.clone(),
@@ -179,17 +345,17 @@ pub(super) fn attach_tc(
                         });
                         Outcome::Attached
                     }
-                    Err(e) => Outcome::Failed(format!("{e:#}")),
+                    Err(e) => Outcome::Failed(format!("{:#}", e.error)),
                 },
-            });
+            ));
         }
     }
     if report.is_empty() {
-        report.push(Attempt {
+        report.push(Attempt::new(
             concern,
-            method: format!("{method}/{direction}"),
-            outcome: Outcome::Skipped("no device selected".into()),
-        });
+            format!("{label}/{direction}"),
+            Outcome::Skipped("no device selected".into()),
+        ));
     }
     report
 }
@@ -200,7 +366,7 @@ pub fn attach(
     hooked: &mut Vec<HookedDevice>,
     legacy: &mut LegacyTc,
 ) -> Vec<Attempt> {
-    attach_tc(
+    attach_selected(
         ebpf,
         TcAttachType::Egress,
         selections,
@@ -217,6 +383,71 @@ pub(super) fn decode(rec: &mut Record, _ev: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel programs, as the binary embeds them.
+    static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+    /// The programs attached to `dev` in `ns` by `method` (tc filters, or TCX programs).
+    fn attached(lab: &xtask::lab::Lab, ns: &str, netns: &Netns, method: TcMethod) -> usize {
+        match method {
+            TcMethod::Netlink => ["egress", "ingress"]
+                .iter()
+                .map(|dir| {
+                    let out = lab
+                        .exec_ok(ns, &["tc", "filter", "show", "dev", "eth0", dir])
+                        .unwrap();
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        // One header line per priority, then one line per filter.
+                        .filter(|l| l.contains(" bpf ") && l.contains(" handle "))
+                        .count()
+                })
+                .sum(),
+            TcMethod::Tcx => [TcAttachType::Egress, TcAttachType::Ingress]
+                .into_iter()
+                .map(|t| {
+                    netns
+                        .enter(|| Ok(SchedClassifier::query_tcx("eth0", t)?.1.len()))
+                        .unwrap()
+                })
+                .sum(),
+        }
+    }
+
+    #[test]
+    fn a_partial_attach_is_undone_by_either_method() {
+        let (lab, ns, ifindex) = crate::hooks::legacy_tc::tests::lab_with_eth0("tca");
+        let eth0 = iface("eth0", ifindex, Some("veth"), 1);
+        let netns = Netns::resolve(&ns).unwrap();
+        let btf = aya::Btf::from_sys_fs().unwrap();
+        let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(OBJECT).unwrap();
+        // Egress can attach; ingress cannot (its program is never loaded): a partial attach.
+        load_classifier(&mut ebpf, &tc_program(TcAttachType::Egress, 0)).unwrap();
+        let ns_ref = TcNamespace {
+            slot: 0,
+            netns: &netns,
+            is_own: false,
+        };
+        for method in [TcMethod::Tcx, TcMethod::Netlink] {
+            let mut legacy = LegacyTc::default();
+            let both = [TcAttachType::Egress, TcAttachType::Ingress];
+            let err = attach_tc(&mut ebpf, method, &mut legacy, ns_ref, &eth0, &both)
+                .expect_err("ingress cannot attach");
+            assert!(err.device_exists, "{method:?}: {:#}", err.error);
+            assert_eq!(attached(&lab, &ns, &netns, method), 0, "{method:?}");
+            // The check sees an attachment when there is one.
+            let egress = [TcAttachType::Egress];
+            let links = attach_tc(&mut ebpf, method, &mut legacy, ns_ref, &eth0, &egress)
+                .unwrap_or_else(|e| panic!("{method:?}: {:#}", e.error));
+            assert_eq!(attached(&lab, &ns, &netns, method), 1, "{method:?}");
+            for link in links {
+                detach_tcx(&mut ebpf, link);
+            }
+            // Netlink filters are LegacyTc's to delete.
+            drop(legacy);
+            assert_eq!(attached(&lab, &ns, &netns, method), 0, "{method:?}");
+        }
+    }
 
     fn iface(name: &str, ifindex: u32, driver: Option<&str>, link_type: u16) -> Iface {
         Iface {

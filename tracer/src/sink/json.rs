@@ -419,4 +419,128 @@ mod tests {
         rec.reason = Some(all);
         assert_eq!(fast_line(&rec), serde_line(&rec));
     }
+
+    /// A record with every field written out (no `..`), every `Option` `Some` and every `Vec`
+    /// non-empty, nested structs included: a field added to `Record` (or to what it nests)
+    /// does not compile here until it is set, and then the test below checks its key.
+    fn every_field() -> Record {
+        let name: Arc<str> = Arc::from("n");
+        let obj = || ObjectRef {
+            namespace: Some(name.clone()),
+            name: name.clone(),
+        };
+        let ip = |last: u8| IpAddr::from([10, 244, 0, last]);
+        Record {
+            ts: "2026-11-26T02:00:00.000000001Z".into(),
+            ts_unix_ns: 1,
+            kind: Kind::Drop,
+            hook: "tp_btf/kfree_skb",
+            ifname: Some("eth0".into()),
+            ifindex: Some(2),
+            netns: Some(4026531840),
+            len: Some(1514),
+            l3_len: Some(1500),
+            mtu: Some(1450),
+            mtu_source: Some("device"),
+            gso_size: Some(1448),
+            gso_segs: Some(2),
+            reason: Some("PKT_TOO_BIG".into()),
+            reason_code: Some(2),
+            location: Some("ip_forward+0x2c0".into()),
+            matched: vec!["reason"],
+            out_ifname: Some("tunl0".into()),
+            out_ifindex: Some(3),
+            out_mtu: Some(1480),
+            peer_ifname: Some("cali1".into()),
+            peer_ifindex: Some(4),
+            peer_mtu: Some(1440),
+            proto: Some(6),
+            src: Some(ip(1)),
+            sport: Some(1),
+            dst: Some(ip(2)),
+            dport: Some(2),
+            outer: Some(Outer {
+                src: ip(3),
+                dst: ip(4),
+                encap: Encap::Vxlan,
+                vni: Some(4096),
+            }),
+            icmp: Some(IcmpTooBig {
+                from: Some(ip(5)),
+                to: ip(6),
+                icmp_type: 3,
+                code: 4,
+                mtu: Some(1430),
+            }),
+            tcp_state: Some("TCP_ESTABLISHED".into()),
+            skb: Some("0xffff888100000000".into()),
+            lost: Some(1),
+            src_pod: Some(obj()),
+            dst_pod: Some(obj()),
+            service: Some(ServiceRef {
+                namespace: name.clone(),
+                name: name.clone(),
+                port: Some(443),
+                port_name: Some(name.clone()),
+            }),
+            src_node: Some(obj()),
+            dst_node: Some(obj()),
+            packet: Some(crate::event::Captured {
+                ethertype: 0x0800,
+                bytes: vec![0x45],
+            }),
+        }
+    }
+
+    /// Every key path in `v` (`outer.vni`, `matched[]`), and every path whose value is null or
+    /// an empty array.
+    fn key_paths(v: &serde_json::Value, at: &str, keys: &mut Vec<String>, empty: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    keys.push(path.clone());
+                    key_paths(v, &path, keys, empty);
+                }
+            }
+            serde_json::Value::Array(items) if items.is_empty() => empty.push(at.to_string()),
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    key_paths(item, &format!("{at}[]"), keys, empty);
+                }
+            }
+            serde_json::Value::Null => empty.push(at.to_string()),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_fast_writer_emits_every_key_serde_does() {
+        let rec = every_field();
+        let (mut by_serde, mut by_fast, mut unset) = (Vec::new(), Vec::new(), Vec::new());
+        key_paths(
+            &serde_json::to_value(&rec).unwrap(),
+            "",
+            &mut by_serde,
+            &mut unset,
+        );
+        // A null hides the keys of what it stands for: every_field must set everything.
+        assert!(unset.is_empty(), "every_field leaves {unset:?} unset");
+        let fast: serde_json::Value = serde_json::from_str(&fast_line(&rec)).unwrap();
+        key_paths(&fast, "", &mut by_fast, &mut Vec::new());
+        let missing: Vec<&String> = by_serde.iter().filter(|k| !by_fast.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "write_record does not write {missing:?}"
+        );
+        let extra: Vec<&String> = by_fast.iter().filter(|k| !by_serde.contains(k)).collect();
+        assert!(
+            extra.is_empty(),
+            "write_record writes {extra:?}, serde does not"
+        );
+    }
 }

@@ -185,6 +185,49 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A record about the test flow, 10.0.1.2:40000 → 10.0.2.2:443 over TCP.
+fn flow_record(kind: Kind, hook: &'static str, ts: i128) -> Record {
+    let mut r = Record::new(kind, hook, ts);
+    r.proto = Some(6);
+    r.src = Some(ip("10.0.1.2"));
+    r.sport = Some(40000);
+    r.dst = Some(ip("10.0.2.2"));
+    r.dport = Some(443);
+    r
+}
+
+/// The router (namespace 1) telling the test flow's sender, with an ICMP too-big about packet
+/// `skb`, that the next hop takes `mtu`.
+fn icmp_told(hook: &'static str, ts: i128, skb: &str, mtu: u32) -> Record {
+    let mut icmp = flow_record(Kind::IcmpTooBigSent, hook, ts);
+    icmp.netns = Some(1);
+    icmp.skb = Some(skb.into());
+    icmp.icmp = Some(IcmpTooBig {
+        from: None,
+        to: ip("10.0.1.2"),
+        icmp_type: 3,
+        code: 4,
+        mtu: Some(mtu),
+    });
+    icmp
+}
+
+/// The router's ICMP about packet `ffff1` of the test flow (`hook` says how it was seen),
+/// then its forwarding drop of that 1500-byte packet for a 1460-byte route.
+fn told_and_dropped(icmp_hook: &'static str) -> (Record, Record) {
+    let icmp = icmp_told(icmp_hook, 1_000, "ffff1", 1460);
+    let mut drop = flow_record(Kind::Drop, "tp_btf/kfree_skb", 2_000);
+    drop.netns = Some(1);
+    drop.ifname = Some("eth0".into());
+    drop.l3_len = Some(1500);
+    drop.out_ifname = Some("eth1".into());
+    drop.out_mtu = Some(1460);
+    drop.location = Some("ip_forward+0x1".into());
+    drop.matched = vec!["oversize"];
+    drop.skb = Some("ffff1".into());
+    (icmp, drop)
+}
+
 /// A packet of `len` bytes dropped at `location` because `out_mtu` is smaller, `n` times at
 /// timeout intervals (a stuck sender).
 fn stuck_drops(
@@ -196,7 +239,7 @@ fn stuck_drops(
     outer: Option<Outer>,
 ) {
     for i in 0..4i128 {
-        let mut r = Record::new(
+        let mut r = flow_record(
             Kind::Drop,
             "tp_btf/kfree_skb",
             1_000_000_000 + i * 400_000_000,
@@ -210,11 +253,8 @@ fn stuck_drops(
         r.reason = Some("PKT_TOO_BIG".into());
         r.location = Some("ip_forward+0x2c0".into());
         r.matched = vec!["reason", "oversize"];
-        r.proto = Some(6);
         r.src = Some(ip(src));
-        r.sport = Some(40000);
         r.dst = Some(ip(dst));
-        r.dport = Some(443);
         r.outer = outer.clone();
         a.observe_record(&r);
     }
@@ -276,36 +316,8 @@ fn ipv6_below_1280_inside_the_overlay_asks_for_a_bigger_underlay() {
 #[test]
 fn icmp_told_and_obeyed_is_recovery_not_a_problem() {
     let mut a = Analyzer::new();
-    let mut icmp = Record::new(Kind::IcmpTooBigSent, "tracepoint/icmp/icmp_send", 1_000);
-    icmp.netns = Some(1);
-    icmp.proto = Some(6);
-    icmp.src = Some(ip("10.0.1.2"));
-    icmp.sport = Some(40000);
-    icmp.dst = Some(ip("10.0.2.2"));
-    icmp.dport = Some(443);
-    icmp.skb = Some("ffff1".into());
-    icmp.icmp = Some(IcmpTooBig {
-        from: None,
-        to: ip("10.0.1.2"),
-        icmp_type: 3,
-        code: 4,
-        mtu: Some(1460),
-    });
+    let (icmp, mut drop) = told_and_dropped("tracepoint/icmp/icmp_send");
     a.observe_record(&icmp);
-    let mut drop = Record::new(Kind::Drop, "tp_btf/kfree_skb", 2_000);
-    drop.netns = Some(1);
-    drop.ifname = Some("eth0".into());
-    drop.l3_len = Some(1500);
-    drop.out_ifname = Some("eth1".into());
-    drop.out_mtu = Some(1460);
-    drop.location = Some("ip_forward+0x1".into());
-    drop.matched = vec!["oversize"];
-    drop.proto = Some(6);
-    drop.src = Some(ip("10.0.1.2"));
-    drop.sport = Some(40000);
-    drop.dst = Some(ip("10.0.2.2"));
-    drop.dport = Some(443);
-    drop.skb = Some("ffff1".into());
     a.observe_record(&drop);
     let v = a.verdicts(0, None);
     assert_eq!(v.len(), 1);
@@ -399,15 +411,10 @@ fn other_drops_of_all_drops_are_no_mtu_evidence() {
     // black hole.
     let mut a = Analyzer::new();
     for i in 0..5i128 {
-        let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i * 500_000_000);
+        let mut r = flow_record(Kind::Drop, "tp_btf/kfree_skb", i * 500_000_000);
         r.l3_len = Some(60);
         r.reason = Some("NETFILTER_DROP".into());
         r.location = Some("nft_do_chain+0x3e8".into());
-        r.proto = Some(6);
-        r.src = Some(ip("10.0.1.2"));
-        r.sport = Some(40000);
-        r.dst = Some(ip("10.0.2.2"));
-        r.dport = Some(443);
         a.observe_record(&r);
     }
     let v = a.verdicts(0, None);
@@ -425,23 +432,9 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
         .into_iter()
         .enumerate()
     {
-        let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", t);
-        icmp.netns = Some(1);
-        icmp.proto = Some(6);
-        icmp.src = Some(ip("10.0.1.2"));
-        icmp.sport = Some(40000);
-        icmp.dst = Some(ip("10.0.2.2"));
-        icmp.dport = Some(443);
-        icmp.skb = Some(format!("0xffff{i}"));
-        icmp.icmp = Some(IcmpTooBig {
-            from: None,
-            to: ip("10.0.1.2"),
-            icmp_type: 3,
-            code: 4,
-            mtu: Some(mtu),
-        });
-        a.observe_record(&icmp);
-        let mut drop = Record::new(Kind::Drop, "kprobe/kfree_skb", t + 1_000);
+        let skb = format!("0xffff{i}");
+        a.observe_record(&icmp_told("kprobe/__icmp_send", t, &skb, mtu));
+        let mut drop = flow_record(Kind::Drop, "kprobe/kfree_skb", t + 1_000);
         drop.netns = Some(1);
         drop.ifname = Some("tunl0".into());
         drop.l3_len = Some(len);
@@ -449,12 +442,7 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
         drop.out_mtu = Some(mtu);
         drop.location = Some("ip_tunnel_xmit+0x1".into());
         drop.matched = vec!["location", "oversize"];
-        drop.proto = Some(6);
-        drop.src = Some(ip("10.0.1.2"));
-        drop.sport = Some(40000);
-        drop.dst = Some(ip("10.0.2.2"));
-        drop.dport = Some(443);
-        drop.skb = Some(format!("0xffff{i}"));
+        drop.skb = Some(skb);
         a.observe_record(&drop);
         // The next attempt comes after a retransmission timeout.
         t += 300_000_000;
@@ -468,35 +456,15 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
 /// The sender of 10.0.1.2:40000 → 10.0.2.2:443 told MTU 1460 for a 1500-byte packet that
 /// died, then retransmitting full-size at timeouts (stuck unless it learned).
 fn told_then_retransmitting(a: &mut Analyzer) {
-    let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", 1_000);
-    icmp.netns = Some(1);
-    icmp.proto = Some(6);
-    icmp.src = Some(ip("10.0.1.2"));
-    icmp.sport = Some(40000);
-    icmp.dst = Some(ip("10.0.2.2"));
-    icmp.dport = Some(443);
-    icmp.skb = Some("0xffff1".into());
-    icmp.icmp = Some(IcmpTooBig {
-        from: None,
-        to: ip("10.0.1.2"),
-        icmp_type: 3,
-        code: 4,
-        mtu: Some(1460),
-    });
-    a.observe_record(&icmp);
+    a.observe_record(&icmp_told("kprobe/__icmp_send", 1_000, "0xffff1", 1460));
     stuck_drops(a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
     for i in 0..3i128 {
-        let mut r = Record::new(
+        let mut r = flow_record(
             Kind::TcpRetransmit,
             "tracepoint/tcp/tcp_retransmit_skb",
             1_000_000_000 + i * 400_000_000 + 10,
         );
         r.netns = Some(2);
-        r.proto = Some(6);
-        r.src = Some(ip("10.0.1.2"));
-        r.sport = Some(40000);
-        r.dst = Some(ip("10.0.2.2"));
-        r.dport = Some(443);
         r.len = Some(1448);
         a.observe_record(&r);
     }
@@ -581,49 +549,16 @@ fn a_router_learning_for_the_flow_is_not_the_sender_learning() {
 fn recovery_says_the_icmp_arrived_when_the_socket_learned() {
     let mut a = Analyzer::new();
     a.set_pmtu_hook(true);
-    let mut icmp = Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", 1_000);
-    icmp.netns = Some(1);
-    icmp.proto = Some(6);
-    icmp.src = Some(ip("10.0.1.2"));
-    icmp.sport = Some(40000);
-    icmp.dst = Some(ip("10.0.2.2"));
-    icmp.dport = Some(443);
-    icmp.skb = Some("ffff1".into());
-    icmp.icmp = Some(IcmpTooBig {
-        from: None,
-        to: ip("10.0.1.2"),
-        icmp_type: 3,
-        code: 4,
-        mtu: Some(1460),
-    });
+    let (icmp, drop) = told_and_dropped("kprobe/__icmp_send");
     a.observe_record(&icmp);
-    let mut drop = Record::new(Kind::Drop, "tp_btf/kfree_skb", 2_000);
-    drop.netns = Some(1);
-    drop.ifname = Some("eth0".into());
-    drop.l3_len = Some(1500);
-    drop.out_ifname = Some("eth1".into());
-    drop.out_mtu = Some(1460);
-    drop.location = Some("ip_forward+0x1".into());
-    drop.matched = vec!["oversize"];
-    drop.proto = Some(6);
-    drop.src = Some(ip("10.0.1.2"));
-    drop.sport = Some(40000);
-    drop.dst = Some(ip("10.0.2.2"));
-    drop.dport = Some(443);
-    drop.skb = Some("ffff1".into());
     a.observe_record(&drop);
     // The sender's namespace is known from a retransmission that fits the told MTU.
-    let mut rtx = Record::new(
+    let mut rtx = flow_record(
         Kind::TcpRetransmit,
         "tracepoint/tcp/tcp_retransmit_skb",
         3_000,
     );
     rtx.netns = Some(2);
-    rtx.proto = Some(6);
-    rtx.src = Some(ip("10.0.1.2"));
-    rtx.sport = Some(40000);
-    rtx.dst = Some(ip("10.0.2.2"));
-    rtx.dport = Some(443);
     rtx.len = Some(1400);
     a.observe_record(&rtx);
     a.observe_record(&pmtu_update(2, "10.0.2.2", 1460));

@@ -170,16 +170,7 @@ impl Tracer {
     /// Stop with SIGINT like Ctrl-C; returns the exit status, stdout and full stderr.
     pub fn stop(mut self) -> (ExitStatus, String, Vec<String>) {
         let status = self.signal_and_wait(libc::SIGINT);
-        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(500)) {
-            self.stderr.push(line);
-        }
-        let stdout = self
-            .stdout_thread
-            .take()
-            .unwrap()
-            .join()
-            .unwrap_or_default();
-        (status, stdout, std::mem::take(&mut self.stderr))
+        self.finish(status)
     }
 
     /// Send `signal` and wait (10 s at most) for the process to end.
