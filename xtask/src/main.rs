@@ -55,7 +55,8 @@ enum Cmd {
         /// Run only this step (repeatable); all of them by default.
         #[arg(long = "step", value_enum)]
         steps: Vec<xtask::bench::Step>,
-        /// Datapath: rounds of A B B A (A without the tracer, B with it).
+        /// Datapath: rounds of A N E E N A (A without the tracer, N with it on the nodes, E on
+        /// every lab namespace).
         #[arg(long, default_value_t = 4)]
         rounds: u32,
         /// Datapath: seconds of each iperf3 run (TCP, then UDP).

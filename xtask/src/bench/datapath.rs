@@ -8,12 +8,20 @@
 //! - small-packet UDP rate (`iperf3 -u -l 64 -b 0`: 64-byte datagrams as fast as the sender
 //!   goes; datagrams received by the server per second).
 //!
-//! Each run measures both, either without the tracer (A) or with it attached (B: the release
-//! binary, all default hooks, `--netns` on every lab namespace, the lab's Kubernetes snapshot,
-//! logging to a file). Runs alternate A B B A in every round, so that neither side always runs
-//! first or last (order effects are real on 2 cores: `../shared/notes/performance.md`); each
-//! round gives one ratio B/A (the mean of its two B runs over the mean of its two A runs), and
-//! the result is the median of the rounds' ratios with their spread.
+//! Each run measures both, without the tracer (A) or with it (the release binary, all default
+//! hooks, the lab's Kubernetes snapshot, logging to a file) in one of two places:
+//!
+//! - N: `--netns` on the two nodes' namespaces: the tracer as deployed, one per node, hooking
+//!   each node's tunnel and uplink (3 tc programs per packet per node). Judged against the
+//!   targets.
+//! - E: `--netns` on every lab namespace: the router's and the pods' devices are hooked too
+//!   (~9 tc programs per packet instead of ~4), which no deployment does (a router is not a
+//!   node, and a pod's devices are not its node's); shown as the worst case.
+//!
+//! Runs go A N E E N A in every round, so that no configuration always runs first or last
+//! (order effects are real on 2 cores: `../shared/notes/performance.md`); each round gives one
+//! ratio per configuration (the mean of its two runs over the mean of the two A runs), and the
+//! result is the median of the rounds' ratios with their spread.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -38,7 +46,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
-    /// Rounds of A B B A.
+    /// Rounds of A N E E N A.
     pub rounds: u32,
     /// Seconds of each iperf3 run (one TCP and one UDP per run).
     pub secs: u32,
@@ -85,12 +93,21 @@ impl Ratios {
     }
 }
 
-/// What the datapath step measured.
+/// One attached configuration's cost, as ratios to the baseline.
 #[derive(Debug, Clone)]
-pub struct Datapath {
+pub struct Overhead {
     pub tcp: Ratios,
     pub udp: Ratios,
     pub udp_sent: Ratios,
+}
+
+/// What the datapath step measured: the tracer as deployed (one per node, on the two nodes'
+/// namespaces: judged against the targets) and on every lab namespace (the router's and the
+/// pods' devices hooked too, about four times the hooks a packet meets on a real path).
+#[derive(Debug, Clone)]
+pub struct Datapath {
+    pub nodes: Overhead,
+    pub everywhere: Overhead,
 }
 
 impl Datapath {
@@ -99,15 +116,15 @@ impl Datapath {
         vec![
             (
                 "datapath TCP throughput, with/without",
-                cell(&self.tcp),
+                cell(&self.nodes.tcp),
                 format!("≥ {TCP_TARGET:.2}"),
-                self.tcp.median / TCP_TARGET,
+                self.nodes.tcp.median / TCP_TARGET,
             ),
             (
                 "datapath 64-byte UDP pkt/s, with/without",
-                cell(&self.udp),
+                cell(&self.nodes.udp),
                 format!("≥ {UDP_TARGET:.2}"),
-                self.udp.median / UDP_TARGET,
+                self.nodes.udp.median / UDP_TARGET,
             ),
         ]
     }
@@ -123,7 +140,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Builds the healthy lab, measures `plan.rounds` rounds of A B B A, and prints every run, the
+/// Builds the healthy lab, measures `plan.rounds` rounds of A N E E N A, and prints every run, the
 /// load and the ratios. The lab (namespaces, servers) and the tracer go on every way out.
 pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
     if plan.rounds == 0 || plan.secs == 0 {
@@ -155,38 +172,51 @@ pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
     // Warm-up (ARP, routes, the server's first accept), not counted.
     iperf(&inc, &server, 1, false).context("iperf3 warm-up")?;
 
-    let mut netns_args = Vec::new();
-    for ns in inc.namespaces() {
-        netns_args.push("--netns".to_string());
-        netns_args.push(ns);
-    }
     let (snap, log) = (
         files.snapshot.display().to_string(),
         files.log.display().to_string(),
     );
-    let mut tracer_args: Vec<&str> = vec!["--no-k8s-api", "--k8s-snapshot", &snap];
-    tracer_args.extend(["--log", &log, "--log-max-size", "1G"]);
-    tracer_args.extend(netns_args.iter().map(String::as_str));
-    tracer_args.extend(plan.tracer_args.iter().map(String::as_str));
+    let args_for = |namespaces: Vec<String>| -> Vec<String> {
+        let mut args: Vec<String> = ["--no-k8s-api", "--k8s-snapshot", &snap, "--log", &log]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--log-max-size".into(), "1G".into()]);
+        for ns in namespaces {
+            args.extend(["--netns".into(), ns]);
+        }
+        args.extend(plan.tracer_args.iter().cloned());
+        args
+    };
+    let node_args = args_for(vec![inc.old_node_ns.clone(), inc.new_node_ns.clone()]);
+    let everywhere_args = args_for(inc.namespaces());
 
     println!(
-        "datapath: {} rounds of A B B A (A without the tracer, B with it), {} s of TCP then {} s of \
-         {UDP_LEN}-byte UDP per run, {} → {} through VXLAN and a router",
+        "datapath: {} rounds of A N E E N A (A without the tracer; N with it on the two nodes' \
+         namespaces, as deployed: one tracer per node; E with it on every lab namespace, router \
+         and pods too), {} s of TCP then {} s of {UDP_LEN}-byte UDP per run, {} → {} through \
+         VXLAN and a router",
         plan.rounds, plan.secs, plan.secs, inc.client_ns, inc.server_ns
     );
     super::print_load();
     let started = Instant::now();
-    let (mut tcp_ratios, mut udp_ratios, mut sent_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ratios = [RoundRatios::default(), RoundRatios::default()];
     let mut events = EventCounts::default();
     for round in 1..=plan.rounds {
-        let mut base = Vec::new();
-        let mut with = Vec::new();
-        for attached in [false, true, true, false] {
-            let tracer_proc = if attached {
-                let t = TracerProcess::start(tracer, &tracer_args)?;
-                if round == 1 && with.is_empty() {
-                    for line in &t.banner {
-                        println!("  tracer: {line}");
+        // Samples without the tracer, on the nodes, everywhere.
+        let mut samples: [Vec<Sample>; 3] = Default::default();
+        for config in [0usize, 1, 2, 2, 1, 0] {
+            let args: Option<&[String]> = match config {
+                1 => Some(&node_args),
+                2 => Some(&everywhere_args),
+                _ => None,
+            };
+            let tracer_proc = if let Some(args) = args {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let t = TracerProcess::start(tracer, &args)?;
+                if round == 1 && samples[config].is_empty() {
+                    for line in t.banner.iter().filter(|l| l.contains("tc")) {
+                        println!("  tracer {}: {line}", CONFIG_NAMES[config]);
                     }
                 }
                 std::thread::sleep(SETTLE);
@@ -216,57 +246,84 @@ pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
             };
             println!(
                 "  round {round} {}: TCP {:.2} Gbit/s, UDP {:.0} datagrams/s received ({:.0}/s sent){cpu}",
-                if attached {
-                    "B (tracer attached)"
-                } else {
-                    "A (no tracer)      "
-                },
+                CONFIG_NAMES[config],
                 s.tcp_bps / 1e9,
                 s.udp_pps,
                 s.udp_sent_pps
             );
-            if attached {
-                with.push(s);
-            } else {
-                base.push(s);
-            }
+            samples[config].push(s);
         }
-        let mean =
-            |v: &[Sample], f: fn(&Sample) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
-        let tcp = mean(&with, |s| s.tcp_bps) / mean(&base, |s| s.tcp_bps);
-        let udp = mean(&with, |s| s.udp_pps) / mean(&base, |s| s.udp_pps);
-        let sent = mean(&with, |s| s.udp_sent_pps) / mean(&base, |s| s.udp_sent_pps);
-        println!(
-            "  round {round}: with/without TCP {tcp:.3}, UDP received {udp:.3} (sent {sent:.3})"
-        );
-        tcp_ratios.push(tcp);
-        udp_ratios.push(udp);
-        sent_ratios.push(sent);
+        for (i, r) in ratios.iter_mut().enumerate() {
+            let (tcp, udp, sent) = r.add(&samples[i + 1], &samples[0]);
+            println!(
+                "  round {round}, {}: with/without TCP {tcp:.3}, UDP received {udp:.3} (sent {sent:.3})",
+                CONFIG_NAMES[i + 1]
+            );
+        }
     }
-    let d = Datapath {
-        tcp: Ratios::of(tcp_ratios),
-        udp: Ratios::of(udp_ratios),
-        udp_sent: Ratios::of(sent_ratios),
-    };
+    let [nodes, everywhere] = ratios.map(RoundRatios::finish);
+    for (name, d) in [(CONFIG_NAMES[1], &nodes), (CONFIG_NAMES[2], &everywhere)] {
+        println!(
+            "datapath, {name}: TCP with/without median {:.3} (rounds {:.3}–{:.3}, target ≥ \
+             {TCP_TARGET}), UDP received median {:.3} (rounds {:.3}–{:.3}, target ≥ \
+             {UDP_TARGET}; sent {:.3}, {:.3}–{:.3})",
+            d.tcp.median,
+            d.tcp.min,
+            d.tcp.max,
+            d.udp.median,
+            d.udp.min,
+            d.udp.max,
+            d.udp_sent.median,
+            d.udp_sent.min,
+            d.udp_sent.max,
+        );
+    }
     println!(
-        "datapath: TCP with/without median {:.3} (rounds {:.3}–{:.3}, target ≥ {TCP_TARGET}), \
-         UDP received median {:.3} (rounds {:.3}–{:.3}, target ≥ {UDP_TARGET}; sent {:.3}, \
-         {:.3}–{:.3}), {:.0} s; the tracer logged {} events ({}) over its runs",
-        d.tcp.median,
-        d.tcp.min,
-        d.tcp.max,
-        d.udp.median,
-        d.udp.min,
-        d.udp.max,
-        d.udp_sent.median,
-        d.udp_sent.min,
-        d.udp_sent.max,
+        "datapath: {:.0} s; the tracer logged {} events ({}) over its runs",
         started.elapsed().as_secs_f64(),
         events.lines,
         events.kinds()
     );
     super::print_load();
-    Ok(d)
+    Ok(Datapath { nodes, everywhere })
+}
+
+/// How each run is labelled: without the tracer, with it on the nodes, with it everywhere.
+const CONFIG_NAMES: [&str; 3] = [
+    "A (no tracer)           ",
+    "N (tracer on the nodes) ",
+    "E (tracer everywhere)   ",
+];
+
+/// The per-round ratios of one attached configuration to the baseline.
+#[derive(Default)]
+struct RoundRatios {
+    tcp: Vec<f64>,
+    udp: Vec<f64>,
+    sent: Vec<f64>,
+}
+
+impl RoundRatios {
+    /// One round: the mean of the attached runs over the mean of the baseline runs.
+    fn add(&mut self, with: &[Sample], base: &[Sample]) -> (f64, f64, f64) {
+        let mean =
+            |v: &[Sample], f: fn(&Sample) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+        let tcp = mean(with, |s| s.tcp_bps) / mean(base, |s| s.tcp_bps);
+        let udp = mean(with, |s| s.udp_pps) / mean(base, |s| s.udp_pps);
+        let sent = mean(with, |s| s.udp_sent_pps) / mean(base, |s| s.udp_sent_pps);
+        self.tcp.push(tcp);
+        self.udp.push(udp);
+        self.sent.push(sent);
+        (tcp, udp, sent)
+    }
+
+    fn finish(self) -> Overhead {
+        Overhead {
+            tcp: Ratios::of(self.tcp),
+            udp: Ratios::of(self.udp),
+            udp_sent: Ratios::of(self.sent),
+        }
+    }
 }
 
 /// The lab's snapshot and the tracer's log, removed on drop.
