@@ -1,11 +1,32 @@
 //! Reserving events in the ring buffer, and counting the ones that do not fit.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::ring_buf::RingBufEntry};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+    maps::ring_buf::RingBufEntry,
+};
 use tracer_common::{Event, Hook};
 
 use crate::{
     config::conf,
     maps::{DRAFTS, DRAFT_LEVEL, DRAFT_LEVELS, EVENTS, LOST, NETNS_FILTER},
 };
+
+/// Events waiting in the ring before the reader is woken. Waking it is an interrupt-work item
+/// per event: on a VM a self-IPI (an exit), ~10 µs measured per retransmission event. Below
+/// this the daemon finds the events by its own short poll interval (`run.rs`, `RING_POLL`), so
+/// an event waits at most that long; above it every event wakes the reader, as under a flood.
+const WAKEUP_EVENTS: u64 = 32;
+
+/// Submit flags: wake the reader only when enough is waiting (see [`WAKEUP_EVENTS`]).
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if waiting >= WAKEUP_EVENTS * core::mem::size_of::<Event>() as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Reserve and initialise an event; `None` (and one more lost event for `hook`) when the ring
 /// buffer is full.
@@ -72,7 +93,10 @@ impl Draft {
     /// Copy the draft into the ring buffer (counted as lost when it does not fit).
     #[inline(always)]
     pub fn send(self) {
-        if EVENTS.output::<Event>(unsafe { &*self.ev }, 0).is_err() {
+        if EVENTS
+            .output::<Event>(unsafe { &*self.ev }, wakeup_flags())
+            .is_err()
+        {
             count_lost(self.hook);
         }
     }

@@ -710,6 +710,8 @@ async fn event_loop(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ring_poll = tokio::time::interval(RING_POLL);
+    ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost_seen = [0u64; HOOK_COUNT as usize];
     let mut sink_failed = vec![false; sinks.len()];
     // Test knob: hold the reader back so that a test can overflow the ring buffer on purpose
@@ -760,6 +762,11 @@ async fn event_loop(
                 for line in watcher.handle(i, &mut names.devices) {
                     eprintln!("{line}");
                 }
+            }
+            _ = ring_poll.tick() => {
+                // Events below the kernel's wake-up batch; a backlog left here wakes the
+                // reader with the next event, or is read at the next poll.
+                drain(ring.get_mut(), DRAIN_BATCH, names, sinks, &mut sink_failed, &mut summary, analyzer);
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
@@ -836,6 +843,10 @@ fn monotonic_ns() -> i128 {
 const DRAIN_BATCH: usize = 256;
 /// How long a stop keeps decoding what is still queued before counting the rest as lost.
 const STOP_DRAIN_TIME: Duration = Duration::from_millis(100);
+/// How often the ring is read without being woken: the kernel programs wake the reader only
+/// once a batch is waiting (`tracer-ebpf/src/emit.rs`, `WAKEUP_EVENTS`), so a lone event waits
+/// at most this long.
+const RING_POLL: Duration = Duration::from_millis(10);
 
 /// Read up to `limit` queued events without decoding them and report them as `lost`, per
 /// hook: unread at the stop is lost, and lost is counted, never silent.
