@@ -845,8 +845,9 @@ const DRAIN_BATCH: usize = 256;
 const STOP_DRAIN_TIME: Duration = Duration::from_millis(100);
 /// How often the ring is read without being woken: the kernel programs wake the reader only
 /// once a batch is waiting (`tracer-ebpf/src/emit.rs`, `WAKEUP_EVENTS`), so a lone event waits
-/// at most this long.
-const RING_POLL: Duration = Duration::from_millis(10);
+/// at most this long. Each poll is a timer wake-up of the daemon (~90 µs of CPU on this VM
+/// kind): at 10 ms the idle daemon used ~0.9% of a core, at 100 ms ~0.1%.
+const RING_POLL: Duration = Duration::from_millis(100);
 
 /// Read up to `limit` queued events without decoding them and report them as `lost`, per
 /// hook: unread at the stop is lost, and lost is counted, never silent.
