@@ -486,34 +486,18 @@ fn pipeline(root: &Path, target_dir: &Path, criterion_args: &[&str]) -> Result<R
 }
 
 /// Seconds from spawn to the "tracing…" line of `tracer run ARGS`; the tracer is stopped then.
-fn time_to_tracing(tracer: &Path, args: &[&str]) -> Result<(f64, u32)> {
+fn time_to_tracing(tracer: &Path, args: &[&str]) -> Result<f64> {
     let started = Instant::now();
-    let mut child = Command::new(tracer)
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", tracer.display()))?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut elapsed = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if line.starts_with("tracing") {
-            elapsed = Some(started.elapsed().as_secs_f64());
-            break;
-        }
-    }
-    let pid = child.id();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let _ = child.wait();
-    Ok((elapsed.context("the tracer never reported tracing")?, pid))
+    let t = TracerProcess::start(tracer, args)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    t.stop();
+    Ok(elapsed)
 }
 
 fn startup(tracer: &Path) -> Result<Row> {
     let mut times = Vec::new();
     for _ in 0..5 {
-        times.push(time_to_tracing(tracer, &["--no-k8s-api"])?.0);
+        times.push(time_to_tracing(tracer, &["--no-k8s-api"])?);
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
