@@ -90,14 +90,19 @@ impl Socket {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
-        // SAFETY: `tv` outlives the call and its size is given.
+        self.set_socket_option(libc::SO_RCVTIMEO, &tv)
+    }
+
+    /// `setsockopt(SOL_SOCKET, name, value)`.
+    fn set_socket_option<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
+        // SAFETY: `value` outlives the call and its size is given.
         let r = unsafe {
             libc::setsockopt(
                 self.0.as_raw_fd(),
                 libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
+                name,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>() as u32,
             )
         };
         if r < 0 {
@@ -190,18 +195,8 @@ impl Socket {
     /// Listen to the multicast `groups` (`RTMGRP_*` bits) of the calling thread's namespace,
     /// with a receive buffer of `rcvbuf` bytes (the kernel caps it at `net.core.rmem_max`).
     pub fn subscribe(&self, groups: u32, rcvbuf: usize) -> io::Result<()> {
-        let size = rcvbuf as libc::c_int;
-        // SAFETY: `size` outlives the call and its length is given; a failure leaves the
-        // default buffer, and an overflow is then noticed as ENOBUFS.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
+        // A failure leaves the default buffer, and an overflow is then noticed as ENOBUFS.
+        let _ = self.set_socket_option(libc::SO_RCVBUF, &(rcvbuf as libc::c_int));
         // SAFETY: a zeroed sockaddr_nl with the family and groups set.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
