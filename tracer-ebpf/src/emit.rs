@@ -17,9 +17,15 @@ use crate::{
 /// so an event waits at most that long; above it every event wakes the reader, as under a flood.
 const WAKEUP_EVENTS: u64 = 32;
 
+/// Hand a reserved event to the daemon (every program's way out: see [`WAKEUP_EVENTS`]).
+#[inline(always)]
+pub fn submit(entry: RingBufEntry<Event>) {
+    entry.submit(wakeup_flags());
+}
+
 /// Submit flags: wake the reader only when enough is waiting (see [`WAKEUP_EVENTS`]).
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
+fn wakeup_flags() -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     if waiting >= WAKEUP_EVENTS * core::mem::size_of::<Event>() as u64 {
         BPF_RB_FORCE_WAKEUP as u64

@@ -98,5 +98,5 @@ fn emit_too_big(skb: *const u8, icmp_type: u32, code: u32, mtu: u32, hook: Hook)
         ev.mtu = mtu;
         ev.flags |= flags::MTU_ADVERTISED;
     }
-    entry.submit(emit::wakeup_flags());
+    emit::submit(entry);
 }

@@ -73,5 +73,5 @@ fn handle(rt: *const u8, fl4: *const u8, mtu: u32, hook: Hook) {
     ev.flow.dport = u16::from_be_bytes([ports[0], ports[1]]);
     ev.flow.sport = u16::from_be_bytes([ports[2], ports[3]]);
     ev.flow.proto = kernel::read::<u8>(fl4, conf!(pmtu.fl4_proto));
-    entry.submit(emit::wakeup_flags());
+    emit::submit(entry);
 }

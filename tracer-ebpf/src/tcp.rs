@@ -61,6 +61,6 @@ pub fn tcp_retransmit_tracepoint(ctx: TracePointContext) -> i32 {
         ev.len = b.len;
         ev.gso_size = b.gso_size;
     }
-    entry.submit(emit::wakeup_flags());
+    emit::submit(entry);
     0
 }

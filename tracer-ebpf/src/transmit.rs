@@ -61,5 +61,5 @@ pub fn report(ctx: &TcContext, slot: usize, kind: EventKind, dev_mtu: u32) {
         ev.flags |= flags::HAS_PACKET;
         ev.cap_len = got;
     }
-    entry.submit(emit::wakeup_flags());
+    emit::submit(entry);
 }
