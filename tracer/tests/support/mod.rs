@@ -33,9 +33,13 @@ impl TempLog {
 
 impl Drop for TempLog {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        // Files tests keep beside the log (a k8s snapshot).
+        // The live file and every rotated one (`--log-max-size`): a flood can rotate.
+        for file in log_files(&self.0) {
+            let _ = std::fs::remove_file(file);
+        }
+        // Files tests keep beside the log (a k8s snapshot, the tracer's stderr).
         let _ = std::fs::remove_file(format!("{}.k8s.json", self.0.display()));
+        let _ = std::fs::remove_file(format!("{}.stderr", self.0.display()));
     }
 }
 
@@ -200,10 +204,39 @@ impl Drop for Tracer {
     }
 }
 
-/// Every line of a JSONL log, parsed; panics with the offending line if one is not JSON.
+/// The files of a log the tracer may have rotated, oldest first: `FILE.N` … `FILE.1`, then
+/// `FILE` (the order `tracer report` takes them in). Only the files that exist; rotated files
+/// are numbered without gaps, so the first missing number ends them.
+pub fn log_files(path: &std::path::Path) -> Vec<PathBuf> {
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    let mut files: Vec<PathBuf> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    files.reverse();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    files
+}
+
+/// The text of a whole log: its rotated files (oldest first) and the live file, in that order.
+/// How fast a flood fills the log depends on the machine, so a test never knows whether the
+/// log rotated: every test reads its log through this (or [`read_events`]).
+pub fn read_log_text(path: &std::path::Path) -> String {
+    let files = log_files(path);
+    assert!(!files.is_empty(), "no event log at {}", path.display());
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_else(|e| panic!("read event log {}: {e}", f.display()))
+        })
+        .collect()
+}
+
+/// Every line of a JSONL log (all its rotated files, oldest first), parsed; panics with the
+/// offending line if one is not JSON.
 pub fn read_events(path: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).expect("read event log");
-    text.lines()
+    read_log_text(path)
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
         .collect()
 }
