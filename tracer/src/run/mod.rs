@@ -107,11 +107,11 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         name_sources,
         duration_s: args.duration,
     };
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("tokio runtime")?
-        .block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
+        .context("tokio runtime")?;
+    runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.
     drop(watcher);
     let summary = fanout.close();
