@@ -13,8 +13,9 @@ use crate::{
 
 /// Events waiting in the ring before the reader is woken. Waking it is an interrupt-work item
 /// per event: on a VM a self-IPI (an exit), ~10 µs measured per retransmission event. Below
-/// this the daemon finds the events by its own poll interval (`run.rs`, `RING_POLL`, 100 ms),
-/// so an event waits at most that long; above it every event wakes the reader, as under a flood.
+/// this the daemon finds the events by its own poll interval (`run/event_loop.rs`, `RING_POLL`,
+/// 100 ms), so an event waits at most that long; above it every event wakes the reader, as under
+/// a flood.
 const WAKEUP_EVENTS: u64 = 32;
 
 /// Hand a reserved event to the daemon (every program's way out: see [`WAKEUP_EVENTS`]).

@@ -95,6 +95,35 @@ impl Netns {
     }
 }
 
+/// `--netns` resolved once for a whole command (`run` and `check` alike): the namespaces named,
+/// each once (two paths to one namespace are one), or the caller's own when none is named.
+#[derive(Clone, Debug)]
+pub struct Namespaces {
+    pub list: Vec<Netns>,
+    /// Named with `--netns`. Otherwise `list` is the caller's own namespace alone, which is
+    /// read in place: entering it would need CAP_SYS_ADMIN for nothing.
+    pub named: bool,
+}
+
+impl Namespaces {
+    pub fn resolve(args: &[String]) -> Result<Namespaces> {
+        if args.is_empty() {
+            return Ok(Namespaces {
+                list: vec![Netns::current()?],
+                named: false,
+            });
+        }
+        let mut list: Vec<Netns> = Vec::new();
+        for arg in args {
+            let ns = Netns::resolve(arg)?;
+            if !list.iter().any(|n| n.inode == ns.inode) {
+                list.push(ns);
+            }
+        }
+        Ok(Namespaces { list, named: true })
+    }
+}
+
 fn inode_of(path: &Path) -> Result<u32> {
     let meta = std::fs::metadata(path)?;
     Ok(meta.ino() as u32)
@@ -148,5 +177,28 @@ mod tests {
             format!("{err:#}").contains("not a network namespace"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn two_paths_to_one_namespace_are_watched_once() {
+        let own = Netns::current().unwrap().inode;
+        let args = [
+            "/proc/self/ns/net".to_string(),
+            "/proc/thread-self/ns/net".to_string(),
+        ];
+        let ns = Namespaces::resolve(&args).unwrap();
+        assert!(ns.named);
+        assert_eq!(ns.list.len(), 1);
+        assert_eq!(ns.list[0].inode, own);
+        assert_eq!(ns.list[0].label, "/proc/self/ns/net");
+    }
+
+    #[test]
+    fn no_netns_named_is_the_callers_own() {
+        let ns = Namespaces::resolve(&[]).unwrap();
+        assert!(!ns.named);
+        assert_eq!(ns.list.len(), 1);
+        assert_eq!(ns.list[0].label, "root");
+        assert_eq!(ns.list[0].inode, Netns::current().unwrap().inode);
     }
 }

@@ -9,7 +9,7 @@ use std::{net::IpAddr, thread};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 
-use crate::{host::HostRoot, ifaces::Iface, mtu::Overlay, netns::Netns};
+use crate::{host::HostRoot, ifaces::Iface, mtu::Overlay, netns::Namespaces};
 
 pub mod cni;
 pub mod netlink;
@@ -38,17 +38,6 @@ pub struct ProbeOptions {
     /// Probed from every audited namespace, besides the peers found in it.
     pub peers: Vec<IpAddr>,
     pub limits: ProbeLimits,
-}
-
-impl AuditOptions {
-    /// Devices, routes, cache and CNI only: cheap enough for a tracing run's start-up.
-    pub fn static_only(netns: Vec<String>, host_root: HostRoot) -> AuditOptions {
-        AuditOptions {
-            netns,
-            host_root,
-            probe: None,
-        }
-    }
 }
 
 /// How bad a finding is. Only problems make `tracer check` exit 3.
@@ -174,15 +163,31 @@ impl Audit {
 /// Errors only for what makes the audit meaningless (an unknown `--netns`, no netlink); a
 /// missing file or an unanswered probe is a fact in the result.
 pub fn audit(opts: &AuditOptions) -> Result<Audit> {
-    let targets = resolve(&opts.netns)?;
+    let namespaces = resolve(&opts.netns)?;
+    audit_namespaces(&namespaces, &opts.host_root, opts.probe.as_ref())
+}
+
+/// Devices, routes, cache and CNI only, of namespaces already resolved: cheap enough for a
+/// tracing run's start-up.
+pub fn audit_static(namespaces: &Namespaces, host_root: &HostRoot) -> Result<Audit> {
+    audit_namespaces(namespaces, host_root, None)
+}
+
+fn audit_namespaces(
+    namespaces: &Namespaces,
+    host_root: &HostRoot,
+    probe: Option<&ProbeOptions>,
+) -> Result<Audit> {
     // Our own namespace is read in place: entering it would need CAP_SYS_ADMIN for nothing.
-    let own = opts.netns.is_empty();
-    let cni = cni::read(&opts.host_root);
+    let own = !namespaces.named;
+    let cni = cni::read(host_root);
     // One thread per namespace: setns is per thread, and the probes' waits then overlap.
-    let handles: Vec<_> = targets
-        .into_iter()
+    let handles: Vec<_> = namespaces
+        .list
+        .iter()
+        .cloned()
         .map(|ns| {
-            let probe = opts.probe.clone();
+            let probe = probe.cloned();
             thread::Builder::new()
                 .name(format!("check-{}", ns.label))
                 .spawn(move || -> Result<NsAudit> {
@@ -197,37 +202,19 @@ pub fn audit(opts: &AuditOptions) -> Result<Audit> {
                 .context("spawn audit thread")
         })
         .collect::<Result<_>>()?;
-    let mut namespaces = Vec::new();
+    let mut audited = Vec::new();
     for h in handles {
-        namespaces.push(h.join().map_err(|_| anyhow!("audit thread panicked"))??);
+        audited.push(h.join().map_err(|_| anyhow!("audit thread panicked"))??);
     }
-    Ok(rules::evaluate(namespaces, cni, opts.probe.is_some()))
+    Ok(rules::evaluate(audited, cni, probe.is_some()))
 }
 
-/// [`audit`] without the probe.
-pub fn audit_static(netns: &[String], host_root: &HostRoot) -> Result<Audit> {
-    audit(&AuditOptions::static_only(
-        netns.to_vec(),
-        host_root.clone(),
-    ))
-}
-
-fn resolve(names: &[String]) -> Result<Vec<Netns>> {
-    if names.is_empty() {
-        return Ok(vec![Netns::current()?]);
-    }
-    if unsafe { libc::geteuid() } != 0 {
+/// `--netns` as `tracer run` resolves it, after a check that says why a non-root caller fails.
+fn resolve(names: &[String]) -> Result<Namespaces> {
+    if !names.is_empty() && unsafe { libc::geteuid() } != 0 {
         bail!("--netns needs root (entering a network namespace needs CAP_SYS_ADMIN)");
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for n in names {
-        let ns = Netns::resolve(n)?;
-        if seen.insert(ns.inode) {
-            out.push(ns);
-        }
-    }
-    Ok(out)
+    Namespaces::resolve(names)
 }
 
 /// Everything about the calling thread's namespace.

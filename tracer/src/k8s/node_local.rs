@@ -226,6 +226,11 @@ pub fn parse_if_inet6_global(text: &str) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+/// This node's name as [`discover`] finds it, alone (no pods, no routes).
+pub fn node_name(host: &HostRoot) -> Option<String> {
+    hostname(host, &host.proc())
+}
+
 /// The kubelet's default node name: the hostname, lowercased.
 fn hostname(host: &HostRoot, proc: &Path) -> Option<String> {
     [proc.join("sys/kernel/hostname"), host.path("/etc/hostname")]

@@ -1,0 +1,264 @@
+//! The attach-all step: the kernel's facts resolved (BTF offsets, tracepoint layouts, drop
+//! reasons, size-drop sites), the programs loaded with them, and every hook attached, each
+//! attempt reported whether it worked or not.
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{names, Config, VethOffsets, MAX_SIZE_DROP_SITES};
+
+use super::plan::Plan;
+use crate::{
+    hooks::{self, legacy_tc::LegacyTc, Attempt, HookedDevice, Names, Outcome},
+    kernel::{btf, kallsyms::Kallsyms, tracefs},
+    time,
+};
+
+/// Everything resolved before loading: printed in the start-up block.
+pub struct KernelFacts {
+    pub release: String,
+    pub config: Config,
+    pub names: Names,
+    pub notes: Vec<String>,
+    pub aya_btf: aya::Btf,
+}
+
+impl KernelFacts {
+    /// `all_drops`: `--all-drops`, which the kernel programs read from their config.
+    pub fn read(all_drops: bool) -> Result<KernelFacts> {
+        tracefs::root().context("tracefs is needed for the tracepoints")?;
+        let btf = btf::load_vmlinux()?;
+        let mut config = Config::unresolved();
+        config.kernel = btf::kernel_offsets(&btf)?;
+        let (tp, mut notes) = tracefs::tracepoint_offsets()?;
+        config.tracepoints = tp;
+        let reasons = btf::DropReasons::from_btf(&btf)?;
+        if let Some(v) = reasons.value("PKT_TOO_BIG") {
+            config.reason_pkt_too_big = v;
+        } else {
+            notes.push(
+                "no PKT_TOO_BIG drop reason on this kernel: size drops are found by location and size"
+                    .into(),
+            );
+        }
+        config.all_drops = all_drops as u32;
+        let kallsyms = Kallsyms::load()?;
+        let sites = kallsyms.size_drop_sites();
+        config.size_drop_site_count = sites.len().min(MAX_SIZE_DROP_SITES) as u32;
+        for (slot, (_, range)) in config.size_drop_sites.iter_mut().zip(&sites) {
+            *slot = *range;
+        }
+        if sites.is_empty() {
+            notes.push("no size-drop sites found in kallsyms".into());
+        }
+        config.veth = veth_offsets(&btf, &kallsyms);
+        config.pmtu = hooks::pmtu::offsets(&btf);
+        // One parsed copy of the kernel's BTF at a time (~30 and ~12 MiB): the peak memory (issue 7).
+        drop(btf);
+        let aya_btf =
+            aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
+        if config.veth.xmit_addr == 0 {
+            notes.push(
+                "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"
+                    .into(),
+            );
+        }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Ok(KernelFacts {
+            release,
+            config,
+            names: Names {
+                reasons,
+                kallsyms,
+                devices: HashMap::new(),
+                clock_offset_ns: time::clock_offset_ns(),
+                inventory: None,
+                conntrack: None,
+            },
+            notes,
+            aya_btf,
+        })
+    }
+}
+
+/// Where the veth peer pointer lives on this kernel (see `VethOffsets`).
+fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
+    let mut v = VethOffsets::unresolved();
+    let Some(xmit) = kallsyms.function_range("veth_xmit") else {
+        return v;
+    };
+    let field = |s: &str, f: &str| btf::field_offset(btf, s, f).ok().flatten();
+    let (Some(ops), Some(xmit_off), Some(peer), Some(size)) = (
+        field("net_device", "netdev_ops"),
+        field("net_device_ops", "ndo_start_xmit"),
+        field("veth_priv", "peer").or_else(|| veth_module_peer(btf)),
+        btf::struct_size(btf, "net_device").ok().flatten(),
+    ) else {
+        return v;
+    };
+    // netdev_priv(dev) = dev + ALIGN(sizeof(struct net_device), NETDEV_ALIGN = 32).
+    v.netdev_priv = (size + 31) & !31;
+    v.dev_netdev_ops = ops;
+    v.ops_ndo_start_xmit = xmit_off;
+    v.priv_peer = peer;
+    v.xmit_addr = xmit.start;
+    v
+}
+
+/// Where veth is a module (Debian, RHEL kernels), `struct veth_priv` is described by the
+/// module's split BTF, not vmlinux's. `None` when veth is built in or not loaded.
+fn veth_module_peer(vmlinux: &btf_rs::Btf) -> Option<u32> {
+    let module = btf_rs::Btf::from_split_file("/sys/kernel/btf/veth", vmlinux).ok()?;
+    btf::field_offset(&module, "veth_priv", "peer")
+        .ok()
+        .flatten()
+}
+
+/// The loaded programs with their hooks attached.
+pub struct Attached {
+    // Before `ebpf`, so dropped first, also on an early return: netlink tc filters go before
+    // their programs.
+    pub legacy_tc: LegacyTc,
+    pub ebpf: Ebpf,
+    /// Every attempt, attached or not, for the start-up block and the metrics.
+    pub report: Vec<Attempt>,
+}
+
+impl Attached {
+    /// Whether the drop hook, without which there is nothing to trace, is attached.
+    pub fn drops_attached(&self) -> bool {
+        self.report
+            .iter()
+            .any(|a| a.concern == "drops" && a.outcome == Outcome::Attached)
+    }
+
+    /// The ring buffer of events and the per-hook counters of events it had no room for.
+    pub fn take_ring(&mut self) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>)> {
+        let ring = RingBuf::try_from(
+            self.ebpf
+                .take_map(names::EVENTS)
+                .context("EVENTS map missing")?,
+        )?;
+        let lost = PerCpuArray::try_from(
+            self.ebpf
+                .take_map(names::LOST)
+                .context("LOST map missing")?,
+        )?;
+        Ok((ring, lost))
+    }
+}
+
+/// Load the programs configured with `facts` and the plan, and attach every hook. A hook that
+/// fails is an attempt in the report, not an error; the devices hooked go into `facts.names`
+/// for naming tc events.
+pub fn attach_all(
+    object: &[u8],
+    ringbuf_kib: u32,
+    plan: &Plan,
+    facts: &mut KernelFacts,
+) -> Result<Attached> {
+    if plan.namespaces.named {
+        facts.config.filter_netns = 1;
+    }
+    for (slot, sel) in plan.devices.iter().enumerate() {
+        facts.config.tc_netns[slot] = sel.netns.inode;
+    }
+    let loader = Loader {
+        object,
+        ringbuf_kib,
+        plan,
+    };
+    let mut ebpf = loader.load(&facts.config, &facts.aya_btf)?;
+    let mut report = attach_drops(&loader, &mut ebpf, facts)?;
+    report.extend(hooks::icmp::attach(&mut ebpf));
+    let mut legacy_tc = LegacyTc::default();
+    let mut hooked: Vec<HookedDevice> = Vec::new();
+    report.extend(hooks::transmit::attach(
+        &mut ebpf,
+        &plan.devices,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
+    report.extend(hooks::ingress::attach(
+        &mut ebpf,
+        &plan.devices,
+        &mut hooked,
+        &mut legacy_tc,
+    ));
+    report.extend(hooks::tcp::attach(&mut ebpf));
+    report.extend(hooks::pmtu::attach(
+        &mut ebpf,
+        &facts.aya_btf,
+        &facts.config.pmtu,
+    ));
+    hooks::log_verifier_costs(&ebpf);
+    for dev in hooked {
+        facts
+            .names
+            .devices
+            .insert((dev.netns, dev.iface.ifindex), dev);
+    }
+    Ok(Attached {
+        legacy_tc,
+        ebpf,
+        report,
+    })
+}
+
+/// How the kernel object is loaded; once, or twice when the verifier refuses the first.
+struct Loader<'a> {
+    object: &'a [u8],
+    ringbuf_kib: u32,
+    plan: &'a Plan,
+}
+
+impl Loader<'_> {
+    fn load(&self, config: &Config, btf: &aya::Btf) -> Result<Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global(names::CONFIG, config, true)
+            .map_max_entries(names::EVENTS, self.ringbuf_kib * 1024)
+            .load(self.object)
+            .context("loading the kernel programs")?;
+        if self.plan.namespaces.named {
+            let mut filter: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+                ebpf.map_mut(names::NETNS_FILTER)
+                    .context("NETNS_FILTER map missing")?,
+            )?;
+            for ns in self.plan.watched() {
+                filter.insert(ns.inode, 1, 0)?;
+            }
+        }
+        Ok(ebpf)
+    }
+}
+
+/// Attach the drop hook, reloading without the veth-peer path when the verifier refuses it.
+fn attach_drops(loader: &Loader, ebpf: &mut Ebpf, facts: &mut KernelFacts) -> Result<Vec<Attempt>> {
+    let drops = hooks::drops::attach(ebpf, &facts.aya_btf);
+    let attached = |r: &[Attempt]| r.iter().any(|a| a.outcome == Outcome::Attached);
+    if attached(&drops) || facts.config.veth.xmit_addr == 0 {
+        return Ok(drops);
+    }
+    // Older verifiers (6.1) give up on the drop program once its veth-peer path is enabled
+    // ("program is too large"): load it again without that path rather than trace nothing.
+    let mut config = facts.config;
+    config.veth = VethOffsets::unresolved();
+    *ebpf = loader.load(&config, &facts.aya_btf)?;
+    let retry = hooks::drops::attach(ebpf, &facts.aya_btf);
+    if !attached(&retry) {
+        return Ok(drops);
+    }
+    facts.config = config;
+    facts.notes.push(
+        "veth peers unknown: this kernel's verifier refused the drop program's veth-peer \
+         path; veth drops show the sending end's MTU"
+            .into(),
+    );
+    Ok(retry)
+}

@@ -1,0 +1,178 @@
+//! Where every record goes: the run's summary, the analyzer, and each output. An output that
+//! fails (disk full, closed pipe) is reported once and skipped; tracing goes on into the others.
+use tracer_common::Hook;
+
+use crate::{
+    event::{Kind, Record},
+    sink::{Sink, Summary},
+    verdict::{Analyzer, Verdict},
+};
+
+pub struct Fanout {
+    sinks: Vec<Box<dyn Sink>>,
+    /// Per sink: it failed once and is skipped from then on.
+    failed: Vec<bool>,
+    summary: Summary,
+    analyzer: Analyzer,
+}
+
+impl Fanout {
+    /// `names_expected`: some source of Kubernetes names is on, so records left unnamed are
+    /// counted in the summary.
+    pub fn new(sinks: Vec<Box<dyn Sink>>, analyzer: Analyzer, names_expected: bool) -> Fanout {
+        let mut summary = Summary::default();
+        if names_expected {
+            summary.unattributed = Some(0);
+        }
+        Fanout {
+            failed: vec![false; sinks.len()],
+            sinks,
+            summary,
+            analyzer,
+        }
+    }
+
+    pub fn deliver(&mut self, rec: &Record) {
+        self.summary.add(rec);
+        self.analyzer.observe_record(rec);
+        if let Some(n) = self.summary.unattributed.as_mut() {
+            if rec.src.is_some() && !rec.has_names() {
+                *n += 1;
+            }
+        }
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if self.failed[i] {
+                continue;
+            }
+            if let Err(e) = sink.emit(rec) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+    }
+
+    /// `count` events of `hook` (a [`Hook`] number) never reached the reader: a `lost` record,
+    /// so that lost is counted, never silent.
+    pub fn lost(&mut self, hook: u8, count: u64, now_unix_ns: i128) {
+        let hook_name = Hook::from_u8(hook).map_or("unknown", Hook::name);
+        let mut rec = Record::new(Kind::Lost, hook_name, now_unix_ns);
+        rec.lost = Some(count);
+        self.deliver(&rec);
+    }
+
+    /// About once a second: time-based output (the terminal's fold lines), and the verdicts
+    /// that the evidence so far already supports.
+    pub fn tick(&mut self, now_unix_ns: i128) {
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.tick(now_unix_ns) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+        for v in self.analyzer.live(now_unix_ns) {
+            self.verdict(&v);
+        }
+    }
+
+    /// The answer: what the evidence of the whole run says, once it has ended.
+    pub fn finish(&mut self, duration_s: f64, now_unix_ns: i128) {
+        self.summary.duration_s = duration_s;
+        for v in self.analyzer.verdicts(now_unix_ns, Some(duration_s)) {
+            self.verdict(&v);
+        }
+    }
+
+    /// Push out what every output still buffers; the run's counts.
+    pub fn close(mut self) -> Summary {
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.flush() {
+                eprintln!("tracer: flushing output failed: {e:#}");
+            }
+        }
+        self.summary
+    }
+
+    fn verdict(&mut self, v: &Verdict) {
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if self.failed[i] {
+                continue;
+            }
+            if let Err(e) = sink.verdict(v) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+    }
+}
+
+/// Say once that sink `i` failed, and skip it from then on.
+fn fail(failed: &mut [bool], i: usize, e: &anyhow::Error) {
+    if !failed[i] {
+        eprintln!("tracer: output failed, continuing without it: {e:#}");
+        failed[i] = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
+    use super::*;
+
+    /// A sink that notes the kinds it is given, and fails every write when told to.
+    struct Probe {
+        seen: Rc<RefCell<Vec<&'static str>>>,
+        broken: bool,
+    }
+
+    impl Sink for Probe {
+        fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
+            self.seen.borrow_mut().push(rec.kind.as_str());
+            if self.broken {
+                anyhow::bail!("disk full");
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn verdict(&mut self, _v: &Verdict) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn probe(broken: bool) -> (Box<dyn Sink>, Rc<RefCell<Vec<&'static str>>>) {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sink = Probe {
+            seen: seen.clone(),
+            broken,
+        };
+        (Box::new(sink), seen)
+    }
+
+    #[test]
+    fn a_failed_output_is_skipped_and_the_others_go_on() {
+        let (broken, broken_seen) = probe(true);
+        let (good, good_seen) = probe(false);
+        let mut fanout = Fanout::new(vec![broken, good], Analyzer::new(), false);
+        for ts in [1, 2, 3] {
+            fanout.deliver(&Record::new(Kind::Drop, "kfree_skb", ts));
+        }
+        fanout.tick(4);
+        let summary = fanout.close();
+        assert_eq!(*broken_seen.borrow(), ["drop"]);
+        assert_eq!(*good_seen.borrow(), ["drop", "drop", "drop"]);
+        assert_eq!(summary.count(Kind::Drop), 3);
+        assert_eq!(summary.unattributed, None);
+    }
+
+    #[test]
+    fn lost_events_are_records_and_counted() {
+        let (good, seen) = probe(false);
+        let mut fanout = Fanout::new(vec![good], Analyzer::new(), true);
+        fanout.lost(0, 5, 1);
+        fanout.lost(1, 2, 1);
+        let summary = fanout.close();
+        assert_eq!(*seen.borrow(), ["lost", "lost"]);
+        assert_eq!(summary.lost, 7);
+        assert_eq!(summary.count(Kind::Drop), 0);
+        assert_eq!(summary.unattributed, Some(0));
+    }
+}

@@ -1,0 +1,152 @@
+//! `tracer run`: resolve the kernel's facts and the command line, load and attach the
+//! programs, stream events to the outputs until Ctrl-C / SIGTERM / `--duration`, then detach,
+//! flush and summarise. Each step is its own file; this one reads them in order.
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    cli::RunArgs,
+    hooks::{self, devices::DeviceWatcher, Attempt},
+    time,
+    verdict::Analyzer,
+};
+
+mod attach;
+mod event_loop;
+mod fanout;
+mod names;
+mod outputs;
+pub mod plan;
+mod ring;
+mod startup;
+
+use attach::KernelFacts;
+use event_loop::{event_loop, Inputs};
+use fanout::Fanout;
+use outputs::Outputs;
+use plan::Plan;
+use ring::LostCounters;
+use startup::{Startup, StaticAudit};
+
+/// Capabilities the tracer needs (`capabilities(7)` numbers), checked up front so that the
+/// operator reads their names instead of a bare EPERM from the kernel.
+pub const NEEDED_CAPS: [(u32, &str); 4] = [
+    (39, "CAP_BPF"),
+    (38, "CAP_PERFMON"),
+    (12, "CAP_NET_ADMIN"),
+    (21, "CAP_SYS_ADMIN"),
+];
+
+pub fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let missing: Vec<&str> = NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| cap_eff & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities: {} (run as root, e.g. `sudo tracer run`; in a pod: privileged, or add these capabilities)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
+    check_privileges()?;
+    let mut facts = KernelFacts::read(args.all_drops)?;
+    let plan = Plan::resolve(&args)?;
+    let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
+    // Before attaching anything: a bad path or a taken port must fail before tracing starts.
+    let outputs = Outputs::open(&args, &plan)?;
+    let mut attached = attach::attach_all(object, args.ringbuf_kib, &plan, &mut facts)?;
+    if let Some(h) = &outputs.hook_status {
+        h.record(&attached.report);
+    }
+    let audit = StaticAudit::of(&plan);
+    let (ring, lost) = attached.take_ring()?;
+    let drops_attached = attached.drops_attached();
+    // Devices that appear later; then what is no longer needed goes (see privileges.rs).
+    let (mut watcher, mut more) = DeviceWatcher::start(
+        attached.ebpf,
+        attached.legacy_tc,
+        &plan.devices,
+        &plan.iface_patterns,
+    );
+    more.insert(0, format!("hooks: {}", watcher.describe()));
+    more.push(format!(
+        "privileges: {}",
+        crate::privileges::drop_after_attach(watcher.enters_other_namespaces())
+    ));
+    Startup {
+        facts: &facts,
+        plan: &plan,
+        hooks: &attached.report,
+        names: &names_lines,
+        audit: &audit.startup,
+        more: &more,
+        log: &outputs.describe,
+    }
+    .print();
+    if !drops_attached {
+        bail!("the drop hook could not be attached (see above): nothing to trace");
+    }
+
+    let analyzer = analyzer(&plan, &attached.report, audit.problems);
+    let mut fanout = Fanout::new(outputs.sinks, analyzer, facts.names.inventory.is_some());
+    let inputs = Inputs {
+        ring,
+        ring_kib: args.ringbuf_kib,
+        lost: LostCounters::new(lost),
+        names: facts.names,
+        name_sources,
+        duration_s: args.duration,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
+    // Detach before the summary so that "stopped" is true when it is printed.
+    drop(watcher);
+    let summary = fanout.close();
+    eprintln!("summary: {}", summary.line());
+    if let Some(p) = args.log.as_ref().filter(|p| p.as_os_str() != "-") {
+        eprintln!("event log: {}", p.display());
+    }
+    if let Some(p) = &args.pcap {
+        eprintln!("packet capture: {}", p.display());
+    }
+    Ok(())
+}
+
+/// The analyzer, told what the start-up already knows: the audit's problems, whether PMTU
+/// updates can be seen, and the watched namespaces' names.
+fn analyzer(plan: &Plan, hooks: &[Attempt], audit_problems: Vec<String>) -> Analyzer {
+    let mut analyzer = Analyzer::new();
+    analyzer.set_audit(audit_problems);
+    analyzer.set_pmtu_hook(hooks::pmtu::blind_spot(hooks).is_none());
+    for ns in plan.watched() {
+        analyzer.name_netns(ns.inode, ns.label.clone());
+    }
+    analyzer
+}
+
+/// The wall clock in Unix ns, as the records carry it.
+fn now_unix_ns() -> i128 {
+    time::clock_offset_ns() + monotonic_ns()
+}
+
+fn monotonic_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}

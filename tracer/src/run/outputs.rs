@@ -1,0 +1,91 @@
+//! The run's outputs, opened before anything is attached so that a bad path or a taken port
+//! fails the start while nothing traces yet: the metrics endpoint, the JSONL event log, the
+//! packet capture, and the terminal.
+use anyhow::{Context as _, Result};
+
+use super::plan::Plan;
+use crate::{
+    cli::RunArgs,
+    sink::{
+        jsonl::JsonlSink,
+        logfile::{check_writable, Rotation},
+        metrics::{HookStatus, Metrics},
+        pcap::PcapSink,
+        terminal::{self, TerminalSink},
+        Sink,
+    },
+};
+
+pub struct Outputs {
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// The start-up block's `log:` text.
+    pub describe: String,
+    /// Where the attach report goes for the metrics, when they are served.
+    pub hook_status: Option<HookStatus>,
+}
+
+impl Outputs {
+    /// The event log, the capture and the metrics endpoint, as asked, and the terminal. Every
+    /// file is checked for writability and the port bound before any file is truncated, so a
+    /// start that fails on one output leaves an earlier run's files alone.
+    pub fn open(args: &RunArgs, plan: &Plan) -> Result<Outputs> {
+        let log_file = args.log.as_ref().filter(|p| p.as_os_str() != "-");
+        if let Some(p) = log_file {
+            check_writable(p)
+                .with_context(|| format!("cannot create the event log {}", p.display()))?;
+        }
+        if let Some(p) = &args.pcap {
+            check_writable(p)
+                .with_context(|| format!("cannot create the capture {}", p.display()))?;
+        }
+        let labels = plan.labels();
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut desc = Vec::new();
+        let mut hook_status = None;
+        if let Some(addr) = args.metrics {
+            let metrics = Metrics::new(labels.clone());
+            let bound = metrics.serve(addr)?;
+            desc.push(format!("metrics at http://{bound}/metrics"));
+            hook_status = Some(metrics.hook_status());
+            sinks.push(Box::new(metrics));
+        }
+        let log_to_stdout = match &args.log {
+            None => {
+                desc.insert(0, "none (--log FILE to keep one)".to_string());
+                false
+            }
+            Some(p) if p.as_os_str() == "-" => {
+                sinks.push(Box::new(JsonlSink::stdout()));
+                desc.insert(0, "stdout".to_string());
+                true
+            }
+            Some(p) => {
+                let rotation = (args.log_max_size > 0).then_some(Rotation {
+                    max_bytes: args.log_max_size,
+                    keep: args.log_keep,
+                });
+                sinks.push(Box::new(JsonlSink::create_rotating(p, rotation)?));
+                desc.insert(0, p.display().to_string());
+                false
+            }
+        };
+        if let Some(p) = &args.pcap {
+            sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
+            desc.push(format!("packet headers to {}", p.display()));
+        }
+        // The event stream goes to stdout, or to stderr when the JSONL log is stdout.
+        if log_to_stdout {
+            sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
+        } else {
+            sinks.push(Box::new(TerminalSink::new(
+                std::io::stdout(),
+                terminal::want_color(),
+            )));
+        }
+        Ok(Outputs {
+            sinks,
+            describe: desc.join(", "),
+            hook_status,
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! The command line resolved once, before anything is loaded: which namespaces are watched
+//! (named, with their inodes), which devices are hooked in each, and where the node's files
+//! are. Every later step reads the plan instead of going back to the arguments.
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use crate::{
+    cli::RunArgs,
+    hooks::transmit::{self, Selection},
+    host::HostRoot,
+    ifaces,
+    k8s::node_local,
+    netns::{Namespaces, Netns},
+};
+
+#[derive(Debug)]
+pub struct Plan {
+    /// `--netns`, or the tracer's own namespace.
+    pub namespaces: Namespaces,
+    /// The devices hooked at start in each namespace (`--iface`, else tunnels and uplinks).
+    pub devices: Vec<Selection>,
+    /// `--iface` names and patterns: the link watcher also hooks devices that match later.
+    pub iface_patterns: Vec<String>,
+    /// `--host-root`: where node-local names and the CNI's configuration are read.
+    pub host_root: HostRoot,
+    /// This node's name (its hostname, as the kubelet takes it), unless `--no-node-local`.
+    pub node: Option<String>,
+}
+
+impl Plan {
+    /// Fails on a `--netns` that names no namespace and an `--iface` found in none of them.
+    pub fn resolve(args: &RunArgs) -> Result<Plan> {
+        let namespaces = Namespaces::resolve(&args.netns)?;
+        let mut listed = Vec::new();
+        for ns in &namespaces.list {
+            let (ifs, defaults) =
+                ns.enter(|| Ok((ifaces::list()?, ifaces::default_route_devices())))?;
+            listed.push((ns.clone(), ifs, defaults));
+        }
+        let devices = transmit::select(&listed, &args.ifaces)?;
+        let host_root = HostRoot::new(&args.host_root);
+        let node = if args.no_node_local {
+            None
+        } else {
+            node_local::node_name(&host_root)
+        };
+        Ok(Plan {
+            namespaces,
+            devices,
+            iface_patterns: args.ifaces.clone(),
+            host_root,
+            node,
+        })
+    }
+
+    pub fn watched(&self) -> &[Netns] {
+        &self.namespaces.list
+    }
+
+    /// Each watched namespace's label by inode, as the outputs name them.
+    pub fn labels(&self) -> HashMap<u32, String> {
+        self.watched()
+            .iter()
+            .map(|n| (n.inode, n.label.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = ["tracer", "run"].iter().chain(extra);
+        match Cli::parse_from(argv).command {
+            Command::Run(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_plan_names_the_namespaces_devices_and_node() {
+        let root = std::env::temp_dir().join(format!("tracer-plan-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
+        std::fs::write(root.join("proc/sys/kernel/hostname"), "Node-A\n").unwrap();
+        let root_arg = root.to_str().unwrap();
+        let plan = Plan::resolve(&run_args(&["--iface", "lo", "--host-root", root_arg]));
+        let quiet = Plan::resolve(&run_args(&["--host-root", root_arg, "--no-node-local"]));
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let plan = plan.unwrap();
+        assert!(!plan.namespaces.named);
+        assert_eq!(plan.watched()[0].label, "root");
+        assert_eq!(plan.devices.len(), 1);
+        let egress: Vec<&str> = plan.devices[0]
+            .egress
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(egress, ["lo"]);
+        assert_eq!(plan.iface_patterns, ["lo"]);
+        assert_eq!(plan.host_root, HostRoot::new(&root));
+        // Lowercased, as the kubelet names its node.
+        assert_eq!(plan.node.as_deref(), Some("node-a"));
+        assert_eq!(quiet.unwrap().node, None);
+    }
+
+    #[test]
+    fn an_iface_found_nowhere_fails_the_plan() {
+        let err = Plan::resolve(&run_args(&["--iface", "no-such-dev0"])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--iface no-such-dev0"),
+            "{err:#}"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Reading the kernel→daemon ring buffer into the fan-out, and counting what never reached it:
+//! events the kernel had no room for (its per-CPU `LOST` counters) and events still queued
+//! when the run stops.
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tracer_common::{Event, HOOK_COUNT};
+
+use super::{fanout::Fanout, now_unix_ns};
+use crate::hooks::{self, Names};
+
+/// Read at most `limit` events; whether there may be more.
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    limit: usize,
+    names: &Names,
+    fanout: &mut Fanout,
+) -> bool {
+    for _ in 0..limit {
+        let Some(item) = ring.next() else {
+            return false;
+        };
+        let Some(ev) = read_event(&item) else {
+            continue;
+        };
+        drop(item);
+        if let Some(rec) = hooks::decode(&ev, names) {
+            fanout.deliver(&rec);
+        }
+    }
+    true
+}
+
+/// Read up to `limit` queued events without decoding them and report them as `lost`, per
+/// hook: unread at the stop is lost, and lost is counted, never silent.
+pub fn discard_as_lost(ring: &mut RingBuf<MapData>, limit: usize, fanout: &mut Fanout) {
+    let mut per_hook = [0u64; HOOK_COUNT as usize];
+    for _ in 0..limit {
+        let Some(item) = ring.next() else { break };
+        if let Some(n) = read_event(&item).and_then(|ev| per_hook.get_mut(ev.hook as usize)) {
+            *n += 1;
+        }
+    }
+    let now = now_unix_ns();
+    for (hook, n) in per_hook.iter().enumerate() {
+        if *n > 0 {
+            fanout.lost(hook as u8, *n, now);
+        }
+    }
+}
+
+/// One ring item as the kernel programs wrote it; `None` for an item too short to be one.
+fn read_event(item: &[u8]) -> Option<Event> {
+    if item.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: the kernel programs write whole `Event`s; read unaligned to be safe.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) })
+}
+
+/// The kernel's per-CPU, per-hook counters of events the ring had no room for.
+pub struct LostCounters {
+    map: PerCpuArray<MapData, u64>,
+    /// Per hook, the total already reported.
+    seen: [u64; HOOK_COUNT as usize],
+}
+
+impl LostCounters {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> LostCounters {
+        LostCounters {
+            map,
+            seen: [0; HOOK_COUNT as usize],
+        }
+    }
+
+    /// Turn growth of the counters into `lost` records, one per hook that lost some.
+    pub fn report(&mut self, fanout: &mut Fanout) {
+        for hook in 0..HOOK_COUNT {
+            let Ok(values) = self.map.get(&hook, 0) else {
+                continue;
+            };
+            let total: u64 = values.iter().sum();
+            let delta = total.saturating_sub(self.seen[hook as usize]);
+            if delta == 0 {
+                continue;
+            }
+            self.seen[hook as usize] = total;
+            fanout.lost(hook as u8, delta, now_unix_ns());
+        }
+    }
+}
