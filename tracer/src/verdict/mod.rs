@@ -16,6 +16,7 @@
 
 mod analyze;
 mod render;
+pub mod stages;
 
 pub use analyze::{is_size_match, Analyzer, Obs};
 pub use render::render;
