@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    dump, find, matched, netns_inode, of_kind, read_events, tracer_bin, FakeKubeApi, TempLog,
-    Tracer,
+    dump, final_verdicts, find, matched, netns_inode, of_kind, read_events, the_problem,
+    tracer_bin, FakeKubeApi, TempLog, Tracer,
 };
 use xtask::incident::{Incident, IncidentOptions, OuterDf, Path};
 
@@ -106,64 +106,6 @@ fn assert_retransmits_name_the_service(events: &[Value], incident: &Incident, al
         assert_eq!(rtx["service"]["name"], "storage", "{rtx}");
         assert_eq!(rtx["src_pod"]["name"], "order-api-7d9f8");
     }
-}
-
-/// The run's final verdicts from its log, after checking that `tracer report` computes the
-/// same ones offline from that log (numbers, not the namespace names only the run knows).
-fn final_verdicts(events: &[Value], log: &TempLog) -> Vec<Value> {
-    let live: Vec<Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "verdict" && e["stage"] == "final")
-        .cloned()
-        .collect();
-    assert!(
-        !live.is_empty(),
-        "no final verdict in the log:\n{}",
-        dump(events)
-    );
-    let out = std::process::Command::new(tracer_bin())
-        .args(["report", "--json"])
-        .arg(&log.0)
-        .output()
-        .expect("tracer report");
-    let problem = live.iter().any(|v| v["severity"] == "problem");
-    assert_eq!(
-        out.status.code(),
-        Some(if problem { 3 } else { 0 }),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("report --json line"))
-        .collect();
-    assert_eq!(live.len(), offline.len(), "{live:#?}\n{offline:#?}");
-    for (a, b) in live.iter().zip(&offline) {
-        for field in [
-            "severity",
-            "problem",
-            "path",
-            "path_mtu",
-            "largest_passing",
-            "recommended_mtu",
-            "fix",
-            "evidence",
-            "flows",
-        ] {
-            assert_eq!(a[field], b[field], "{field}: live {a:#}\noffline {b:#}");
-        }
-    }
-    live
-}
-
-/// The one verdict of severity `problem`.
-fn the_problem(verdicts: &[Value]) -> &Value {
-    let p: Vec<&Value> = verdicts
-        .iter()
-        .filter(|v| v["severity"] == "problem")
-        .collect();
-    assert_eq!(p.len(), 1, "{verdicts:#?}");
-    p[0]
 }
 
 #[test]
