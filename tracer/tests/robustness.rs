@@ -465,6 +465,39 @@ fn nothing_is_left_behind_after_signals_at_random_moments() {
     );
 }
 
+/// A stop signal while the tracer starts (loading, attaching) is kept and stops it as soon as
+/// it traces, even where SIGINT was inherited as ignored (a background job of a script): it
+/// used to be lost there, and the run traced on until killed.
+#[test]
+fn a_stop_signal_during_start_up_is_kept_where_sigint_was_ignored() {
+    use std::os::unix::process::CommandExt as _;
+    let (_lab, s) = warm_lab();
+    for at_ms in [150, 500, 900] {
+        let log = TempLog::new("sig-early");
+        let args = ns_log_args(&[&s.a_ns, &s.b_ns], &log.0, &[]);
+        let stderr_file = std::fs::File::create(format!("{}.stderr", log.0.display())).unwrap();
+        let mut cmd = Command::new(tracer_bin());
+        cmd.arg("run")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(stderr_file);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start tracer");
+        std::thread::sleep(Duration::from_millis(at_ms));
+        let (status, took) = signal_and_time(&mut child, libc::SIGINT);
+        let stderr = std::fs::read_to_string(format!("{}.stderr", log.0.display())).unwrap();
+        println!("SIGINT at {at_ms} ms (SIGINT ignored by the parent): {status:?} after {took:?}");
+        assert!(status.success(), "a clean stop: {status:?}\n{stderr}");
+        assert!(stderr.contains("summary:"), "{stderr}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Floods.
 

@@ -39,6 +39,8 @@ pub struct Inputs {
     /// What decoding needs; the loop keeps its devices and Kubernetes names current.
     pub names: Names,
     pub name_sources: NameSources,
+    /// Ctrl-C and SIGTERM, listened to since the start of the run.
+    pub stop: Stop,
     /// `--duration`.
     pub duration_s: Option<f64>,
 }
@@ -55,6 +57,7 @@ pub async fn event_loop(
         mut lost,
         mut names,
         name_sources,
+        mut stop,
         duration_s,
     } = inputs;
     if let Err(e) = watcher.register() {
@@ -62,7 +65,7 @@ pub async fn event_loop(
     }
     let mut api = name_sources.start();
     let started = Instant::now();
-    let mut stop = Stop::new(duration_s)?;
+    stop.start_clock(duration_s);
     // SAFETY: the ring buffer map owns its fd and keeps it open until the AsyncFd drops it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
@@ -130,19 +133,29 @@ fn drain_at_stop(ring: &mut RingBuf<MapData>, ring_kib: u32, names: &Names, fano
 }
 
 /// What ends the run: Ctrl-C, SIGTERM, or the end of `--duration`.
-struct Stop {
+pub struct Stop {
     sigint: Signal,
     sigterm: Signal,
     deadline: Option<tokio::time::Instant>,
 }
 
 impl Stop {
-    fn new(duration_s: Option<f64>) -> Result<Stop> {
+    /// Listen for the stop signals from now on (inside the runtime's context). Called first
+    /// thing in a run: a signal during start-up is then kept and ends the loop as soon as it
+    /// starts. Before, one that came while attaching was lost where SIGINT is inherited as
+    /// ignored (a background job of a script), and the run went on tracing.
+    pub fn listen() -> Result<Stop> {
         Ok(Stop {
             sigint: signal(SignalKind::interrupt()).context("SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("SIGTERM handler")?,
-            deadline: duration_s.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s)),
+            deadline: None,
         })
+    }
+
+    /// `--duration` counts from when tracing starts.
+    fn start_clock(&mut self, duration_s: Option<f64>) {
+        self.deadline =
+            duration_s.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     }
 
     async fn requested(&mut self) {

@@ -20,7 +20,7 @@ mod ring;
 mod startup;
 
 use attach::KernelFacts;
-use event_loop::{event_loop, Inputs};
+use event_loop::{event_loop, Inputs, Stop};
 use fanout::Fanout;
 use outputs::Outputs;
 use plan::Plan;
@@ -59,6 +59,14 @@ pub fn check_privileges() -> Result<()> {
 
 pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     check_privileges()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let stop = {
+        let _context = runtime.enter();
+        Stop::listen()?
+    };
     let mut facts = KernelFacts::read(args.all_drops)?;
     let plan = Plan::resolve(&args)?;
     let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
@@ -105,12 +113,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         lost: LostCounters::new(lost),
         names: facts.names,
         name_sources,
+        stop,
         duration_s: args.duration,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.
     drop(watcher);
