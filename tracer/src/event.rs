@@ -269,3 +269,6 @@ impl Record {
         }
     }
 }
+
+#[cfg(test)]
+mod golden;
