@@ -918,7 +918,7 @@ fn deliver(
     summary.add(rec);
     analyzer.observe_record(rec);
     if let Some(n) = summary.unattributed.as_mut() {
-        if rec.src.is_some() && !rec.has_names() {
+        if rec.flow.src.is_some() && !rec.has_names() {
             *n += 1;
         }
     }
