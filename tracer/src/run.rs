@@ -204,6 +204,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let out = Output {
         log_to_stdout: args.log.as_deref().is_some_and(|p| p.as_os_str() == "-"),
     };
+    crate::event::init_node(&args.host_root);
     let mut facts = kernel_facts(&args)?;
     let namespaces = watched_namespaces(&args)?;
     let mut names_desc = load_names(&args, &namespaces, &mut facts.names);

@@ -109,6 +109,7 @@ fn full(kind: Kind, n: u32) -> Record {
     });
     r.names.src_node = Some(node("worker-116"));
     r.names.dst_node = Some(node("worker-208"));
+    r.node = Some("worker-116".into());
     r
 }
 

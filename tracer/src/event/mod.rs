@@ -8,11 +8,14 @@
 //! one. A field is declared once, here; the fast writer (`sink/json.rs`) is checked against it.
 
 mod names;
+mod node;
 
 pub use names::{Attribution, ObjectRef, ServiceRef};
+pub use node::init as init_node;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -227,6 +230,8 @@ pub struct Record {
     /// outer header of an encapsulated packet or by the pods' node.
     #[serde(flatten)]
     pub names: Attribution,
+    /// The Kubernetes node this tracer runs on (`NODE_NAME`, else the hostname).
+    pub node: Option<Arc<str>>,
     /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
     #[serde(skip)]
     pub packet: Option<Captured>,
@@ -320,6 +325,7 @@ impl Record {
             skb: None,
             lost: None,
             names: Attribution::default(),
+            node: node::current(),
             packet: None,
         }
     }

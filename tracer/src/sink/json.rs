@@ -102,6 +102,8 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     opt_object(out, rec.names.src_node.as_ref());
     key(out, "dst_node");
     opt_object(out, rec.names.dst_node.as_ref());
+    key(out, "node");
+    opt_str(out, rec.node.as_deref());
     out.push(b'}');
 }
 
@@ -491,6 +493,7 @@ mod tests {
                 src_node: Some(obj()),
                 dst_node: Some(obj()),
             },
+            node: Some(name.clone()),
             packet: Some(crate::event::Captured {
                 ethertype: 0x0800,
                 bytes: vec![0x45],
