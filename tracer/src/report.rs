@@ -1,94 +1,13 @@
-//! `tracer report FILE.jsonl`: the verdict from an exported event log, offline. The log is
-//! read with the same [`Analyzer`] the daemon runs live, so a log taken during an incident
-//! gives the same answer anywhere.
+//! `tracer report FILE.jsonl`: the verdict from an exported event log, offline. The log's lines
+//! are read back into [`Record`]s and fed to the same [`Analyzer`] the daemon runs live, so a
+//! log taken during an incident gives the same answer anywhere.
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
-use crate::event::{IcmpTooBig, Kind, Outer};
-use crate::k8s::{ObjectRef, ServiceRef};
-use crate::verdict::{self, Analyzer, Obs, Severity, Verdict};
-
-/// One line of the event log, as far as the analysis reads it. Unknown fields are ignored so
-/// that logs of newer versions (which only add fields) still read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct LoggedEvent {
-    ts: String,
-    kind: String,
-    hook: Option<String>,
-    netns: Option<u32>,
-    ifname: Option<String>,
-    len: Option<u32>,
-    l3_len: Option<u32>,
-    mtu: Option<u32>,
-    mtu_source: Option<String>,
-    out_ifname: Option<String>,
-    out_mtu: Option<u32>,
-    peer_ifname: Option<String>,
-    peer_mtu: Option<u32>,
-    reason: Option<String>,
-    location: Option<String>,
-    matched: Vec<String>,
-    proto: Option<u8>,
-    src: Option<IpAddr>,
-    sport: Option<u16>,
-    dst: Option<IpAddr>,
-    dport: Option<u16>,
-    outer: Option<Outer>,
-    icmp: Option<IcmpTooBig>,
-    skb: Option<String>,
-    lost: Option<u64>,
-    src_pod: Option<ObjectRef>,
-    dst_pod: Option<ObjectRef>,
-    service: Option<ServiceRef>,
-    src_node: Option<ObjectRef>,
-    dst_node: Option<ObjectRef>,
-}
-
-impl LoggedEvent {
-    fn obs(&self, ts_ns: i128, kind: Kind) -> Obs<'_> {
-        Obs {
-            ts_ns,
-            kind: Some(kind),
-            hook: self.hook.as_deref().unwrap_or(""),
-            netns: self.netns,
-            ifname: self.ifname.as_deref(),
-            len: self.len,
-            l3_len: self.l3_len,
-            mtu: self.mtu,
-            mtu_source: self.mtu_source.as_deref(),
-            out_ifname: self.out_ifname.as_deref(),
-            out_mtu: self.out_mtu,
-            peer_ifname: self.peer_ifname.as_deref(),
-            peer_mtu: self.peer_mtu,
-            reason: self.reason.as_deref(),
-            location: self.location.as_deref(),
-            icmp_dropped: self.matched.iter().any(|m| m == "icmp_too_big"),
-            size_matched: self
-                .matched
-                .iter()
-                .any(|m| crate::verdict::is_size_match(m)),
-            proto: self.proto,
-            src: self.src,
-            sport: self.sport,
-            dst: self.dst,
-            dport: self.dport,
-            outer: self.outer.as_ref(),
-            icmp: self.icmp.as_ref(),
-            skb: self.skb.as_deref(),
-            lost: self.lost,
-            src_pod: self.src_pod.as_ref(),
-            dst_pod: self.dst_pod.as_ref(),
-            service: self.service.as_ref(),
-            src_node: self.src_node.as_ref(),
-            dst_node: self.dst_node.as_ref(),
-        }
-    }
-}
+use crate::event::{LineError, Record};
+use crate::verdict::{self, Analyzer, Severity, Verdict};
 
 /// What reading a log found besides the events.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -118,26 +37,17 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
                 stats.bad.push((n, why));
             }
         };
-        let ev: LoggedEvent = match serde_json::from_slice(&line) {
-            Ok(ev) => ev,
-            Err(e) => {
-                bad(format!("not an event: {e}"));
+        match Record::from_line(&line) {
+            Ok(rec) => analyzer.observe_record(&rec),
+            Err(LineError::Verdict) => {
+                stats.verdicts += 1;
                 continue;
             }
-        };
-        if ev.kind == "verdict" {
-            stats.verdicts += 1;
-            continue;
+            Err(why) => {
+                bad(why.to_string());
+                continue;
+            }
         }
-        let Some(kind) = Kind::parse(&ev.kind) else {
-            bad(format!("unknown kind `{}`", ev.kind));
-            continue;
-        };
-        let Some(ts) = crate::time::parse_rfc3339(&ev.ts) else {
-            bad(format!("bad timestamp `{}`", ev.ts));
-            continue;
-        };
-        analyzer.observe(&ev.obs(ts, kind));
         stats.events += 1;
     }
     Ok(stats)

@@ -189,7 +189,12 @@ fn routed_hop_udp_drop_shows_ports() {
 fn veth_mismatch_drop_names_the_peer_mtu() {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
     let log = TempLog::new("veth");
-    let t = start(&[&s.a_ns, &s.b_ns], &log, &[], &[]);
+    let t = start(
+        &[&s.a_ns, &s.b_ns],
+        &log,
+        &[],
+        &[("NODE_NAME", "worker-116")],
+    );
     let ping = lab::ping_df(&lab, &s.a_ns, s.b_ip, 1472, 1).expect("ping");
     assert!(!ping.success);
     settle();
@@ -217,6 +222,16 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
     let matched = drop["matched"].as_array().unwrap();
     assert!(matched.contains(&Value::from("location")), "{drop}");
     assert!(matched.contains(&Value::from("oversize")), "{drop}");
+    // Every event names the node the tracer runs on, as its last field.
+    let text = std::fs::read_to_string(&log.0).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(r#""kind":"verdict""#))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        assert!(line.ends_with(r#","node":"worker-116"}"#), "{line}");
+    }
     // A small packet passes and is not reported.
     assert!(
         of_kind(&events, "drop")
@@ -363,6 +378,11 @@ fn ring_buffer_overflow_is_counted_not_hidden() {
     assert!(of_kind(&events, "lost")
         .iter()
         .all(|e| e["hook"] == "tp_btf/kfree_skb"));
+    // Without NODE_NAME the node is the hostname, on the `lost` records too.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(of_kind(&events, "lost")
+        .iter()
+        .all(|e| e["node"] == host.trim().to_ascii_lowercase()));
 }
 
 #[test]

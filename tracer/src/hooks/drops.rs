@@ -3,7 +3,7 @@ use aya::{programs::BtfTracePoint, Btf, Ebpf};
 use tracer_common::{flags, Event};
 
 use super::{attach_tracepoint, c_name, nonzero, program, Attempt, Names, Outcome};
-use crate::event::Record;
+use crate::event::{Matched, MtuSource, Record};
 
 /// How the drop hook is reported.
 const CONCERN: &str = "drops";
@@ -67,35 +67,35 @@ const VETH_RECEIVE_SITES: [&str; 3] =
     ["__dev_forward_skb", "__dev_forward_skb2", "dev_forward_skb"];
 
 pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
-    rec.reason_code = Some(ev.reason);
-    rec.reason = Some(if names.reasons.available() {
+    rec.drop.reason_code = Some(ev.reason);
+    rec.drop.reason = Some(if names.reasons.available() {
         names.reasons.label(ev.reason).into_owned()
     } else {
         // Kernels before 5.17 have no drop reasons at all.
         "UNAVAILABLE".to_string()
     });
     let symbol = names.kallsyms.symbolize(ev.location);
-    rec.location = Some(match &symbol {
+    rec.drop.location = Some(match &symbol {
         Some(sym) => sym.to_string(),
         None => format!("{:#x}", ev.location),
     });
     if ev.flags & flags::MATCH_REASON != 0 {
-        rec.matched.push("reason");
+        rec.drop.matched.push(Matched::Reason);
     }
     if ev.flags & flags::MATCH_LOCATION != 0 {
-        rec.matched.push("location");
+        rec.drop.matched.push(Matched::Location);
     }
     if ev.flags & flags::MATCH_OVERSIZE != 0 {
-        rec.matched.push("oversize");
+        rec.drop.matched.push(Matched::Oversize);
     }
     if ev.flags & flags::MATCH_ICMP_TOO_BIG != 0 {
-        rec.matched.push("icmp_too_big");
+        rec.drop.matched.push(Matched::IcmpTooBig);
     }
     let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
-        rec.peer_ifindex = nonzero(ev.peer_ifindex);
-        rec.peer_ifname = c_name(&ev.peer_ifname);
-        rec.peer_mtu = nonzero(ev.peer_mtu);
-        rec.peer_mtu
+        rec.route.peer_ifindex = nonzero(ev.peer_ifindex);
+        rec.route.peer_ifname = c_name(&ev.peer_ifname);
+        rec.route.peer_mtu = nonzero(ev.peer_mtu);
+        rec.route.peer_mtu
     } else {
         None
     };
@@ -104,15 +104,16 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     let at_veth_receive = symbol
         .as_ref()
         .is_some_and(|s| VETH_RECEIVE_SITES.contains(&s.name.as_str()));
-    let len = rec.l3_len.or(rec.len);
+    let len = rec.size.l3_len.or(rec.size.len);
     let fails = |mtu: Option<u32>| matches!((len, mtu), (Some(l), Some(m)) if l > m);
     if let Some(peer) = peer_mtu.filter(|_| at_veth_receive || fails(peer_mtu)) {
-        rec.mtu = Some(peer);
-        rec.mtu_source = Some("peer");
-    } else if rec.out_mtu.is_some()
-        && (fails(rec.out_mtu) && !fails(rec.mtu) || rec.reason.as_deref() == Some("PKT_TOO_BIG"))
+        rec.size.mtu = Some(peer);
+        rec.size.mtu_source = Some(MtuSource::Peer);
+    } else if rec.route.out_mtu.is_some()
+        && (fails(rec.route.out_mtu) && !fails(rec.size.mtu)
+            || rec.drop.reason.as_deref() == Some("PKT_TOO_BIG"))
     {
-        rec.mtu = rec.out_mtu;
-        rec.mtu_source = Some("route");
+        rec.size.mtu = rec.route.out_mtu;
+        rec.size.mtu_source = Some(MtuSource::Route);
     }
 }

@@ -8,7 +8,7 @@ use tracer_common::{flags, Event, EventKind, Hook};
 
 use super::{attach_kprobe, attach_tracepoint, explain_kprobe, Attempt, Outcome};
 use crate::{
-    event::{IcmpTooBig, Record},
+    event::{IcmpTooBig, MtuSource, Record},
     kernel::tracefs,
 };
 
@@ -62,7 +62,7 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
         // The captured packet is the offending one, not the ICMP message: its flow is the flow
         // the ICMP is about, and the message goes back to that flow's source.
         let advertised = ev.flags & flags::MTU_ADVERTISED != 0 && ev.mtu != 0;
-        rec.icmp = rec.src.map(|to| IcmpTooBig {
+        rec.icmp = rec.flow.src.map(|to| IcmpTooBig {
             from: None,
             to,
             icmp_type: ev.aux1 as u8,
@@ -70,16 +70,16 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
             mtu: advertised.then_some(ev.mtu),
         });
         if advertised {
-            rec.mtu = Some(ev.mtu);
-            rec.mtu_source = Some("icmp");
-        } else if let Some(out) = rec.out_mtu {
+            rec.size.mtu = Some(ev.mtu);
+            rec.size.mtu_source = Some(MtuSource::Icmp);
+        } else if let Some(out) = rec.route.out_mtu {
             // Without the kprobe the message's MTU is not visible here; the kernel advertises
             // the MTU of the route the packet was refused on.
-            rec.mtu = Some(out);
-            rec.mtu_source = Some("route");
+            rec.size.mtu = Some(out);
+            rec.size.mtu_source = Some(MtuSource::Route);
         } else {
-            rec.mtu = None;
-            rec.mtu_source = None;
+            rec.size.mtu = None;
+            rec.size.mtu_source = None;
         }
         return;
     }
@@ -87,12 +87,12 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
     // flow. The MTU that matters is the advertised one, not the device's.
     match rec.icmp.as_ref().and_then(|i| i.mtu) {
         Some(mtu) => {
-            rec.mtu = Some(mtu);
-            rec.mtu_source = Some("icmp");
+            rec.size.mtu = Some(mtu);
+            rec.size.mtu_source = Some(MtuSource::Icmp);
         }
         None => {
-            rec.mtu = None;
-            rec.mtu_source = None;
+            rec.size.mtu = None;
+            rec.size.mtu_source = None;
         }
     }
 }

@@ -15,7 +15,7 @@ use std::{collections::HashMap, fmt};
 use tracer_common::{flags, Event, EventKind, Hook};
 
 use crate::{
-    event::{Kind, Record},
+    event::{Kind, MtuSource, Record},
     ifaces::Iface,
     kernel::{btf::DropReasons, kallsyms::Kallsyms},
     packet,
@@ -176,7 +176,7 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
     let kind = EventKind::from_u8(ev.kind)?;
     let hook = Hook::from_u8(ev.hook)?;
     let ts = ev.ts_ns as i128 + names.clock_offset_ns;
-    let mut rec = Record::new(map_kind(kind), hook.name(), ts);
+    let mut rec = Record::new(Kind::from_kernel(kind), hook.name(), ts);
     fill_common(&mut rec, ev, names);
     match kind {
         EventKind::Drop => drops::decode(&mut rec, ev, names),
@@ -187,24 +187,11 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
     }
     if let Some(inventory) = &names.inventory {
         let conntrack = names.conntrack.as_ref();
-        rec.set_names(
-            inventory.attribute_with(&crate::k8s::FlowKey::from_record(&rec), |f| {
-                conntrack.and_then(|c| c.original_destination(f))
-            }),
-        );
+        rec.names = inventory.attribute_with(&crate::k8s::FlowKey::from_record(&rec), |f| {
+            conntrack.and_then(|c| c.original_destination(f))
+        });
     }
     Some(rec)
-}
-
-fn map_kind(kind: EventKind) -> Kind {
-    match kind {
-        EventKind::Drop => Kind::Drop,
-        EventKind::IcmpTooBigSent => Kind::IcmpTooBigSent,
-        EventKind::IcmpTooBigReceived => Kind::IcmpTooBigReceived,
-        EventKind::OversizeTx => Kind::OversizeTx,
-        EventKind::TcpRetransmit => Kind::TcpRetransmit,
-        EventKind::PmtuUpdate => Kind::PmtuUpdate,
-    }
 }
 
 /// A NUL-terminated kernel `char[IFNAMSIZ]`.
@@ -232,33 +219,33 @@ fn nonzero(v: u32) -> Option<u32> {
 
 /// Fields every kind shares: device, namespace, sizes, packet headers.
 fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
-    rec.ifindex = nonzero(ev.ifindex);
-    rec.ifname = c_name(&ev.ifname);
-    rec.netns = nonzero(ev.netns);
-    if rec.ifname.is_none() {
+    rec.device.ifindex = nonzero(ev.ifindex);
+    rec.device.ifname = c_name(&ev.ifname);
+    rec.device.netns = nonzero(ev.netns);
+    if rec.device.ifname.is_none() {
         // tc programs know only the namespace and ifindex: name it from the devices we hooked.
         if let Some(dev) = names.device(ev.netns, ev.ifindex) {
-            rec.ifname = Some(dev.iface.name.clone());
+            rec.device.ifname = Some(dev.iface.name.clone());
         }
     }
-    rec.len = nonzero(ev.len);
-    rec.l3_len = nonzero(ev.l3_len);
+    rec.size.len = nonzero(ev.len);
+    rec.size.l3_len = nonzero(ev.l3_len);
     if ev.mtu != 0 {
-        rec.mtu = Some(ev.mtu);
-        rec.mtu_source = Some(if ev.flags & flags::MTU_ADVERTISED != 0 {
-            "icmp"
+        rec.size.mtu = Some(ev.mtu);
+        rec.size.mtu_source = Some(if ev.flags & flags::MTU_ADVERTISED != 0 {
+            MtuSource::Icmp
         } else {
-            "device"
+            MtuSource::Device
         });
     }
     if ev.flags & flags::GSO != 0 {
-        rec.gso_size = nonzero(ev.gso_size as u32);
-        rec.gso_segs = nonzero(ev.gso_segs as u32);
+        rec.size.gso_size = nonzero(ev.gso_size as u32);
+        rec.size.gso_segs = nonzero(ev.gso_segs as u32);
     }
     if ev.flags & flags::HAS_OUT_DEV != 0 {
-        rec.out_ifindex = nonzero(ev.out_ifindex);
-        rec.out_ifname = c_name(&ev.out_ifname);
-        rec.out_mtu = nonzero(ev.out_mtu);
+        rec.route.out_ifindex = nonzero(ev.out_ifindex);
+        rec.route.out_ifname = c_name(&ev.out_ifname);
+        rec.route.out_mtu = nonzero(ev.out_mtu);
     }
     if ev.skb != 0 {
         rec.skb = Some(hex_address(ev.skb));
@@ -267,8 +254,8 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         let n = (ev.cap_len as usize).min(ev.packet.len());
         let decoded = packet::decode(ev.l3_proto, &ev.packet[..n]);
         rec.set_decoded(&decoded);
-        if rec.l3_len.is_none() {
-            rec.l3_len = decoded.ip_len;
+        if rec.size.l3_len.is_none() {
+            rec.size.l3_len = decoded.ip_len;
         }
         rec.packet = Some(crate::event::Captured {
             ethertype: ev.l3_proto,
@@ -280,7 +267,7 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ifaces::Iface, kernel::btf};
+    use crate::{event::Matched, ifaces::Iface, kernel::btf};
 
     const KALLSYMS: &str = "ffffffff81e57040 t __dev_forward_skb2\n\
                             ffffffff81e571e0 T __dev_forward_skb\n\
@@ -345,15 +332,21 @@ mod tests {
         let rec = decode(&ev, &names).unwrap();
         assert_eq!(rec.kind, Kind::Drop);
         assert_eq!(rec.ts_unix_ns, 1_000_000_005);
-        assert_eq!(rec.reason.as_deref(), Some("NOT_SPECIFIED"));
-        assert_eq!(rec.location.as_deref(), Some("__dev_forward_skb2+0x87"));
-        assert_eq!(rec.matched, vec!["location", "oversize"]);
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("peer")));
-        assert_eq!(rec.peer_ifname.as_deref(), Some("vB"));
-        assert_eq!(rec.ifname.as_deref(), Some("vA"));
-        assert_eq!(rec.proto, Some(1));
-        assert_eq!(rec.src.unwrap().to_string(), "10.0.0.1");
-        assert_eq!(rec.dst.unwrap().to_string(), "10.0.0.2");
+        assert_eq!(rec.drop.reason.as_deref(), Some("NOT_SPECIFIED"));
+        assert_eq!(
+            rec.drop.location.as_deref(),
+            Some("__dev_forward_skb2+0x87")
+        );
+        assert_eq!(rec.drop.matched, vec![Matched::Location, Matched::Oversize]);
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1450), Some(MtuSource::Peer))
+        );
+        assert_eq!(rec.route.peer_ifname.as_deref(), Some("vB"));
+        assert_eq!(rec.device.ifname.as_deref(), Some("vA"));
+        assert_eq!(rec.flow.proto, Some(1));
+        assert_eq!(rec.flow.src.unwrap().to_string(), "10.0.0.1");
+        assert_eq!(rec.flow.dst.unwrap().to_string(), "10.0.0.2");
         // The captured bytes ride along for --pcap (exactly cap_len of them), not in the JSON.
         let captured = rec.packet.as_ref().unwrap();
         assert_eq!(captured.ethertype, 0x0800);
@@ -375,11 +368,14 @@ mod tests {
         ev.out_ifname[..2].copy_from_slice(b"r1");
         let rec = decode(&ev, &names).unwrap();
         assert_eq!(rec.hook, "tracepoint/skb/kfree_skb");
-        assert_eq!(rec.reason.as_deref(), Some("PKT_TOO_BIG"));
-        assert_eq!(rec.location.as_deref(), Some("ip_forward+0x2c0"));
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("route")));
-        assert_eq!(rec.out_ifname.as_deref(), Some("r1"));
-        assert_eq!(rec.matched, vec!["reason"]);
+        assert_eq!(rec.drop.reason.as_deref(), Some("PKT_TOO_BIG"));
+        assert_eq!(rec.drop.location.as_deref(), Some("ip_forward+0x2c0"));
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1450), Some(MtuSource::Route))
+        );
+        assert_eq!(rec.route.out_ifname.as_deref(), Some("r1"));
+        assert_eq!(rec.drop.matched, vec![Matched::Reason]);
     }
 
     #[test]
@@ -392,10 +388,13 @@ mod tests {
         ev.flags |= flags::HAS_OUT_DEV;
         ev.out_mtu = 1450;
         let rec = decode(&ev, &names).unwrap();
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1500), Some("device")));
-        assert!(rec.matched.is_empty());
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1500), Some(MtuSource::Device))
+        );
+        assert!(rec.drop.matched.is_empty());
         // An address outside every known symbol is shown raw, not guessed.
-        assert_eq!(rec.location.as_deref(), Some("0x0"));
+        assert_eq!(rec.drop.location.as_deref(), Some("0x0"));
     }
 
     #[test]
@@ -416,7 +415,10 @@ mod tests {
         assert_eq!(icmp.from, None);
         assert_eq!(icmp.to.to_string(), "10.0.0.1");
         assert_eq!((icmp.icmp_type, icmp.code), (3, 4));
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("route")));
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1450), Some(MtuSource::Route))
+        );
     }
 
     #[test]
@@ -429,7 +431,10 @@ mod tests {
         ev.flags |= flags::MTU_ADVERTISED;
         let rec = decode(&ev, &names).unwrap();
         assert_eq!(rec.icmp.as_ref().unwrap().mtu, Some(1430));
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1430), Some("icmp")));
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1430), Some(MtuSource::Icmp))
+        );
     }
 
     #[test]
@@ -455,9 +460,12 @@ mod tests {
         ev.netns = 22;
         ev.mtu = 1450;
         let rec = decode(&ev, &names).unwrap();
-        assert_eq!(rec.ifname.as_deref(), Some("uplink"));
+        assert_eq!(rec.device.ifname.as_deref(), Some("uplink"));
         assert_eq!(rec.kind, Kind::OversizeTx);
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1450), Some("device")));
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1450), Some(MtuSource::Device))
+        );
     }
 
     #[test]

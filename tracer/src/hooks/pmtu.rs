@@ -9,7 +9,10 @@ use aya::{programs::FEntry, Btf, Ebpf};
 use tracer_common::{Event, PmtuOffsets, NO_FIELD};
 
 use super::{attach_kprobe, explain_fentry, explain_kprobe, program, Attempt, Outcome};
-use crate::{event::Record, kernel::btf};
+use crate::{
+    event::{MtuSource, Record},
+    kernel::btf,
+};
 
 /// The kernel function every IPv4 path-MTU update goes through.
 pub const FUNCTION: &str = "__ip_rt_update_pmtu";
@@ -103,18 +106,18 @@ pub fn blind_spot(report: &[Attempt]) -> Option<String> {
 pub(super) fn decode(rec: &mut Record, ev: &Event) {
     // The MTU the kernel was asked to record (it raises values below
     // net.ipv4.route.min_pmtu to that floor); the route's device and its MTU are `out_*`.
-    rec.mtu = (ev.mtu != 0).then_some(ev.mtu);
-    rec.mtu_source = rec.mtu.map(|_| "pmtu");
+    rec.size.mtu = (ev.mtu != 0).then_some(ev.mtu);
+    rec.size.mtu_source = rec.size.mtu.map(|_| MtuSource::Pmtu);
     let f = &ev.flow;
     let addr = |a: &[u8; 16]| IpAddr::from(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
-    rec.src = Some(addr(&f.saddr)).filter(|a| !a.is_unspecified());
-    rec.dst = Some(addr(&f.daddr)).filter(|a| !a.is_unspecified());
-    rec.proto = (f.proto != 0).then_some(f.proto);
+    rec.flow.src = Some(addr(&f.saddr)).filter(|a| !a.is_unspecified());
+    rec.flow.dst = Some(addr(&f.daddr)).filter(|a| !a.is_unspecified());
+    rec.flow.proto = (f.proto != 0).then_some(f.proto);
     // The kernel's flow key carries no ports (`build_sk_flow_key` and `__build_flow_key` pass
     // 0): the learner is told by its namespace. Kept should a kernel fill them in.
     if f.sport != 0 || f.dport != 0 {
-        rec.sport = Some(f.sport);
-        rec.dport = Some(f.dport);
+        rec.flow.sport = Some(f.sport);
+        rec.flow.dport = Some(f.dport);
     }
 }
 
@@ -146,10 +149,10 @@ mod tests {
     fn decoded(ev: &Event) -> Record {
         let mut rec = Record::new(crate::event::Kind::PmtuUpdate, "fentry/x", 0);
         // As hooks::decode does before the hook's own decoder.
-        rec.out_ifname = super::super::c_name(&ev.out_ifname);
-        rec.out_mtu = Some(ev.out_mtu);
-        rec.mtu = Some(ev.mtu);
-        rec.mtu_source = Some("device");
+        rec.route.out_ifname = super::super::c_name(&ev.out_ifname);
+        rec.route.out_mtu = Some(ev.out_mtu);
+        rec.size.mtu = Some(ev.mtu);
+        rec.size.mtu_source = Some(MtuSource::Device);
         decode(&mut rec, ev);
         rec
     }
@@ -157,20 +160,23 @@ mod tests {
     #[test]
     fn an_update_with_ports_names_the_connection_and_the_learned_mtu() {
         let rec = decoded(&update(43210, 8080));
-        assert_eq!((rec.mtu, rec.mtu_source), (Some(1430), Some("pmtu")));
-        assert_eq!(rec.proto, Some(6));
-        assert_eq!(rec.src.unwrap().to_string(), "10.244.1.5");
-        assert_eq!(rec.dst.unwrap().to_string(), "10.244.2.7");
-        assert_eq!((rec.sport, rec.dport), (Some(43210), Some(8080)));
-        assert_eq!(rec.out_ifname.as_deref(), Some("tunl0"));
-        assert_eq!(rec.out_mtu, Some(1480));
+        assert_eq!(
+            (rec.size.mtu, rec.size.mtu_source),
+            (Some(1430), Some(MtuSource::Pmtu))
+        );
+        assert_eq!(rec.flow.proto, Some(6));
+        assert_eq!(rec.flow.src.unwrap().to_string(), "10.244.1.5");
+        assert_eq!(rec.flow.dst.unwrap().to_string(), "10.244.2.7");
+        assert_eq!((rec.flow.sport, rec.flow.dport), (Some(43210), Some(8080)));
+        assert_eq!(rec.route.out_ifname.as_deref(), Some("tunl0"));
+        assert_eq!(rec.route.out_mtu, Some(1480));
     }
 
     #[test]
     fn an_update_without_ports_names_the_addresses_only() {
         let rec = decoded(&update(0, 0));
-        assert_eq!((rec.sport, rec.dport), (None, None));
-        assert_eq!(rec.dst.unwrap().to_string(), "10.244.2.7");
+        assert_eq!((rec.flow.sport, rec.flow.dport), (None, None));
+        assert_eq!(rec.flow.dst.unwrap().to_string(), "10.244.2.7");
     }
 
     #[test]

@@ -56,14 +56,14 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
         let d: [u8; 4] = [f.daddr[0], f.daddr[1], f.daddr[2], f.daddr[3]];
         (Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into())
     };
-    rec.proto = Some(6);
-    rec.src = Some(src);
-    rec.dst = Some(dst);
-    rec.sport = Some(f.sport);
-    rec.dport = Some(f.dport);
+    rec.flow.proto = Some(6);
+    rec.flow.src = Some(src);
+    rec.flow.dst = Some(dst);
+    rec.flow.sport = Some(f.sport);
+    rec.flow.dport = Some(f.dport);
     rec.tcp_state = tcp_state_name(ev.aux1).map(str::to_string);
     if ev.gso_size != 0 {
-        rec.gso_size = Some(ev.gso_size as u32);
+        rec.size.gso_size = Some(ev.gso_size as u32);
     }
 }
 

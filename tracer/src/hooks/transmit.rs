@@ -377,7 +377,7 @@ pub fn attach(
 }
 
 pub(super) fn decode(rec: &mut Record, _ev: &Event) {
-    rec.mtu_source = rec.mtu.map(|_| "device");
+    rec.size.mtu_source = rec.size.mtu.map(|_| crate::event::MtuSource::Device);
 }
 
 #[cfg(test)]

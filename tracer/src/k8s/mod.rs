@@ -15,29 +15,8 @@ use std::{collections::HashSet, fmt, net::IpAddr, str::FromStr, sync::Arc};
 
 use rustc_hash::FxHashMap;
 
-use serde::{Deserialize, Serialize};
-
-/// A namespaced object (`namespace` is null for nodes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-///
-/// Names are shared (`Arc<str>`): every event about a pod carries its name, and a reference
-/// count is cheaper than a copy per event.
-pub struct ObjectRef {
-    pub namespace: Option<Arc<str>>,
-    pub name: Arc<str>,
-}
-
-/// A service a packet was addressed to (by ClusterIP, external or LoadBalancer IP, node port)
-/// or reached (by a backend).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ServiceRef {
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
-    /// The service port (`spec.ports[].port`), when known.
-    pub port: Option<u16>,
-    /// The port's name (`http`, `redis`), when it has one.
-    pub port_name: Option<Arc<str>>,
-}
+// The names a record carries are part of the event model; re-exported for the sources here.
+pub use crate::event::{Attribution, ObjectRef, ServiceRef};
 
 /// A pod: its name and the node it runs on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -129,16 +108,6 @@ impl FromStr for Prefix {
     }
 }
 
-/// The names an event gains (JSONL `src_pod`, `dst_pod`, `service`, `src_node`, `dst_node`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Attribution {
-    pub src_pod: Option<ObjectRef>,
-    pub dst_pod: Option<ObjectRef>,
-    pub service: Option<ServiceRef>,
-    pub src_node: Option<ObjectRef>,
-    pub dst_node: Option<ObjectRef>,
-}
-
 /// The addresses of one event that [`Inventory::attribute`] names. Everything is optional:
 /// events carry what their hook could decode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -159,13 +128,13 @@ impl FlowKey {
     /// The record's flow fields and, when encapsulated, its outer addresses.
     pub fn from_record(rec: &crate::event::Record) -> FlowKey {
         FlowKey {
-            proto: rec.proto,
-            src: rec.src,
-            sport: rec.sport,
-            dst: rec.dst,
-            dport: rec.dport,
-            outer_src: rec.outer.as_ref().map(|o| o.src),
-            outer_dst: rec.outer.as_ref().map(|o| o.dst),
+            proto: rec.flow.proto,
+            src: rec.flow.src,
+            sport: rec.flow.sport,
+            dst: rec.flow.dst,
+            dport: rec.flow.dport,
+            outer_src: rec.flow.outer.as_ref().map(|o| o.src),
+            outer_dst: rec.flow.outer.as_ref().map(|o| o.dst),
         }
     }
 }

@@ -273,12 +273,12 @@ fn unknown_addresses_give_nothing() {
 fn flow_key_from_record() {
     let mut rec = Record::new(Kind::Drop, "tcx/egress", 0);
     assert_eq!(FlowKey::from_record(&rec), FlowKey::default());
-    rec.proto = Some(TCP);
-    rec.src = Some(ip("10.244.1.17"));
-    rec.sport = Some(43512);
-    rec.dst = Some(ip("10.244.2.23"));
-    rec.dport = Some(8080);
-    rec.outer = Some(Outer {
+    rec.flow.proto = Some(TCP);
+    rec.flow.src = Some(ip("10.244.1.17"));
+    rec.flow.sport = Some(43512);
+    rec.flow.dst = Some(ip("10.244.2.23"));
+    rec.flow.dport = Some(8080);
+    rec.flow.outer = Some(Outer {
         src: ip("10.0.0.11"),
         dst: ip("10.0.0.12"),
         encap: Encap::Ipip,

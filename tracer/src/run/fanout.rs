@@ -36,7 +36,7 @@ impl Fanout {
         self.summary.add(rec);
         self.analyzer.observe_record(rec);
         if let Some(n) = self.summary.unattributed.as_mut() {
-            if rec.src.is_some() && !rec.has_names() {
+            if rec.flow.src.is_some() && !rec.has_names() {
                 *n += 1;
             }
         }

@@ -69,6 +69,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     };
     let mut facts = KernelFacts::read(args.all_drops)?;
     let plan = Plan::resolve(&args)?;
+    plan.stamp_records();
     let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
     // Before attaching anything: a bad path or a taken port must fail before tracing starts.
     let outputs = Outputs::open(&args, &plan)?;

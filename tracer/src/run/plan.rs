@@ -24,7 +24,8 @@ pub struct Plan {
     pub iface_patterns: Vec<String>,
     /// `--host-root`: where node-local names and the CNI's configuration are read.
     pub host_root: HostRoot,
-    /// This node's name (its hostname, as the kubelet takes it), unless `--no-node-local`.
+    /// This node's name: `NODE_NAME` (the DaemonSet sets it from `spec.nodeName`), else its
+    /// hostname as the kubelet takes it (unless `--no-node-local`).
     pub node: Option<String>,
 }
 
@@ -40,11 +41,11 @@ impl Plan {
         }
         let devices = transmit::select(&listed, &args.ifaces)?;
         let host_root = HostRoot::new(&args.host_root);
-        let node = if args.no_node_local {
-            None
-        } else {
-            node_local::node_name(&host_root)
-        };
+        let node = node_name(std::env::var("NODE_NAME").ok().as_deref(), || {
+            (!args.no_node_local)
+                .then(|| node_local::node_name(&host_root))
+                .flatten()
+        });
         Ok(Plan {
             namespaces,
             devices,
@@ -52,6 +53,13 @@ impl Plan {
             host_root,
             node,
         })
+    }
+
+    /// Stamp this run's records with the node (JSONL `node`).
+    pub fn stamp_records(&self) {
+        if let Some(node) = &self.node {
+            crate::event::set_node(node);
+        }
     }
 
     pub fn watched(&self) -> &[Netns] {
@@ -64,6 +72,17 @@ impl Plan {
             .iter()
             .map(|n| (n.inode, n.label.clone()))
             .collect()
+    }
+}
+
+/// `NODE_NAME` when set and not blank, else what `node_local` finds.
+fn node_name(
+    from_env: Option<&str>,
+    node_local: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    match from_env.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(n) => Some(n.to_string()),
+        None => node_local(),
     }
 }
 
@@ -107,6 +126,21 @@ mod tests {
         // Lowercased, as the kubelet names its node.
         assert_eq!(plan.node.as_deref(), Some("node-a"));
         assert_eq!(quiet.unwrap().node, None);
+    }
+
+    #[test]
+    fn node_name_wins_over_the_hostname_unless_blank() {
+        let hostname = || Some("worker-116".to_string());
+        assert_eq!(
+            node_name(Some(" worker-208 "), hostname).as_deref(),
+            Some("worker-208")
+        );
+        assert_eq!(
+            node_name(Some(" "), hostname).as_deref(),
+            Some("worker-116")
+        );
+        assert_eq!(node_name(None, hostname).as_deref(), Some("worker-116"));
+        assert_eq!(node_name(None, || None), None);
     }
 
     #[test]

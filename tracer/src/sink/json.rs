@@ -8,8 +8,7 @@
 
 use std::net::IpAddr;
 
-use crate::event::{Encap, IcmpTooBig, Outer, Record};
-use crate::k8s::{ObjectRef, ServiceRef};
+use crate::event::{Encap, IcmpTooBig, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 
 /// Append `rec` as one JSON object (no newline) to `out`.
 pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
@@ -18,64 +17,64 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     out.extend_from_slice(b",\"kind\":");
     string(out, rec.kind.as_str());
     out.extend_from_slice(b",\"hook\":");
-    string(out, rec.hook);
+    string(out, &rec.hook);
     key(out, "ifname");
-    opt_str(out, rec.ifname.as_deref());
+    opt_str(out, rec.device.ifname.as_deref());
     key(out, "ifindex");
-    opt_num(out, rec.ifindex.map(u64::from));
+    opt_num(out, rec.device.ifindex.map(u64::from));
     key(out, "netns");
-    opt_num(out, rec.netns.map(u64::from));
+    opt_num(out, rec.device.netns.map(u64::from));
     key(out, "len");
-    opt_num(out, rec.len.map(u64::from));
+    opt_num(out, rec.size.len.map(u64::from));
     key(out, "l3_len");
-    opt_num(out, rec.l3_len.map(u64::from));
+    opt_num(out, rec.size.l3_len.map(u64::from));
     key(out, "mtu");
-    opt_num(out, rec.mtu.map(u64::from));
+    opt_num(out, rec.size.mtu.map(u64::from));
     key(out, "mtu_source");
-    opt_str(out, rec.mtu_source);
+    opt_str(out, rec.size.mtu_source.map(MtuSource::as_str));
     key(out, "gso_size");
-    opt_num(out, rec.gso_size.map(u64::from));
+    opt_num(out, rec.size.gso_size.map(u64::from));
     key(out, "gso_segs");
-    opt_num(out, rec.gso_segs.map(u64::from));
+    opt_num(out, rec.size.gso_segs.map(u64::from));
     key(out, "reason");
-    opt_str(out, rec.reason.as_deref());
+    opt_str(out, rec.drop.reason.as_deref());
     key(out, "reason_code");
-    opt_num(out, rec.reason_code.map(u64::from));
+    opt_num(out, rec.drop.reason_code.map(u64::from));
     key(out, "location");
-    opt_str(out, rec.location.as_deref());
+    opt_str(out, rec.drop.location.as_deref());
     key(out, "matched");
     out.push(b'[');
-    for (i, m) in rec.matched.iter().enumerate() {
+    for (i, m) in rec.drop.matched.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, m);
+        string(out, m.as_str());
     }
     out.push(b']');
     key(out, "out_ifname");
-    opt_str(out, rec.out_ifname.as_deref());
+    opt_str(out, rec.route.out_ifname.as_deref());
     key(out, "out_ifindex");
-    opt_num(out, rec.out_ifindex.map(u64::from));
+    opt_num(out, rec.route.out_ifindex.map(u64::from));
     key(out, "out_mtu");
-    opt_num(out, rec.out_mtu.map(u64::from));
+    opt_num(out, rec.route.out_mtu.map(u64::from));
     key(out, "peer_ifname");
-    opt_str(out, rec.peer_ifname.as_deref());
+    opt_str(out, rec.route.peer_ifname.as_deref());
     key(out, "peer_ifindex");
-    opt_num(out, rec.peer_ifindex.map(u64::from));
+    opt_num(out, rec.route.peer_ifindex.map(u64::from));
     key(out, "peer_mtu");
-    opt_num(out, rec.peer_mtu.map(u64::from));
+    opt_num(out, rec.route.peer_mtu.map(u64::from));
     key(out, "proto");
-    opt_num(out, rec.proto.map(u64::from));
+    opt_num(out, rec.flow.proto.map(u64::from));
     key(out, "src");
-    opt_ip(out, rec.src);
+    opt_ip(out, rec.flow.src);
     key(out, "sport");
-    opt_num(out, rec.sport.map(u64::from));
+    opt_num(out, rec.flow.sport.map(u64::from));
     key(out, "dst");
-    opt_ip(out, rec.dst);
+    opt_ip(out, rec.flow.dst);
     key(out, "dport");
-    opt_num(out, rec.dport.map(u64::from));
+    opt_num(out, rec.flow.dport.map(u64::from));
     key(out, "outer");
-    match &rec.outer {
+    match &rec.flow.outer {
         Some(o) => outer(out, o),
         None => null(out),
     }
@@ -91,18 +90,20 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     key(out, "lost");
     opt_num(out, rec.lost);
     key(out, "src_pod");
-    opt_object(out, rec.src_pod.as_ref());
+    opt_object(out, rec.names.src_pod.as_ref());
     key(out, "dst_pod");
-    opt_object(out, rec.dst_pod.as_ref());
+    opt_object(out, rec.names.dst_pod.as_ref());
     key(out, "service");
-    match &rec.service {
+    match &rec.names.service {
         Some(s) => service(out, s),
         None => null(out),
     }
     key(out, "src_node");
-    opt_object(out, rec.src_node.as_ref());
+    opt_object(out, rec.names.src_node.as_ref());
     key(out, "dst_node");
-    opt_object(out, rec.dst_node.as_ref());
+    opt_object(out, rec.names.dst_node.as_ref());
+    key(out, "node");
+    opt_str(out, rec.node.as_deref());
     out.push(b'}');
 }
 
@@ -269,7 +270,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{Kind, Record};
+    use crate::event::{
+        Attribution, Device, DropCause, FlowFields, Kind, Matched, Record, Route, Size,
+    };
 
     /// Names that need escaping, and some that do not.
     const AWKWARD: &[&str] = &[
@@ -308,31 +311,31 @@ mod tests {
             name: name.into(),
         };
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1_795_630_181_123_456_789);
-        r.ifname = Some(name.to_string());
-        r.ifindex = Some(u32::MAX);
-        r.netns = Some(4026532177);
-        r.len = Some(1550);
-        r.l3_len = Some(0);
-        r.mtu = Some(1450);
-        r.mtu_source = Some("peer");
-        r.gso_size = Some(1448);
-        r.gso_segs = Some(45);
-        r.reason = Some(name.to_string());
-        r.reason_code = Some(2);
-        r.location = Some(format!("{name}+0x87"));
-        r.matched = vec!["location", "oversize"];
-        r.out_ifname = Some(name.to_string());
-        r.out_ifindex = Some(3);
-        r.out_mtu = Some(1500);
-        r.peer_ifname = Some(name.to_string());
-        r.peer_ifindex = Some(9);
-        r.peer_mtu = Some(1450);
-        r.proto = Some(255);
-        r.src = Some(ip(1));
-        r.sport = Some(0);
-        r.dst = Some(ip(255));
-        r.dport = Some(u16::MAX);
-        r.outer = Some(Outer {
+        r.device.ifname = Some(name.to_string());
+        r.device.ifindex = Some(u32::MAX);
+        r.device.netns = Some(4026532177);
+        r.size.len = Some(1550);
+        r.size.l3_len = Some(0);
+        r.size.mtu = Some(1450);
+        r.size.mtu_source = Some(MtuSource::Peer);
+        r.size.gso_size = Some(1448);
+        r.size.gso_segs = Some(45);
+        r.drop.reason = Some(name.to_string());
+        r.drop.reason_code = Some(2);
+        r.drop.location = Some(format!("{name}+0x87"));
+        r.drop.matched = vec![Matched::Location, Matched::Oversize];
+        r.route.out_ifname = Some(name.to_string());
+        r.route.out_ifindex = Some(3);
+        r.route.out_mtu = Some(1500);
+        r.route.peer_ifname = Some(name.to_string());
+        r.route.peer_ifindex = Some(9);
+        r.route.peer_mtu = Some(1450);
+        r.flow.proto = Some(255);
+        r.flow.src = Some(ip(1));
+        r.flow.sport = Some(0);
+        r.flow.dst = Some(ip(255));
+        r.flow.dport = Some(u16::MAX);
+        r.flow.outer = Some(Outer {
             src: ip(10),
             dst: ip(11),
             encap: if n.is_multiple_of(2) {
@@ -352,16 +355,16 @@ mod tests {
         r.tcp_state = Some(name.to_string());
         r.skb = Some(format!("{:#x}", 0xffff_8881_0000_0000u64 + n));
         r.lost = Some(u64::MAX - n);
-        r.src_pod = Some(obj(Some(name)));
-        r.dst_pod = Some(obj(None));
-        r.service = Some(ServiceRef {
+        r.names.src_pod = Some(obj(Some(name)));
+        r.names.dst_pod = Some(obj(None));
+        r.names.service = Some(ServiceRef {
             namespace: name.into(),
             name: name.into(),
             port: n.is_multiple_of(2).then_some(443),
             port_name: (!n.is_multiple_of(2)).then(|| Arc::from(name)),
         });
-        r.src_node = Some(obj(None));
-        r.dst_node = Some(obj(Some(name)));
+        r.names.src_node = Some(obj(None));
+        r.names.dst_node = Some(obj(Some(name)));
         r
     }
 
@@ -377,14 +380,7 @@ mod tests {
 
     #[test]
     fn nothing_set_matches_serde() {
-        for kind in [
-            Kind::Drop,
-            Kind::IcmpTooBigSent,
-            Kind::IcmpTooBigReceived,
-            Kind::OversizeTx,
-            Kind::TcpRetransmit,
-            Kind::Lost,
-        ] {
+        for &kind in Kind::ALL {
             let rec = Record::new(kind, "ringbuf", 0);
             assert_eq!(fast_line(&rec), serde_line(&rec));
         }
@@ -396,14 +392,14 @@ mod tests {
         for n in 0..24u64 {
             let mut rec = full(AWKWARD[n as usize % AWKWARD.len()], n.is_multiple_of(4), n);
             match n % 8 {
-                0 => rec.outer = None,
+                0 => rec.flow.outer = None,
                 1 => rec.icmp = None,
-                2 => rec.service = None,
-                3 => (rec.src_pod, rec.dst_node) = (None, None),
-                4 => rec.matched.clear(),
-                5 => (rec.src, rec.dst, rec.sport) = (None, None, None),
-                6 => rec.matched = vec!["icmp_too_big"],
-                _ => (rec.ifname, rec.reason, rec.skb) = (None, None, None),
+                2 => rec.names.service = None,
+                3 => (rec.names.src_pod, rec.names.dst_node) = (None, None),
+                4 => rec.drop.matched.clear(),
+                5 => (rec.flow.src, rec.flow.dst, rec.flow.sport) = (None, None, None),
+                6 => rec.drop.matched = vec![Matched::IcmpTooBig],
+                _ => (rec.device.ifname, rec.drop.reason, rec.skb) = (None, None, None),
             }
             let fast = fast_line(&rec);
             assert_eq!(fast, serde_line(&rec), "variant {n}");
@@ -416,7 +412,7 @@ mod tests {
     fn every_control_character_is_escaped_as_serde_does() {
         let all: String = (0u8..0x80).map(char::from).collect();
         let mut rec = Record::new(Kind::Drop, "x", 0);
-        rec.reason = Some(all);
+        rec.drop.reason = Some(all);
         assert_eq!(fast_line(&rec), serde_line(&rec));
     }
 
@@ -434,37 +430,47 @@ mod tests {
             ts: "2026-11-26T02:00:00.000000001Z".into(),
             ts_unix_ns: 1,
             kind: Kind::Drop,
-            hook: "tp_btf/kfree_skb",
-            ifname: Some("eth0".into()),
-            ifindex: Some(2),
-            netns: Some(4026531840),
-            len: Some(1514),
-            l3_len: Some(1500),
-            mtu: Some(1450),
-            mtu_source: Some("device"),
-            gso_size: Some(1448),
-            gso_segs: Some(2),
-            reason: Some("PKT_TOO_BIG".into()),
-            reason_code: Some(2),
-            location: Some("ip_forward+0x2c0".into()),
-            matched: vec!["reason"],
-            out_ifname: Some("tunl0".into()),
-            out_ifindex: Some(3),
-            out_mtu: Some(1480),
-            peer_ifname: Some("cali1".into()),
-            peer_ifindex: Some(4),
-            peer_mtu: Some(1440),
-            proto: Some(6),
-            src: Some(ip(1)),
-            sport: Some(1),
-            dst: Some(ip(2)),
-            dport: Some(2),
-            outer: Some(Outer {
-                src: ip(3),
-                dst: ip(4),
-                encap: Encap::Vxlan,
-                vni: Some(4096),
-            }),
+            hook: "tp_btf/kfree_skb".into(),
+            device: Device {
+                ifname: Some("eth0".into()),
+                ifindex: Some(2),
+                netns: Some(4026531840),
+            },
+            size: Size {
+                len: Some(1514),
+                l3_len: Some(1500),
+                mtu: Some(1450),
+                mtu_source: Some(MtuSource::Device),
+                gso_size: Some(1448),
+                gso_segs: Some(2),
+            },
+            drop: DropCause {
+                reason: Some("PKT_TOO_BIG".into()),
+                reason_code: Some(2),
+                location: Some("ip_forward+0x2c0".into()),
+                matched: vec![Matched::Reason],
+            },
+            route: Route {
+                out_ifname: Some("tunl0".into()),
+                out_ifindex: Some(3),
+                out_mtu: Some(1480),
+                peer_ifname: Some("cali1".into()),
+                peer_ifindex: Some(4),
+                peer_mtu: Some(1440),
+            },
+            flow: FlowFields {
+                proto: Some(6),
+                src: Some(ip(1)),
+                sport: Some(1),
+                dst: Some(ip(2)),
+                dport: Some(2),
+                outer: Some(Outer {
+                    src: ip(3),
+                    dst: ip(4),
+                    encap: Encap::Vxlan,
+                    vni: Some(4096),
+                }),
+            },
             icmp: Some(IcmpTooBig {
                 from: Some(ip(5)),
                 to: ip(6),
@@ -475,16 +481,19 @@ mod tests {
             tcp_state: Some("TCP_ESTABLISHED".into()),
             skb: Some("0xffff888100000000".into()),
             lost: Some(1),
-            src_pod: Some(obj()),
-            dst_pod: Some(obj()),
-            service: Some(ServiceRef {
-                namespace: name.clone(),
-                name: name.clone(),
-                port: Some(443),
-                port_name: Some(name.clone()),
-            }),
-            src_node: Some(obj()),
-            dst_node: Some(obj()),
+            names: Attribution {
+                src_pod: Some(obj()),
+                dst_pod: Some(obj()),
+                service: Some(ServiceRef {
+                    namespace: name.clone(),
+                    name: name.clone(),
+                    port: Some(443),
+                    port_name: Some(name.clone()),
+                }),
+                src_node: Some(obj()),
+                dst_node: Some(obj()),
+            },
+            node: Some(name.clone()),
             packet: Some(crate::event::Captured {
                 ethertype: 0x0800,
                 bytes: vec![0x45],

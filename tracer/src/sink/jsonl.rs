@@ -111,16 +111,16 @@ impl<W: LineOut> Sink for JsonlSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Decoded, Encap, Flow, Kind, Outer};
+    use crate::event::{Decoded, Encap, Flow, Kind, Matched, Outer};
 
     fn sample() -> Record {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1_795_630_181_123_456_789);
-        r.ifname = Some("eth0".into());
-        r.len = Some(1534);
-        r.l3_len = Some(1520);
-        r.mtu = Some(1450);
-        r.reason = Some("PKT_TOO_BIG".into());
-        r.matched = vec!["reason", "oversize"];
+        r.device.ifname = Some("eth0".into());
+        r.size.len = Some(1534);
+        r.size.l3_len = Some(1520);
+        r.size.mtu = Some(1450);
+        r.drop.reason = Some("PKT_TOO_BIG".into());
+        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
         r.set_decoded(&Decoded {
             flow: Some(Flow {
                 proto: 6,

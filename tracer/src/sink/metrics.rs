@@ -181,11 +181,17 @@ impl Metrics {
     }
 
     fn namespace_of(rec: &Record) -> String {
-        rec.src_pod
+        rec.names
+            .src_pod
             .as_ref()
             .and_then(|p| p.namespace.as_deref())
-            .or_else(|| rec.service.as_ref().map(|s| &*s.namespace))
-            .or_else(|| rec.dst_pod.as_ref().and_then(|p| p.namespace.as_deref()))
+            .or_else(|| rec.names.service.as_ref().map(|s| &*s.namespace))
+            .or_else(|| {
+                rec.names
+                    .dst_pod
+                    .as_ref()
+                    .and_then(|p| p.namespace.as_deref())
+            })
             .unwrap_or_default()
             .to_string()
     }
@@ -246,6 +252,7 @@ impl Sink for Metrics {
             return Ok(());
         }
         let netns = rec
+            .device
             .netns
             .map(|n| {
                 self.netns_labels
@@ -257,8 +264,8 @@ impl Sink for Metrics {
         let labels = self.events.admit(
             vec![
                 ("kind", rec.kind.as_str().to_string()),
-                ("reason", rec.reason.clone().unwrap_or_default()),
-                ("device", rec.ifname.clone().unwrap_or_default()),
+                ("reason", rec.drop.reason.clone().unwrap_or_default()),
+                ("device", rec.device.ifname.clone().unwrap_or_default()),
                 ("netns", netns),
                 ("namespace", Self::namespace_of(rec)),
             ],
@@ -401,14 +408,14 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::ObjectRef;
+    use crate::event::ObjectRef;
 
     fn drop_in(device: &str, ns: Option<&str>) -> Record {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1);
-        r.ifname = Some(device.into());
-        r.netns = Some(4026532178);
-        r.reason = Some("PKT_TOO_BIG".into());
-        r.src_pod = ns.map(|n| ObjectRef {
+        r.device.ifname = Some(device.into());
+        r.device.netns = Some(4026532178);
+        r.drop.reason = Some("PKT_TOO_BIG".into());
+        r.names.src_pod = ns.map(|n| ObjectRef {
             namespace: Some(n.into()),
             name: "p".into(),
         });

@@ -22,8 +22,8 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
 use super::Sink;
-use crate::event::{Encap, Kind, Record};
-use crate::k8s::ObjectRef;
+use crate::event::ObjectRef;
+use crate::event::{Encap, Kind, MtuSource, Record};
 
 /// Interface blocks written at most; devices beyond share one `other` block, so that a run
 /// without `--netns` over thousands of pod veths cannot grow the table without bound.
@@ -94,7 +94,10 @@ impl<W: Write> PcapSink<W> {
 
     /// The interface id of the record's device, writing its block the first time.
     fn interface(&mut self, rec: &Record) -> anyhow::Result<u32> {
-        let mut key = Some((rec.netns.unwrap_or(0), rec.ifindex.unwrap_or(0)));
+        let mut key = Some((
+            rec.device.netns.unwrap_or(0),
+            rec.device.ifindex.unwrap_or(0),
+        ));
         if !self.interfaces.contains_key(&key) && self.interfaces.len() >= MAX_INTERFACES - 1 {
             key = None;
         }
@@ -103,7 +106,11 @@ impl<W: Write> PcapSink<W> {
         }
         let (name, description) = match key {
             Some((netns, ifindex)) => {
-                let dev = rec.ifname.clone().unwrap_or_else(|| format!("if{ifindex}"));
+                let dev = rec
+                    .device
+                    .ifname
+                    .clone()
+                    .unwrap_or_else(|| format!("if{ifindex}"));
                 let label = self.netns_label(netns);
                 (
                     format!("{dev}@{label}"),
@@ -162,32 +169,41 @@ fn pair(a: Option<&ObjectRef>, b: Option<&ObjectRef>) -> Option<String> {
 /// The packet's comment: what the tracer knows about it, `key: value` pairs joined by `; `.
 pub fn comment(rec: &Record, device: &str) -> String {
     let mut c = format!("tracer {}", rec.kind.as_str());
-    if let Some(r) = &rec.reason {
+    if let Some(r) = &rec.drop.reason {
         let _ = write!(c, "; reason: {r}");
     }
-    if let Some(l) = &rec.location {
+    if let Some(l) = &rec.drop.location {
         let _ = write!(c, "; location: {l}");
     }
-    if !rec.matched.is_empty() {
-        let _ = write!(c, "; matched: {}", rec.matched.join(","));
+    if !rec.drop.matched.is_empty() {
+        let _ = write!(
+            c,
+            "; matched: {}",
+            rec.drop
+                .matched
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
     }
     let _ = write!(c, "; device: {device}");
-    if let Some(len) = rec.l3_len {
+    if let Some(len) = rec.size.l3_len {
         let _ = write!(c, "; size: {len} B");
     }
-    if let Some(mtu) = rec.mtu {
+    if let Some(mtu) = rec.size.mtu {
         let _ = write!(c, "; mtu: {mtu}");
-        match rec.mtu_source {
-            Some("peer") => {
-                let peer = rec.peer_ifname.as_deref().unwrap_or("?");
+        match rec.size.mtu_source {
+            Some(MtuSource::Peer) => {
+                let peer = rec.route.peer_ifname.as_deref().unwrap_or("?");
                 let _ = write!(c, " (veth peer {peer})");
             }
-            Some("route") => {
-                let out = rec.out_ifname.as_deref().unwrap_or("?");
+            Some(MtuSource::Route) => {
+                let out = rec.route.out_ifname.as_deref().unwrap_or("?");
                 let _ = write!(c, " (route via {out})");
             }
             Some(source) => {
-                let _ = write!(c, " ({source})");
+                let _ = write!(c, " ({})", source.as_str());
             }
             None => {}
         }
@@ -202,7 +218,7 @@ pub fn comment(rec: &Record, device: &str) -> String {
             icmp.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default()
         );
     }
-    if let (Some(proto), Some(src), Some(dst)) = (rec.proto, rec.src, rec.dst) {
+    if let (Some(proto), Some(src), Some(dst)) = (rec.flow.proto, rec.flow.src, rec.flow.dst) {
         let name = match proto {
             1 => "icmp".to_string(),
             6 => "tcp".to_string(),
@@ -218,11 +234,11 @@ pub fn comment(rec: &Record, device: &str) -> String {
         let _ = write!(
             c,
             "; flow: {name} {} -> {}",
-            end(src, rec.sport),
-            end(dst, rec.dport)
+            end(src, rec.flow.sport),
+            end(dst, rec.flow.dport)
         );
     }
-    if let Some(o) = &rec.outer {
+    if let Some(o) = &rec.flow.outer {
         let encap = match o.encap {
             Encap::Vxlan => "vxlan",
             Encap::Ipip => "ipip",
@@ -232,16 +248,16 @@ pub fn comment(rec: &Record, device: &str) -> String {
             let _ = write!(c, " vni {vni}");
         }
     }
-    if let Some(p) = pair(rec.src_pod.as_ref(), rec.dst_pod.as_ref()) {
+    if let Some(p) = pair(rec.names.src_pod.as_ref(), rec.names.dst_pod.as_ref()) {
         let _ = write!(c, "; pods: {p}");
     }
-    if let Some(s) = &rec.service {
+    if let Some(s) = &rec.names.service {
         let _ = write!(c, "; service: {}/{}", s.namespace, s.name);
         if let Some(port) = s.port {
             let _ = write!(c, ":{port}");
         }
     }
-    if let Some(n) = pair(rec.src_node.as_ref(), rec.dst_node.as_ref()) {
+    if let Some(n) = pair(rec.names.src_node.as_ref(), rec.names.dst_node.as_ref()) {
         let _ = write!(c, "; nodes: {n}");
     }
     c
@@ -265,18 +281,18 @@ impl<W: Write> Sink for PcapSink<W> {
         }
         .min(captured.bytes.len());
         let interface_id = self.interface(rec)?;
-        let device = match rec.netns {
+        let device = match rec.device.netns {
             Some(ns) => format!(
                 "{}@{}",
-                rec.ifname.as_deref().unwrap_or("?"),
+                rec.device.ifname.as_deref().unwrap_or("?"),
                 self.netns_label(ns)
             ),
-            None => rec.ifname.clone().unwrap_or_else(|| "?".into()),
+            None => rec.device.ifname.clone().unwrap_or_else(|| "?".into()),
         };
         let mut options = vec![EnhancedPacketOption::Common(CommonOption::Comment(
             Cow::Owned(comment(rec, &device)),
         ))];
-        match rec.hook {
+        match &*rec.hook {
             "tcx/egress" => options.push(EnhancedPacketOption::Flags(EPB_OUTBOUND)),
             "tcx/ingress" => options.push(EnhancedPacketOption::Flags(EPB_INBOUND)),
             _ => {}
@@ -286,6 +302,7 @@ impl<W: Write> Sink for PcapSink<W> {
             timestamp: Duration::from_nanos(u64::try_from(rec.ts_unix_ns).unwrap_or(0)),
             // The packet's real length from its network header, as the kernel measured it.
             original_len: rec
+                .size
                 .l3_len
                 .unwrap_or(captured.bytes.len() as u32)
                 .max(keep as u32),
@@ -314,8 +331,7 @@ impl<W: Write> Sink for PcapSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Captured;
-    use crate::k8s::ServiceRef;
+    use crate::event::{Captured, Matched, ServiceRef};
     use pcap_file::pcapng::{Block, PcapNgReader};
 
     /// A 1550-byte VXLAN packet as the kernel captures it (176 bytes): outer IPv4, UDP 4789,
@@ -350,32 +366,32 @@ mod tests {
 
     fn drop_record() -> Record {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1_795_630_181_123_456_789);
-        r.ifname = Some("eth0".into());
-        r.ifindex = Some(2);
-        r.netns = Some(4026532178);
-        r.l3_len = Some(1550);
-        r.mtu = Some(1450);
-        r.mtu_source = Some("peer");
-        r.peer_ifname = Some("eth0".into());
-        r.reason = Some("NOT_SPECIFIED".into());
-        r.location = Some("__dev_forward_skb2+0x87".into());
-        r.matched = vec!["location", "oversize"];
+        r.device.ifname = Some("eth0".into());
+        r.device.ifindex = Some(2);
+        r.device.netns = Some(4026532178);
+        r.size.l3_len = Some(1550);
+        r.size.mtu = Some(1450);
+        r.size.mtu_source = Some(MtuSource::Peer);
+        r.route.peer_ifname = Some("eth0".into());
+        r.drop.reason = Some("NOT_SPECIFIED".into());
+        r.drop.location = Some("__dev_forward_skb2+0x87".into());
+        r.drop.matched = vec![Matched::Location, Matched::Oversize];
         let bytes = vxlan_capture();
         r.set_decoded(&crate::packet::decode(0x0800, &bytes));
         r.packet = Some(Captured {
             ethertype: 0x0800,
             bytes,
         });
-        r.src_pod = named(Some("shop"), "order-api-7d9f8");
-        r.dst_pod = named(Some("cache"), "storage-0");
-        r.service = Some(ServiceRef {
+        r.names.src_pod = named(Some("shop"), "order-api-7d9f8");
+        r.names.dst_pod = named(Some("cache"), "storage-0");
+        r.names.service = Some(ServiceRef {
             namespace: "cache".into(),
             name: "storage".into(),
             port: Some(8080),
             port_name: None,
         });
-        r.src_node = named(None, "worker-116");
-        r.dst_node = named(None, "worker-208");
+        r.names.src_node = named(None, "worker-116");
+        r.names.dst_node = named(None, "worker-208");
         r
     }
 
@@ -451,12 +467,12 @@ mod tests {
         // Another device in another (unlabelled) namespace, leaving by tc egress.
         let mut tx = drop_record();
         tx.kind = Kind::OversizeTx;
-        tx.hook = "tcx/egress";
-        tx.netns = Some(4026532999);
-        tx.ifname = Some("vxlan.calico".into());
-        tx.ifindex = Some(5);
-        tx.reason = None;
-        tx.location = None;
+        tx.hook = "tcx/egress".into();
+        tx.device.netns = Some(4026532999);
+        tx.device.ifname = Some("vxlan.calico".into());
+        tx.device.ifindex = Some(5);
+        tx.drop.reason = None;
+        tx.drop.location = None;
         sink.emit(&tx).unwrap();
         // No packet bytes, or a retransmission: nothing to write.
         let mut bare = drop_record();
@@ -525,7 +541,7 @@ mod tests {
         let mut sink = PcapSink::new(Vec::new(), None, labels()).unwrap();
         let mut r = drop_record();
         for i in 0..(MAX_INTERFACES as u32 + 10) {
-            r.ifindex = Some(1000 + i);
+            r.device.ifindex = Some(1000 + i);
             sink.emit(&r).unwrap();
         }
         let got = read(&sink.into_inner());

@@ -52,16 +52,6 @@ pub fn want_color() -> bool {
     std::io::stdout().is_terminal() && !no_color && !dumb
 }
 
-/// The kinds counted in the summary, in the order printed (`lost` is counted apart).
-const SUMMARY_KINDS: [Kind; 6] = [
-    Kind::Drop,
-    Kind::IcmpTooBigSent,
-    Kind::IcmpTooBigReceived,
-    Kind::OversizeTx,
-    Kind::TcpRetransmit,
-    Kind::PmtuUpdate,
-];
-
 /// End-of-run counts.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -91,8 +81,10 @@ impl Summary {
     /// `312 drop, 57 icmp_too_big_sent, 0 icmp_too_big_received, 4 oversize_tx, 18 tcp_retransmit,
     /// 3 pmtu_update; 0 lost; 12.0 s`
     pub fn line(&self) -> String {
-        let kinds: Vec<String> = SUMMARY_KINDS
+        // Every kind in the one list's order; `lost` is counted apart.
+        let kinds: Vec<String> = Kind::ALL
             .iter()
+            .filter(|&&k| k != Kind::Lost)
             .map(|&k| format!("{} {}", self.count(k), k.as_str()))
             .collect();
         let names = self
@@ -125,14 +117,14 @@ impl FoldKey {
     fn of(rec: &Record) -> Self {
         FoldKey {
             kind: rec.kind,
-            ifname: rec.ifname.clone(),
-            proto: rec.proto,
-            src: rec.src,
-            sport: rec.sport,
-            dst: rec.dst,
-            dport: rec.dport,
-            reason: rec.reason.clone(),
-            location: rec.location.clone(),
+            ifname: rec.device.ifname.clone(),
+            proto: rec.flow.proto,
+            src: rec.flow.src,
+            sport: rec.flow.sport,
+            dst: rec.flow.dst,
+            dport: rec.flow.dport,
+            reason: rec.drop.reason.clone(),
+            location: rec.drop.location.clone(),
         }
     }
 }
@@ -307,7 +299,7 @@ impl<W: Write> TerminalSink<W> {
     }
 
     fn ifname(&mut self, rec: &Record) -> String {
-        let name = match (&rec.ifname, rec.ifindex) {
+        let name = match (&rec.device.ifname, rec.device.ifindex) {
             (Some(n), _) => n.clone(),
             (None, Some(i)) => format!("if{i}"),
             (None, None) => "-".to_string(),
@@ -336,14 +328,14 @@ impl<W: Write> TerminalSink<W> {
         let flow = flow_text(rec);
         let mut rest = match rec.kind {
             Kind::Drop => {
-                let location = rec.location.as_deref().unwrap_or("-");
-                let reason = match (&rec.reason, rec.reason_code) {
+                let location = rec.drop.location.as_deref().unwrap_or("-");
+                let reason = match (&rec.drop.reason, rec.drop.reason_code) {
                     (Some(r), _) => r.clone(),
                     (None, Some(c)) => format!("reason {c}"),
                     (None, None) => "-".to_string(),
                 };
                 let reason = format!("{reason:REASON_WIDTH$}");
-                let reason = if rec.reason.as_deref() == Some("PKT_TOO_BIG") {
+                let reason = if rec.drop.reason.as_deref() == Some("PKT_TOO_BIG") {
                     self.paint(BOLD, &reason)
                 } else {
                     reason
@@ -355,7 +347,7 @@ impl<W: Write> TerminalSink<W> {
                 Some(state) => format!("{flow}  {state}"),
                 None => flow,
             },
-            Kind::OversizeTx => match (rec.gso_size, rec.gso_segs) {
+            Kind::OversizeTx => match (rec.size.gso_size, rec.size.gso_segs) {
                 (Some(size), Some(segs)) => format!("{flow}  gso {segs}×{size}"),
                 (Some(size), None) => format!("{flow}  gso {size}"),
                 _ => flow,
@@ -364,7 +356,7 @@ impl<W: Write> TerminalSink<W> {
             Kind::PmtuUpdate => format!("{flow}  path MTU learned"),
             Kind::Lost => String::new(), // handled above
         };
-        if let Some(o) = &rec.outer {
+        if let Some(o) = &rec.flow.outer {
             let encap = match o.encap {
                 Encap::Ipip => "ipip",
                 Encap::Vxlan => "vxlan",
@@ -374,15 +366,22 @@ impl<W: Write> TerminalSink<W> {
         }
         // The route's output device matters when the drop happened before it (e.g. tunl0 → eth0).
         if let Some(out) = rec
+            .route
             .out_ifname
             .as_deref()
-            .filter(|o| rec.ifname.as_deref() != Some(o))
+            .filter(|o| rec.device.ifname.as_deref() != Some(o))
         {
-            let mtu = rec.out_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
+            let mtu = rec
+                .route
+                .out_mtu
+                .map_or(String::new(), |m| format!(" mtu {m}"));
             rest.push_str(&format!("  out {out}{mtu}"));
         }
-        if let Some(peer) = rec.peer_ifname.as_deref() {
-            let mtu = rec.peer_mtu.map_or(String::new(), |m| format!(" mtu {m}"));
+        if let Some(peer) = rec.route.peer_ifname.as_deref() {
+            let mtu = rec
+                .route
+                .peer_mtu
+                .map_or(String::new(), |m| format!(" mtu {m}"));
             rest.push_str(&format!("  peer {peer}{mtu}"));
         }
         if let Some(names) = names_text(rec) {
@@ -413,16 +412,19 @@ fn size_column(rec: &Record) -> (String, bool) {
         rec.kind,
         Kind::IcmpTooBigSent | Kind::IcmpTooBigReceived | Kind::PmtuUpdate
     ) {
-        let mtu = rec.icmp.as_ref().and_then(|i| i.mtu).or(rec.mtu);
+        let mtu = rec.icmp.as_ref().and_then(|i| i.mtu).or(rec.size.mtu);
         return (
             mtu.map_or("mtu ?".to_string(), |m| format!("mtu {m}")),
             false,
         );
     }
     // l3_len compares with the MTU; skb->len may include the Ethernet header.
-    let size = rec.l3_len.or(rec.len);
+    let size = rec.size.l3_len.or(rec.size.len);
     // A veth drop fails on the peer's MTU, not the MTU of the device the event names.
-    match (size, rec.peer_mtu.or(rec.mtu).or(rec.out_mtu)) {
+    match (
+        size,
+        rec.route.peer_mtu.or(rec.size.mtu).or(rec.route.out_mtu),
+    ) {
         (Some(s), Some(m)) if s > m => (format!("{s}>{m}"), true),
         (Some(s), Some(m)) => (format!("{s}≤{m}"), false),
         (Some(s), None) => (format!("{s} B"), false),
@@ -462,7 +464,7 @@ fn names_text(rec: &Record) -> Option<String> {
     if !rec.has_names() {
         return None;
     }
-    let end = |pod: &Option<crate::k8s::ObjectRef>, node: &Option<crate::k8s::ObjectRef>| {
+    let end = |pod: &Option<crate::event::ObjectRef>, node: &Option<crate::event::ObjectRef>| {
         let pod = pod.as_ref().map(|p| match &p.namespace {
             Some(ns) => format!("{ns}/{}", p.name),
             None => p.name.to_string(),
@@ -474,9 +476,9 @@ fn names_text(rec: &Record) -> Option<String> {
             (None, None) => None,
         }
     };
-    let src = end(&rec.src_pod, &rec.src_node).unwrap_or_else(|| "?".to_string());
-    let dst = end(&rec.dst_pod, &rec.dst_node);
-    Some(match (&rec.service, dst) {
+    let src = end(&rec.names.src_pod, &rec.names.src_node).unwrap_or_else(|| "?".to_string());
+    let dst = end(&rec.names.dst_pod, &rec.names.dst_node);
+    Some(match (&rec.names.service, dst) {
         (Some(svc), dst) => {
             let port = svc.port.map_or(String::new(), |p| format!(":{p}"));
             let via = format!("svc {}/{}{port}", svc.namespace, svc.name);
@@ -491,14 +493,14 @@ fn names_text(rec: &Record) -> Option<String> {
 }
 
 fn flow_text(rec: &Record) -> String {
-    if rec.src.is_none() && rec.dst.is_none() {
+    if rec.flow.src.is_none() && rec.flow.dst.is_none() {
         return "-".to_string();
     }
-    let proto = rec.proto.map_or("?".to_string(), proto_name);
+    let proto = rec.flow.proto.map_or("?".to_string(), proto_name);
     format!(
         "{proto} {} → {}",
-        endpoint(rec.src, rec.sport),
-        endpoint(rec.dst, rec.dport)
+        endpoint(rec.flow.src, rec.flow.sport),
+        endpoint(rec.flow.dst, rec.flow.dport)
     )
 }
 
@@ -510,7 +512,7 @@ fn icmp_text(rec: &Record, flow: &str) -> String {
         .icmp
         .as_ref()
         .map(|i| i.to.is_ipv6())
-        .or(rec.src.map(|s| s.is_ipv6()))
+        .or(rec.flow.src.map(|s| s.is_ipv6()))
         .unwrap_or(false);
     let what = match &rec.icmp {
         Some(i) if !v6 && (i.icmp_type, i.code) != (3, 4) => {
@@ -526,7 +528,7 @@ fn icmp_text(rec: &Record, flow: &str) -> String {
             None => format!("→ {}", i.to),
         },
         (Some(i), _) => format!("→ {}", i.to),
-        (None, _) => rec.src.map_or(String::new(), |s| format!("→ {s}")),
+        (None, _) => rec.flow.src.map_or(String::new(), |s| format!("→ {s}")),
     };
     if flow == "-" {
         format!("{what} {route}")
@@ -543,10 +545,15 @@ impl<W: Write> Sink for TerminalSink<W> {
             let (label, _) = label(rec.kind);
             let key = FoldKey::of(rec);
             let print = self.folds.observe(key, || {
-                let ifname = rec.ifname.as_deref().unwrap_or("-");
+                let ifname = rec.device.ifname.as_deref().unwrap_or("-");
                 // Drops of one flow at two places (a fragment at the veth, the whole packet in
                 // ip_do_fragment) fold apart: name the place without its offset.
-                match rec.location.as_deref().and_then(|l| l.split('+').next()) {
+                match rec
+                    .drop
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.split('+').next())
+                {
                     Some(at) => format!("{label} {ifname} {} at {at}", flow_text(rec)),
                     None => format!("{label} {ifname} {}", flow_text(rec)),
                 }
@@ -593,7 +600,7 @@ impl<W: Write> Sink for TerminalSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{IcmpTooBig, Outer};
+    use crate::event::{IcmpTooBig, MtuSource, Outer};
 
     const T0: i128 = 1_795_630_181_123_456_789; // 2026-11-25T18:09:41.123Z
     const MS: i128 = 1_000_000;
@@ -603,23 +610,23 @@ mod tests {
     }
 
     fn with_flow(mut r: Record, sport: u16) -> Record {
-        r.proto = Some(6);
-        r.src = Some(ip("10.0.1.2"));
-        r.sport = Some(sport);
-        r.dst = Some(ip("10.0.2.2"));
-        r.dport = Some(6379);
+        r.flow.proto = Some(6);
+        r.flow.src = Some(ip("10.0.1.2"));
+        r.flow.sport = Some(sport);
+        r.flow.dst = Some(ip("10.0.2.2"));
+        r.flow.dport = Some(6379);
         r
     }
 
     fn drop_rec(ts: i128, sport: u16) -> Record {
         let mut r = with_flow(Record::new(Kind::Drop, "tp_btf/kfree_skb", ts), sport);
-        r.ifname = Some("eth0".into());
-        r.len = Some(1514);
-        r.l3_len = Some(1500);
-        r.mtu = Some(1450);
-        r.reason = Some("PKT_TOO_BIG".into());
-        r.location = Some("ip_forward+0x2a1".into());
-        r.outer = Some(Outer {
+        r.device.ifname = Some("eth0".into());
+        r.size.len = Some(1514);
+        r.size.l3_len = Some(1500);
+        r.size.mtu = Some(1450);
+        r.drop.reason = Some("PKT_TOO_BIG".into());
+        r.drop.location = Some("ip_forward+0x2a1".into());
+        r.flow.outer = Some(Outer {
             src: ip("192.168.0.1"),
             dst: ip("192.168.0.2"),
             encap: Encap::Vxlan,
@@ -653,13 +660,13 @@ mod tests {
             Record::new(Kind::IcmpTooBigSent, "kprobe/__icmp_send", T0),
             41234,
         );
-        sent.ifname = Some("vxlan0".into());
-        sent.mtu = Some(1450);
+        sent.device.ifname = Some("vxlan0".into());
+        sent.size.mtu = Some(1450);
         let out = render(&[sent], false);
         assert!(out.starts_with("18:09:41.123 ICMP-OUT    vxlan0 mtu 1450   frag-needed → 10.0.1.2  about tcp 10.0.1.2:41234 → 10.0.2.2:6379"), "{out}");
 
         let mut recv = with_flow(Record::new(Kind::IcmpTooBigReceived, "xdp", T0), 41234);
-        recv.ifname = Some("eth0".into());
+        recv.device.ifname = Some("eth0".into());
         recv.icmp = Some(IcmpTooBig {
             from: Some(ip("10.0.0.254")),
             to: ip("10.0.1.2"),
@@ -685,12 +692,12 @@ mod tests {
             Record::new(Kind::PmtuUpdate, "fentry/__ip_rt_update_pmtu", T0),
             0,
         );
-        r.sport = None;
-        r.dport = None;
-        r.mtu = Some(1430);
-        r.mtu_source = Some("pmtu");
-        r.out_ifname = Some("eth0".into());
-        r.out_mtu = Some(1500);
+        r.flow.sport = None;
+        r.flow.dport = None;
+        r.size.mtu = Some(1430);
+        r.size.mtu_source = Some(MtuSource::Pmtu);
+        r.route.out_ifname = Some("eth0".into());
+        r.route.out_mtu = Some(1500);
         let out = render(&[r], false);
         for want in [
             "PMTU",
@@ -706,15 +713,15 @@ mod tests {
     #[test]
     fn other_kinds() {
         let mut tx = with_flow(Record::new(Kind::OversizeTx, "tcx/egress", T0), 1);
-        tx.ifname = Some("tunl0".into());
-        tx.l3_len = Some(1520);
-        tx.mtu = Some(1450);
+        tx.device.ifname = Some("tunl0".into());
+        tx.size.l3_len = Some(1520);
+        tx.size.mtu = Some(1450);
         let mut rt = with_flow(
             Record::new(Kind::TcpRetransmit, "tp/tcp_retransmit_skb", T0),
             2,
         );
-        rt.ifname = Some("cali1a2b3c4d5e6".into());
-        rt.len = Some(1448);
+        rt.device.ifname = Some("cali1a2b3c4d5e6".into());
+        rt.size.len = Some(1448);
         rt.tcp_state = Some("TCP_ESTABLISHED".into());
         let mut lost = Record::new(Kind::Lost, "ringbuf", T0);
         lost.lost = Some(41);
@@ -741,10 +748,10 @@ mod tests {
     #[test]
     fn veth_drop_compares_with_the_peer_mtu() {
         let mut r = drop_rec(T0, 1);
-        r.ifname = Some("cali1a2b".into());
-        r.mtu = Some(1500);
-        r.peer_ifname = Some("eth0".into());
-        r.peer_mtu = Some(1450);
+        r.device.ifname = Some("cali1a2b".into());
+        r.size.mtu = Some(1500);
+        r.route.peer_ifname = Some("eth0".into());
+        r.route.peer_mtu = Some(1450);
         let out = render(&[r], false);
         assert!(
             out.contains(" 1500>1450 ") && out.contains("peer eth0 mtu 1450"),
@@ -755,8 +762,8 @@ mod tests {
     #[test]
     fn ipv6_ports_are_bracketed() {
         let mut r = drop_rec(T0, 1);
-        r.src = Some(ip("fd00::1"));
-        r.dst = Some(ip("fd00::2"));
+        r.flow.src = Some(ip("fd00::1"));
+        r.flow.dst = Some(ip("fd00::2"));
         assert!(render(&[r], false).contains("tcp [fd00::1]:1 → [fd00::2]:6379"));
     }
 
@@ -897,16 +904,16 @@ mod tests {
 
     #[test]
     fn kubernetes_names_follow_the_flow() {
-        use crate::k8s::{ObjectRef, ServiceRef};
+        use crate::event::{ObjectRef, ServiceRef};
         let obj = |ns: Option<&str>, name: &str| ObjectRef {
             namespace: ns.map(Into::into),
             name: name.into(),
         };
         let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
         assert_eq!(names_text(&rec), None);
-        rec.src_pod = Some(obj(Some("shop"), "order-api"));
-        rec.src_node = Some(obj(None, "worker-116"));
-        rec.service = Some(ServiceRef {
+        rec.names.src_pod = Some(obj(Some("shop"), "order-api"));
+        rec.names.src_node = Some(obj(None, "worker-116"));
+        rec.names.service = Some(ServiceRef {
             namespace: "cache".into(),
             name: "storage".into(),
             port: Some(6379),
@@ -916,14 +923,14 @@ mod tests {
             names_text(&rec).as_deref(),
             Some("shop/order-api@worker-116 → svc cache/storage:6379")
         );
-        rec.dst_pod = Some(obj(Some("cache"), "storage-0"));
-        rec.dst_node = Some(obj(None, "worker-208"));
+        rec.names.dst_pod = Some(obj(Some("cache"), "storage-0"));
+        rec.names.dst_node = Some(obj(None, "worker-208"));
         assert_eq!(
             names_text(&rec).as_deref(),
             Some("shop/order-api@worker-116 → svc cache/storage:6379 → cache/storage-0@worker-208")
         );
-        rec.service = None;
-        rec.src_pod = None;
+        rec.names.service = None;
+        rec.names.src_pod = None;
         assert_eq!(
             names_text(&rec).as_deref(),
             Some("node worker-116 → cache/storage-0@worker-208")

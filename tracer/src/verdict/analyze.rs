@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::{Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
-use crate::event::{Encap, IcmpTooBig, Kind, Outer, Record};
-use crate::k8s::{ObjectRef, ServiceRef};
+use crate::event::{Encap, Kind, Matched, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 use crate::mtu::{Overlay, IPV6_MIN_MTU};
 
 /// Retransmissions this far apart are timeouts (RTO ≥ 200 ms), not fast retransmits.
@@ -32,104 +31,39 @@ const MAX_LEARNED: usize = 4_096;
 /// size event on this node.
 const SUSPECT_TIMEOUTS: u64 = 3;
 
-/// The fields of one event the analysis reads, borrowed from a live [`Record`] or from a line
-/// of an exported log.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Obs<'a> {
-    pub ts_ns: i128,
-    pub kind: Option<Kind>,
-    pub hook: &'a str,
-    pub netns: Option<u32>,
-    pub ifname: Option<&'a str>,
-    pub len: Option<u32>,
-    pub l3_len: Option<u32>,
-    pub mtu: Option<u32>,
-    pub mtu_source: Option<&'a str>,
-    pub out_ifname: Option<&'a str>,
-    pub out_mtu: Option<u32>,
-    pub peer_ifname: Option<&'a str>,
-    pub peer_mtu: Option<u32>,
-    pub reason: Option<&'a str>,
-    pub location: Option<&'a str>,
-    /// The dropped packet is itself an ICMP too-big (`matched` has `icmp_too_big`).
-    pub icmp_dropped: bool,
-    /// The in-kernel filter kept the drop for its size (`matched` has `reason`, `location` or
-    /// `oversize`); with `--all-drops` other drops come too and are no MTU evidence.
-    pub size_matched: bool,
-    pub proto: Option<u8>,
-    pub src: Option<IpAddr>,
-    pub sport: Option<u16>,
-    pub dst: Option<IpAddr>,
-    pub dport: Option<u16>,
-    pub outer: Option<&'a Outer>,
-    pub icmp: Option<&'a IcmpTooBig>,
-    pub skb: Option<&'a str>,
-    pub lost: Option<u64>,
-    pub src_pod: Option<&'a ObjectRef>,
-    pub dst_pod: Option<&'a ObjectRef>,
-    pub service: Option<&'a ServiceRef>,
-    pub src_node: Option<&'a ObjectRef>,
-    pub dst_node: Option<&'a ObjectRef>,
+/// What the analysis derives from a record.
+trait Observed {
+    fn conn(&self) -> Option<ConnKey>;
+    /// The packet's IP length as it was where the event happened.
+    fn packet_len(&self) -> Option<u32>;
+    /// The MTU an ICMP too-big advertises: its own field, or what the hook knew it would say.
+    fn advertised_mtu(&self) -> Option<u32>;
+    fn is_icmp_generator(&self) -> bool;
 }
 
-impl<'a> Obs<'a> {
-    pub fn from_record(r: &'a Record) -> Obs<'a> {
-        Obs {
-            ts_ns: r.ts_unix_ns,
-            kind: Some(r.kind),
-            hook: r.hook,
-            netns: r.netns,
-            ifname: r.ifname.as_deref(),
-            len: r.len,
-            l3_len: r.l3_len,
-            mtu: r.mtu,
-            mtu_source: r.mtu_source,
-            out_ifname: r.out_ifname.as_deref(),
-            out_mtu: r.out_mtu,
-            peer_ifname: r.peer_ifname.as_deref(),
-            peer_mtu: r.peer_mtu,
-            reason: r.reason.as_deref(),
-            location: r.location.as_deref(),
-            icmp_dropped: r.matched.contains(&"icmp_too_big"),
-            size_matched: r.matched.iter().any(|m| is_size_match(m)),
-            proto: r.proto,
-            src: r.src,
-            sport: r.sport,
-            dst: r.dst,
-            dport: r.dport,
-            outer: r.outer.as_ref(),
-            icmp: r.icmp.as_ref(),
-            skb: r.skb.as_deref(),
-            lost: r.lost,
-            src_pod: r.src_pod.as_ref(),
-            dst_pod: r.dst_pod.as_ref(),
-            service: r.service.as_ref(),
-            src_node: r.src_node.as_ref(),
-            dst_node: r.dst_node.as_ref(),
-        }
-    }
-
+impl Observed for Record {
     fn conn(&self) -> Option<ConnKey> {
         Some(ConnKey {
-            proto: self.proto?,
-            src: self.src?,
-            sport: self.sport,
-            dst: self.dst?,
-            dport: self.dport,
+            proto: self.flow.proto?,
+            src: self.flow.src?,
+            sport: self.flow.sport,
+            dst: self.flow.dst?,
+            dport: self.flow.dport,
         })
     }
 
-    /// The packet's IP length as it was where the event happened.
     fn packet_len(&self) -> Option<u32> {
-        self.l3_len.or(self.len)
+        self.size.l3_len.or(self.size.len)
     }
 
-    /// The MTU an ICMP too-big advertises: its own field, or what the hook knew it would say.
     fn advertised_mtu(&self) -> Option<u32> {
-        self.icmp.and_then(|i| i.mtu).or(match self.mtu_source {
-            Some("icmp") => self.mtu,
-            _ => None,
-        })
+        self.icmp
+            .as_ref()
+            .and_then(|i| i.mtu)
+            .or(match self.size.mtu_source {
+                Some(MtuSource::Icmp) => self.size.mtu,
+                _ => None,
+            })
     }
 
     fn is_icmp_generator(&self) -> bool {
@@ -356,16 +290,13 @@ impl Analyzer {
         self.pmtu_hook = Some(attached);
     }
 
-    pub fn observe_record(&mut self, r: &Record) {
-        self.observe(&Obs::from_record(r));
-    }
-
-    pub fn observe(&mut self, o: &Obs) {
-        let Some(kind) = o.kind else { return };
+    /// Take one event into account: live from the daemon, or read back from a log.
+    pub fn observe_record(&mut self, o: &Record) {
+        let kind = o.kind;
         self.dirty = true;
         if kind != Kind::Lost {
-            self.first_ns = Some(self.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
-            self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
+            self.first_ns = Some(self.first_ns.map_or(o.ts_unix_ns, |f| f.min(o.ts_unix_ns)));
+            self.last_ns = Some(self.last_ns.map_or(o.ts_unix_ns, |l| l.max(o.ts_unix_ns)));
         }
         // Path-MTU updates make no connection (their own map is bounded).
         if !matches!(kind, Kind::Lost | Kind::PmtuUpdate) && self.conns.len() >= MAX_CONNS {
@@ -382,8 +313,10 @@ impl Analyzer {
         }
         match kind {
             Kind::Lost => self.lost = self.lost.saturating_add(o.lost.unwrap_or(0)),
-            Kind::Drop if o.icmp_dropped || o.icmp.is_some() => self.icmp_drop(o),
-            Kind::Drop if o.size_matched => self.size_event(o, kind),
+            Kind::Drop if o.matched(Matched::IcmpTooBig) || o.icmp.as_ref().is_some() => {
+                self.icmp_drop(o)
+            }
+            Kind::Drop if o.drop.matched.iter().any(|m| m.is_size()) => self.size_event(o, kind),
             Kind::Drop => {}
             Kind::OversizeTx => self.size_event(o, kind),
             Kind::IcmpTooBigSent => self.icmp_sent(o),
@@ -393,26 +326,26 @@ impl Analyzer {
         }
     }
 
-    fn conn_mut(&mut self, key: ConnKey, o: &Obs) -> &mut ConnAcc {
+    fn conn_mut(&mut self, key: ConnKey, o: &Record) -> &mut ConnAcc {
         let c = self.conns.entry(key).or_default();
-        c.first_ns = Some(c.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
-        c.last_ns = Some(c.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
+        c.first_ns = Some(c.first_ns.map_or(o.ts_unix_ns, |f| f.min(o.ts_unix_ns)));
+        c.last_ns = Some(c.last_ns.map_or(o.ts_unix_ns, |l| l.max(o.ts_unix_ns)));
         if c.src_pod.is_none() {
-            c.src_pod = o.src_pod.cloned();
+            c.src_pod = o.names.src_pod.as_ref().cloned();
         }
         if c.dst_pod.is_none() {
-            c.dst_pod = o.dst_pod.cloned();
+            c.dst_pod = o.names.dst_pod.as_ref().cloned();
         }
         if c.service.is_none() {
-            c.service = o.service.cloned();
+            c.service = o.names.service.as_ref().cloned();
         }
         if c.src_node.is_none() {
-            c.src_node = o.src_node.map(|n| n.name.to_string());
+            c.src_node = o.names.src_node.as_ref().map(|n| n.name.to_string());
         }
         if c.dst_node.is_none() {
-            c.dst_node = o.dst_node.map(|n| n.name.to_string());
+            c.dst_node = o.names.dst_node.as_ref().map(|n| n.name.to_string());
         }
-        if let Some(outer) = o.outer {
+        if let Some(outer) = o.flow.outer.as_ref() {
             c.overlay = Some((outer.encap, outer.src.is_ipv6()));
             c.outer_src = Some(outer.src);
             c.outer_dst = Some(outer.dst);
@@ -421,18 +354,18 @@ impl Analyzer {
     }
 
     /// A packet died (or could not be sent) for its size.
-    fn size_event(&mut self, o: &Obs, kind: Kind) {
+    fn size_event(&mut self, o: &Record, kind: Kind) {
         let Some(key) = o.conn() else { return };
         let Some(len) = o.packet_len() else { return };
-        let (overlay, overhead) = overlay_of(o.outer);
+        let (overlay, overhead) = overlay_of(o.flow.outer.as_ref());
         let (limit, limit_source) = self.limit_of(o, len);
-        let device = o.ifname.map(|d| self.strings.id(d));
+        let device = o.device.ifname.as_deref().map(|d| self.strings.id(d));
         // A fragment dropped and then the original it was cut from: one packet.
         if let Some(prev) = self.last_drop.get(&key) {
-            if o.ts_ns - prev.ts_ns <= SAME_PACKET_NS
-                && prev.netns == o.netns
+            if o.ts_unix_ns - prev.ts_ns <= SAME_PACKET_NS
+                && prev.netns == o.device.netns
                 && prev.device == device
-                && o.location.is_some_and(is_fragmenter)
+                && o.drop.location.as_deref().is_some_and(is_fragmenter)
             {
                 let site = prev.site;
                 let smallest_before = prev.smallest_before;
@@ -449,10 +382,10 @@ impl Analyzer {
         }
         let location = match kind {
             Kind::OversizeTx => Some("transmit"),
-            _ => o.location.map(symbol),
+            _ => o.drop.location.as_deref().map(symbol),
         };
         let site_key = SiteKey {
-            netns: o.netns,
+            netns: o.device.netns,
             device,
             location: location.map(|l| self.strings.id(l)),
             limit,
@@ -464,13 +397,14 @@ impl Analyzer {
         site.overhead = overhead;
         site.conns.insert(key);
         if site.reason.is_none() {
-            site.reason = o.reason.map(str::to_string);
+            site.reason = o.drop.reason.as_deref().map(str::to_string);
         }
         if site.limit_source.is_none() {
             site.limit_source = limit_source.map(LimitSource::describe);
         }
         if let Some((_, mtu)) = o
             .skb
+            .as_deref()
             .and_then(skb_address)
             .and_then(|skb| self.pending_icmp.remove(&skb))
         {
@@ -483,17 +417,17 @@ impl Analyzer {
         self.last_drop.insert(
             key,
             LastDrop {
-                ts_ns: o.ts_ns,
+                ts_ns: o.ts_unix_ns,
                 smallest_before,
-                netns: o.netns,
+                netns: o.device.netns,
                 device,
                 site: site_key,
             },
         );
-        if let (Some(p), Some(sport)) = (o.proto, o.sport) {
+        if let (Some(p), Some(sport)) = (o.flow.proto, o.flow.sport) {
             self.by_source.insert((p, key.src, sport), key);
         }
-        let ts = o.ts_ns;
+        let ts = o.ts_unix_ns;
         let c = self.conn_mut(key, o);
         if kind == Kind::OversizeTx {
             c.oversize_tx += 1;
@@ -518,32 +452,45 @@ impl Analyzer {
     }
 
     /// The MTU that refused a packet of `len` bytes, and what it is.
-    fn limit_of<'a>(&self, o: &Obs<'a>, len: u32) -> (Option<u32>, Option<LimitSource<'a>>) {
-        if let Some(m) = o.peer_mtu.filter(|&m| m < len) {
-            return (Some(m), Some(LimitSource::Peer(o.peer_ifname)));
+    fn limit_of<'a>(&self, o: &'a Record, len: u32) -> (Option<u32>, Option<LimitSource<'a>>) {
+        if let Some(m) = o.route.peer_mtu.filter(|&m| m < len) {
+            return (
+                Some(m),
+                Some(LimitSource::Peer(o.route.peer_ifname.as_deref())),
+            );
         }
-        if let Some(m) = o.out_mtu.filter(|&m| m < len) {
-            return (Some(m), Some(LimitSource::Device(o.out_ifname)));
+        if let Some(m) = o.route.out_mtu.filter(|&m| m < len) {
+            return (
+                Some(m),
+                Some(LimitSource::Device(o.route.out_ifname.as_deref())),
+            );
         }
-        if let Some(m) = o.mtu.filter(|&m| m < len && o.mtu_source != Some("icmp")) {
-            return (Some(m), Some(LimitSource::Device(o.ifname)));
+        if let Some(m) = o
+            .size
+            .mtu
+            .filter(|&m| m < len && o.size.mtu_source != Some(MtuSource::Icmp))
+        {
+            return (
+                Some(m),
+                Some(LimitSource::Device(o.device.ifname.as_deref())),
+            );
         }
         // It fitted every device: a path MTU learned from a router's ICMP refused it.
-        let toward = o.outer.map(|x| x.dst).or(o.dst);
+        let toward = o.flow.outer.as_ref().map(|x| x.dst).or(o.flow.dst);
         if let Some((m, from)) = toward.and_then(|d| self.learned_pmtu.get(&d)) {
             return (Some(*m), Some(LimitSource::Learned(*from)));
         }
         (None, None)
     }
 
-    fn icmp_sent(&mut self, o: &Obs) {
+    fn icmp_sent(&mut self, o: &Record) {
         let Some(key) = o.conn() else { return };
         let mtu = o.advertised_mtu();
         if o.is_icmp_generator() {
-            if let Some(skb) = o.skb.and_then(skb_address) {
+            if let Some(skb) = o.skb.as_deref().and_then(skb_address) {
                 // Bounded: entries are removed by their drop; a flood without drops is capped.
                 if self.pending_icmp.len() < 4096 {
-                    self.pending_icmp.insert(skb, (o.ts_ns, mtu));
+                    self.pending_icmp.insert(skb, (o.ts_unix_ns, mtu));
                 } else {
                     self.icmp_sent_unmatched += 1;
                 }
@@ -554,13 +501,13 @@ impl Analyzer {
         self.told(key, o, mtu);
     }
 
-    fn icmp_received(&mut self, o: &Obs) {
+    fn icmp_received(&mut self, o: &Record) {
         let Some(key) = o.conn() else { return };
         let mtu = o.advertised_mtu();
-        if let (Some(m), Some(icmp)) = (mtu, o.icmp) {
+        if let (Some(m), Some(icmp)) = (mtu, o.icmp.as_ref()) {
             // The router's ICMP is about the packet as it saw it: the outer one when
             // encapsulated. The node now caps packets toward that address at `m`.
-            let toward = o.outer.map(|x| x.dst).or(o.dst);
+            let toward = o.flow.outer.as_ref().map(|x| x.dst).or(o.flow.dst);
             if let Some(d) = toward.filter(|d| {
                 self.learned_pmtu.len() < MAX_LEARNED || self.learned_pmtu.contains_key(d)
             }) {
@@ -576,9 +523,9 @@ impl Analyzer {
     }
 
     /// An ICMP too-big reached (or was generated for) the sender of `key`.
-    fn told(&mut self, key: ConnKey, o: &Obs, mtu: Option<u32>) {
+    fn told(&mut self, key: ConnKey, o: &Record, mtu: Option<u32>) {
         let key = self.resolve(key);
-        let ts = o.ts_ns;
+        let ts = o.ts_unix_ns;
         let c = self.conn_mut(key, o);
         if let Some(m) = mtu {
             if c.told_mtu.is_none_or(|t| m < t) {
@@ -590,21 +537,21 @@ impl Analyzer {
 
     /// A stack recorded a smaller path MTU for (source, destination): the sender's own (its
     /// namespace is the one its retransmissions come from), or a tunnel's or router's.
-    fn pmtu_update(&mut self, o: &Obs) {
+    fn pmtu_update(&mut self, o: &Record) {
         self.pmtu_hook.get_or_insert(true);
-        let (Some(mtu), Some(src), Some(dst)) = (o.mtu, o.src, o.dst) else {
+        let (Some(mtu), Some(src), Some(dst)) = (o.size.mtu, o.flow.src, o.flow.dst) else {
             return;
         };
         if self.learned.len() >= MAX_LEARNED && !self.learned.contains_key(&(src, dst)) {
             return;
         }
         let learners = self.learned.entry((src, dst)).or_default();
-        if let Some(l) = learners.iter_mut().find(|l| l.netns == o.netns) {
+        if let Some(l) = learners.iter_mut().find(|l| l.netns == o.device.netns) {
             l.mtu = l.mtu.min(mtu);
             l.count += 1;
         } else if learners.len() < MAX_LEARNERS {
             learners.push(Learned {
-                netns: o.netns,
+                netns: o.device.netns,
                 mtu,
                 count: 1,
             });
@@ -629,17 +576,22 @@ impl Analyzer {
             .map(|l| l.mtu)
     }
 
-    fn icmp_drop(&mut self, o: &Obs) {
+    fn icmp_drop(&mut self, o: &Record) {
         let entry = self
             .icmp_eaten
             .entry((
-                o.netns,
-                o.location.map(symbol).unwrap_or("?").to_string(),
-                o.reason.unwrap_or("?").to_string(),
+                o.device.netns,
+                o.drop
+                    .location
+                    .as_deref()
+                    .map(symbol)
+                    .unwrap_or("?")
+                    .to_string(),
+                o.drop.reason.as_deref().unwrap_or("?").to_string(),
             ))
             .or_insert((0, None));
         entry.0 += 1;
-        if let Some(m) = o.icmp.and_then(|i| i.mtu) {
+        if let Some(m) = o.icmp.as_ref().and_then(|i| i.mtu) {
             entry.1 = Some(m);
         }
         if let Some(key) = o.conn() {
@@ -648,12 +600,12 @@ impl Analyzer {
         }
     }
 
-    fn retransmit(&mut self, o: &Obs) {
+    fn retransmit(&mut self, o: &Record) {
         let Some(key) = o.conn() else { return };
         let key = self.resolve(key);
-        let ts = o.ts_ns;
-        let len = o.len.unwrap_or(0);
-        let sender = o.netns.zip(o.dst);
+        let ts = o.ts_unix_ns;
+        let len = o.size.len.unwrap_or(0);
+        let sender = o.device.netns.zip(o.flow.dst);
         let c = self.conn_mut(key, o);
         c.retransmits += 1;
         if c.sender.is_none() {
@@ -679,7 +631,7 @@ impl Analyzer {
                 c.size_reduced = true;
             }
         }
-        if let (Some(rtx_len), Some(failed)) = (o.len, c.largest_failed) {
+        if let (Some(rtx_len), Some(failed)) = (o.size.len, c.largest_failed) {
             if c.timeout_retransmits > 0 && rtx_len + 40 < failed && c.told_mtu.is_some() {
                 c.size_reduced = true;
             }
@@ -1132,11 +1084,6 @@ fn overlay_of(outer: Option<&Outer>) -> (Option<Encap>, u32) {
         ),
         None => (None, 0),
     }
-}
-
-/// Why the kernel filter keeps a drop for its size (JSONL `matched`).
-pub fn is_size_match(m: &str) -> bool {
-    matches!(m, "reason" | "location" | "oversize")
 }
 
 /// `ip_forward+0x2c0` → `ip_forward`.

@@ -3,7 +3,7 @@
 //! fix with numbers.
 //!
 //! The same [`Analyzer`] runs live in the daemon (fed every [`Record`]) and offline in
-//! `tracer report` (fed the lines of an exported log), so both say the same thing.
+//! `tracer report` (fed the records of an exported log), so both say the same thing.
 //!
 //! Vocabulary:
 //! - a *site* is where packets die: a network namespace, a device, a kernel function and the
@@ -18,15 +18,14 @@ mod analyze;
 mod render;
 pub mod stages;
 
-pub use analyze::{is_size_match, Analyzer, Obs};
+pub use analyze::Analyzer;
 pub use render::render;
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::event::Encap;
-use crate::k8s::{ObjectRef, ServiceRef};
+use crate::event::{Encap, ObjectRef, ServiceRef};
 
 /// How sure and how bad.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

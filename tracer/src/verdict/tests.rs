@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::event::{IcmpTooBig, Kind, Outer, Record};
+use crate::event::{IcmpTooBig, Kind, Matched, MtuSource, Outer, Record};
 
 fn recorded(name: &str) -> Vec<Verdict> {
     let path = format!(
@@ -188,11 +188,11 @@ fn ip(s: &str) -> IpAddr {
 /// A record about the test flow, 10.0.1.2:40000 → 10.0.2.2:443 over TCP.
 fn flow_record(kind: Kind, hook: &'static str, ts: i128) -> Record {
     let mut r = Record::new(kind, hook, ts);
-    r.proto = Some(6);
-    r.src = Some(ip("10.0.1.2"));
-    r.sport = Some(40000);
-    r.dst = Some(ip("10.0.2.2"));
-    r.dport = Some(443);
+    r.flow.proto = Some(6);
+    r.flow.src = Some(ip("10.0.1.2"));
+    r.flow.sport = Some(40000);
+    r.flow.dst = Some(ip("10.0.2.2"));
+    r.flow.dport = Some(443);
     r
 }
 
@@ -200,7 +200,7 @@ fn flow_record(kind: Kind, hook: &'static str, ts: i128) -> Record {
 /// `skb`, that the next hop takes `mtu`.
 fn icmp_told(hook: &'static str, ts: i128, skb: &str, mtu: u32) -> Record {
     let mut icmp = flow_record(Kind::IcmpTooBigSent, hook, ts);
-    icmp.netns = Some(1);
+    icmp.device.netns = Some(1);
     icmp.skb = Some(skb.into());
     icmp.icmp = Some(IcmpTooBig {
         from: None,
@@ -217,13 +217,13 @@ fn icmp_told(hook: &'static str, ts: i128, skb: &str, mtu: u32) -> Record {
 fn told_and_dropped(icmp_hook: &'static str) -> (Record, Record) {
     let icmp = icmp_told(icmp_hook, 1_000, "ffff1", 1460);
     let mut drop = flow_record(Kind::Drop, "tp_btf/kfree_skb", 2_000);
-    drop.netns = Some(1);
-    drop.ifname = Some("eth0".into());
-    drop.l3_len = Some(1500);
-    drop.out_ifname = Some("eth1".into());
-    drop.out_mtu = Some(1460);
-    drop.location = Some("ip_forward+0x1".into());
-    drop.matched = vec!["oversize"];
+    drop.device.netns = Some(1);
+    drop.device.ifname = Some("eth0".into());
+    drop.size.l3_len = Some(1500);
+    drop.route.out_ifname = Some("eth1".into());
+    drop.route.out_mtu = Some(1460);
+    drop.drop.location = Some("ip_forward+0x1".into());
+    drop.drop.matched = vec![Matched::Oversize];
     drop.skb = Some("ffff1".into());
     (icmp, drop)
 }
@@ -244,18 +244,18 @@ fn stuck_drops(
             "tp_btf/kfree_skb",
             1_000_000_000 + i * 400_000_000,
         );
-        r.netns = Some(1);
-        r.ifname = Some("eth0".into());
-        r.l3_len = Some(len);
-        r.mtu = Some(9001);
-        r.out_ifname = Some("eth1".into());
-        r.out_mtu = Some(out_mtu);
-        r.reason = Some("PKT_TOO_BIG".into());
-        r.location = Some("ip_forward+0x2c0".into());
-        r.matched = vec!["reason", "oversize"];
-        r.src = Some(ip(src));
-        r.dst = Some(ip(dst));
-        r.outer = outer.clone();
+        r.device.netns = Some(1);
+        r.device.ifname = Some("eth0".into());
+        r.size.l3_len = Some(len);
+        r.size.mtu = Some(9001);
+        r.route.out_ifname = Some("eth1".into());
+        r.route.out_mtu = Some(out_mtu);
+        r.drop.reason = Some("PKT_TOO_BIG".into());
+        r.drop.location = Some("ip_forward+0x2c0".into());
+        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
+        r.flow.src = Some(ip(src));
+        r.flow.dst = Some(ip(dst));
+        r.flow.outer = outer.clone();
         a.observe_record(&r);
     }
 }
@@ -340,12 +340,12 @@ fn retransmissions_with_backoff_and_no_size_event_are_suspected() {
     for gap in [0i128, 200, 400, 800, 1600] {
         t += gap * 1_000_000;
         let mut r = Record::new(Kind::TcpRetransmit, "tracepoint/tcp/tcp_retransmit_skb", t);
-        r.proto = Some(6);
-        r.src = Some(ip("10.0.1.2"));
-        r.sport = Some(40001);
-        r.dst = Some(ip("10.96.0.10"));
-        r.dport = Some(6379);
-        r.len = Some(1448);
+        r.flow.proto = Some(6);
+        r.flow.src = Some(ip("10.0.1.2"));
+        r.flow.sport = Some(40001);
+        r.flow.dst = Some(ip("10.96.0.10"));
+        r.flow.dport = Some(6379);
+        r.size.len = Some(1448);
         a.observe_record(&r);
     }
     let v = a.verdicts(0, None);
@@ -387,14 +387,14 @@ fn a_flood_of_distinct_connections_is_bounded_and_counted() {
     let n = super::analyze::MAX_CONNS_FOR_TESTS as u32 + 10;
     for i in 0..n {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i as i128);
-        r.l3_len = Some(1500);
-        r.out_mtu = Some(1450);
-        r.matched = vec!["oversize"];
-        r.proto = Some(17);
-        r.src = Some(ip("10.0.0.1"));
-        r.sport = Some((i % 65_000) as u16);
-        r.dst = Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)));
-        r.dport = Some(53);
+        r.size.l3_len = Some(1500);
+        r.route.out_mtu = Some(1450);
+        r.drop.matched = vec![Matched::Oversize];
+        r.flow.proto = Some(17);
+        r.flow.src = Some(ip("10.0.0.1"));
+        r.flow.sport = Some((i % 65_000) as u16);
+        r.flow.dst = Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)));
+        r.flow.dport = Some(53);
         a.observe_record(&r);
     }
     let v = a.verdicts(0, None);
@@ -412,9 +412,9 @@ fn other_drops_of_all_drops_are_no_mtu_evidence() {
     let mut a = Analyzer::new();
     for i in 0..5i128 {
         let mut r = flow_record(Kind::Drop, "tp_btf/kfree_skb", i * 500_000_000);
-        r.l3_len = Some(60);
-        r.reason = Some("NETFILTER_DROP".into());
-        r.location = Some("nft_do_chain+0x3e8".into());
+        r.size.l3_len = Some(60);
+        r.drop.reason = Some("NETFILTER_DROP".into());
+        r.drop.location = Some("nft_do_chain+0x3e8".into());
         a.observe_record(&r);
     }
     let v = a.verdicts(0, None);
@@ -435,13 +435,13 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
         let skb = format!("0xffff{i}");
         a.observe_record(&icmp_told("kprobe/__icmp_send", t, &skb, mtu));
         let mut drop = flow_record(Kind::Drop, "kprobe/kfree_skb", t + 1_000);
-        drop.netns = Some(1);
-        drop.ifname = Some("tunl0".into());
-        drop.l3_len = Some(len);
-        drop.out_ifname = Some("tunl0".into());
-        drop.out_mtu = Some(mtu);
-        drop.location = Some("ip_tunnel_xmit+0x1".into());
-        drop.matched = vec!["location", "oversize"];
+        drop.device.netns = Some(1);
+        drop.device.ifname = Some("tunl0".into());
+        drop.size.l3_len = Some(len);
+        drop.route.out_ifname = Some("tunl0".into());
+        drop.route.out_mtu = Some(mtu);
+        drop.drop.location = Some("ip_tunnel_xmit+0x1".into());
+        drop.drop.matched = vec![Matched::Location, Matched::Oversize];
         drop.skb = Some(skb);
         a.observe_record(&drop);
         // The next attempt comes after a retransmission timeout.
@@ -464,8 +464,8 @@ fn told_then_retransmitting(a: &mut Analyzer) {
             "tracepoint/tcp/tcp_retransmit_skb",
             1_000_000_000 + i * 400_000_000 + 10,
         );
-        r.netns = Some(2);
-        r.len = Some(1448);
+        r.device.netns = Some(2);
+        r.size.len = Some(1448);
         a.observe_record(&r);
     }
 }
@@ -474,12 +474,12 @@ fn told_then_retransmitting(a: &mut Analyzer) {
 /// has no ports). The sender's namespace in these tests is 2, the router's 1.
 fn pmtu_update(netns: u32, dst: &str, mtu: u32) -> Record {
     let mut r = Record::new(Kind::PmtuUpdate, "fentry/__ip_rt_update_pmtu", 500_000_000);
-    r.netns = Some(netns);
-    r.mtu = Some(mtu);
-    r.mtu_source = Some("pmtu");
-    r.proto = Some(6);
-    r.src = Some(ip("10.0.1.2"));
-    r.dst = Some(ip(dst));
+    r.device.netns = Some(netns);
+    r.size.mtu = Some(mtu);
+    r.size.mtu_source = Some(MtuSource::Pmtu);
+    r.flow.proto = Some(6);
+    r.flow.src = Some(ip("10.0.1.2"));
+    r.flow.dst = Some(ip(dst));
     r
 }
 
@@ -558,8 +558,8 @@ fn recovery_says_the_icmp_arrived_when_the_socket_learned() {
         "tracepoint/tcp/tcp_retransmit_skb",
         3_000,
     );
-    rtx.netns = Some(2);
-    rtx.len = Some(1400);
+    rtx.device.netns = Some(2);
+    rtx.size.len = Some(1400);
     a.observe_record(&rtx);
     a.observe_record(&pmtu_update(2, "10.0.2.2", 1460));
     let v = a.verdicts(0, None);

@@ -1,0 +1,410 @@
+//! The one event model every sink is fed with: a kernel [`tracer_common::Event`] decoded, named
+//! and enriched (reason names from BTF, locations from kallsyms, flows from packet headers).
+//! The same [`Record`] is what `tracer report` reads back from a log ([`Record::from_line`]).
+//!
+//! A record is grouped in sections (device, sizes, drop, route, flow, names) that serde
+//! flattens into one JSON object: the JSONL field names and their order are a contract (README
+//! "Event log schema", pinned by `golden.rs`): add fields at the end, never rename or remove
+//! one. A field is declared once, here; the fast writer (`sink/json.rs`) is checked against it.
+
+mod names;
+mod node;
+
+pub use names::{Attribution, ObjectRef, ServiceRef};
+pub use node::set as set_node;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The one list of event kinds: the enum, its JSONL names ([`Kind::as_str`], the same as
+/// serde's), [`Kind::ALL`] and the kernel kinds it maps ([`Kind::from_kernel`]).
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal $([$kernel:ident])?,)*) => {
+        /// JSONL `kind`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum Kind {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl Kind {
+            /// Every kind, in the order summaries print them.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),*];
+
+            /// The JSONL name (what serde writes).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)*
+                }
+            }
+
+            /// The kind of a kernel event.
+            pub fn from_kernel(kind: tracer_common::EventKind) -> Kind {
+                match kind {
+                    $($(tracer_common::EventKind::$kernel => Kind::$variant,)?)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// A packet freed as dropped.
+    Drop = "drop" [Drop],
+    /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" the kernel generated.
+    IcmpTooBigSent = "icmp_too_big_sent" [IcmpTooBigSent],
+    /// One arriving on a hooked device.
+    IcmpTooBigReceived = "icmp_too_big_received" [IcmpTooBigReceived],
+    /// A packet leaving a device larger than its MTU.
+    OversizeTx = "oversize_tx" [OversizeTx],
+    TcpRetransmit = "tcp_retransmit" [TcpRetransmit],
+    /// The kernel recorded a path MTU for a destination.
+    PmtuUpdate = "pmtu_update" [PmtuUpdate],
+    /// Events the kernel could not queue (`lost` says how many).
+    Lost = "lost",
+}
+
+/// JSONL `mtu_source`: what the record's `mtu` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtuSource {
+    /// The device's own MTU.
+    Device,
+    /// The route's output device (forwarding).
+    Route,
+    /// What an ICMP too-big advertises.
+    Icmp,
+    /// The veth peer that refused the packet.
+    Peer,
+    /// The path MTU the kernel recorded.
+    Pmtu,
+}
+
+impl MtuSource {
+    /// The JSONL name (what serde writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtuSource::Device => "device",
+            MtuSource::Route => "route",
+            MtuSource::Icmp => "icmp",
+            MtuSource::Peer => "peer",
+            MtuSource::Pmtu => "pmtu",
+        }
+    }
+}
+
+/// JSONL `matched`: why the in-kernel filter kept a drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Matched {
+    /// The drop reason is a size reason (`PKT_TOO_BIG`, ...).
+    Reason,
+    /// The kernel function is one where packets die for their size.
+    Location,
+    /// The packet is larger than the MTU it met.
+    Oversize,
+    /// The dropped packet is itself an ICMP too-big.
+    IcmpTooBig,
+}
+
+impl Matched {
+    /// The JSONL name (what serde writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Matched::Reason => "reason",
+            Matched::Location => "location",
+            Matched::Oversize => "oversize",
+            Matched::IcmpTooBig => "icmp_too_big",
+        }
+    }
+
+    /// Kept for the packet's size: MTU evidence (with `--all-drops` other drops come too).
+    pub fn is_size(self) -> bool {
+        matches!(
+            self,
+            Matched::Reason | Matched::Location | Matched::Oversize
+        )
+    }
+}
+
+/// Encapsulation of a tunnel packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// IPv4/IPv6 in IPv4 (IP protocol 4 or 41): Calico `tunl0`.
+    Ipip,
+    /// VXLAN over UDP 4789 (IANA) or 8472 (Linux/flannel default).
+    Vxlan,
+}
+
+/// A transport flow. Ports are `None` for protocols without ports (ICMP).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Flow {
+    /// IP protocol number: 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...
+    pub proto: u8,
+    pub src: IpAddr,
+    pub sport: Option<u16>,
+    pub dst: IpAddr,
+    pub dport: Option<u16>,
+}
+
+/// The outer (node-to-node) header of an encapsulated packet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Outer {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub encap: Encap,
+    /// VXLAN network identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+}
+
+/// An ICMP "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2) message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcmpTooBig {
+    /// Sender and receiver of the ICMP message itself. `from` is null when the event comes
+    /// from the kernel's ICMP generator (it has not chosen a source address yet).
+    pub from: Option<IpAddr>,
+    pub to: IpAddr,
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Next-hop MTU the message advertises; `None` when it carries none (old routers send 0).
+    pub mtu: Option<u32>,
+}
+
+/// Result of decoding packet bytes that start at the network header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The innermost flow: the pod flow when encapsulated. For an ICMP too-big message, the flow
+    /// of the packet it quotes (the packet that was too big).
+    pub flow: Option<Flow>,
+    /// Outer addresses when the (quoted) packet is encapsulated.
+    pub outer: Option<Outer>,
+    /// Set when the packet is itself an ICMP too-big message.
+    pub icmp: Option<IcmpTooBig>,
+    /// IP total length of the outermost header, as it says.
+    pub ip_len: Option<u32>,
+}
+
+/// One decoded event: what sinks consume and what `tracer report` reads back. Its sections are
+/// flattened: the JSONL object is one level of fields (plus `outer`, `icmp` and the names as
+/// objects), in declaration order.
+///
+/// Reading a log, unknown fields are ignored (logs of newer versions) and missing ones are
+/// null (logs of older versions): every field but `ts` and `kind` may be absent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// RFC 3339 UTC with nanoseconds.
+    pub ts: String,
+    /// Wall-clock nanoseconds since the Unix epoch (for sorting and joining): `ts` as a number.
+    #[serde(skip)]
+    pub ts_unix_ns: i128,
+    pub kind: Kind,
+    /// Which kernel hook produced the event (`tp_btf/kfree_skb`, `tcx/egress`, ...). Borrowed
+    /// from the hook table live; a log may name hooks this build does not have.
+    #[serde(default)]
+    pub hook: Cow<'static, str>,
+    #[serde(flatten)]
+    pub device: Device,
+    #[serde(flatten)]
+    pub size: Size,
+    #[serde(flatten)]
+    pub drop: DropCause,
+    #[serde(flatten)]
+    pub route: Route,
+    #[serde(flatten)]
+    pub flow: FlowFields,
+    /// The ICMP too-big message the packet is (or the generator is about to send).
+    pub icmp: Option<IcmpTooBig>,
+    /// TCP retransmits: socket state (`TCP_ESTABLISHED`, ...), as the kernel names it.
+    pub tcp_state: Option<String>,
+    /// Kernel `sk_buff` address (hex): joins events about the same packet.
+    pub skb: Option<String>,
+    /// `lost` events: how many events the kernel could not queue since the previous report.
+    pub lost: Option<u64>,
+    /// Kubernetes names of the flow's ends (`--k8s-snapshot`, the API, the node's own facts):
+    /// pods by IP, the service by its ClusterIP:port or by a backend (after DNAT), nodes by the
+    /// outer header of an encapsulated packet or by the pods' node.
+    #[serde(flatten)]
+    pub names: Attribution,
+    /// The Kubernetes node this tracer runs on (`NODE_NAME`, else the hostname).
+    pub node: Option<Arc<str>>,
+    /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
+    #[serde(skip)]
+    pub packet: Option<Captured>,
+}
+
+/// Where the event happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub ifname: Option<String>,
+    pub ifindex: Option<u32>,
+    /// Network namespace inode.
+    pub netns: Option<u32>,
+}
+
+/// How big the packet was, and the MTU it met.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    /// `skb->len`: the packet as the kernel held it (may include the L2 header).
+    pub len: Option<u32>,
+    /// Length from the network header on.
+    pub l3_len: Option<u32>,
+    /// Device MTU, or the MTU an ICMP message advertises (`mtu_source`).
+    pub mtu: Option<u32>,
+    pub mtu_source: Option<MtuSource>,
+    pub gso_size: Option<u32>,
+    pub gso_segs: Option<u32>,
+}
+
+/// Drops: why the kernel freed the packet, and why the filter kept the event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCause {
+    /// Reason name from the running kernel's BTF (`PKT_TOO_BIG`, `NOT_SPECIFIED`, ...).
+    pub reason: Option<String>,
+    pub reason_code: Option<u32>,
+    /// `symbol+0xoffset` from /proc/kallsyms.
+    pub location: Option<String>,
+    /// Why the default filter kept it; empty with `--all-drops` when none applies.
+    #[serde(default)]
+    pub matched: Vec<Matched>,
+}
+
+/// The devices the packet was headed for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Output device of the packet's route, when the kernel had one.
+    pub out_ifname: Option<String>,
+    pub out_ifindex: Option<u32>,
+    pub out_mtu: Option<u32>,
+    /// veth drops: the peer device that refused the packet (its MTU is the one that failed).
+    pub peer_ifname: Option<String>,
+    pub peer_ifindex: Option<u32>,
+    pub peer_mtu: Option<u32>,
+}
+
+/// The transport flow, innermost (the pod flow when encapsulated; for an ICMP too-big, the
+/// quoted packet's), and the outer header of an encapsulated packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowFields {
+    pub proto: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    pub outer: Option<Outer>,
+}
+
+/// Packet bytes as the kernel captured them: from the network header on, at most
+/// [`tracer_common::PACKET_CAPTURE`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// 0x0800 (IPv4) or 0x86DD (IPv6).
+    pub ethertype: u16,
+    pub bytes: Vec<u8>,
+}
+
+impl Record {
+    /// An empty record of `kind` at `ts_unix_ns`: decoders fill in what they know.
+    pub fn new(kind: Kind, hook: &'static str, ts_unix_ns: i128) -> Self {
+        Record {
+            ts: crate::time::rfc3339_nanos(ts_unix_ns),
+            ts_unix_ns,
+            kind,
+            hook: Cow::Borrowed(hook),
+            device: Device::default(),
+            size: Size::default(),
+            drop: DropCause::default(),
+            route: Route::default(),
+            flow: FlowFields::default(),
+            icmp: None,
+            tcp_state: None,
+            skb: None,
+            lost: None,
+            names: Attribution::default(),
+            node: node::current(),
+            packet: None,
+        }
+    }
+
+    /// Whether any Kubernetes name is known for this event.
+    pub fn has_names(&self) -> bool {
+        self.names.any()
+    }
+
+    /// Fill the flow fields from decoded packet headers.
+    pub fn set_decoded(&mut self, d: &Decoded) {
+        if let Some(f) = &d.flow {
+            self.flow.proto = Some(f.proto);
+            self.flow.src = Some(f.src);
+            self.flow.sport = f.sport;
+            self.flow.dst = Some(f.dst);
+            self.flow.dport = f.dport;
+        }
+        if d.outer.is_some() {
+            self.flow.outer = d.outer.clone();
+        }
+        if d.icmp.is_some() {
+            self.icmp = d.icmp.clone();
+        }
+    }
+
+    /// `drop.matched` has `m`.
+    pub fn matched(&self, m: Matched) -> bool {
+        self.drop.matched.contains(&m)
+    }
+
+    /// One line of an event log. `kind: "verdict"` lines (the daemon's verdicts) are
+    /// [`LineError::Verdict`]: not events.
+    pub fn from_line(line: &[u8]) -> Result<Record, LineError> {
+        let mut rec: Record = match serde_json::from_slice(line) {
+            Ok(rec) => rec,
+            Err(e) => {
+                /// What a line that is no record says it is.
+                #[derive(Deserialize)]
+                struct Head {
+                    kind: Option<String>,
+                }
+                return Err(match serde_json::from_slice::<Head>(line) {
+                    Ok(Head { kind: Some(k) }) if k == "verdict" => LineError::Verdict,
+                    Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
+                        LineError::UnknownKind(k)
+                    }
+                    _ => LineError::NotAnEvent(e.to_string()),
+                });
+            }
+        };
+        match crate::time::parse_rfc3339(&rec.ts) {
+            Some(ns) => rec.ts_unix_ns = ns,
+            None => return Err(LineError::BadTimestamp(rec.ts)),
+        }
+        Ok(rec)
+    }
+}
+
+/// Why a log line is no event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineError {
+    NotAnEvent(String),
+    /// A verdict the daemon wrote (`tracer report` recomputes them).
+    Verdict,
+    UnknownKind(String),
+    BadTimestamp(String),
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::NotAnEvent(e) => write!(f, "not an event: {e}"),
+            LineError::Verdict => write!(f, "a verdict, not an event"),
+            LineError::UnknownKind(k) => write!(f, "unknown kind `{k}`"),
+            LineError::BadTimestamp(ts) => write!(f, "bad timestamp `{ts}`"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod golden;

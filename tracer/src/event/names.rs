@@ -1,0 +1,50 @@
+//! The Kubernetes names a record carries (JSONL `src_pod`, `dst_pod`, `service`, `src_node`,
+//! `dst_node`). They are part of the event model; `k8s` finds them ([`crate::k8s::Inventory`])
+//! and depends on this module, never the other way round.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A namespaced object (`namespace` is null for nodes).
+///
+/// Names are shared (`Arc<str>`): every event about a pod carries its name, and a reference
+/// count is cheaper than a copy per event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
+}
+
+/// A service a packet was addressed to (by ClusterIP, external or LoadBalancer IP, node port)
+/// or reached (by a backend).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// The service port (`spec.ports[].port`), when known.
+    pub port: Option<u16>,
+    /// The port's name (`http`, `redis`), when it has one.
+    pub port_name: Option<Arc<str>>,
+}
+
+/// The names an event gains: the record's names section. Null when unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribution {
+    pub src_pod: Option<ObjectRef>,
+    pub dst_pod: Option<ObjectRef>,
+    pub service: Option<ServiceRef>,
+    pub src_node: Option<ObjectRef>,
+    pub dst_node: Option<ObjectRef>,
+}
+
+impl Attribution {
+    /// Whether any name is known.
+    pub fn any(&self) -> bool {
+        self.src_pod.is_some()
+            || self.dst_pod.is_some()
+            || self.service.is_some()
+            || self.src_node.is_some()
+            || self.dst_node.is_some()
+    }
+}
