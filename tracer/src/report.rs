@@ -41,6 +41,10 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
             Ok(rec) => analyzer.observe_record(&rec),
             Err(LineError::Verdict) => {
                 stats.verdicts += 1;
+                // The run's verdicts are written when it stops: the end of what it watched.
+                if let Some(ts) = verdict_time(&line) {
+                    analyzer.watched_until(ts);
+                }
                 continue;
             }
             Err(why) => {
@@ -131,4 +135,14 @@ pub fn report_files(files: &[PathBuf]) -> Result<(Vec<LogStats>, Vec<Verdict>)> 
 /// A report's verdicts are stamped with the log's last event, so a report is reproducible.
 fn analyzer_end(a: &Analyzer) -> i128 {
     a.span().map_or(0, |(_, last)| last)
+}
+
+/// The time of a `kind: "verdict"` line.
+fn verdict_time(line: &[u8]) -> Option<i128> {
+    #[derive(serde::Deserialize)]
+    struct Stamp<'a> {
+        ts: &'a str,
+    }
+    let stamp: Stamp = serde_json::from_slice(line).ok()?;
+    crate::time::parse_rfc3339(stamp.ts)
 }

@@ -537,6 +537,7 @@ mod tests {
             last_ts: None,
             observed_s: 1.0,
             audit: Vec::new(),
+            confidence: crate::verdict::Confidence::Observed,
         };
         m.verdict(&v).unwrap();
         let text = m.render();

@@ -6,12 +6,11 @@ use std::net::IpAddr;
 // FxHash: these maps are looked up several times per event (SipHash was 8% of the pipeline).
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::{Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
+use super::stages::{Outcome, ShrinkCause, Stages};
+use super::{Confidence, Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
 use crate::event::{Encap, Kind, Matched, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 use crate::mtu::{Overlay, IPV6_MIN_MTU};
 
-/// Retransmissions this far apart are timeouts (RTO ≥ 200 ms), not fast retransmits.
-const TIMEOUT_GAP_NS: i128 = 150_000_000;
 /// Drops this far apart belong to different sending attempts.
 const EPISODE_GAP_NS: i128 = 150_000_000;
 /// A fragment and the original it was cut from die within this of each other.
@@ -29,7 +28,7 @@ pub(super) const MAX_CONNS_FOR_TESTS: usize = MAX_CONNS;
 const MAX_LEARNED: usize = 4_096;
 /// Timeout retransmissions of full-size segments that make a black hole suspected without any
 /// size event on this node.
-const SUSPECT_TIMEOUTS: u64 = 3;
+const SUSPECT_TIMEOUTS: u32 = 3;
 
 /// What the analysis derives from a record.
 trait Observed {
@@ -182,12 +181,6 @@ struct ConnAcc {
     icmp_dropped: u64,
     oversize_tx: u64,
     retransmits: u64,
-    timeout_retransmits: u64,
-    last_rtx_ns: Option<i128>,
-    last_rtx_gap_ns: Option<i128>,
-    /// Consecutive timeout gaps that grew (exponential backoff: the segment never gets through).
-    backoff_steps: u64,
-    rtx_max_len: u32,
     size_reduced: bool,
     /// The sending socket's namespace and destination (as the socket sees it, before any
     /// DNAT), from its retransmissions: where its stack would record a path MTU.
@@ -264,6 +257,12 @@ pub struct Analyzer {
     audit: Vec<String>,
     /// Events not analysed because [`MAX_CONNS`] connections were already tracked.
     untracked: u64,
+    /// Each sending socket's stages (told, shrank, progressing or stuck again), by (protocol,
+    /// source, source port): the sender's own view, whatever DNAT did to the destination.
+    senders: HashMap<(u8, IpAddr, u16), Stages>,
+    /// The end of what was watched, when later than the last event: the run's stop (a log's
+    /// final verdict line). Silence after a shrink counts as progress only if watched.
+    watched_until: Option<i128>,
     /// Something was observed since the last [`Analyzer::live`]: only then is it worth
     /// recomputing the verdicts.
     dirty: bool,
@@ -428,6 +427,9 @@ impl Analyzer {
             self.by_source.insert((p, key.src, sport), key);
         }
         let ts = o.ts_unix_ns;
+        if let Some(st) = self.sender_mut(key) {
+            st.refused(ts, len.saturating_sub(overhead));
+        }
         let c = self.conn_mut(key, o);
         if kind == Kind::OversizeTx {
             c.oversize_tx += 1;
@@ -524,8 +526,11 @@ impl Analyzer {
 
     /// An ICMP too-big reached (or was generated for) the sender of `key`.
     fn told(&mut self, key: ConnKey, o: &Record, mtu: Option<u32>) {
-        let key = self.resolve(key);
         let ts = o.ts_unix_ns;
+        if let (Some(m), Some(st)) = (mtu, self.sender_mut(key)) {
+            st.told(ts, m);
+        }
+        let key = self.resolve(key);
         let c = self.conn_mut(key, o);
         if let Some(m) = mtu {
             if c.told_mtu.is_none_or(|t| m < t) {
@@ -606,36 +611,45 @@ impl Analyzer {
         let ts = o.ts_unix_ns;
         let len = o.size.len.unwrap_or(0);
         let sender = o.device.netns.zip(o.flow.dst);
+        // The sender's stages judge sizes and timeouts against the segment it uses now.
+        let shrank = match self.sender_mut(key) {
+            Some(st) => {
+                st.retransmit(ts, len, o.size.gso_size);
+                st.shrank_after_icmp()
+            }
+            None => false,
+        };
         let c = self.conn_mut(key, o);
         c.retransmits += 1;
         if c.sender.is_none() {
             c.sender = sender;
         }
-        let full = len >= c.rtx_max_len.saturating_mul(9) / 10;
-        c.rtx_max_len = c.rtx_max_len.max(len);
-        if let Some(last) = c.last_rtx_ns {
-            let gap = ts - last;
-            if gap >= TIMEOUT_GAP_NS && full {
-                c.timeout_retransmits += 1;
-                if c.last_rtx_gap_ns.is_some_and(|g| gap * 10 >= g * 16) {
-                    c.backoff_steps += 1;
-                }
-                c.last_rtx_gap_ns = Some(gap);
-            }
+        c.size_reduced |= shrank;
+    }
+
+    /// The stages of the socket that sent `key`'s packets (bounded like the connections).
+    fn sender_mut(&mut self, key: ConnKey) -> Option<&mut Stages> {
+        let id = (key.proto, key.src, key.sport?);
+        if self.senders.len() >= MAX_CONNS && !self.senders.contains_key(&id) {
+            return None;
         }
-        c.last_rtx_ns = Some(ts);
-        // Told an MTU, the sender now sends segments that fit it (40 B: the smallest IP+TCP
-        // header).
-        if let Some(m) = c.told_mtu {
-            if len > 0 && len + 40 <= m {
-                c.size_reduced = true;
-            }
-        }
-        if let (Some(rtx_len), Some(failed)) = (o.size.len, c.largest_failed) {
-            if c.timeout_retransmits > 0 && rtx_len + 40 < failed && c.told_mtu.is_some() {
-                c.size_reduced = true;
-            }
-        }
+        Some(self.senders.entry(id).or_default())
+    }
+
+    fn sender(&self, key: &ConnKey) -> Option<&Stages> {
+        self.senders.get(&(key.proto, key.src, key.sport?))
+    }
+
+    /// Where `key`'s sender stands at `now`.
+    fn outcome(&self, key: &ConnKey, now: i128) -> Outcome {
+        let end = self.watched_until.map_or(now, |w| w.max(now));
+        self.sender(key)
+            .map_or(Outcome::Quiet, |st| st.outcome(end))
+    }
+
+    /// The end of what was watched (a log's final verdict line: the run's stop).
+    pub fn watched_until(&mut self, ts_unix_ns: i128) {
+        self.watched_until = Some(self.watched_until.map_or(ts_unix_ns, |w| w.max(ts_unix_ns)));
     }
 
     /// The connection events about `key` belong to: itself, or the connection with size
@@ -678,17 +692,40 @@ impl Analyzer {
             _ => 0.0,
         });
         let conns = self.merged_conns();
+        let interesting: Vec<&(ConnKey, ConnAcc)> = conns
+            .iter()
+            .filter(|(k, c)| {
+                c.dropped > 0
+                    || c.icmp_dropped > 0
+                    || c.icmp_received > 0
+                    || match self.outcome(k, now_unix_ns) {
+                        Outcome::StuckAfterShrink { .. } => true,
+                        // Without a size event of its own, only a clear backoff is suspect.
+                        Outcome::StuckAtFirstSize { .. } => {
+                            self.sender(k).map_or(0, Stages::total_timeouts) >= SUSPECT_TIMEOUTS
+                        }
+                        Outcome::Progressing { last } => last.cause == ShrinkCause::Probing,
+                        _ => false,
+                    }
+            })
+            .collect();
+        // A socket with no size event of its own (it started at a size its stack had already
+        // learned, or nothing on this node saw its packets) goes with a connection of the same
+        // socket's namespace and destination that has one: the same path, one verdict.
+        let sized_path: BTreeMap<(u32, IpAddr), PathRef> = interesting
+            .iter()
+            .filter(|(_, c)| c.dropped > 0 || c.icmp_received > 0 || c.icmp_dropped > 0)
+            .filter_map(|(_, c)| Some((c.sender?, path_of(c))))
+            .collect();
         // Group connections by path.
         let mut paths: BTreeMap<PathRef, Vec<(ConnKey, &ConnAcc)>> = BTreeMap::new();
-        for (k, c) in &conns {
-            let interesting = c.dropped > 0
-                || c.icmp_dropped > 0
-                || c.icmp_received > 0
-                || (c.timeout_retransmits >= SUSPECT_TIMEOUTS && c.backoff_steps >= 1);
-            if !interesting {
-                continue;
-            }
-            paths.entry(path_of(c)).or_default().push((*k, c));
+        for (k, c) in interesting {
+            let sized = c.dropped > 0 || c.icmp_received > 0 || c.icmp_dropped > 0;
+            let path = match c.sender.and_then(|s| sized_path.get(&s)) {
+                Some(p) if !sized => p.clone(),
+                _ => path_of(c),
+            };
+            paths.entry(path).or_default().push((*k, c));
         }
         let mut out: Vec<Verdict> = paths
             .into_iter()
@@ -739,8 +776,6 @@ impl Analyzer {
                 };
                 acc.last_ns = acc.last_ns.max(other.last_ns);
                 acc.retransmits += other.retransmits;
-                acc.timeout_retransmits += other.timeout_retransmits;
-                acc.backoff_steps += other.backoff_steps;
                 acc.size_reduced |= other.size_reduced;
                 acc.icmp_received += other.icmp_received;
                 acc.icmp_dropped += other.icmp_dropped;
@@ -762,13 +797,34 @@ impl Analyzer {
         observed_s: f64,
     ) -> Verdict {
         let by_key: HashMap<ConnKey, &ConnAcc> = conns.iter().map(|(k, c)| (*k, *c)).collect();
-        let stuck = |c: &ConnAcc| {
-            c.dropped > 0 && (c.repeat_episodes > 0 || c.drops_after_told > 0)
-                || c.icmp_dropped > 0 && c.timeout_retransmits > 0
-                || c.dropped > 0 && c.timeout_retransmits >= 2 && !c.size_reduced
+        let outcomes: HashMap<ConnKey, Outcome> = conns
+            .iter()
+            .map(|(k, _)| (*k, self.outcome(k, now)))
+            .collect();
+        let timeouts = |k: &ConnKey| self.sender(k).map_or(0, Stages::total_timeouts);
+        // Shrank after an ICMP and is stuck again at the new size, with nothing on this node
+        // refusing it: its packets die further on.
+        let dies_beyond = |k: &ConnKey, c: &ConnAcc| {
+            matches!(outcomes[k], Outcome::StuckAfterShrink { .. }) && c.drops_after_told == 0
         };
-        let any_stuck = conns.iter().any(|(_, c)| stuck(c));
+        let beyond = conns.iter().any(|(k, c)| dies_beyond(k, c));
+        let stuck = |k: &ConnKey, c: &ConnAcc| {
+            c.dropped > 0 && (c.repeat_episodes > 0 || c.drops_after_told > 0)
+                || c.icmp_dropped > 0 && timeouts(k) > 0
+                || matches!(outcomes[k], Outcome::StuckAfterShrink { .. })
+                // Backing off at its first size: dying at this node, or with the others
+                // whose packets die beyond it.
+                || matches!(outcomes[k], Outcome::StuckAtFirstSize { .. })
+                    && (c.dropped > 0 || c.icmp_dropped > 0 || beyond)
+        };
+        let any_stuck = conns.iter().any(|(k, c)| stuck(k, c));
         let any_dropped = conns.iter().any(|(_, c)| c.dropped > 0);
+        let probing_recovered = conns.iter().any(|(k, _)| {
+            matches!(outcomes[k], Outcome::Progressing { last } if last.cause == ShrinkCause::Probing)
+        });
+        let undecided = conns
+            .iter()
+            .any(|(k, _)| matches!(outcomes[k], Outcome::Undecided { .. }));
 
         let mut sites: Vec<Site> = self
             .sites
@@ -776,11 +832,12 @@ impl Analyzer {
             .filter(|(_, s)| s.conns.iter().any(|k| by_key.contains_key(k)))
             .map(|(k, s)| {
                 let largest_passing = k.limit.map(|l| l.saturating_sub(s.overhead));
+                // The senders adapted here: not stuck, or stuck only further on.
                 let recovered = s
                     .conns
                     .iter()
-                    .filter_map(|k| by_key.get(k))
-                    .all(|c| !stuck(c));
+                    .filter_map(|k| by_key.get_key_value(k))
+                    .all(|(k, c)| !stuck(k, c) || dies_beyond(k, c));
                 Site {
                     netns: k.netns,
                     netns_name: k.netns.and_then(|n| self.netns_names.get(&n).cloned()),
@@ -819,13 +876,13 @@ impl Analyzer {
             connections: conns.len() as u64,
             ..Evidence::default()
         };
-        for (_, c) in conns {
+        for (k, c) in conns {
             evidence.dropped_packets += c.dropped - c.oversize_tx;
             evidence.oversize_tx += c.oversize_tx;
             evidence.icmp_received += c.icmp_received;
             evidence.icmp_dropped += c.icmp_dropped;
             evidence.retransmits += c.retransmits;
-            evidence.timeout_retransmits += c.timeout_retransmits;
+            evidence.timeout_retransmits += u64::from(timeouts(k));
             evidence.size_reductions += u64::from(c.size_reduced);
         }
         // Updates for the connections' flows by any stack (sender, tunnel, router), and for
@@ -849,11 +906,16 @@ impl Analyzer {
             .sum();
         evidence.icmp_sent = sites.iter().map(|s| s.icmp_sent).sum();
 
-        let binding = sites.iter().find(|s| s.largest_passing.is_some());
+        // The binding limit is one where packets still die: a site the senders adapted to is
+        // not it when they are stuck beyond it.
+        let binding = sites
+            .iter()
+            .find(|s| s.largest_passing.is_some() && !(beyond && s.recovered));
         let mut largest_passing = binding.and_then(|s| s.largest_passing);
         let mut path_mtu = binding.and_then(|s| s.limit_mtu);
-        // Without a site that knows its limit, the ICMP's advertised MTU is the next best.
-        if largest_passing.is_none() {
+        // Without a site that knows its limit, the ICMP's advertised MTU is the next best; not
+        // when packets that fit it die further on (then nothing measured says what passes).
+        if largest_passing.is_none() && !beyond {
             let told = conns.iter().filter_map(|(_, c)| c.told_mtu).min();
             if let Some(m) = told {
                 path_mtu = Some(m);
@@ -864,6 +926,10 @@ impl Analyzer {
 
         let (severity, problem) = if any_stuck {
             (Severity::Problem, Problem::MtuBlackHole)
+        } else if probing_recovered {
+            (Severity::Info, Problem::ProbingRecovered)
+        } else if any_dropped && undecided {
+            (Severity::Info, Problem::Unconfirmed)
         } else if any_dropped {
             (Severity::Info, Problem::PmtudRecovered)
         } else if conns.iter().any(|(_, c)| c.icmp_dropped > 0) {
@@ -888,10 +954,10 @@ impl Analyzer {
                 smallest_failed: c.smallest_failed,
                 icmp_mtu: c.told_mtu,
                 retransmits: c.retransmits,
-                timeout_retransmits: c.timeout_retransmits,
+                timeout_retransmits: u64::from(timeouts(k)),
                 size_reduced: c.size_reduced,
                 pmtu_learned: self.learned_by_sender(k, c),
-                stuck: stuck(c),
+                stuck: stuck(k, c),
                 first_ts: c.first_ns.map(crate::time::rfc3339_nanos),
                 last_ts: c.last_ns.map(crate::time::rfc3339_nanos),
             })
@@ -904,7 +970,33 @@ impl Analyzer {
             (_, Some(p)) if ipv6 && p < IPV6_MIN_MTU => None,
             (_, Some(p)) => Some(p),
         };
-        let fix = fix_text(problem, &path, largest_passing, path_mtu, ipv6);
+        // What the senders use now, and what they were told, for a black hole further on.
+        let beyond_facts = beyond.then(|| {
+            let stuck_at = conns
+                .iter()
+                .filter_map(|(k, _)| match outcomes[k] {
+                    Outcome::StuckAfterShrink { last, .. } => Some(last.to),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let told = conns.iter().filter_map(|(_, c)| c.told_mtu).min();
+            let gaps = conns
+                .iter()
+                .find(|(k, _)| matches!(outcomes[k], Outcome::StuckAfterShrink { .. }))
+                .and_then(|(k, _)| self.sender(k))
+                .map(|st| st.timeout_gaps_ms().to_vec())
+                .unwrap_or_default();
+            Beyond {
+                segment: stuck_at,
+                told,
+                gaps_ms: gaps,
+            }
+        });
+        let fix = match &beyond_facts {
+            Some(b) => Some(beyond_fix_text(&path, b)),
+            None => fix_text(problem, &path, largest_passing, path_mtu, ipv6),
+        };
         let stopgap = match problem {
             Problem::MtuBlackHole | Problem::SuspectedBlackHole => Some(
                 "sysctl net.ipv4.tcp_mtu_probing=1 in the sending pods (TCP finds a size that \
@@ -917,8 +1009,19 @@ impl Analyzer {
         let senders_learned = conns
             .iter()
             .any(|(k, c)| self.learned_by_sender(k, c).is_some());
-        let summary = summary_text(problem, &path, &sites, largest_passing, senders_learned);
-        let summary = match self.learning_text(problem, conns, &stuck) {
+        let summary = match (&beyond_facts, problem) {
+            (Some(b), _) => beyond_summary(&path, &sites, b),
+            (None, Problem::ProbingRecovered) => probing_summary(&path, conns, &outcomes),
+            (None, Problem::Unconfirmed) => unconfirmed_summary(&path, conns, &outcomes),
+            _ => summary_text(problem, &path, &sites, largest_passing, senders_learned),
+        };
+        // How it is known: a drop or an ICMP seen where packets die, or only their timing.
+        let confidence = match problem {
+            Problem::MtuBlackHole if beyond => Confidence::Inferred,
+            Problem::SuspectedBlackHole | Problem::ProbingRecovered => Confidence::Inferred,
+            _ => Confidence::Observed,
+        };
+        let summary = match self.learning_text(problem, conns, &|k, c| stuck(k, c)) {
             Some(t) => format!("{summary}. {t}"),
             None => summary,
         };
@@ -942,6 +1045,7 @@ impl Analyzer {
             last_ts: None,
             observed_s,
             audit: self.audit.clone(),
+            confidence,
         };
         v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
         v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
@@ -960,7 +1064,7 @@ impl Analyzer {
         &self,
         problem: Problem,
         conns: &[(ConnKey, &ConnAcc)],
-        stuck: &dyn Fn(&ConnAcc) -> bool,
+        stuck: &dyn Fn(&ConnKey, &ConnAcc) -> bool,
     ) -> Option<String> {
         if self.pmtu_hook != Some(true) {
             return None;
@@ -973,13 +1077,14 @@ impl Analyzer {
             Problem::MtuBlackHole => {
                 if let Some(m) = learned {
                     return Some(format!(
-                        "The senders' stacks recorded path MTU {m}, yet packets larger than                          that still die"
+                        "The senders' stacks recorded path MTU {m}, yet packets larger than that \
+                         still die"
                     ));
                 }
                 // Told (an ICMP was generated for it), its sender visible (its retransmissions
                 // were seen, so its namespace is watched), stuck, and nothing recorded there.
                 let unheard = conns.iter().filter(|(k, c)| {
-                    stuck(c)
+                    stuck(k, c)
                         && c.told_mtu.is_some()
                         && c.sender.is_some()
                         && self.learned_by_sender(k, c).is_none()
@@ -987,7 +1092,8 @@ impl Analyzer {
                 let n = unheard.count();
                 (n > 0).then(|| {
                     format!(
-                        "The ICMP too-big never reached the senders' stacks: no path-MTU update                          for {n} stuck connection(s) that were told"
+                        "The ICMP too-big never reached the senders' stacks: no path-MTU update \
+                         for {n} stuck connection(s) that were told"
                     )
                 })
             }
@@ -1046,8 +1152,117 @@ impl Analyzer {
             last_ts: self.last_ns.map(crate::time::rfc3339_nanos),
             observed_s,
             audit: self.audit.clone(),
+            confidence: Confidence::Observed,
         }
     }
+}
+
+/// What is known of a black hole beyond this node.
+struct Beyond {
+    /// The segment size the senders shrank to, which still dies.
+    segment: u32,
+    /// The MTU the ICMP told them.
+    told: Option<u32>,
+    /// Their retransmission gaps at that size (ms).
+    gaps_ms: Vec<u32>,
+}
+
+fn path_words(path: &PathRef) -> String {
+    let ends = match (&path.src_node, &path.dst_node) {
+        (Some(a), Some(b)) => format!(" from {a} to {b}"),
+        (None, Some(b)) => format!(" to {b}"),
+        (Some(a), None) => format!(" from {a}"),
+        (None, None) => String::new(),
+    };
+    let over = path.overlay.map_or(String::new(), |e| {
+        format!(" over {}", overlay_kind(e).name())
+    });
+    format!("{ends}{over}")
+}
+
+fn beyond_summary(path: &PathRef, sites: &[Site], b: &Beyond) -> String {
+    let here = sites
+        .iter()
+        .find(|s| s.recovered)
+        .and_then(|s| Some(format!(" at {}", s.location.as_deref()?)))
+        .unwrap_or_default();
+    let told = b.told.map_or("an MTU".to_string(), |m| format!("MTU {m}"));
+    let gaps = if b.gaps_ms.is_empty() {
+        String::new()
+    } else {
+        let g: Vec<String> = b
+            .gaps_ms
+            .iter()
+            .map(|ms| format!("{:.1}", *ms as f64 / 1000.0))
+            .collect();
+        format!(" (retransmitted after {} s)", g.join(", "))
+    };
+    format!(
+        "MTU black hole beyond this node{}: the senders were told {told}{here} and shrank to \
+         {}-byte segments, which still die further on{gaps}; no ICMP comes back. Packets that \
+         fit {told} pass this node; how much smaller the path beyond is was not measured",
+        path_words(path),
+        b.segment
+    )
+}
+
+fn beyond_fix_text(path: &PathRef, b: &Beyond) -> String {
+    let bound = b.told.map_or(String::new(), |m| format!(" (below {m})"));
+    let overhead = if path.overhead > 0 {
+        format!(" minus {} B of overlay", path.overhead)
+    } else {
+        String::new()
+    };
+    format!(
+        "measure the path MTU between the nodes (`tracer check --netns <node>` probes it), then \
+         set the pod MTU to it{overhead}{bound}, and restart the pods (an MTU applies to new \
+         veths)"
+    )
+}
+
+fn probing_summary(
+    path: &PathRef,
+    conns: &[(ConnKey, &ConnAcc)],
+    outcomes: &HashMap<ConnKey, Outcome>,
+) -> String {
+    let sizes: Vec<(u32, u32)> = conns
+        .iter()
+        .filter_map(|(k, _)| match outcomes[k] {
+            Outcome::Progressing { last } if last.cause == ShrinkCause::Probing => {
+                Some((last.from, last.to))
+            }
+            _ => None,
+        })
+        .collect();
+    let from = sizes.iter().map(|s| s.0).max().unwrap_or(0);
+    let to = sizes.iter().map(|s| s.1).min().unwrap_or(0);
+    format!(
+        "packets die{}: {from}-byte segments were retransmitted at timeouts until TCP MTU \
+         probing lowered them to {to} B, which pass. Transfers get through after seconds of \
+         timeouts; the MTU should be fixed",
+        path_words(path)
+    )
+}
+
+fn unconfirmed_summary(
+    path: &PathRef,
+    conns: &[(ConnKey, &ConnAcc)],
+    outcomes: &HashMap<ConnKey, Outcome>,
+) -> String {
+    let watched = conns
+        .iter()
+        .filter_map(|(k, _)| match outcomes[k] {
+            Outcome::Undecided { last, watched_ns } => Some((last.to, watched_ns)),
+            _ => None,
+        })
+        .min_by_key(|w| w.1);
+    let (to, ns) = watched.unwrap_or((0, 0));
+    format!(
+        "packets too big{} were refused and the senders shrank to {to}-byte segments; whether \
+         those pass further on is not known yet (watched {:.1} s after the shrink)",
+        path_words(path),
+        ns as f64 / 1e9
+    )
 }
 
 fn path_of(c: &ConnAcc) -> PathRef {
@@ -1111,9 +1326,14 @@ fn fix_text(
 ) -> Option<String> {
     match problem {
         Problem::None => None,
-        Problem::SuspectedBlackHole => Some(
+        Problem::SuspectedBlackHole | Problem::ProbingRecovered => Some(
             "find the path MTU between the nodes (`tracer check` probes it) and set the CNI \
              MTU to it minus the overlay's overhead"
+                .to_string(),
+        ),
+        Problem::Unconfirmed => Some(
+            "watch longer (the senders shrank; whether that size passes further on shows in \
+             their retransmissions), or probe the path (`tracer check`)"
                 .to_string(),
         ),
         Problem::MtuBlackHole | Problem::PmtudRecovered => {
@@ -1202,5 +1422,9 @@ fn summary_text(
             "suspected MTU black hole{between}: full-size segments retransmitted at growing \
              timeouts and no size event on this node: they die beyond it"
         ),
+        // Their own texts (`probing_summary`, `unconfirmed_summary`) need the stages.
+        Problem::ProbingRecovered | Problem::Unconfirmed => {
+            format!("packets too big{between}{over}")
+        }
     }
 }

@@ -54,6 +54,25 @@ pub enum Problem {
     /// Full-size segments retransmitted at timeout intervals with no size event on this node:
     /// they die beyond it (a router whose ICMP is filtered, a smaller MTU on the far node).
     SuspectedBlackHole,
+    /// Packets died beyond this node and no ICMP came, but TCP MTU probing found a size that
+    /// passes: transfers get through after seconds of timeouts.
+    ProbingRecovered,
+    /// Packets too big were refused and the senders shrank, but the run ended before it could
+    /// be seen whether the smaller size passes further on: not "works" until it does.
+    Unconfirmed,
+}
+
+/// How a verdict is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// From what was seen where packets die: a drop, an ICMP generated or dropped.
+    Observed,
+    /// From timing alone: retransmissions at timeout intervals, sizes that shrank; the packets
+    /// die where this node cannot see.
+    Inferred,
+    /// From an active measurement (a path-MTU probe).
+    Measured,
 }
 
 /// Where packets die and why, with the arithmetic.
@@ -181,6 +200,8 @@ pub struct Verdict {
     /// The configuration audit's problems at the start of the run (`tracer check` without the
     /// probe), as arithmetic; empty for `tracer report`, which has no node to audit.
     pub audit: Vec<String>,
+    /// How the verdict is known (`observed`, `inferred`, `measured`).
+    pub confidence: Confidence,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A verdict as the operator reads it in the terminal: a header, then one labelled line per
 //! clause, numbers first.
-use super::{FlowSummary, Problem, Severity, Site, Verdict};
+use super::{Confidence, FlowSummary, Problem, Severity, Site, Verdict};
 use crate::mtu::Overlay;
 
 /// The lines of one verdict (no trailing newlines).
@@ -37,7 +37,8 @@ pub fn render(v: &Verdict) -> Vec<String> {
         }
         return out;
     }
-    if let Some(first) = v.sites.first() {
+    // The first site where packets still die: one the senders adapted to is not the answer.
+    if let Some(first) = v.sites.iter().find(|s| !s.recovered) {
         out.push(format!("  what dies   {}", what_dies(first)));
     }
     for (i, s) in v.sites.iter().enumerate() {
@@ -100,7 +101,18 @@ pub fn render(v: &Verdict) -> Vec<String> {
     if let Some(s) = &v.stopgap {
         out.push(format!("  stopgap     {s}"));
     }
+    out.push(format!("  how known   {}", how_known(v.confidence)));
     out
+}
+
+fn how_known(c: Confidence) -> &'static str {
+    match c {
+        Confidence::Observed => "observed: the drops or ICMP messages were seen on this node",
+        Confidence::Inferred => {
+            "inferred from retransmission timing: the packets die where this node cannot see"
+        }
+        Confidence::Measured => "measured: a path-MTU probe",
+    }
 }
 
 fn what_dies(s: &Site) -> String {

@@ -94,6 +94,9 @@ pub struct Stages {
     now: Regime,
     shrinks: Vec<Shrink>,
     last_ns: Option<i128>,
+    /// Timeout retransmissions at full size, over every regime.
+    total_timeouts: u32,
+    retransmits: u32,
 }
 
 /// Shrinks kept per connection: a connection probing down and up is bounded.
@@ -120,6 +123,7 @@ impl Stages {
     /// A retransmission of `len` bytes (`gso_size` for a GSO super-packet: the segment size).
     pub fn retransmit(&mut self, ts_ns: i128, len: u32, gso_size: Option<u32>) {
         self.seen(ts_ns);
+        self.retransmits += 1;
         if len == 0 {
             return;
         }
@@ -157,6 +161,7 @@ impl Stages {
             let gap = ts_ns - last;
             if gap >= TIMEOUT_GAP_NS {
                 r.timeouts += 1;
+                self.total_timeouts += 1;
                 if r.last_gap_ns.is_some_and(|g| gap * 10 >= g * 15) {
                     r.backoff_steps += 1;
                 }
@@ -248,6 +253,16 @@ impl Stages {
     /// Timeouts at the current size, and at the size before the first shrink.
     pub fn timeouts(&self) -> (u32, u32) {
         (self.now.timeouts, self.first.map_or(0, |r| r.timeouts))
+    }
+
+    /// Timeout retransmissions at full size, over the whole connection.
+    pub fn total_timeouts(&self) -> u32 {
+        self.total_timeouts
+    }
+
+    /// Whether the sender shrank after an ICMP told it an MTU.
+    pub fn shrank_after_icmp(&self) -> bool {
+        self.shrinks.iter().any(|s| s.cause == ShrinkCause::Icmp)
     }
 
     /// The smallest MTU an ICMP told the sender.
