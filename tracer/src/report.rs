@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::event::start::Start;
 use crate::event::{LineError, Record};
 use crate::verdict::{self, Analyzer, Severity, Verdict};
 
@@ -39,6 +40,14 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
         };
         match Record::from_line(&line) {
             Ok(rec) => analyzer.observe_record(&rec),
+            Err(LineError::Start) => {
+                // What the run watched and could not see: the same as the live analyzer knew.
+                match serde_json::from_slice::<Start>(&line) {
+                    Ok(start) => analyzer.apply_start(&start),
+                    Err(e) => bad(format!("a start line that does not read: {e}")),
+                }
+                continue;
+            }
             Err(LineError::Verdict) => {
                 stats.verdicts += 1;
                 // The run's verdicts are written when it stops: the end of what it watched.

@@ -146,6 +146,27 @@ fn run_case(case: &Case) {
     let (status, stdout, stderr) = t.stop();
     assert!(status.success(), "{}", stderr.join("\n"));
     let events = read_events(&log.0);
+    // The log opens with what the run watched and could not see.
+    let start = &events[0];
+    assert_eq!(start["kind"], "start", "{start}");
+    let watched: Vec<&str> = start["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        watched,
+        [incident.old_node_ns.as_str(), incident.client_ns.as_str()]
+    );
+    assert!(
+        start["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["concern"] == "drops" && h["outcome"] == "attached"),
+        "{start}"
+    );
     let verdicts = final_verdicts(&events, &log);
     let problems: Vec<&Value> = verdicts
         .iter()

@@ -9,6 +9,7 @@
 
 mod names;
 mod node;
+pub mod start;
 
 pub use names::{Attribution, ObjectRef, ServiceRef};
 pub use node::set as set_node;
@@ -370,6 +371,7 @@ impl Record {
                 }
                 return Err(match serde_json::from_slice::<Head>(line) {
                     Ok(Head { kind: Some(k) }) if k == "verdict" => LineError::Verdict,
+                    Ok(Head { kind: Some(k) }) if k == start::KIND => LineError::Start,
                     Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
                         LineError::UnknownKind(k)
                     }
@@ -391,6 +393,8 @@ pub enum LineError {
     NotAnEvent(String),
     /// A verdict the daemon wrote (`tracer report` recomputes them).
     Verdict,
+    /// The run's [`start::Start`] line: what it watched and could not see.
+    Start,
     UnknownKind(String),
     BadTimestamp(String),
 }
@@ -400,6 +404,7 @@ impl std::fmt::Display for LineError {
         match self {
             LineError::NotAnEvent(e) => write!(f, "not an event: {e}"),
             LineError::Verdict => write!(f, "a verdict, not an event"),
+            LineError::Start => write!(f, "the run's start line, not an event"),
             LineError::UnknownKind(k) => write!(f, "unknown kind `{k}`"),
             LineError::BadTimestamp(ts) => write!(f, "bad timestamp `{ts}`"),
         }

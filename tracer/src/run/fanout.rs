@@ -1,5 +1,6 @@
 //! Where every record goes: the run's summary, the analyzer, and each output. An output that
 //! fails (disk full, closed pipe) is reported once and skipped; tracing goes on into the others.
+use crate::event::start::Start;
 use tracer_common::Hook;
 
 use crate::{
@@ -57,6 +58,17 @@ impl Fanout {
         let mut rec = Record::new(Kind::Lost, hook_name, now_unix_ns);
         rec.lost = Some(count);
         self.deliver(&rec);
+    }
+
+    /// The run's start line, first in the outputs that keep one, and what the analyzer must
+    /// know of the run (the same as `tracer report` reads back from it).
+    pub fn start(&mut self, start: &Start) {
+        self.analyzer.apply_start(start);
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.start(start) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
     }
 
     /// About once a second: time-based output (the terminal's fold lines), and the verdicts

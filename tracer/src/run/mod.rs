@@ -3,12 +3,7 @@
 //! flush and summarise. Each step is its own file; this one reads them in order.
 use anyhow::{bail, Context as _, Result};
 
-use crate::{
-    cli::RunArgs,
-    hooks::{self, devices::DeviceWatcher, Attempt},
-    time,
-    verdict::Analyzer,
-};
+use crate::{cli::RunArgs, hooks::devices::DeviceWatcher, time, verdict::Analyzer};
 
 mod attach;
 mod event_loop;
@@ -106,8 +101,13 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         bail!("the drop hook could not be attached (see above): nothing to trace");
     }
 
-    let analyzer = analyzer(&plan, &attached.report, audit.problems);
-    let mut fanout = Fanout::new(outputs.sinks, analyzer, facts.names.inventory.is_some());
+    let start = startup::start_line(&facts, &plan, &attached.report, audit.problems);
+    let mut fanout = Fanout::new(
+        outputs.sinks,
+        Analyzer::new(),
+        facts.names.inventory.is_some(),
+    );
+    fanout.start(&start);
     let inputs = Inputs {
         ring,
         ring_kib: args.ringbuf_kib,
@@ -129,18 +129,6 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         eprintln!("packet capture: {}", p.display());
     }
     Ok(())
-}
-
-/// The analyzer, told what the start-up already knows: the audit's problems, whether PMTU
-/// updates can be seen, and the watched namespaces' names.
-fn analyzer(plan: &Plan, hooks: &[Attempt], audit_problems: Vec<String>) -> Analyzer {
-    let mut analyzer = Analyzer::new();
-    analyzer.set_audit(audit_problems);
-    analyzer.set_pmtu_hook(hooks::pmtu::blind_spot(hooks).is_none());
-    for ns in plan.watched() {
-        analyzer.name_netns(ns.inode, ns.label.clone());
-    }
-    analyzer
 }
 
 /// The wall clock in Unix ns, as the records carry it.

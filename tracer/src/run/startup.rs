@@ -4,6 +4,7 @@
 use std::io::Write as _;
 
 use super::{attach::KernelFacts, plan::Plan};
+use crate::event::start::{HookLine, Start, Watched};
 use crate::hooks::{self, Attempt, Outcome};
 
 /// The parts of the block, each from the step that produced it.
@@ -71,6 +72,50 @@ impl Startup<'_> {
         eprintln!("log: {}", self.log);
         eprintln!("tracing… (Ctrl-C to stop)");
         let _ = std::io::stderr().flush();
+    }
+}
+
+/// The log's start line: what this run watches, which hooks attached, what it cannot see, and
+/// the audit's problems. The analyzer learns them from it, live and in `tracer report` alike.
+pub fn start_line(
+    facts: &KernelFacts,
+    plan: &Plan,
+    hooks: &[Attempt],
+    audit_problems: Vec<String>,
+) -> Start {
+    Start {
+        ts: crate::time::rfc3339_nanos(super::now_unix_ns()),
+        kind: crate::event::start::KIND.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        node: plan.node.clone(),
+        kernel: facts.release.clone(),
+        hooks: hooks
+            .iter()
+            .map(|a| {
+                let (outcome, detail) = match &a.outcome {
+                    Outcome::Attached => ("attached", None),
+                    Outcome::Failed(why) => ("failed", Some(why.clone())),
+                    Outcome::Skipped(why) => ("skipped", Some(why.clone())),
+                };
+                HookLine {
+                    concern: a.concern.to_string(),
+                    method: a.method.to_string(),
+                    outcome: outcome.to_string(),
+                    detail,
+                }
+            })
+            .collect(),
+        blind_spots: blind_spots(hooks),
+        namespaces: plan
+            .watched()
+            .iter()
+            .map(|n| Watched {
+                inode: n.inode,
+                name: n.label.clone(),
+            })
+            .collect(),
+        audit: audit_problems,
+        pmtu_hook: hooks::pmtu::blind_spot(hooks).is_none(),
     }
 }
 

@@ -14,6 +14,11 @@ use crate::event::Record;
 pub trait LineOut {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
     fn flush_lines(&mut self) -> io::Result<()>;
+    /// A line that heads the output: written now, and again at the head of every file a
+    /// rotating log starts, so that each file says what its run could see.
+    fn write_header(&mut self, line: &[u8]) -> io::Result<()> {
+        self.write_line(line)
+    }
 }
 
 impl<W: Write> LineOut for W {
@@ -28,6 +33,9 @@ impl<W: Write> LineOut for W {
 impl LineOut for LogFile {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         LogFile::write_line(self, line)
+    }
+    fn write_header(&mut self, line: &[u8]) -> io::Result<()> {
+        LogFile::write_header(self, line)
     }
     fn flush_lines(&mut self) -> io::Result<()> {
         self.flush()
@@ -96,6 +104,15 @@ impl<W: LineOut> Sink for JsonlSink<W> {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush_lines().context("cannot flush the event log")
+    }
+
+    fn start(&mut self, start: &crate::event::start::Start) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, start).context("cannot serialize the start line")?;
+        self.line.push(b'\n');
+        self.out
+            .write_header(&self.line)
+            .context("cannot write to the event log")
     }
 
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {

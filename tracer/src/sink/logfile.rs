@@ -68,6 +68,8 @@ pub struct LogFile {
     /// (device, inode) of the file being written.
     identity: (u64, u64),
     last_check: Instant,
+    /// Written at the head of every new file (the run's start line).
+    header: Option<Vec<u8>>,
 }
 
 fn identity(file: &File) -> io::Result<(u64, u64)> {
@@ -113,7 +115,14 @@ impl LogFile {
             written: 0,
             rotation,
             last_check: Instant::now(),
+            header: None,
         })
+    }
+
+    /// Write `line` now and again first in every file a rotation starts.
+    pub fn write_header(&mut self, line: &[u8]) -> io::Result<()> {
+        self.header = Some(line.to_vec());
+        self.write_line(line)
     }
 
     pub fn path(&self) -> &Path {
@@ -212,6 +221,11 @@ impl LogFile {
         self.identity = identity(&file)?;
         self.out = Some(BufWriter::new(file));
         self.written = 0;
+        if let Some(header) = &self.header {
+            let out = self.out.as_mut().expect("just opened");
+            out.write_all(header)?;
+            self.written = header.len() as u64;
+        }
         Ok(())
     }
 
@@ -357,6 +371,48 @@ mod tests {
         );
         assert!(kept.len() < whole.len(), "something was rotated away");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_header_heads_every_file_a_rotation_starts() {
+        let d = dir("header");
+        let path = d.join("events.jsonl");
+        let mut f = LogFile::create(
+            &path,
+            Some(Rotation {
+                max_bytes: 64,
+                keep: 10,
+            }),
+        )
+        .unwrap();
+        f.write_header(b"{\"kind\":\"start\"}\n").unwrap();
+        for i in 0..12 {
+            f.write_line(format!("{{\"n\":{i:04}}}\n").as_bytes())
+                .unwrap();
+        }
+        f.flush().unwrap();
+        let mut files = vec![path.clone()];
+        files.extend(
+            (1..)
+                .map(|n| d.join(format!("events.jsonl.{n}")))
+                .take_while(|p| p.exists()),
+        );
+        assert!(files.len() > 2, "{files:?}");
+        let mut numbers = Vec::new();
+        for p in files.iter().rev() {
+            let text = std::fs::read_to_string(p).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next(),
+                Some("{\"kind\":\"start\"}"),
+                "{}",
+                p.display()
+            );
+            numbers.extend(lines.map(str::to_string));
+        }
+        // Oldest first, every line once.
+        let want: Vec<String> = (0..12).map(|i| format!("{{\"n\":{i:04}}}")).collect();
+        assert_eq!(numbers, want);
     }
 
     #[test]

@@ -538,6 +538,7 @@ mod tests {
             observed_s: 1.0,
             audit: Vec::new(),
             confidence: crate::verdict::Confidence::Observed,
+            not_seen: Vec::new(),
         };
         m.verdict(&v).unwrap();
         let text = m.render();

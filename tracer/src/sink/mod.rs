@@ -26,4 +26,9 @@ pub trait Sink {
     }
     /// Write a verdict (live once the evidence is strong, and at the end of the run).
     fn verdict(&mut self, v: &Verdict) -> anyhow::Result<()>;
+    /// What the run watches and cannot see, once before the first event. Only the event log
+    /// keeps it (the terminal printed the start-up block already).
+    fn start(&mut self, _start: &crate::event::start::Start) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

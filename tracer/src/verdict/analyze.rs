@@ -8,6 +8,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::stages::{Outcome, ShrinkCause, Stages};
 use super::{Confidence, Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
+use crate::event::start::Start;
 use crate::event::{Encap, Kind, Matched, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 use crate::mtu::{Overlay, IPV6_MIN_MTU};
 
@@ -263,6 +264,8 @@ pub struct Analyzer {
     /// The end of what was watched, when later than the last event: the run's stop (a log's
     /// final verdict line). Silence after a shrink counts as progress only if watched.
     watched_until: Option<i128>,
+    /// What the run could not see (its start line's blind spots).
+    blind_spots: Vec<String>,
     /// Something was observed since the last [`Analyzer::live`]: only then is it worth
     /// recomputing the verdicts.
     dirty: bool,
@@ -282,6 +285,37 @@ impl Analyzer {
     /// evidence (and a healthy run says the configuration is still wrong).
     pub fn set_audit(&mut self, problems: Vec<String>) {
         self.audit = problems;
+    }
+
+    /// What the run watched and could not see: its start line, given live by the run and read
+    /// back by `tracer report`, so both know the same.
+    pub fn apply_start(&mut self, start: &Start) {
+        for ns in &start.namespaces {
+            self.name_netns(ns.inode, ns.name.clone());
+        }
+        self.set_audit(start.audit.clone());
+        self.set_pmtu_hook(start.pmtu_hook);
+        self.blind_spots = start.blind_spots.clone();
+    }
+
+    /// What a verdict could not see: said where its evidence is thin (timing alone, or no
+    /// evidence at all), so that "not seen" is not read as "not there".
+    fn not_seen(&self, confidence: Confidence, problem: Problem) -> Vec<String> {
+        let thin = confidence == Confidence::Inferred
+            || matches!(problem, Problem::None | Problem::Unconfirmed);
+        if !thin {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if confidence == Confidence::Inferred {
+            out.push(
+                "packets that die outside the watched namespaces (a router, the far node) are \
+                 not seen: this is inferred from the senders' retransmissions"
+                    .to_string(),
+            );
+        }
+        out.extend(self.blind_spots.iter().cloned());
+        out
     }
 
     /// Whether the path-MTU hook (`__ip_rt_update_pmtu`) is attached in this run.
@@ -1046,6 +1080,7 @@ impl Analyzer {
             observed_s,
             audit: self.audit.clone(),
             confidence,
+            not_seen: self.not_seen(confidence, problem),
         };
         v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
         v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
@@ -1153,6 +1188,7 @@ impl Analyzer {
             observed_s,
             audit: self.audit.clone(),
             confidence: Confidence::Observed,
+            not_seen: self.not_seen(Confidence::Observed, Problem::None),
         }
     }
 }

@@ -202,6 +202,9 @@ pub struct Verdict {
     pub audit: Vec<String>,
     /// How the verdict is known (`observed`, `inferred`, `measured`).
     pub confidence: Confidence,
+    /// What the run could not see, where the evidence is thin (inferred, or none): the hooks
+    /// that did not attach, and what lies beyond the watched namespaces.
+    pub not_seen: Vec<String>,
 }
 
 #[cfg(test)]

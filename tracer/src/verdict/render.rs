@@ -35,6 +35,7 @@ pub fn render(v: &Verdict) -> Vec<String> {
                 v.evidence.lost_events
             ));
         }
+        not_seen(v, &mut out);
         return out;
     }
     // The first site where packets still die: one the senders adapted to is not the answer.
@@ -102,7 +103,19 @@ pub fn render(v: &Verdict) -> Vec<String> {
         out.push(format!("  stopgap     {s}"));
     }
     out.push(format!("  how known   {}", how_known(v.confidence)));
+    not_seen(v, &mut out);
     out
+}
+
+fn not_seen(v: &Verdict, out: &mut Vec<String>) {
+    for (i, b) in v.not_seen.iter().enumerate() {
+        let label = if i == 0 {
+            "  not seen   "
+        } else {
+            "             "
+        };
+        out.push(format!("{label} {b}"));
+    }
 }
 
 fn how_known(c: Confidence) -> &'static str {

@@ -415,6 +415,10 @@ pub fn final_verdicts(events: &[Value], log: &TempLog) -> Vec<Value> {
             "fix",
             "evidence",
             "flows",
+            "confidence",
+            // From the log's start line: what the run could not see, and its audit.
+            "not_seen",
+            "audit",
         ] {
             assert_eq!(a[field], b[field], "{field}: live {a:#}\noffline {b:#}");
         }
