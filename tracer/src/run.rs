@@ -242,7 +242,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         names_desc
             .push("conntrack of the watched namespaces, on demand (services after DNAT)".into());
     }
-    let selections = hooks::transmit::select(&namespaces, &args.ifaces)?;
+    let selections = hooks::select::select(&namespaces, &args.ifaces)?;
 
     // Open the outputs before attaching anything: a bad path or a taken port must fail before
     // tracing starts.
@@ -305,7 +305,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     report.extend(drops);
     report.extend(hooks::icmp::attach(&mut ebpf));
     // Declared after `ebpf`: dropped first, also on an early return (filters go before programs).
-    let mut legacy_tc = hooks::legacy_tc::LegacyTc::default();
+    let mut legacy_tc = hooks::tc::LegacyTc::default();
     report.extend(hooks::transmit::attach(
         &mut ebpf,
         &selections,
