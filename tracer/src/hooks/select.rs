@@ -183,23 +183,23 @@ mod tests {
         (Netns::current().unwrap(), ifaces, vec!["eth0".to_string()])
     }
 
+    fn names(ifaces: &[Iface]) -> Vec<&str> {
+        ifaces.iter().map(|i| i.name.as_str()).collect()
+    }
+
     #[test]
     fn default_selection_is_tunnels_and_the_uplink() {
         let sel = select(&[node()], &[]).unwrap();
-        let egress: Vec<&str> = sel[0].egress.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(egress, vec!["tunl0", "vxlan.calico", "eth0"]);
-        let ingress: Vec<&str> = sel[0].ingress.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(ingress, vec!["eth0"]);
+        assert_eq!(names(&sel[0].egress), ["tunl0", "vxlan.calico", "eth0"]);
+        assert_eq!(names(&sel[0].ingress), ["eth0"]);
     }
 
     #[test]
     fn without_a_default_route_the_non_pod_devices_are_uplinks() {
         let (ns, ifaces, _) = node();
         let sel = select(&[(ns, ifaces, vec![])], &[]).unwrap();
-        let egress: Vec<&str> = sel[0].egress.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(egress, vec!["tunl0", "vxlan.calico", "eth0"]);
-        let ingress: Vec<&str> = sel[0].ingress.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(ingress, vec!["eth0"]);
+        assert_eq!(names(&sel[0].egress), ["tunl0", "vxlan.calico", "eth0"]);
+        assert_eq!(names(&sel[0].ingress), ["eth0"]);
     }
 
     #[test]
