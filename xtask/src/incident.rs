@@ -350,7 +350,7 @@ impl Incident {
             ("ethtool", "ethtool"),
             ("redis-cli", "redis-tools"),
         ] {
-            if find_program(tool).is_none() {
+            if lab::find_program(tool).is_none() {
                 bail!(
                     "{tool} not found: install the Debian package {package} (`cargo xtask setup`)"
                 );
@@ -1315,20 +1315,12 @@ fn secs_arg(timeout: Duration) -> Result<String> {
     Ok(format!("{:.3}", timeout.as_secs_f64()))
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 fn redis_server() -> Result<PathBuf> {
     let debian = PathBuf::from("/usr/bin/redis-server");
     if debian.is_file() {
         return Ok(debian);
     }
-    find_program("redis-server").ok_or_else(|| {
+    lab::find_program("redis-server").ok_or_else(|| {
         anyhow!(
             "redis-server not found: install the Debian package redis-server (`cargo xtask setup`)"
         )
@@ -1341,7 +1333,7 @@ fn python3() -> Result<PathBuf> {
     if debian.is_file() {
         return Ok(debian);
     }
-    find_program("python3")
+    lab::find_program("python3")
         .ok_or_else(|| anyhow!("python3 not found: install the Debian package python3"))
 }
 

@@ -444,7 +444,7 @@ fn run_ok(cmd: &mut Command) -> Result<Output> {
 }
 
 /// Searches `PATH` for `name`.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub fn find_program(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

@@ -6,6 +6,8 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::lab::display_cmd;
+
 /// Debian packages: LLVM 22 for bpf-linker, network tools for the labs, servers for demos.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -288,11 +290,6 @@ fn tracefs() -> Result<()> {
         bail!("mounted tracefs at {TRACEFS}, but {TRACEFS}/events is still missing");
     }
     Ok(())
-}
-
-/// `program arg...` for messages.
-pub fn display_cmd(cmd: &Command) -> String {
-    crate::lab::display_cmd(cmd)
 }
 
 /// Runs `cmd` with its output streamed to ours; a failure names the command.

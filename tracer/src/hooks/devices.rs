@@ -2,25 +2,20 @@
 //! a tunnel brought up late) get the tc hooks within moments, and devices that go away are
 //! forgotten. One rtnetlink socket per watched namespace, subscribed to `RTNLGRP_LINK`.
 //!
-//! Which new devices are hooked: with `--iface`, those whose name matches one of its names or
-//! patterns (`*` and `?`), egress and ingress, as at start; without it, new tunnel devices,
-//! egress only (a new uplink or pod veth is not guessed at).
+//! Which new devices are hooked is `select.rs`'s rule ([`later_device`]); attaching is
+//! `tc.rs`'s.
 //!
 //! The watcher owns the loaded programs: dropping it detaches everything.
 use std::{collections::HashMap, future::poll_fn, task::Poll};
 
-use aya::{
-    programs::{SchedClassifier, TcAttachType},
-    Ebpf,
-};
+use aya::{programs::TcAttachType, Ebpf};
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    legacy_tc::LegacyTc,
-    program,
-    transmit::{
-        attach_tc, detach_tcx, in_netns, tc_concern, tc_program, Selection, TcMethod, TcNamespace,
-        TcxLink,
+    select::{later_device, Selection},
+    tc::{
+        attach_tc, detach_tcx, device_at, in_netns, load_classifier, tc_concern, tc_program,
+        LegacyTc, TcMethod, TcNamespace, TcxLink,
     },
     HookedDevice,
 };
@@ -37,25 +32,6 @@ const IFLA_INFO_KIND: u16 = 1;
 const MAX_ERROR_LINES: u32 = 10;
 /// Device names listed in one report line before "and N more".
 const MAX_NAMES_PER_LINE: usize = 8;
-
-/// Whether `name` matches `pattern`, where `*` stands for any run of characters and `?` for
-/// one (an `--iface` value without either is a plain name).
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
-}
-
-pub fn is_pattern(arg: &str) -> bool {
-    arg.contains(['*', '?'])
-}
 
 /// A link notification, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,14 +139,7 @@ impl DeviceWatcher {
         for (slot, sel) in selections.iter().enumerate() {
             for attach_type in [TcAttachType::Egress, TcAttachType::Ingress] {
                 let name = tc_program(attach_type, slot);
-                let loaded = program(&mut ebpf, &name)
-                    .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
-                    .and_then(|p| {
-                        if p.fd().is_err() {
-                            p.load()?;
-                        }
-                        Ok(())
-                    });
+                let loaded = load_classifier(&mut ebpf, &name);
                 if let Err(e) = loaded {
                     notes.push(format!("link watcher: {name} not loaded: {e:#}"));
                 }
@@ -317,7 +286,7 @@ impl DeviceWatcher {
                         known.iface.name = iface.name;
                         continue;
                     }
-                    let dirs = self.directions(&iface);
+                    let dirs = later_device(&self.patterns, &iface);
                     if dirs.is_empty() {
                         continue;
                     }
@@ -387,29 +356,7 @@ impl DeviceWatcher {
     }
 
     fn at(&self, i: usize, name: &str) -> String {
-        let label = &self.watched[i].netns.label;
-        if label == "root" {
-            name.to_string()
-        } else {
-            format!("{name}@{label}")
-        }
-    }
-
-    /// The hooks a new device gets.
-    fn directions(&self, iface: &Iface) -> Vec<TcAttachType> {
-        if iface.is_loopback() {
-            return Vec::new();
-        }
-        if !self.patterns.is_empty() {
-            if self.patterns.iter().any(|p| name_matches(p, &iface.name)) {
-                return vec![TcAttachType::Egress, TcAttachType::Ingress];
-            }
-            return Vec::new();
-        }
-        if iface.is_tunnel() {
-            return vec![TcAttachType::Egress];
-        }
-        Vec::new()
+        device_at(&self.watched[i].netns.label, name)
     }
 
     /// Attach every direction to `iface` in namespace `i`. `Ok(None)` when the device vanished
@@ -455,20 +402,6 @@ fn list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns_match_names() {
-        assert!(name_matches("cali*", "cali12ab"));
-        assert!(name_matches("cali*", "cali"));
-        assert!(!name_matches("cali*", "eth0"));
-        assert!(name_matches("veth?", "veth1"));
-        assert!(!name_matches("veth?", "veth12"));
-        assert!(name_matches("*.calico", "vxlan.calico"));
-        assert!(name_matches("eth0", "eth0"));
-        assert!(!name_matches("eth0", "eth01"));
-        assert!(name_matches("a*b*c", "axxbyyc"));
-        assert!(!name_matches("a*b*c", "axxbyy"));
-    }
 
     fn newlink(kind: u16, index: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let mut payload = vec![0u8; 16];

@@ -5,8 +5,9 @@ pub mod devices;
 pub mod drops;
 pub mod icmp;
 pub mod ingress;
-pub mod legacy_tc;
 pub mod pmtu;
+pub mod select;
+pub mod tc;
 pub mod tcp;
 pub mod transmit;
 

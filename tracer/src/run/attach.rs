@@ -12,7 +12,7 @@ use tracer_common::{names, Config, VethOffsets, MAX_SIZE_DROP_SITES};
 
 use super::plan::Plan;
 use crate::{
-    hooks::{self, legacy_tc::LegacyTc, Attempt, HookedDevice, Names, Outcome},
+    hooks::{self, tc::LegacyTc, Attempt, HookedDevice, Names, Outcome},
     kernel::{btf, kallsyms::Kallsyms, tracefs},
     time,
 };

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::{
     cli::RunArgs,
-    hooks::transmit::{self, Selection},
+    hooks::select::{self, Selection},
     host::HostRoot,
     ifaces,
     k8s::node_local,
@@ -39,7 +39,7 @@ impl Plan {
                 ns.enter(|| Ok((ifaces::list()?, ifaces::default_route_devices())))?;
             listed.push((ns.clone(), ifs, defaults));
         }
-        let devices = transmit::select(&listed, &args.ifaces)?;
+        let devices = select::select(&listed, &args.ifaces)?;
         let host_root = HostRoot::new(&args.host_root);
         let node = node_name(std::env::var("NODE_NAME").ok().as_deref(), || {
             (!args.no_node_local)
