@@ -118,6 +118,12 @@ pub struct RunArgs {
     /// Do not name pods and nodes from node-local facts (/var/log/pods, cgroups, routes).
     #[arg(long)]
     pub no_node_local: bool,
+
+    /// Never probe: by default, when only retransmission timing says packets die beyond this
+    /// node, a bounded DF ping from the sender's namespace toward the pod it sends to measures
+    /// what passes (each address at most once per 5 minutes, ≤ 3 s, ~50 packets).
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::event::probe::Probe;
 use crate::event::start::Start;
 use crate::event::{LineError, Record};
 use crate::verdict::{self, Analyzer, Severity, Verdict};
@@ -45,6 +46,13 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
                 match serde_json::from_slice::<Start>(&line) {
                     Ok(start) => analyzer.apply_start(&start),
                     Err(e) => bad(format!("a start line that does not read: {e}")),
+                }
+                continue;
+            }
+            Err(LineError::Probe) => {
+                match serde_json::from_slice::<Probe>(&line) {
+                    Ok(probe) => analyzer.apply_probe(&probe),
+                    Err(e) => bad(format!("a probe line that does not read: {e}")),
                 }
                 continue;
             }

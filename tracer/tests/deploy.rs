@@ -169,7 +169,7 @@ fn manifests_match_the_kubernetes_schema_and_hold_together() {
     let c = &pod.containers[0];
 
     // Least privilege: not privileged; every capability dropped, then the ones the tracer
-    // checks for at start (run::NEEDED_CAPS) and the two documented extras added back.
+    // checks for at start (run::NEEDED_CAPS) and the three documented extras added back.
     let sc = c.security_context.clone().unwrap();
     assert_ne!(sc.privileged, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -181,7 +181,7 @@ fn manifests_match_the_kubernetes_schema_and_hold_together() {
         .iter()
         .map(|(_, n)| n.trim_start_matches("CAP_").to_string())
         .collect();
-    wanted.extend(["SYSLOG".to_string(), "SYS_PTRACE".to_string()]);
+    wanted.extend(["SYSLOG", "SYS_PTRACE", "NET_RAW"].map(String::from));
     assert_eq!(added, wanted);
 
     // The arguments are the tracer's: they parse with its own command line, once the

@@ -46,6 +46,8 @@ struct Case {
     tcp_mtu_probing: bool,
     /// The pod MTU already fixed to this.
     fixed_pod_mtu: Option<u32>,
+    /// The tracer may probe (`--no-probe` otherwise).
+    probe: bool,
     expect: Expect,
 }
 
@@ -58,6 +60,7 @@ const RECOVERED_THEN_BLACK_HOLED: Case = Case {
     tunnel_mtu: 1450,
     tcp_mtu_probing: false,
     fixed_pod_mtu: None,
+    probe: true,
     expect: Expect::Problem,
 };
 
@@ -114,30 +117,31 @@ fn up(case: &Case) -> Incident {
 
 /// The tracer as deployed on the sending node: its namespace and its pod's, named from the
 /// lab's snapshot.
-fn trace_node(incident: &Incident, log: &TempLog) -> Tracer {
+fn trace_node(incident: &Incident, log: &TempLog, probe: bool) -> Tracer {
     let snapshot = format!("{}.k8s.json", log.0.display());
     std::fs::write(&snapshot, incident.k8s_snapshot()).expect("write snapshot");
     let log_path = log.0.display().to_string();
-    Tracer::start(
-        &[
-            "--netns",
-            &incident.old_node_ns,
-            "--netns",
-            &incident.client_ns,
-            "--k8s-snapshot",
-            &snapshot,
-            "--log",
-            &log_path,
-        ],
-        &[],
-    )
+    let mut args = vec![
+        "--netns",
+        &incident.old_node_ns,
+        "--netns",
+        &incident.client_ns,
+        "--k8s-snapshot",
+        &snapshot,
+        "--log",
+        &log_path,
+    ];
+    if !probe {
+        args.push("--no-probe");
+    }
+    Tracer::start(&args, &[])
 }
 
 fn run_case(case: &Case) {
     println!("case: {}", case.name);
     let incident = up(case);
     let log = TempLog::new("node-view");
-    let t = trace_node(&incident, &log);
+    let t = trace_node(&incident, &log, case.probe);
     let results = incident.run_clients(timeout(case)).expect("clients");
     for r in &results {
         println!("  {r}");
@@ -205,22 +209,29 @@ fn run_case(case: &Case) {
                     shown()
                 );
             }
-            // A recommended MTU is one that passes: rerun the clients with it. Without one the
-            // verdict says what bound it knows.
-            match v["recommended_mtu"].as_u64() {
-                Some(mtu) => {
-                    incident
-                        .apply_fix(mtu as u32)
-                        .expect("apply the recommended MTU");
-                    for r in incident.run_clients(timeout(case)).expect("clients") {
-                        assert!(r.ok, "with the recommended MTU {mtu}: {r}\n{}", shown());
-                    }
+            if case.probe {
+                // Measured: the tracer probed toward the pod, and its number is the verdict's.
+                assert_eq!(v["confidence"], "measured", "{}", shown());
+                let probe = events
+                    .iter()
+                    .find(|e| e["kind"] == "probe" && e["status"] == "ok")
+                    .unwrap_or_else(|| panic!("no probe line: {}", shown()));
+                assert_eq!(v["recommended_mtu"], probe["path_mtu"], "{}", shown());
+                // A recommended MTU is one that passes: rerun the clients with it.
+                let mtu = v["recommended_mtu"].as_u64().expect("a recommended MTU") as u32;
+                incident.apply_fix(mtu).expect("apply the recommended MTU");
+                for r in incident.run_clients(timeout(case)).expect("clients") {
+                    assert!(r.ok, "with the recommended MTU {mtu}: {r}\n{}", shown());
                 }
-                None => assert!(
+            } else {
+                // Unmeasured: the bound it knows, and no made-up number.
+                assert_eq!(v["confidence"], "inferred", "{}", shown());
+                assert!(v["recommended_mtu"].is_null(), "{}", shown());
+                assert!(
                     v["summary"].as_str().unwrap().contains("further on"),
                     "{}",
                     shown()
-                ),
+                );
             }
         }
     }
@@ -229,6 +240,15 @@ fn run_case(case: &Case) {
 #[test]
 fn recovered_first_hop_then_a_router_black_hole_is_a_problem() {
     run_case(&RECOVERED_THEN_BLACK_HOLED);
+}
+
+#[test]
+fn without_the_probe_the_verdict_gives_the_bound_and_no_number() {
+    run_case(&Case {
+        name: "first hop recovers, the router black-holes; --no-probe",
+        probe: false,
+        ..RECOVERED_THEN_BLACK_HOLED
+    });
 }
 
 #[test]

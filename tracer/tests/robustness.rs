@@ -837,6 +837,7 @@ fn a_log_deleted_mid_run_is_reported_and_tracing_goes_on() {
 // 6. Least privilege.
 
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_ADMIN: u32 = 21;
 
 fn cap_mask(field: &str) -> u64 {
@@ -852,20 +853,35 @@ fn the_running_daemon_keeps_only_what_it_needs() {
     // The link watcher attaches in the watched namespaces: setns (CAP_SYS_ADMIN) and tc
     // (CAP_NET_ADMIN). This kernel (6.18) needs no CAP_BPF for either.
     let expected = 1u64 << CAP_NET_ADMIN | 1u64 << CAP_SYS_ADMIN;
+    // The prober's thread alone keeps a raw ICMP socket's CAP_NET_RAW and setns.
+    let prober = 1u64 << CAP_NET_RAW | 1u64 << CAP_SYS_ADMIN;
     let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    let mut probers = 0;
     for task in &tasks {
+        let name =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{task}/comm")).unwrap_or_default();
+        let allowed = if name.trim() == "prober" {
+            probers += 1;
+            let eff = cap_mask(&status_field(pid, Some(task), "CapEff").unwrap());
+            assert_eq!(eff, prober, "the prober thread's CapEff {eff:x}");
+            prober
+        } else {
+            expected
+        };
         for field in ["CapEff", "CapPrm", "CapBnd"] {
             let v = cap_mask(&status_field(pid, Some(task), field).unwrap());
             assert_eq!(
-                v & !expected,
+                v & !allowed,
                 0,
-                "task {task} {field} {v:x} holds more than NET_ADMIN and SYS_ADMIN"
+                "task {task} ({}) {field} {v:x} holds more than it needs",
+                name.trim()
             );
         }
     }
+    assert_eq!(probers, 1, "one prober thread");
     let main = cap_mask(&status_field(pid, None, "CapEff").unwrap());
     assert_eq!(main, expected, "main thread CapEff {main:x}");
     assert!(

@@ -9,6 +9,7 @@
 
 mod names;
 mod node;
+pub mod probe;
 pub mod start;
 
 pub use names::{Attribution, ObjectRef, ServiceRef};
@@ -372,6 +373,7 @@ impl Record {
                 return Err(match serde_json::from_slice::<Head>(line) {
                     Ok(Head { kind: Some(k) }) if k == "verdict" => LineError::Verdict,
                     Ok(Head { kind: Some(k) }) if k == start::KIND => LineError::Start,
+                    Ok(Head { kind: Some(k) }) if k == probe::KIND => LineError::Probe,
                     Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
                         LineError::UnknownKind(k)
                     }
@@ -395,6 +397,8 @@ pub enum LineError {
     Verdict,
     /// The run's [`start::Start`] line: what it watched and could not see.
     Start,
+    /// A path-MTU measurement the run made ([`probe::Probe`]).
+    Probe,
     UnknownKind(String),
     BadTimestamp(String),
 }
@@ -405,6 +409,7 @@ impl std::fmt::Display for LineError {
             LineError::NotAnEvent(e) => write!(f, "not an event: {e}"),
             LineError::Verdict => write!(f, "a verdict, not an event"),
             LineError::Start => write!(f, "the run's start line, not an event"),
+            LineError::Probe => write!(f, "a probe, not an event"),
             LineError::UnknownKind(k) => write!(f, "unknown kind `{k}`"),
             LineError::BadTimestamp(ts) => write!(f, "bad timestamp `{ts}`"),
         }

@@ -1,6 +1,8 @@
 //! The event loop: one thread waits on the ring buffer, the stop signals, the link watcher,
 //! the Kubernetes API and a one-second tick, and feeds the fan-out until the run stops; then
 //! what is still queued is read (or counted as lost) and the final verdicts are given.
+use super::prober::Prober;
+use crate::event::probe::Probe;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -41,6 +43,8 @@ pub struct Inputs {
     pub name_sources: NameSources,
     /// Ctrl-C and SIGTERM, listened to since the start of the run.
     pub stop: Stop,
+    /// Path-MTU probes when the evidence asks for them (none with `--no-probe`).
+    pub prober: Option<Prober>,
     /// `--duration`.
     pub duration_s: Option<f64>,
 }
@@ -58,6 +62,7 @@ pub async fn event_loop(
         mut names,
         name_sources,
         mut stop,
+        mut prober,
         duration_s,
     } = inputs;
     if let Err(e) = watcher.register() {
@@ -82,8 +87,13 @@ pub async fn event_loop(
             update = api.recv(), if api.is_open() => api.apply(update, &mut names),
             _ = tick.tick() => {
                 lost.report(fanout);
-                fanout.tick(now_unix_ns());
+                let now = now_unix_ns();
+                fanout.tick(now);
+                if let Some(p) = prober.as_mut() {
+                    p.ask(fanout.probes_wanted(now));
+                }
             }
+            Some(found) = next_probe(&mut prober) => fanout.probe(&found),
             i = watcher.ready() => {
                 for line in watcher.handle(i, &mut names.devices) {
                     eprintln!("{line}");
@@ -172,6 +182,14 @@ impl Stop {
             _ = self.sigterm.recv() => {}
             () = deadline => {}
         }
+    }
+}
+
+/// The next probe result; never, without a prober.
+async fn next_probe(prober: &mut Option<Prober>) -> Option<Probe> {
+    match prober {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
     }
 }
 

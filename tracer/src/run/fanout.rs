@@ -1,6 +1,8 @@
 //! Where every record goes: the run's summary, the analyzer, and each output. An output that
 //! fails (disk full, closed pipe) is reported once and skipped; tracing goes on into the others.
+use crate::event::probe::Probe;
 use crate::event::start::Start;
+use crate::verdict::ProbeWant;
 use tracer_common::Hook;
 
 use crate::{
@@ -69,6 +71,24 @@ impl Fanout {
                 fail(&mut self.failed, i, &e);
             }
         }
+    }
+
+    /// A probe the run made: logged, and evidence for the analyzer.
+    pub fn probe(&mut self, probe: &Probe) {
+        self.analyzer.apply_probe(probe);
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if self.failed[i] {
+                continue;
+            }
+            if let Err(e) = sink.probe(probe) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+    }
+
+    /// The probes the evidence so far asks for (see `Analyzer::probes_wanted`).
+    pub fn probes_wanted(&mut self, now_unix_ns: i128) -> Vec<ProbeWant> {
+        self.analyzer.probes_wanted(now_unix_ns)
     }
 
     /// About once a second: time-based output (the terminal's fold lines), and the verdicts

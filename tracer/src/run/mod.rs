@@ -11,6 +11,7 @@ mod fanout;
 mod names;
 mod outputs;
 pub mod plan;
+mod prober;
 mod ring;
 mod startup;
 
@@ -75,6 +76,15 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let audit = StaticAudit::of(&plan);
     let (ring, lost) = attached.take_ring()?;
     let drops_attached = attached.drops_attached();
+    // Before the capabilities go: the prober's thread keeps what probing needs for itself.
+    let prober = if args.no_probe {
+        None
+    } else {
+        Some(prober::Prober::start(
+            plan.watched().to_vec(),
+            plan.namespaces.named,
+        )?)
+    };
     // Devices that appear later; then what is no longer needed goes (see privileges.rs).
     let (mut watcher, mut more) = DeviceWatcher::start(
         attached.ebpf,
@@ -87,6 +97,14 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         "privileges: {}",
         crate::privileges::drop_after_attach(watcher.enters_other_namespaces())
     ));
+    if prober.is_some() {
+        more.push(
+            "privileges: the prober thread alone keeps CAP_NET_RAW (raw ICMP socket) and \
+             CAP_SYS_ADMIN (setns) to measure a path when only timing says packets die beyond \
+             this node (--no-probe: never)"
+                .to_string(),
+        );
+    }
     Startup {
         facts: &facts,
         plan: &plan,
@@ -115,6 +133,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         names: facts.names,
         name_sources,
         stop,
+        prober,
         duration_s: args.duration,
     };
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;

@@ -115,6 +115,15 @@ impl<W: LineOut> Sink for JsonlSink<W> {
             .context("cannot write to the event log")
     }
 
+    fn probe(&mut self, probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, probe).context("cannot serialize a probe")?;
+        self.line.push(b'\n');
+        self.out
+            .write_line(&self.line)
+            .context("cannot write to the event log")
+    }
+
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, v).context("cannot serialize a verdict")?;

@@ -31,4 +31,8 @@ pub trait Sink {
     fn start(&mut self, _start: &crate::event::start::Start) -> anyhow::Result<()> {
         Ok(())
     }
+    /// A path-MTU measurement the run made. The event log keeps it; the terminal says it.
+    fn probe(&mut self, _probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

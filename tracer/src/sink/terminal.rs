@@ -577,6 +577,24 @@ impl<W: Write> Sink for TerminalSink<W> {
         self.out.flush().context("cannot write to the terminal")
     }
 
+    /// A probe the run made, in one line.
+    fn probe(&mut self, p: &crate::event::probe::Probe) -> anyhow::Result<()> {
+        self.write_folds(false)?;
+        let to = p.to.map_or("?".to_string(), |a| a.to_string());
+        let found = match (p.path_mtu, p.exact) {
+            (Some(m), true) => format!("path MTU {m}"),
+            (Some(m), false) => format!("path MTU at least {m}"),
+            (None, _) => p.status.replace('_', " "),
+        };
+        writeln!(
+            self.out,
+            "PROBE       from {} to {to}: {found} ({} probes, {} ms; {})",
+            p.netns_name, p.sent, p.elapsed_ms, p.why
+        )
+        .context("cannot write to the terminal")?;
+        self.out.flush().context("cannot write to the terminal")
+    }
+
     /// The verdict block, after the folded lines it sums up; the header in colour.
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
         self.write_folds(false)?;

@@ -8,6 +8,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::stages::{Outcome, ShrinkCause, Stages};
 use super::{Confidence, Evidence, FlowSummary, PathRef, Problem, Severity, Site, Verdict};
+use crate::event::probe::Probe;
 use crate::event::start::Start;
 use crate::event::{Encap, Kind, Matched, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 use crate::mtu::{Overlay, IPV6_MIN_MTU};
@@ -266,6 +267,10 @@ pub struct Analyzer {
     watched_until: Option<i128>,
     /// What the run could not see (its start line's blind spots).
     blind_spots: Vec<String>,
+    /// Path-MTU probes the run made (`probe` lines), the newest per (namespace, address).
+    probes: Vec<Probe>,
+    /// Something was observed since the last [`Analyzer::probes_wanted`].
+    probe_dirty: bool,
     /// Something was observed since the last [`Analyzer::live`]: only then is it worth
     /// recomputing the verdicts.
     dirty: bool,
@@ -298,6 +303,62 @@ impl Analyzer {
         self.blind_spots = start.blind_spots.clone();
     }
 
+    /// A path-MTU probe the run made (live, or a `probe` line of a log).
+    pub fn apply_probe(&mut self, probe: &Probe) {
+        self.dirty = true;
+        self.probes
+            .retain(|p| (p.netns, p.to) != (probe.netns, probe.to));
+        if self.probes.len() < MAX_PROBES {
+            self.probes.push(probe.clone());
+        }
+    }
+
+    /// Where a measurement would settle a verdict that timing alone made: a black hole beyond
+    /// this node, suspected, or got around by TCP probing, and not yet measured. Each want is
+    /// the namespaces to probe from (the sender's, then the node's where its packets were
+    /// seen) and a pod address the sender already sends to. Recomputed only after new events.
+    pub fn probes_wanted(&mut self, now_unix_ns: i128) -> Vec<ProbeWant> {
+        if !std::mem::take(&mut self.probe_dirty) {
+            return Vec::new();
+        }
+        let mut wants: Vec<ProbeWant> = Vec::new();
+        for v in self.verdicts(now_unix_ns, None) {
+            if v.confidence != Confidence::Inferred || v.recommended_mtu.is_some() {
+                continue;
+            }
+            let Some(want) = self.want_for(&v) else {
+                continue;
+            };
+            if !wants.iter().any(|w| w.to == want.to) {
+                wants.push(want);
+            }
+        }
+        wants
+    }
+
+    /// The probe that would measure `v`'s path: from its stuck senders toward the pod they
+    /// send to (an address after any DNAT: a drop or an ICMP named it).
+    fn want_for(&self, v: &Verdict) -> Option<ProbeWant> {
+        let flow = v.flows.iter().find(|f| {
+            f.stuck
+                && f.service.as_ref().is_none_or(|_| f.dropped > 0)
+                && self
+                    .conns
+                    .get(&flow_key(f))
+                    .is_some_and(|c| c.dropped > 0 || c.icmp_received > 0)
+        })?;
+        let c = self.conns.get(&flow_key(flow))?;
+        let mut from: Vec<u32> = Vec::new();
+        from.extend(c.sender.map(|(ns, _)| ns));
+        from.extend(v.sites.iter().filter_map(|s| s.netns));
+        from.dedup();
+        (!from.is_empty()).then(|| ProbeWant {
+            from,
+            to: flow.dst,
+            why: format!("{} toward {}", problem_words(v.problem), flow.dst),
+        })
+    }
+
     /// What a verdict could not see: said where its evidence is thin (timing alone, or no
     /// evidence at all), so that "not seen" is not read as "not there".
     fn not_seen(&self, confidence: Confidence, problem: Problem) -> Vec<String> {
@@ -327,6 +388,7 @@ impl Analyzer {
     pub fn observe_record(&mut self, o: &Record) {
         let kind = o.kind;
         self.dirty = true;
+        self.probe_dirty = true;
         if kind != Kind::Lost {
             self.first_ns = Some(self.first_ns.map_or(o.ts_unix_ns, |f| f.min(o.ts_unix_ns)));
             self.last_ns = Some(self.last_ns.map_or(o.ts_unix_ns, |l| l.max(o.ts_unix_ns)));
@@ -999,8 +1061,33 @@ impl Analyzer {
         flows.sort_by_key(|f| (!f.stuck, u64::MAX - f.dropped, f.src, f.sport));
         flows.truncate(MAX_FLOWS);
 
+        // A probe the run made toward one of these connections' pods: what passes, measured
+        // (pod-sized packets: the probe's route is the pods' own, through the overlay).
+        let measured = if matches!(
+            problem,
+            Problem::MtuBlackHole | Problem::SuspectedBlackHole | Problem::ProbingRecovered
+        ) && (beyond || problem != Problem::MtuBlackHole)
+        {
+            self.probes
+                .iter()
+                .filter(|p| p.status == "ok")
+                .filter(|p| {
+                    p.to.is_some_and(|to| conns.iter().any(|(k, _)| k.dst == to))
+                })
+                .filter_map(|p| Some((p.path_mtu?, p)))
+                .min_by_key(|(m, _)| *m)
+        } else {
+            None
+        };
+        if let Some((m, _)) = measured {
+            largest_passing = Some(m);
+            path_mtu = Some(m + path.overhead);
+        }
         let recommended = match (problem, largest_passing) {
-            (Problem::SuspectedBlackHole, _) | (_, None) => None,
+            (Problem::SuspectedBlackHole | Problem::ProbingRecovered, _) if measured.is_none() => {
+                None
+            }
+            (_, None) => None,
             (_, Some(p)) if ipv6 && p < IPV6_MIN_MTU => None,
             (_, Some(p)) => Some(p),
         };
@@ -1027,9 +1114,17 @@ impl Analyzer {
                 gaps_ms: gaps,
             }
         });
-        let fix = match &beyond_facts {
-            Some(b) => Some(beyond_fix_text(&path, b)),
-            None => fix_text(problem, &path, largest_passing, path_mtu, ipv6),
+        let fix = match (&beyond_facts, measured) {
+            (Some(b), None) => Some(beyond_fix_text(&path, b)),
+            // Measured: the pod MTU to set, whatever timing suggested the problem.
+            (_, Some(_)) => fix_text(
+                Problem::MtuBlackHole,
+                &path,
+                largest_passing,
+                path_mtu,
+                ipv6,
+            ),
+            (None, None) => fix_text(problem, &path, largest_passing, path_mtu, ipv6),
         };
         let stopgap = match problem {
             Problem::MtuBlackHole | Problem::SuspectedBlackHole => Some(
@@ -1044,13 +1139,23 @@ impl Analyzer {
             .iter()
             .any(|(k, c)| self.learned_by_sender(k, c).is_some());
         let summary = match (&beyond_facts, problem) {
-            (Some(b), _) => beyond_summary(&path, &sites, b),
+            (Some(b), _) => beyond_summary(&path, &sites, b, measured.is_some()),
             (None, Problem::ProbingRecovered) => probing_summary(&path, conns, &outcomes),
             (None, Problem::Unconfirmed) => unconfirmed_summary(&path, conns, &outcomes),
             _ => summary_text(problem, &path, &sites, largest_passing, senders_learned),
         };
         // How it is known: a drop or an ICMP seen where packets die, or only their timing.
+        let summary = match measured {
+            Some((m, p)) => format!(
+                "{summary}. Measured: packets up to {m} B reach {} from {} (a DF probe; larger \
+                 ones get no answer)",
+                p.to.map_or("?".to_string(), |a| a.to_string()),
+                p.netns_name
+            ),
+            None => summary,
+        };
         let confidence = match problem {
+            _ if measured.is_some() => Confidence::Measured,
             Problem::MtuBlackHole if beyond => Confidence::Inferred,
             Problem::SuspectedBlackHole | Problem::ProbingRecovered => Confidence::Inferred,
             _ => Confidence::Observed,
@@ -1193,6 +1298,37 @@ impl Analyzer {
     }
 }
 
+/// A path-MTU probe a verdict asks for (see [`Analyzer::probes_wanted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeWant {
+    /// Network namespaces to probe from, by preference (inodes).
+    pub from: Vec<u32>,
+    pub to: IpAddr,
+    pub why: String,
+}
+
+/// Probes kept at most (one per namespace and address).
+const MAX_PROBES: usize = 64;
+
+fn flow_key(f: &FlowSummary) -> ConnKey {
+    ConnKey {
+        proto: f.proto,
+        src: f.src,
+        sport: f.sport,
+        dst: f.dst,
+        dport: f.dport,
+    }
+}
+
+fn problem_words(p: Problem) -> &'static str {
+    match p {
+        Problem::MtuBlackHole => "black hole beyond this node",
+        Problem::SuspectedBlackHole => "suspected black hole",
+        Problem::ProbingRecovered => "black hole got around by TCP probing",
+        _ => "size problem",
+    }
+}
+
 /// What is known of a black hole beyond this node.
 struct Beyond {
     /// The segment size the senders shrank to, which still dies.
@@ -1216,7 +1352,7 @@ fn path_words(path: &PathRef) -> String {
     format!("{ends}{over}")
 }
 
-fn beyond_summary(path: &PathRef, sites: &[Site], b: &Beyond) -> String {
+fn beyond_summary(path: &PathRef, sites: &[Site], b: &Beyond, measured: bool) -> String {
     let here = sites
         .iter()
         .find(|s| s.recovered)
@@ -1233,10 +1369,15 @@ fn beyond_summary(path: &PathRef, sites: &[Site], b: &Beyond) -> String {
             .collect();
         format!(" (retransmitted after {} s)", g.join(", "))
     };
+    let unmeasured = if measured {
+        ""
+    } else {
+        "; how much smaller the path beyond is was not measured"
+    };
     format!(
         "MTU black hole beyond this node{}: the senders were told {told}{here} and shrank to \
          {}-byte segments, which still die further on{gaps}; no ICMP comes back. Packets that \
-         fit {told} pass this node; how much smaller the path beyond is was not measured",
+         fit {told} pass this node{unmeasured}",
         path_words(path),
         b.segment
     )

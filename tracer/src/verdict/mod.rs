@@ -18,7 +18,7 @@ mod analyze;
 mod render;
 pub mod stages;
 
-pub use analyze::Analyzer;
+pub use analyze::{Analyzer, ProbeWant};
 pub use render::render;
 
 use std::net::IpAddr;

@@ -659,3 +659,67 @@ fn tcp_mtu_probing_getting_around_the_black_hole_is_a_note_not_a_problem() {
         "{v:#?}"
     );
 }
+
+#[test]
+fn a_probe_line_turns_the_bound_into_a_measured_mtu() {
+    let path = format!(
+        "{}/src/verdict/testdata/router.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut log = std::fs::read_to_string(path).unwrap();
+    let probe = crate::event::probe::Probe {
+        ts: "2026-12-04T04:43:05.000000000Z".into(),
+        kind: crate::event::probe::KIND.into(),
+        netns: 4026532639,
+        netns_name: "lab-cli".into(),
+        to: Some("10.212.2.2".parse().unwrap()),
+        why: "black hole beyond this node".into(),
+        status: "ok".into(),
+        largest_ok: Some(1400),
+        smallest_lost: Some(1401),
+        path_mtu: Some(1400),
+        exact: true,
+        ..Default::default()
+    };
+    // Before the run's final verdict lines, as the daemon writes it.
+    let at = log
+        .find(r#""kind":"verdict""#)
+        .and_then(|i| log[..i].rfind('\n'))
+        .unwrap()
+        + 1;
+    log.insert_str(at, &format!("{}\n", serde_json::to_string(&probe).unwrap()));
+    let mut a = Analyzer::new();
+    let stats = crate::report::analyze(log.as_bytes(), &mut a).unwrap();
+    assert_eq!(stats.bad_count, 0, "{:?}", stats.bad);
+    let end = a.span().unwrap().1;
+    let v = a.verdicts(end, None);
+    let p = only_problem(&v);
+    assert_eq!(p.confidence, super::Confidence::Measured);
+    assert_eq!(
+        (p.largest_passing, p.recommended_mtu),
+        (Some(1400), Some(1400))
+    );
+    assert!(
+        p.summary.contains("Measured: packets up to 1400 B"),
+        "{}",
+        p.summary
+    );
+    assert!(!p.summary.contains("not measured"), "{}", p.summary);
+    // A probe toward an address none of the path's connections sends to changes nothing.
+    let mut other = probe.clone();
+    other.to = Some("10.99.0.1".parse().unwrap());
+    let mut b = Analyzer::new();
+    crate::report::analyze(
+        std::fs::read_to_string(format!(
+            "{}/src/verdict/testdata/router.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .as_bytes(),
+        &mut b,
+    )
+    .unwrap();
+    b.apply_probe(&other);
+    let v = b.verdicts(end, None);
+    assert_eq!(only_problem(&v).recommended_mtu, None);
+}
