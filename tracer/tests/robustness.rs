@@ -114,6 +114,20 @@ fn sender_count(child: Child) -> u64 {
         .unwrap_or_else(|_| panic!("sender said {:?}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// `count` datagrams of 1500 bytes (DF) to `port` across the 1450 veth, each one size drop;
+/// how many the socket took.
+fn oversized_burst(lab: &Lab, s: &VethMismatch, port: u16, count: u64) -> u64 {
+    sender_count(udp_sender(
+        lab,
+        &s.a_ns,
+        s.b_ip,
+        port,
+        "b'x' * 1472",
+        10.0,
+        count,
+    ))
+}
+
 /// The veth-mismatch lab (a 1450-byte veth end), its neighbour resolved first so that every
 /// datagram reaches the wire.
 fn warm_lab() -> (Lab, VethMismatch) {
@@ -633,17 +647,7 @@ fn a_rotated_log_is_read_whole_and_oldest_first() {
         &log.0,
         &["--log-max-size", "8K", "--log-keep", "1000"],
     );
-    let burst = |port, count| {
-        sender_count(udp_sender(
-            &lab,
-            &s.a_ns,
-            s.b_ip,
-            port,
-            "b'x' * 1472",
-            10.0,
-            count,
-        ))
-    };
+    let burst = |port, count| oversized_burst(&lab, &s, port, count);
     let first = burst(11, 150);
     std::thread::sleep(Duration::from_millis(300));
     let second = burst(12, 150);
@@ -751,17 +755,7 @@ fn log_breaks_mid_run(
 ) -> BrokenLog {
     let (lab, s) = warm_lab();
     let t = start(&[&s.a_ns, &s.b_ns], log, &[]);
-    let burst = |port, count| {
-        sender_count(udp_sender(
-            &lab,
-            &s.a_ns,
-            s.b_ip,
-            port,
-            "b'x' * 1472",
-            10.0,
-            count,
-        ))
-    };
+    let burst = |port, count| oversized_burst(&lab, &s, port, count);
     let first = burst(9, first);
     std::thread::sleep(Duration::from_millis(300));
     break_log();

@@ -73,6 +73,20 @@ impl JsonlSink<Stdout> {
 }
 
 impl<W: LineOut> JsonlSink<W> {
+    /// One object that is not an event (start, probe, verdict), by serde, as one line;
+    /// `header`: it heads every file of a rotating log.
+    fn write_object(&mut self, value: &impl serde::Serialize, header: bool) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value).context("cannot serialize a log object")?;
+        self.line.push(b'\n');
+        let written = if header {
+            self.out.write_header(&self.line)
+        } else {
+            self.out.write_line(&self.line)
+        };
+        written.context("cannot write to the event log")
+    }
+
     pub fn new(out: W) -> Self {
         JsonlSink {
             out,
@@ -107,30 +121,15 @@ impl<W: LineOut> Sink for JsonlSink<W> {
     }
 
     fn start(&mut self, start: &crate::event::start::Start) -> anyhow::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, start).context("cannot serialize the start line")?;
-        self.line.push(b'\n');
-        self.out
-            .write_header(&self.line)
-            .context("cannot write to the event log")
+        self.write_object(start, true)
     }
 
     fn probe(&mut self, probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, probe).context("cannot serialize a probe")?;
-        self.line.push(b'\n');
-        self.out
-            .write_line(&self.line)
-            .context("cannot write to the event log")
+        self.write_object(probe, false)
     }
 
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, v).context("cannot serialize a verdict")?;
-        self.line.push(b'\n');
-        self.out
-            .write_line(&self.line)
-            .context("cannot write to the event log")
+        self.write_object(v, false)
     }
 }
 

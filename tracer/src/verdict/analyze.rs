@@ -339,14 +339,21 @@ impl Analyzer {
     /// The probe that would measure `v`'s path: from its stuck senders toward the pod they
     /// send to (an address after any DNAT: a drop or an ICMP named it).
     fn want_for(&self, v: &Verdict) -> Option<ProbeWant> {
-        let flow = v.flows.iter().find(|f| {
-            f.stuck
-                && f.service.as_ref().is_none_or(|_| f.dropped > 0)
-                && self
-                    .conns
-                    .get(&flow_key(f))
-                    .is_some_and(|c| c.dropped > 0 || c.icmp_received > 0)
-        })?;
+        // A flow the verdict is about (stuck, or got through only by TCP probing) whose
+        // destination is a pod, not a service's virtual address (which answers no ping): one
+        // named without a service, or seen after DNAT (its drops and ICMP name the backend).
+        let flow = v
+            .flows
+            .iter()
+            .filter(|f| f.stuck || v.problem == Problem::ProbingRecovered)
+            .find(|f| {
+                f.service.is_none()
+                    || f.dropped > 0
+                    || self
+                        .conns
+                        .get(&flow_key(f))
+                        .is_some_and(|c| c.icmp_received > 0)
+            })?;
         let c = self.conns.get(&flow_key(flow))?;
         let mut from: Vec<u32> = Vec::new();
         from.extend(c.sender.map(|(ns, _)| ns));
