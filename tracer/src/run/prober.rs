@@ -61,10 +61,16 @@ impl Prober {
                 serve(inbox, results, busy, enter)
             })
             .context("spawn the prober thread")?;
-        ready
+        // As for the main thread: a failure to drop is said, not fatal.
+        if let Err(e) = ready
             .recv()
             .context("the prober thread ended at its start")?
-            .context("the prober thread could not drop its capabilities")?;
+        {
+            eprintln!(
+                "privileges: the prober thread could not drop capabilities ({e}); it keeps \
+                 those it started with"
+            );
+        }
         Ok(Prober {
             requests,
             results: outbox,
