@@ -119,6 +119,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_node_local: bool,
 
+    /// This node's name in the event log (`node` of every record, the start line and the
+    /// verdicts). Default: the NODE_NAME environment variable, else the hostname.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// Never probe: by default, when only retransmission timing says packets die beyond this
     /// node, a bounded DF ping from the sender's namespace toward the pod it sends to measures
     /// what passes (each address at most once per 5 minutes, ≤ 3 s, ~50 packets).

@@ -130,6 +130,8 @@ fn trace_node(incident: &Incident, log: &TempLog, probe: bool) -> Tracer {
         &snapshot,
         "--log",
         &log_path,
+        "--node-name",
+        "worker-116",
     ];
     if !probe {
         args.push("--no-probe");
@@ -153,6 +155,7 @@ fn run_case(case: &Case) {
     // The log opens with what the run watched and could not see.
     let start = &events[0];
     assert_eq!(start["kind"], "start", "{start}");
+    assert_eq!(start["node"], "worker-116", "{start}");
     let watched: Vec<&str> = start["namespaces"]
         .as_array()
         .unwrap()
@@ -177,6 +180,12 @@ fn run_case(case: &Case) {
         .filter(|v| v["severity"] == "problem")
         .collect();
     let shown = || format!("{}\n{stdout}\n{}", case.name, dump(&verdicts));
+    // Every verdict says whose view it is.
+    assert!(
+        verdicts.iter().all(|v| v["node"] == "worker-116"),
+        "{}",
+        shown()
+    );
     match case.expect {
         Expect::NoProblem => {
             assert!(results.iter().all(|r| r.ok), "{}", shown());

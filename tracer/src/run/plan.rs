@@ -24,8 +24,8 @@ pub struct Plan {
     pub iface_patterns: Vec<String>,
     /// `--host-root`: where node-local names and the CNI's configuration are read.
     pub host_root: HostRoot,
-    /// This node's name: `NODE_NAME` (the DaemonSet sets it from `spec.nodeName`), else its
-    /// hostname as the kubelet takes it (unless `--no-node-local`).
+    /// This node's name: `--node-name`, else `NODE_NAME` (the DaemonSet sets it from
+    /// `spec.nodeName`), else its hostname as the kubelet takes it (unless `--no-node-local`).
     pub node: Option<String>,
 }
 
@@ -41,7 +41,9 @@ impl Plan {
         }
         let devices = select::select(&listed, &args.ifaces)?;
         let host_root = HostRoot::new(&args.host_root);
-        let node = node_name(std::env::var("NODE_NAME").ok().as_deref(), || {
+        let env = std::env::var("NODE_NAME").ok();
+        let given = args.node_name.as_deref().or(env.as_deref());
+        let node = node_name(given, || {
             (!args.no_node_local)
                 .then(|| node_local::node_name(&host_root))
                 .flatten()
@@ -75,7 +77,8 @@ impl Plan {
     }
 }
 
-/// `NODE_NAME` when set and not blank, else what `node_local` finds.
+/// The name given (`--node-name`, else `NODE_NAME`) when not blank, else what `node_local`
+/// finds.
 fn node_name(
     from_env: Option<&str>,
     node_local: impl FnOnce() -> Option<String>,
@@ -109,7 +112,15 @@ mod tests {
         let root_arg = root.to_str().unwrap();
         let plan = Plan::resolve(&run_args(&["--iface", "lo", "--host-root", root_arg]));
         let quiet = Plan::resolve(&run_args(&["--host-root", root_arg, "--no-node-local"]));
+        let named = Plan::resolve(&run_args(&[
+            "--host-root",
+            root_arg,
+            "--node-name",
+            "worker-9",
+        ]));
         std::fs::remove_dir_all(&root).unwrap();
+        // --node-name wins over the hostname.
+        assert_eq!(named.unwrap().node.as_deref(), Some("worker-9"));
 
         let plan = plan.unwrap();
         assert!(!plan.namespaces.named);

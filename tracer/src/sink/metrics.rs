@@ -539,6 +539,7 @@ mod tests {
             audit: Vec::new(),
             confidence: crate::verdict::Confidence::Observed,
             not_seen: Vec::new(),
+            node: None,
         };
         m.verdict(&v).unwrap();
         let text = m.render();

@@ -267,6 +267,8 @@ pub struct Analyzer {
     watched_until: Option<i128>,
     /// What the run could not see (its start line's blind spots).
     blind_spots: Vec<String>,
+    /// The nodes whose start lines were read: a verdict names its node when there is one.
+    nodes: std::collections::BTreeSet<String>,
     /// Path-MTU probes the run made (`probe` lines), the newest per (namespace, address).
     probes: Vec<Probe>,
     /// Something was observed since the last [`Analyzer::probes_wanted`].
@@ -301,6 +303,15 @@ impl Analyzer {
         self.set_audit(start.audit.clone());
         self.set_pmtu_hook(start.pmtu_hook);
         self.blind_spots = start.blind_spots.clone();
+        self.nodes.extend(start.node.clone());
+    }
+
+    /// The node the evidence comes from, when it is one (logs of several nodes: none yet).
+    fn node(&self) -> Option<String> {
+        match self.nodes.len() {
+            1 => self.nodes.first().cloned(),
+            _ => None,
+        }
     }
 
     /// A path-MTU probe the run made (live, or a `probe` line of a log).
@@ -1193,6 +1204,7 @@ impl Analyzer {
             audit: self.audit.clone(),
             confidence,
             not_seen: self.not_seen(confidence, problem),
+            node: self.node(),
         };
         v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
         v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
@@ -1301,6 +1313,7 @@ impl Analyzer {
             audit: self.audit.clone(),
             confidence: Confidence::Observed,
             not_seen: self.not_seen(Confidence::Observed, Problem::None),
+            node: self.node(),
         }
     }
 }

@@ -205,6 +205,9 @@ pub struct Verdict {
     /// What the run could not see, where the evidence is thin (inferred, or none): the hooks
     /// that did not attach, and what lies beyond the watched namespaces.
     pub not_seen: Vec<String>,
+    /// The node whose evidence this is (its start line's `node`); null when unknown or when
+    /// logs of several nodes were read together.
+    pub node: Option<String>,
 }
 
 #[cfg(test)]

@@ -723,3 +723,21 @@ fn a_probe_line_turns_the_bound_into_a_measured_mtu() {
     let v = b.verdicts(end, None);
     assert_eq!(only_problem(&v).recommended_mtu, None);
 }
+
+#[test]
+fn a_verdict_names_the_node_of_its_start_line_and_none_for_several() {
+    let start = |node: &str| crate::event::start::Start {
+        kind: crate::event::start::KIND.into(),
+        node: Some(node.into()),
+        ..Default::default()
+    };
+    let mut a = Analyzer::new();
+    a.apply_start(&start("worker-116"));
+    assert_eq!(a.verdicts(0, None)[0].node.as_deref(), Some("worker-116"));
+    // The same node again (a rotated file's start line) changes nothing.
+    a.apply_start(&start("worker-116"));
+    assert_eq!(a.verdicts(0, None)[0].node.as_deref(), Some("worker-116"));
+    // Two nodes' logs read as one: no single node to name.
+    a.apply_start(&start("worker-208"));
+    assert_eq!(a.verdicts(0, None)[0].node, None);
+}
