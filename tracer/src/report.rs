@@ -28,7 +28,8 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
     let mut stats = LogStats::default();
     for (i, line) in input.split(b'\n').enumerate() {
         let n = i as u64 + 1;
-        let line = line.context("reading the log")?;
+        let owned = line.context("reading the log")?;
+        let line = without_log_prefix(&owned);
         stats.lines = n;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -39,18 +40,18 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
                 stats.bad.push((n, why));
             }
         };
-        match Record::from_line(&line) {
+        match Record::from_line(line) {
             Ok(rec) => analyzer.observe_record(&rec),
             Err(LineError::Start) => {
                 // What the run watched and could not see: the same as the live analyzer knew.
-                match serde_json::from_slice::<Start>(&line) {
+                match serde_json::from_slice::<Start>(line) {
                     Ok(start) => analyzer.apply_start(&start),
                     Err(e) => bad(format!("a start line that does not read: {e}")),
                 }
                 continue;
             }
             Err(LineError::Probe) => {
-                match serde_json::from_slice::<Probe>(&line) {
+                match serde_json::from_slice::<Probe>(line) {
                     Ok(probe) => analyzer.apply_probe(&probe),
                     Err(e) => bad(format!("a probe line that does not read: {e}")),
                 }
@@ -59,7 +60,7 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
             Err(LineError::Verdict) => {
                 stats.verdicts += 1;
                 // The run's verdicts are written when it stops: the end of what it watched.
-                if let Some(ts) = verdict_time(&line) {
+                if let Some(ts) = verdict_time(line) {
                     analyzer.watched_until(ts);
                 }
                 continue;
@@ -162,4 +163,65 @@ fn verdict_time(line: &[u8]) -> Option<i128> {
     }
     let stamp: Stamp = serde_json::from_slice(line).ok()?;
     crate::time::parse_rfc3339(stamp.ts)
+}
+
+/// A log line without what `kubectl logs --prefix --timestamps` puts before it
+/// (`[pod/tracer-x7k2p/tracer] 2026-12-04T05:00:00.123456789Z {…}`): the DaemonSet's tracers
+/// write their log to stdout, and the cluster's logs are read as they come.
+fn without_log_prefix(line: &[u8]) -> &[u8] {
+    let trim = |b: &[u8]| -> usize { b.iter().take_while(|c| **c == b' ').count() };
+    let mut rest = line;
+    if rest.first() == Some(&b'[') {
+        if let Some(end) = rest.iter().position(|&b| b == b']') {
+            rest = &rest[end + 1..];
+            rest = &rest[trim(rest)..];
+        }
+    }
+    if rest.first().is_some_and(u8::is_ascii_digit) {
+        if let Some(space) = rest.iter().position(|&b| b == b' ') {
+            let stamp = std::str::from_utf8(&rest[..space]).ok();
+            if stamp.and_then(crate::time::parse_rfc3339).is_some() {
+                rest = &rest[space + 1..];
+                rest = &rest[trim(rest)..];
+            }
+        }
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_log_prefixes_are_read_through() {
+        let event = r#"{"ts":"2026-12-04T05:00:00.000000001Z","kind":"tcp_retransmit","hook":"tracepoint/tcp/tcp_retransmit_skb","proto":6,"src":"10.0.0.1","sport":1,"dst":"10.0.0.2","dport":2,"len":1448}"#;
+        for line in [
+            event.to_string(),
+            format!("[pod/tracer-x7k2p/tracer] {event}"),
+            format!("2026-12-04T05:00:00.123456789Z {event}"),
+            format!("[pod/tracer-x7k2p/tracer] 2026-12-04T05:00:00.123456789Z {event}"),
+        ] {
+            assert_eq!(
+                without_log_prefix(line.as_bytes()),
+                event.as_bytes(),
+                "{line}"
+            );
+        }
+        // Two nodes' streams interleaved, prefixed, with a verdict line: every event read.
+        let stream = format!(
+            "[pod/tracer-a/tracer] 2026-12-04T05:00:00.1Z {event}\n\
+             [pod/tracer-b/tracer] 2026-12-04T05:00:00.2Z {event}\n\
+             [pod/tracer-a/tracer] 2026-12-04T05:00:01Z {{\"ts\":\"2026-12-04T05:00:01Z\",\"kind\":\"verdict\"}}\n"
+        );
+        let mut a = Analyzer::new();
+        let stats = analyze(stream.as_bytes(), &mut a).unwrap();
+        assert_eq!(
+            (stats.events, stats.verdicts, stats.bad_count),
+            (2, 1, 0),
+            "{stats:?}"
+        );
+        // Not a prefix: left alone (and then reported as a bad line).
+        assert_eq!(without_log_prefix(b"12 {}"), b"12 {}");
+    }
 }
