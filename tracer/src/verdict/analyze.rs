@@ -254,7 +254,9 @@ pub struct Analyzer {
     lost: u64,
     first_ns: Option<i128>,
     last_ns: Option<i128>,
-    announced: HashSet<PathRef>,
+    /// Paths whose problem was printed live, with the MTU it recommended then: printed again
+    /// only when a measurement brings one (a probe's answer comes seconds after the timing).
+    announced: HashMap<PathRef, Option<u32>>,
     /// The configuration audit's problems (arithmetic), given by the run.
     audit: Vec<String>,
     /// Events not analysed because [`MAX_CONNS`] connections were already tracked.
@@ -783,14 +785,23 @@ impl Analyzer {
         Some((self.first_ns?, self.last_ns?))
     }
 
-    /// Verdicts that became strong since the last call, to print live (once per path).
+    /// Verdicts that became strong since the last call, to print live: once per path, and once
+    /// more when a measurement gives it the MTU to set.
     pub fn live(&mut self, now_unix_ns: i128) -> Vec<Verdict> {
         let mut out = Vec::new();
         if !std::mem::take(&mut self.dirty) {
             return out;
         }
         for mut v in self.verdicts(now_unix_ns, None) {
-            if v.severity == Severity::Problem && self.announced.insert(v.path.clone()) {
+            if v.severity != Severity::Problem {
+                continue;
+            }
+            let news = match self.announced.get(&v.path) {
+                None => true,
+                Some(before) => before.is_none() && v.recommended_mtu.is_some(),
+            };
+            if news {
+                self.announced.insert(v.path.clone(), v.recommended_mtu);
                 v.stage = "live";
                 out.push(v);
             }

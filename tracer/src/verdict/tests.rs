@@ -741,3 +741,37 @@ fn a_verdict_names_the_node_of_its_start_line_and_none_for_several() {
     a.apply_start(&start("worker-208"));
     assert_eq!(a.verdicts(0, None)[0].node, None);
 }
+
+#[test]
+fn a_live_problem_is_printed_again_once_a_probe_measures_it() {
+    let path = format!(
+        "{}/src/verdict/testdata/router.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut a = Analyzer::new();
+    crate::report::analyze(std::fs::read_to_string(path).unwrap().as_bytes(), &mut a).unwrap();
+    let end = a.span().unwrap().1 + 10_000_000_000;
+    let first = a.live(end);
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].recommended_mtu, None);
+    assert!(a.live(end).is_empty(), "nothing new");
+    a.apply_probe(&crate::event::probe::Probe {
+        kind: crate::event::probe::KIND.into(),
+        to: Some("10.212.2.2".parse().unwrap()),
+        status: "ok".into(),
+        path_mtu: Some(1400),
+        ..Default::default()
+    });
+    let again = a.live(end);
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0].recommended_mtu, Some(1400));
+    assert_eq!(again[0].confidence, super::Confidence::Measured);
+    a.apply_probe(&crate::event::probe::Probe {
+        kind: crate::event::probe::KIND.into(),
+        to: Some("10.212.2.2".parse().unwrap()),
+        status: "ok".into(),
+        path_mtu: Some(1400),
+        ..Default::default()
+    });
+    assert!(a.live(end).is_empty(), "measured once is enough");
+}
