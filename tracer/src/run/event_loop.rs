@@ -90,7 +90,9 @@ pub async fn event_loop(
                 let now = now_unix_ns();
                 fanout.tick(now);
                 if let Some(p) = prober.as_mut() {
-                    p.ask(fanout.probes_wanted(now));
+                    for to in p.ask(fanout.probes_wanted(now)) {
+                        fanout.probing(to, now);
+                    }
                 }
             }
             Some(found) = next_probe(&mut prober) => fanout.probe(&found),

@@ -86,6 +86,11 @@ impl Fanout {
         }
     }
 
+    /// A probe toward `to` starts: its own packets are not evidence.
+    pub fn probing(&mut self, to: std::net::IpAddr, now_unix_ns: i128) {
+        self.analyzer.probing(to, now_unix_ns);
+    }
+
     /// The probes the evidence so far asks for (see `Analyzer::probes_wanted`).
     pub fn probes_wanted(&mut self, now_unix_ns: i128) -> Vec<ProbeWant> {
         self.analyzer.probes_wanted(now_unix_ns)

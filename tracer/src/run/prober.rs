@@ -80,11 +80,12 @@ impl Prober {
         })
     }
 
-    /// Ask for the probes the analyzer wants, within the limits.
-    pub fn ask(&mut self, wants: Vec<ProbeWant>) {
+    /// Ask for the probes the analyzer wants, within the limits; the addresses asked.
+    pub fn ask(&mut self, wants: Vec<ProbeWant>) -> Vec<IpAddr> {
+        let mut asked = Vec::new();
         for w in wants {
             if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
-                return;
+                break;
             }
             if self
                 .asked
@@ -111,8 +112,11 @@ impl Prober {
             if sent.is_err() {
                 // The thread is gone (it failed to start probing): nothing more to ask.
                 self.pending.fetch_sub(1, Ordering::Relaxed);
+                break;
             }
+            asked.push(w.to);
         }
+        asked
     }
 
     /// The next probe result.

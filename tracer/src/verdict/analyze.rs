@@ -275,6 +275,8 @@ pub struct Analyzer {
     probes: Vec<Probe>,
     /// Something was observed since the last [`Analyzer::probes_wanted`].
     probe_dirty: bool,
+    /// Probes under way (live only): address and start, until their `probe` line comes.
+    probing: Vec<(IpAddr, i128)>,
     /// Something was observed since the last [`Analyzer::live`]: only then is it worth
     /// recomputing the verdicts.
     dirty: bool,
@@ -319,11 +321,44 @@ impl Analyzer {
     /// A path-MTU probe the run made (live, or a `probe` line of a log).
     pub fn apply_probe(&mut self, probe: &Probe) {
         self.dirty = true;
+        self.probing.retain(|(to, _)| Some(*to) != probe.to);
         self.probes
             .retain(|p| (p.netns, p.to) != (probe.netns, probe.to));
         if self.probes.len() < MAX_PROBES {
             self.probes.push(probe.clone());
         }
+    }
+
+    /// A probe toward `to` starts now (live): its own echo requests, which the hops it measures
+    /// may drop, are not evidence about the pods' traffic.
+    pub fn probing(&mut self, to: IpAddr, now_unix_ns: i128) {
+        if self.probing.len() < MAX_PROBES {
+            self.probing.push((to, now_unix_ns));
+        }
+    }
+
+    /// Whether `k` is a probe's own traffic: ICMP toward a probed address, every event of it
+    /// inside that probe's time (a second's margin either side).
+    fn is_probe_traffic(&self, k: &ConnKey, c: &ConnAcc) -> bool {
+        const MARGIN: i128 = 1_000_000_000;
+        if !matches!(k.proto, 1 | 58) || k.sport.is_some() {
+            return false;
+        }
+        let (Some(first), Some(last)) = (c.first_ns, c.last_ns) else {
+            return false;
+        };
+        let done = self.probes.iter().filter_map(|p| {
+            let end = crate::time::parse_rfc3339(&p.ts)?;
+            let start = end - i128::from(p.elapsed_ms) * 1_000_000;
+            Some((p.to?, start, end))
+        });
+        let under_way = self
+            .probing
+            .iter()
+            .map(|(to, start)| (*to, *start, i128::MAX));
+        done.chain(under_way).any(|(to, start, end)| {
+            k.dst == to && first >= start - MARGIN && last <= end.saturating_add(MARGIN)
+        })
     }
 
     /// Where a measurement would settle a verdict that timing alone made: a black hole beyond
@@ -819,6 +854,7 @@ impl Analyzer {
         let conns = self.merged_conns();
         let interesting: Vec<&(ConnKey, ConnAcc)> = conns
             .iter()
+            .filter(|(k, c)| !self.is_probe_traffic(k, c))
             .filter(|(k, c)| {
                 c.dropped > 0
                     || c.icmp_dropped > 0

@@ -775,3 +775,71 @@ fn a_live_problem_is_printed_again_once_a_probe_measures_it() {
     });
     assert!(a.live(end).is_empty(), "measured once is enough");
 }
+
+/// ICMP echo requests of `len` bytes toward 10.0.2.2 dropped at a 1450 hop, 4 times at 400 ms:
+/// what a probe's own packets look like to the drop hook.
+fn probe_echo_drops(a: &mut Analyzer, len: u32) {
+    for i in 0..4i128 {
+        let mut r = Record::new(
+            Kind::Drop,
+            "tp_btf/kfree_skb",
+            1_000_000_000 + i * 400_000_000,
+        );
+        r.flow.proto = Some(1);
+        r.flow.src = Some(ip("10.0.1.2"));
+        r.flow.dst = Some(ip("10.0.2.2"));
+        r.device.netns = Some(1);
+        r.device.ifname = Some("eth0".into());
+        r.size.l3_len = Some(len);
+        r.route.out_ifname = Some("eth1".into());
+        r.route.out_mtu = Some(1450);
+        r.drop.reason = Some("PKT_TOO_BIG".into());
+        r.drop.location = Some("ip_forward+0x2c0".into());
+        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
+        a.observe_record(&r);
+    }
+}
+
+#[test]
+fn a_probes_own_echo_requests_are_not_evidence() {
+    let probe = crate::event::probe::Probe {
+        ts: crate::time::rfc3339_nanos(2_500_000_000),
+        kind: crate::event::probe::KIND.into(),
+        to: Some(ip("10.0.2.2")),
+        status: "ok".into(),
+        path_mtu: Some(1400),
+        elapsed_ms: 1_600,
+        ..Default::default()
+    };
+    // Without a probe they are a stuck ICMP flow at the 1450 hop.
+    let mut a = Analyzer::new();
+    probe_echo_drops(&mut a, 1500);
+    assert_eq!(
+        only_problem(&a.verdicts(3_000_000_000, None)).flows[0].proto,
+        1
+    );
+    // Inside a probe's time toward that address (from its line, as tracer report reads it):
+    // not a connection of the verdict.
+    let mut b = Analyzer::new();
+    probe_echo_drops(&mut b, 1500);
+    b.apply_probe(&probe);
+    let v = b.verdicts(3_000_000_000, None);
+    assert!(v.iter().all(|v| v.flows.is_empty()), "{v:#?}");
+    // While the probe is under way (live, before its line): the same.
+    let mut c = Analyzer::new();
+    c.probing(ip("10.0.2.2"), 900_000_000);
+    probe_echo_drops(&mut c, 1500);
+    let v = c.verdicts(3_000_000_000, None);
+    assert!(v.iter().all(|v| v.flows.is_empty()), "{v:#?}");
+    // A probe toward another address changes nothing.
+    let mut d = Analyzer::new();
+    probe_echo_drops(&mut d, 1500);
+    d.apply_probe(&crate::event::probe::Probe {
+        to: Some(ip("10.9.9.9")),
+        ..probe
+    });
+    assert_eq!(
+        only_problem(&d.verdicts(3_000_000_000, None)).flows[0].proto,
+        1
+    );
+}
