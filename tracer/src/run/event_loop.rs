@@ -90,7 +90,7 @@ pub async fn event_loop(
                 let now = now_unix_ns();
                 fanout.tick(now);
                 if let Some(p) = prober.as_mut() {
-                    for to in p.ask(fanout.probes_wanted(now)) {
+                    for to in p.ask(fanout.probes_wanted()) {
                         fanout.probing(to, now);
                     }
                 }

@@ -91,9 +91,9 @@ impl Fanout {
         self.analyzer.probing(to, now_unix_ns);
     }
 
-    /// The probes the evidence so far asks for (see `Analyzer::probes_wanted`).
-    pub fn probes_wanted(&mut self, now_unix_ns: i128) -> Vec<ProbeWant> {
-        self.analyzer.probes_wanted(now_unix_ns)
+    /// The probes the evidence asks for, as of the last tick (see `Analyzer::probes_wanted`).
+    pub fn probes_wanted(&mut self) -> Vec<ProbeWant> {
+        self.analyzer.probes_wanted()
     }
 
     /// About once a second: time-based output (the terminal's fold lines), and the verdicts

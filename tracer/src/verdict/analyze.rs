@@ -273,10 +273,11 @@ pub struct Analyzer {
     nodes: std::collections::BTreeSet<String>,
     /// Path-MTU probes the run made (`probe` lines), the newest per (namespace, address).
     probes: Vec<Probe>,
-    /// Something was observed since the last [`Analyzer::probes_wanted`].
-    probe_dirty: bool,
-    /// Probes under way (live only): address and start, until their `probe` line comes.
-    probing: Vec<(IpAddr, i128)>,
+    /// The probes the verdicts of the last [`Analyzer::live`] ask for, until taken.
+    wants: Vec<ProbeWant>,
+    /// When probes ran, toward which address: (address, start, end); a probe under way (live,
+    /// before its `probe` line) ends at `i128::MAX`.
+    probe_windows: Vec<(IpAddr, i128, i128)>,
     /// Something was observed since the last [`Analyzer::live`]: only then is it worth
     /// recomputing the verdicts.
     dirty: bool,
@@ -321,7 +322,14 @@ impl Analyzer {
     /// A path-MTU probe the run made (live, or a `probe` line of a log).
     pub fn apply_probe(&mut self, probe: &Probe) {
         self.dirty = true;
-        self.probing.retain(|(to, _)| Some(*to) != probe.to);
+        if let (Some(to), Some(end)) = (probe.to, crate::time::parse_rfc3339(&probe.ts)) {
+            let start = end - i128::from(probe.elapsed_ms) * 1_000_000;
+            self.probe_windows
+                .retain(|(t, _, e)| !(*t == to && *e == i128::MAX));
+            if self.probe_windows.len() < 2 * MAX_PROBES {
+                self.probe_windows.push((to, start, end));
+            }
+        }
         self.probes
             .retain(|p| (p.netns, p.to) != (probe.netns, probe.to));
         if self.probes.len() < MAX_PROBES {
@@ -332,8 +340,8 @@ impl Analyzer {
     /// A probe toward `to` starts now (live): its own echo requests, which the hops it measures
     /// may drop, are not evidence about the pods' traffic.
     pub fn probing(&mut self, to: IpAddr, now_unix_ns: i128) {
-        if self.probing.len() < MAX_PROBES {
-            self.probing.push((to, now_unix_ns));
+        if self.probe_windows.len() < 2 * MAX_PROBES {
+            self.probe_windows.push((to, now_unix_ns, i128::MAX));
         }
     }
 
@@ -347,34 +355,28 @@ impl Analyzer {
         let (Some(first), Some(last)) = (c.first_ns, c.last_ns) else {
             return false;
         };
-        let done = self.probes.iter().filter_map(|p| {
-            let end = crate::time::parse_rfc3339(&p.ts)?;
-            let start = end - i128::from(p.elapsed_ms) * 1_000_000;
-            Some((p.to?, start, end))
-        });
-        let under_way = self
-            .probing
-            .iter()
-            .map(|(to, start)| (*to, *start, i128::MAX));
-        done.chain(under_way).any(|(to, start, end)| {
-            k.dst == to && first >= start - MARGIN && last <= end.saturating_add(MARGIN)
+        self.probe_windows.iter().any(|(to, start, end)| {
+            k.dst == *to && first >= start - MARGIN && last <= end.saturating_add(MARGIN)
         })
     }
 
     /// Where a measurement would settle a verdict that timing alone made: a black hole beyond
     /// this node, suspected, or got around by TCP probing, and not yet measured. Each want is
     /// the namespaces to probe from (the sender's, then the node's where its packets were
-    /// seen) and a pod address the sender already sends to. Recomputed only after new events.
-    pub fn probes_wanted(&mut self, now_unix_ns: i128) -> Vec<ProbeWant> {
-        if !std::mem::take(&mut self.probe_dirty) {
-            return Vec::new();
-        }
+    /// seen) and a pod address the sender already sends to. Computed by [`Analyzer::live`] from
+    /// the verdicts it computes anyway (only after new events), taken once.
+    pub fn probes_wanted(&mut self) -> Vec<ProbeWant> {
+        std::mem::take(&mut self.wants)
+    }
+
+    /// The wants of `verdicts`, one per address.
+    fn wants_of(&self, verdicts: &[Verdict]) -> Vec<ProbeWant> {
         let mut wants: Vec<ProbeWant> = Vec::new();
-        for v in self.verdicts(now_unix_ns, None) {
+        for v in verdicts {
             if v.confidence != Confidence::Inferred || v.recommended_mtu.is_some() {
                 continue;
             }
-            let Some(want) = self.want_for(&v) else {
+            let Some(want) = self.want_for(v) else {
                 continue;
             };
             if !wants.iter().any(|w| w.to == want.to) {
@@ -443,7 +445,6 @@ impl Analyzer {
     pub fn observe_record(&mut self, o: &Record) {
         let kind = o.kind;
         self.dirty = true;
-        self.probe_dirty = true;
         if kind != Kind::Lost {
             self.first_ns = Some(self.first_ns.map_or(o.ts_unix_ns, |f| f.min(o.ts_unix_ns)));
             self.last_ns = Some(self.last_ns.map_or(o.ts_unix_ns, |l| l.max(o.ts_unix_ns)));
@@ -579,7 +580,7 @@ impl Analyzer {
         }
         let ts = o.ts_unix_ns;
         if let Some(st) = self.sender_mut(key) {
-            st.refused(ts, len.saturating_sub(overhead));
+            st.refused(len.saturating_sub(overhead));
         }
         let c = self.conn_mut(key, o);
         if kind == Kind::OversizeTx {
@@ -827,7 +828,10 @@ impl Analyzer {
         if !std::mem::take(&mut self.dirty) {
             return out;
         }
-        for mut v in self.verdicts(now_unix_ns, None) {
+        // One computation for both: what to print, and what to measure.
+        let verdicts = self.verdicts(now_unix_ns, None);
+        self.wants = self.wants_of(&verdicts);
+        for mut v in verdicts {
             if v.severity != Severity::Problem {
                 continue;
             }

@@ -89,14 +89,11 @@ pub enum Outcome {
 pub struct Stages {
     /// The smallest MTU an ICMP told the sender, and when.
     told: Option<(i128, u32)>,
-    /// The regime before the current one (kept for its timeouts) and the current one.
-    first: Option<Regime>,
+    /// The current regime (segment size and its retransmissions).
     now: Regime,
     shrinks: Vec<Shrink>,
-    last_ns: Option<i128>,
     /// Timeout retransmissions at full size, over every regime.
     total_timeouts: u32,
-    retransmits: u32,
 }
 
 /// Shrinks kept per connection: a connection probing down and up is bounded.
@@ -105,7 +102,6 @@ const MAX_SHRINKS: usize = 8;
 impl Stages {
     /// An ICMP too-big told the sender `mtu`.
     pub fn told(&mut self, ts_ns: i128, mtu: u32) {
-        self.seen(ts_ns);
         if self.told.is_none_or(|(_, m)| mtu < m) {
             self.told = Some((ts_ns, mtu));
         }
@@ -113,8 +109,7 @@ impl Stages {
 
     /// A pod packet of `inner_len` bytes died for its size: its segment size is what the sender
     /// used then (headers off), if the connection has not shown one yet.
-    pub fn refused(&mut self, ts_ns: i128, inner_len: u32) {
-        self.seen(ts_ns);
+    pub fn refused(&mut self, inner_len: u32) {
         if self.now.segment == 0 {
             self.now.segment = inner_len.saturating_sub(TCP_IP_HEADERS);
         }
@@ -122,8 +117,6 @@ impl Stages {
 
     /// A retransmission of `len` bytes (`gso_size` for a GSO super-packet: the segment size).
     pub fn retransmit(&mut self, ts_ns: i128, len: u32, gso_size: Option<u32>) {
-        self.seen(ts_ns);
-        self.retransmits += 1;
         if len == 0 {
             return;
         }
@@ -177,9 +170,6 @@ impl Stages {
 
     fn shrink(&mut self, ts_ns: i128, to: u32, cause: ShrinkCause) {
         let from = self.now.segment;
-        if self.first.is_none() {
-            self.first = Some(self.now);
-        }
         if self.shrinks.len() < MAX_SHRINKS {
             self.shrinks.push(Shrink {
                 at_ns: ts_ns,
@@ -190,10 +180,6 @@ impl Stages {
         }
         // The first retransmission at the new size starts its timing.
         self.now = Regime::start(to);
-    }
-
-    fn seen(&mut self, ts_ns: i128) {
-        self.last_ns = Some(self.last_ns.map_or(ts_ns, |l| l.max(ts_ns)));
     }
 
     /// The connection's stage at `end_ns` (the end of what was watched).
@@ -248,11 +234,6 @@ impl Stages {
     /// Timeout gaps (ms) of the current size, for the explanation.
     pub fn timeout_gaps_ms(&self) -> &[u32] {
         &self.now.gaps_ms[..self.now.gaps]
-    }
-
-    /// Timeouts at the current size, and at the size before the first shrink.
-    pub fn timeouts(&self) -> (u32, u32) {
-        (self.now.timeouts, self.first.map_or(0, |r| r.timeouts))
     }
 
     /// Timeout retransmissions at full size, over the whole connection.

@@ -17,6 +17,14 @@ fn recorded(name: &str) -> Vec<Verdict> {
     verdicts
 }
 
+/// The verdict of `problem`, or a panic that shows them all.
+fn the_one(verdicts: &[Verdict], problem: Problem) -> &Verdict {
+    verdicts
+        .iter()
+        .find(|v| v.problem == problem)
+        .unwrap_or_else(|| panic!("no {problem:?}: {verdicts:#?}"))
+}
+
 fn only_problem(verdicts: &[Verdict]) -> &Verdict {
     let problems: Vec<&Verdict> = verdicts
         .iter()
@@ -154,10 +162,7 @@ fn fragmenting_router_recovers_no_mtu_problem() {
     assert!(v.iter().all(|v| v.severity < Severity::Suspected), "{v:#?}");
     // This log predates the run's verdict lines: it does not say how long the run watched
     // after the senders shrank, so "works" is not said, only that it is not known yet.
-    let note = v
-        .iter()
-        .find(|v| v.problem == Problem::Unconfirmed)
-        .unwrap_or_else(|| panic!("{v:#?}"));
+    let note = the_one(&v, Problem::Unconfirmed);
     assert!(note.summary.contains("not known yet"), "{}", note.summary);
     assert!(note.sites.iter().all(|s| s.recovered));
     assert!(note.flows.iter().all(|f| !f.stuck));
@@ -648,10 +653,7 @@ fn outer_df_unset_behind_the_router_works() {
 fn tcp_mtu_probing_getting_around_the_black_hole_is_a_note_not_a_problem() {
     let v = recorded("probing");
     assert!(v.iter().all(|v| v.severity < Severity::Suspected), "{v:#?}");
-    let n = v
-        .iter()
-        .find(|v| v.problem == Problem::ProbingRecovered)
-        .unwrap_or_else(|| panic!("{v:#?}"));
+    let n = the_one(&v, Problem::ProbingRecovered);
     assert_eq!(n.confidence, super::Confidence::Inferred);
     assert!(n.summary.contains("TCP MTU probing"), "{}", n.summary);
     assert!(

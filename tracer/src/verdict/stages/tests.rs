@@ -29,7 +29,7 @@ fn replay(log: &str, sport: u64) -> (Stages, i128) {
             "drop" if e["icmp"].is_null() => {
                 // VXLAN: the pod packet is the outer one less 50 bytes.
                 let overhead = if e["outer"].is_null() { 0 } else { 50 };
-                st.refused(ts, n("l3_len").unwrap() - overhead);
+                st.refused(n("l3_len").unwrap() - overhead);
             }
             _ => {}
         }
@@ -140,7 +140,7 @@ fn a_short_tail_is_not_a_shrink() {
 fn ipv6_told_1280_shrinks_to_the_floor_and_stuck_there_is_stuck() {
     // IPv6 + TCP headers are 60 bytes: 1220 fits 1280, the IPv6 minimum every path carries.
     let mut st = Stages::default();
-    st.refused(0, 1500);
+    st.refused(1500);
     st.told(MS, 1280);
     st.retransmit(2 * MS, 1220, None);
     for t in [210, 630, 1460, 3120] {
