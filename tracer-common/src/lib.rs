@@ -414,6 +414,10 @@ impl PmtuOffsets {
 /// slot says which namespace it serves.
 pub const MAX_TC_NETNS: usize = 8;
 
+/// Upper edges (inclusive, IP total length) of the size classes the ingress hook counts arrivals
+/// in, per peer; one more class holds what is larger (see the daemon's `event/arrivals.rs`).
+pub const ARRIVAL_SIZE_EDGES: [u32; 7] = [576, 1280, 1400, 1450, 1480, 1500, 9000];
+
 /// How many size-drop sites the drop filter can hold.
 pub const MAX_SIZE_DROP_SITES: usize = 16;
 

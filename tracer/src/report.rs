@@ -18,6 +18,8 @@ pub struct LogStats {
     pub events: u64,
     /// `kind: "verdict"` lines the daemon wrote (not evidence: the report recomputes them).
     pub verdicts: u64,
+    /// `kind: "arrivals"` lines (what arrived from each peer, per window).
+    pub arrivals: u64,
     /// Lines that are not events of this schema: (line number, why), the first few.
     pub bad: Vec<(u64, String)>,
     pub bad_count: u64,
@@ -55,6 +57,11 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
                     Ok(probe) => analyzer.apply_probe(&probe),
                     Err(e) => bad(format!("a probe line that does not read: {e}")),
                 }
+                continue;
+            }
+            Err(LineError::Arrivals) => {
+                // The far end's side: read by the join across nodes, not by one node's analysis.
+                stats.arrivals += 1;
                 continue;
             }
             Err(LineError::Verdict) => {

@@ -7,8 +7,9 @@
 //! "Event log schema", pinned by `golden.rs`): add fields at the end, never rename or remove
 //! one. A field is declared once, here; the fast writer (`sink/json.rs`) is checked against it.
 
+pub mod arrivals;
 mod names;
-mod node;
+pub mod node;
 pub mod probe;
 pub mod start;
 
@@ -374,6 +375,7 @@ impl Record {
                     Ok(Head { kind: Some(k) }) if k == "verdict" => LineError::Verdict,
                     Ok(Head { kind: Some(k) }) if k == start::KIND => LineError::Start,
                     Ok(Head { kind: Some(k) }) if k == probe::KIND => LineError::Probe,
+                    Ok(Head { kind: Some(k) }) if k == arrivals::KIND => LineError::Arrivals,
                     Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
                         LineError::UnknownKind(k)
                     }
@@ -399,6 +401,8 @@ pub enum LineError {
     Start,
     /// A path-MTU measurement the run made ([`probe::Probe`]).
     Probe,
+    /// What arrived from a peer in a window ([`arrivals::Arrivals`]).
+    Arrivals,
     UnknownKind(String),
     BadTimestamp(String),
 }
@@ -410,6 +414,7 @@ impl std::fmt::Display for LineError {
             LineError::Verdict => write!(f, "a verdict, not an event"),
             LineError::Start => write!(f, "the run's start line, not an event"),
             LineError::Probe => write!(f, "a probe, not an event"),
+            LineError::Arrivals => write!(f, "arrivals from a peer, not an event"),
             LineError::UnknownKind(k) => write!(f, "unknown kind `{k}`"),
             LineError::BadTimestamp(ts) => write!(f, "bad timestamp `{ts}`"),
         }

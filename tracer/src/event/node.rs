@@ -14,6 +14,6 @@ pub fn set(name: &str) {
 
 /// The node set for this run; `None` before [`set`] (and in unit tests, which never set it, so
 /// their records stay comparable).
-pub(super) fn current() -> Option<Arc<str>> {
+pub fn current() -> Option<Arc<str>> {
     NODE.get().cloned()
 }

@@ -16,6 +16,8 @@ pub struct Probe {
     pub ts: String,
     /// Always `"probe"`.
     pub kind: String,
+    /// The node this tracer runs on (as the records' `node`).
+    pub node: Option<String>,
     /// The namespace it was sent from (inode, and the run's name for it).
     pub netns: u32,
     pub netns_name: String,
@@ -51,6 +53,7 @@ mod tests {
         let p = Probe {
             ts: "2026-12-04T05:00:00.000000000Z".into(),
             kind: KIND.into(),
+            node: Some("worker-116".into()),
             netns: 4026532175,
             netns_name: "lab-old".into(),
             to: Some("10.213.0.2".parse().unwrap()),

@@ -163,6 +163,7 @@ fn measure(req: &Request, enter: bool) -> Probe {
     Probe {
         ts: crate::time::rfc3339_nanos(super::now_unix_ns()),
         kind: KIND.into(),
+        node: crate::event::node::current().map(|n| n.to_string()),
         netns: req.from.first().map_or(0, |n| n.inode),
         netns_name: req.from.first().map_or(String::new(), |n| n.label.clone()),
         to: Some(req.to),
@@ -186,6 +187,7 @@ fn line(ns: &Netns, req: &Request, r: &probe::ProbeResult, links: &[netlink::Lin
     Probe {
         ts: crate::time::rfc3339_nanos(super::now_unix_ns()),
         kind: KIND.into(),
+        node: crate::event::node::current().map(|n| n.to_string()),
         netns: ns.inode,
         netns_name: ns.label.clone(),
         to: Some(req.to),
