@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use std::collections::BTreeMap;
+
+use crate::event::arrivals::Arrivals;
 use crate::event::probe::Probe;
 use crate::event::start::Start;
 use crate::event::{LineError, Record};
+use crate::verdict::cluster::{self, NodeLog};
 use crate::verdict::{self, Analyzer, Severity, Verdict};
 
 /// What reading a log found besides the events.
@@ -25,8 +29,59 @@ pub struct LogStats {
     pub bad_count: u64,
 }
 
-/// Feed every event of a JSON Lines log to `analyzer`.
-pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats> {
+/// One line of a log, read.
+pub enum Line {
+    Event(Box<Record>),
+    /// What the run watched and could not see.
+    Start(Start),
+    Probe(Probe),
+    Arrivals(Arrivals),
+    /// A verdict the run wrote when it stopped: its time and node (the end of what it watched).
+    Verdict {
+        ts: i128,
+        node: Option<String>,
+    },
+}
+
+impl Line {
+    /// The node whose record this is, when the line says.
+    fn node(&self) -> Option<&str> {
+        match self {
+            Line::Event(r) => r.node.as_deref(),
+            Line::Start(s) => s.node.as_deref(),
+            Line::Probe(p) => p.node.as_deref(),
+            Line::Arrivals(a) => a.node.as_deref(),
+            Line::Verdict { node, .. } => node.as_deref(),
+        }
+    }
+
+    /// When it was stamped.
+    fn ts(&self) -> Option<i128> {
+        match self {
+            Line::Event(r) => Some(r.ts_unix_ns),
+            Line::Start(s) => crate::time::parse_rfc3339(&s.ts),
+            Line::Probe(p) => crate::time::parse_rfc3339(&p.ts),
+            Line::Arrivals(a) => crate::time::parse_rfc3339(&a.ts),
+            Line::Verdict { ts, .. } => Some(*ts),
+        }
+    }
+
+    /// Give the line to one node's analysis.
+    fn apply(self, analyzer: &mut Analyzer) {
+        match self {
+            Line::Event(r) => analyzer.observe_record(&r),
+            Line::Start(s) => analyzer.apply_start(&s),
+            Line::Probe(p) => analyzer.apply_probe(&p),
+            // The far end's side: read by the join across nodes, not by one node's analysis.
+            Line::Arrivals(_) => {}
+            Line::Verdict { ts, .. } => analyzer.watched_until(ts),
+        }
+    }
+}
+
+/// Read every line of a JSON Lines log (`kubectl logs --prefix --timestamps` prefixes
+/// skipped), handing each to `take`; what is no line of this schema is counted in the stats.
+pub fn read_lines(input: impl BufRead, mut take: impl FnMut(Line)) -> Result<LogStats> {
     let mut stats = LogStats::default();
     for (i, line) in input.split(b'\n').enumerate() {
         let n = i as u64 + 1;
@@ -42,44 +97,111 @@ pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats>
                 stats.bad.push((n, why));
             }
         };
-        match Record::from_line(line) {
-            Ok(rec) => analyzer.observe_record(&rec),
-            Err(LineError::Start) => {
-                // What the run watched and could not see: the same as the live analyzer knew.
-                match serde_json::from_slice::<Start>(line) {
-                    Ok(start) => analyzer.apply_start(&start),
-                    Err(e) => bad(format!("a start line that does not read: {e}")),
-                }
-                continue;
+        let read = match Record::from_line(line) {
+            Ok(rec) => {
+                stats.events += 1;
+                Ok(Line::Event(Box::new(rec)))
             }
-            Err(LineError::Probe) => {
-                match serde_json::from_slice::<Probe>(line) {
-                    Ok(probe) => analyzer.apply_probe(&probe),
-                    Err(e) => bad(format!("a probe line that does not read: {e}")),
-                }
-                continue;
-            }
+            Err(LineError::Start) => serde_json::from_slice::<Start>(line)
+                .map(Line::Start)
+                .map_err(|e| format!("a start line that does not read: {e}")),
+            Err(LineError::Probe) => serde_json::from_slice::<Probe>(line)
+                .map(Line::Probe)
+                .map_err(|e| format!("a probe line that does not read: {e}")),
             Err(LineError::Arrivals) => {
-                // The far end's side: read by the join across nodes, not by one node's analysis.
                 stats.arrivals += 1;
-                continue;
+                serde_json::from_slice::<Arrivals>(line)
+                    .map(Line::Arrivals)
+                    .map_err(|e| format!("an arrivals line that does not read: {e}"))
             }
             Err(LineError::Verdict) => {
                 stats.verdicts += 1;
-                // The run's verdicts are written when it stops: the end of what it watched.
-                if let Some(ts) = verdict_time(line) {
-                    analyzer.watched_until(ts);
+                match verdict_stamp(line) {
+                    Some((ts, node)) => Ok(Line::Verdict { ts, node }),
+                    // A verdict without a time still is no evidence: skipped quietly.
+                    None => continue,
                 }
-                continue;
             }
-            Err(why) => {
-                bad(why.to_string());
-                continue;
-            }
+            Err(why) => Err(why.to_string()),
+        };
+        match read {
+            Ok(l) => take(l),
+            Err(why) => bad(why),
         }
-        stats.events += 1;
     }
     Ok(stats)
+}
+
+/// Feed every line of a JSON Lines log to one `analyzer` (whatever nodes it holds).
+pub fn analyze(input: impl BufRead, analyzer: &mut Analyzer) -> Result<LogStats> {
+    read_lines(input, |line| line.apply(analyzer))
+}
+
+/// The logs of one or several nodes, read line by line into one analysis per node.
+#[derive(Default)]
+pub struct Nodes {
+    by_node: BTreeMap<String, NodeState>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    analyzer: Analyzer,
+    log: NodeLog,
+}
+
+impl Nodes {
+    pub fn read(&mut self, input: impl BufRead) -> Result<LogStats> {
+        read_lines(input, |line| self.take(line))
+    }
+
+    fn take(&mut self, line: Line) {
+        // Records without a node (logs older than the field) are one node of their own.
+        let node = line.node().unwrap_or("").to_string();
+        let state = self.by_node.entry(node.clone()).or_default();
+        state.log.node = node;
+        if let Some(ts) = line.ts() {
+            state.log.span = Some(match state.log.span {
+                Some((a, b)) => (a.min(ts), b.max(ts)),
+                None => (ts, ts),
+            });
+        }
+        match &line {
+            Line::Arrivals(a) => {
+                state.log.addresses.extend(a.local);
+                state.log.arrivals.push(a.clone());
+            }
+            Line::Probe(p) => state.log.probes.push(p.clone()),
+            _ => {}
+        }
+        line.apply(&mut state.analyzer);
+    }
+
+    /// The verdicts: one node's own; several nodes' joined, one per path.
+    pub fn verdicts(self) -> Vec<Verdict> {
+        let mut logs: Vec<NodeLog> = self
+            .by_node
+            .into_values()
+            .map(|mut s| {
+                let now = analyzer_end(&s.analyzer);
+                s.log.verdicts = s.analyzer.verdicts(now, None);
+                s.log
+            })
+            .collect();
+        if logs.len() <= 1 {
+            return logs.pop().map(|l| l.verdicts).unwrap_or_default();
+        }
+        for l in &mut logs {
+            if l.node.is_empty() {
+                l.node = "(no node)".into();
+            }
+        }
+        let now = logs
+            .iter()
+            .filter_map(|l| l.span.map(|s| s.1))
+            .max()
+            .unwrap_or(0);
+        cluster::join(&logs, now)
+    }
 }
 
 /// `tracer report`: prints the verdicts of the logs (read in the order given, as one run);
@@ -132,15 +254,16 @@ pub fn report(file: &Path) -> Result<(LogStats, Vec<Verdict>)> {
 /// Read and analyse several logs as one run: a rotated log oldest first
 /// (`events.jsonl.2 events.jsonl.1 events.jsonl`). `-` = standard input.
 pub fn report_files(files: &[PathBuf]) -> Result<(Vec<LogStats>, Vec<Verdict>)> {
-    let mut analyzer = Analyzer::new();
+    let mut nodes = Nodes::default();
     let mut all = Vec::new();
     for file in files {
         let stats = if file.as_os_str() == "-" {
-            analyze(std::io::stdin().lock(), &mut analyzer)?
+            nodes.read(std::io::stdin().lock())?
         } else {
             let f = std::fs::File::open(file)
                 .with_context(|| format!("cannot open the event log {}", file.display()))?;
-            analyze(BufReader::new(f), &mut analyzer)
+            nodes
+                .read(BufReader::new(f))
                 .with_context(|| format!("reading {}", file.display()))?
         };
         if stats.events == 0 && stats.bad_count > 0 {
@@ -153,8 +276,7 @@ pub fn report_files(files: &[PathBuf]) -> Result<(Vec<LogStats>, Vec<Verdict>)> 
         }
         all.push(stats);
     }
-    let now = analyzer_end(&analyzer);
-    Ok((all, analyzer.verdicts(now, None)))
+    Ok((all, nodes.verdicts()))
 }
 
 /// A report's verdicts are stamped with the log's last event, so a report is reproducible.
@@ -162,14 +284,15 @@ fn analyzer_end(a: &Analyzer) -> i128 {
     a.span().map_or(0, |(_, last)| last)
 }
 
-/// The time of a `kind: "verdict"` line.
-fn verdict_time(line: &[u8]) -> Option<i128> {
+/// The time and node of a `kind: "verdict"` line.
+fn verdict_stamp(line: &[u8]) -> Option<(i128, Option<String>)> {
     #[derive(serde::Deserialize)]
     struct Stamp<'a> {
         ts: &'a str,
+        node: Option<String>,
     }
     let stamp: Stamp = serde_json::from_slice(line).ok()?;
-    crate::time::parse_rfc3339(stamp.ts)
+    Some((crate::time::parse_rfc3339(stamp.ts)?, stamp.node))
 }
 
 /// A log line without what `kubectl logs --prefix --timestamps` puts before it

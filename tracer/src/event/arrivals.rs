@@ -95,6 +95,12 @@ mod tests {
         assert!(line.contains(r#"{"le":null,"packets":0}"#), "{line}");
         assert_eq!(serde_json::from_str::<Arrivals>(&line).unwrap(), a);
         assert_eq!(a.sizes.len(), 8);
-        assert_eq!(a.sizes[3], SizeClass { le: Some(1450), packets: 4 });
+        assert_eq!(
+            a.sizes[3],
+            SizeClass {
+                le: Some(1450),
+                packets: 4
+            }
+        );
     }
 }

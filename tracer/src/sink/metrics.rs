@@ -540,6 +540,9 @@ mod tests {
             confidence: crate::verdict::Confidence::Observed,
             not_seen: Vec::new(),
             node: None,
+            dies_at: None,
+            nodes: Vec::new(),
+            clock_skew_s: None,
         };
         m.verdict(&v).unwrap();
         let text = m.render();

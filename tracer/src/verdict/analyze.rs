@@ -1019,6 +1019,7 @@ impl Analyzer {
                     icmp_sent: s.icmp_sent,
                     icmp_mtu: s.icmp_mtu,
                     recovered,
+                    node: self.node(),
                 }
             })
             .collect();
@@ -1123,6 +1124,11 @@ impl Analyzer {
                 size_reduced: c.size_reduced,
                 pmtu_learned: self.learned_by_sender(k, c),
                 stuck: stuck(k, c),
+                segment: self
+                    .sender(k)
+                    .filter(|st| st.total_timeouts() > 0 || c.retransmits > 0)
+                    .map(Stages::segment)
+                    .filter(|s| *s > 0),
                 first_ts: c.first_ns.map(crate::time::rfc3339_nanos),
                 last_ts: c.last_ns.map(crate::time::rfc3339_nanos),
             })
@@ -1256,6 +1262,9 @@ impl Analyzer {
             confidence,
             not_seen: self.not_seen(confidence, problem),
             node: self.node(),
+            dies_at: None,
+            nodes: Vec::new(),
+            clock_skew_s: None,
         };
         v.first_ts = self.first_ns.map(crate::time::rfc3339_nanos);
         v.last_ts = self.last_ns.map(crate::time::rfc3339_nanos);
@@ -1365,6 +1374,9 @@ impl Analyzer {
             confidence: Confidence::Observed,
             not_seen: self.not_seen(Confidence::Observed, Problem::None),
             node: self.node(),
+            dies_at: None,
+            nodes: Vec::new(),
+            clock_skew_s: None,
         }
     }
 }

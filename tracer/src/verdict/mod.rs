@@ -15,6 +15,7 @@
 //!   verdict per path.
 
 mod analyze;
+pub mod cluster;
 mod render;
 pub mod stages;
 
@@ -103,6 +104,8 @@ pub struct Site {
     pub icmp_mtu: Option<u32>,
     /// The senders stopped sending packets this size after the ICMP.
     pub recovered: bool,
+    /// The node whose tracer saw it (its records' `node`).
+    pub node: Option<String>,
 }
 
 /// One affected connection (or several of the same pods/service, aggregated).
@@ -133,6 +136,9 @@ pub struct FlowSummary {
     pub pmtu_learned: Option<u32>,
     /// Still dying at the end (drops or timeout retransmissions after the last ICMP).
     pub stuck: bool,
+    /// The TCP segment size (payload) the sender retransmits at the end: what it sends now.
+    /// Null without retransmissions.
+    pub segment: Option<u32>,
     /// First and last event of the connection (RFC 3339).
     pub first_ts: Option<String>,
     pub last_ts: Option<String>,
@@ -205,9 +211,54 @@ pub struct Verdict {
     /// What the run could not see, where the evidence is thin (inferred, or none): the hooks
     /// that did not attach, and what lies beyond the watched namespaces.
     pub not_seen: Vec<String>,
-    /// The node whose evidence this is (its start line's `node`); null when unknown or when
-    /// logs of several nodes were read together.
+    /// The node whose evidence this is (its start line's `node`); null when unknown and for a
+    /// verdict joined from several nodes' logs (see `nodes`).
     pub node: Option<String>,
+    /// Where the packets die, from the logs of both ends (`tracer report` of several nodes):
+    /// on the sender's node, on the receiver's node, or between them. Null from one node's
+    /// view, which cannot tell the last two apart.
+    #[serde(rename = "where")]
+    pub dies_at: Option<DiesAt>,
+    /// Each node's part of a joined verdict: what its tracer saw of this path.
+    pub nodes: Vec<NodeView>,
+    /// How far apart the nodes' clocks appear when their logs do not cover the same time
+    /// (seconds, the receiver's minus the sender's); null when they overlap.
+    pub clock_skew_s: Option<f64>,
+}
+
+/// Where packets die, once both ends were heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiesAt {
+    /// The sending node refused them (a site on it).
+    SenderNode,
+    /// They reached the receiving node and died there.
+    ReceiverNode,
+    /// Sent, never arrived: the underlay between the nodes (a router, a link).
+    Between,
+}
+
+/// What one node's tracer saw of a path (joined verdicts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    /// `sender`, `receiver` or `other` on this path.
+    pub role: &'static str,
+    /// Its own verdict on the path (`none` when it saw nothing of it).
+    pub severity: Option<Severity>,
+    pub problem: Option<Problem>,
+    /// Size drops, ICMP too-big generated and received, retransmissions it saw on the path.
+    pub dropped_packets: u64,
+    pub icmp_sent: u64,
+    pub icmp_received: u64,
+    pub retransmits: u64,
+    /// The largest outer packet it saw the sender send and die (sender) or that it received
+    /// from the sender (receiver, from `arrivals`), and how many arrived.
+    pub largest_sent: Option<u32>,
+    pub largest_arrived: Option<u32>,
+    pub arrived_packets: Option<u64>,
+    /// A path-MTU probe it made toward the far end (`largest_ok`).
+    pub probe_path_mtu: Option<u32>,
 }
 
 #[cfg(test)]

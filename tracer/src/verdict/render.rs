@@ -35,6 +35,7 @@ pub fn render(v: &Verdict) -> Vec<String> {
                 v.evidence.lost_events
             ));
         }
+        node_lines(v, &mut out);
         not_seen(v, &mut out);
         return out;
     }
@@ -103,8 +104,61 @@ pub fn render(v: &Verdict) -> Vec<String> {
         out.push(format!("  stopgap     {s}"));
     }
     out.push(format!("  how known   {}", how_known(v.confidence)));
+    node_lines(v, &mut out);
     not_seen(v, &mut out);
     out
+}
+
+/// Each node's part, in a verdict joined from several nodes' logs.
+fn node_lines(v: &Verdict, out: &mut Vec<String>) {
+    for (i, n) in v.nodes.iter().enumerate() {
+        let label = if i == 0 {
+            "  nodes      "
+        } else {
+            "             "
+        };
+        let own = match (n.severity, n.problem) {
+            (Some(_), Some(p)) => format!("{p:?}").to_lowercase(),
+            _ => "nothing of this path".to_string(),
+        };
+        let mut facts = vec![own];
+        if n.dropped_packets > 0 {
+            facts.push(format!("{} dropped", n.dropped_packets));
+        }
+        if n.icmp_sent + n.icmp_received > 0 {
+            facts.push(format!(
+                "{} ICMP too-big sent, {} received",
+                n.icmp_sent, n.icmp_received
+            ));
+        }
+        if n.retransmits > 0 {
+            facts.push(format!("{} retransmissions", n.retransmits));
+        }
+        if let Some(s) = n.largest_sent {
+            facts.push(format!("sends {s}-byte packets that die"));
+        }
+        if let Some(a) = n.largest_arrived {
+            facts.push(format!(
+                "received up to {a} B{}",
+                n.arrived_packets
+                    .map_or(String::new(), |p| format!(" ({p} packets)"))
+            ));
+        }
+        if let Some(m) = n.probe_path_mtu {
+            facts.push(format!("its probe measured {m}"));
+        }
+        out.push(format!(
+            "{label} {} ({}): {}",
+            n.node,
+            n.role,
+            facts.join(", ")
+        ));
+    }
+    if let Some(s) = v.clock_skew_s {
+        out.push(format!(
+            "  clocks      the logs do not cover the same time ({s:+.0} s apart)"
+        ));
+    }
 }
 
 fn not_seen(v: &Verdict, out: &mut Vec<String>) {
