@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use super::{Confidence, DiesAt, Evidence, NodeView, PathRef, Problem, Severity, Verdict};
 use crate::event::arrivals::Arrivals;
 use crate::event::probe::Probe;
+use crate::event::Encap;
 use crate::time::{parse_rfc3339, rfc3339_nanos};
 
 /// How far apart two nodes' clocks may be and their logs still be joined by time.
@@ -113,6 +114,27 @@ pub fn join(nodes: &[NodeLog], now: i128) -> Vec<Verdict> {
     out
 }
 
+/// The overlay the path's packets go into: the path's own, else the tunnel device whose MTU
+/// refused them at a site (`MTU of vxlan.calico`): past it they are encapsulated.
+fn overlay_of(v: &Verdict) -> Option<(Encap, u32)> {
+    if let Some(e) = v.path.overlay {
+        return Some((e, v.path.overhead));
+    }
+    v.sites.iter().find_map(|s| {
+        let device = s.limit_source.as_deref()?.strip_prefix("MTU of ")?;
+        // The CNIs' tunnel names (as `Iface::is_tunnel` knows them).
+        let (encap, overlay) = match device {
+            "tunl0" => (Encap::Ipip, crate::mtu::Overlay::Ipip),
+            "vxlan.calico" | "flannel.1" | "cilium_vxlan" => {
+                (Encap::Vxlan, crate::mtu::Overlay::Vxlan)
+            }
+            _ => return None,
+        };
+        let v6 = v.flows.first().is_some_and(|f| f.src.is_ipv6());
+        Some((encap, overlay.overhead(v6)))
+    })
+}
+
 /// The outer size of the packets a sender's stuck flows send now (what keeps dying).
 fn sent_outer(v: &Verdict) -> Option<u32> {
     v.flows
@@ -127,7 +149,7 @@ fn sent_outer(v: &Verdict) -> Option<u32> {
             f.segment.map(|s| s + headers).or(f.largest_failed)
         })
         .max()
-        .map(|inner| inner + v.path.overhead)
+        .map(|inner| inner + overlay_of(v).map_or(0, |(_, o)| o))
 }
 
 /// When the sender's flows on the path were seen (their first and last events).
@@ -239,19 +261,32 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
     let sender = ends.src.map(|k| &nodes[k]);
     let receiver = ends.dst.map(|k| &nodes[k]);
     let sent = sent_outer(&v);
-    let overlay = path
-        .overlay
-        .map_or(String::new(), |e| format!(" {}", super_overlay_name(e)));
+    let overlay = overlay_of(&v).map_or(String::new(), |(e, _)| format!(" {}", overlay_name(e)));
     // Where: a site where packets still die, on one of the ends.
     let dying_site = v.sites.iter().find(|s| !s.recovered && s.packets > 0);
     let mut arrived = None;
     let mut clock_skew = None;
     let mut where_words = None;
+    // A link whose receiving end is the receiver's uplink (the sender's kernel drops what the
+    // far end of a veth cannot take; on hardware the far NIC would): the receiver's node, when
+    // its arrivals show that device taking packets from the sender.
+    let from = addresses_of(nodes, ends.src, &path.src_node);
+    let far_end = dying_site.and_then(|s| {
+        let device = s
+            .limit_source
+            .as_deref()?
+            .strip_prefix("MTU of the receiving end ")?;
+        receiver?
+            .arrivals
+            .iter()
+            .any(|a| a.device == device && a.peer.is_some_and(|p| from.contains(&p)))
+            .then_some((device, s.limit_mtu))
+    });
     v.dies_at = match dying_site {
+        Some(_) if far_end.is_some() => Some(DiesAt::ReceiverNode),
         Some(s) if s.node.as_deref() == Some(src_name.as_str()) => Some(DiesAt::SenderNode),
         Some(s) if s.node.as_deref() == Some(dst_name.as_str()) => Some(DiesAt::ReceiverNode),
-        Some(_) => None,
-        None => None,
+        _ => None,
     };
     if let Some(d) = v.dies_at {
         let s = dying_site.expect("a site");
@@ -260,8 +295,15 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
             s.device.as_deref().unwrap_or("?"),
             s.location.as_deref().unwrap_or("?")
         );
-        where_words = Some(match d {
-            DiesAt::SenderNode => format!("on the sending node {src_name} ({at})"),
+        where_words = Some(match (d, far_end) {
+            (_, Some((device, mtu))) => format!(
+                "entering the receiving node {dst_name}: its {device}{} takes less than the \
+                 {}-byte packets {src_name} sends over the link (the drops were seen on \
+                 {src_name} at {at})",
+                mtu.map_or(String::new(), |m| format!(" (MTU {m})")),
+                s.packet_len
+            ),
+            (DiesAt::SenderNode, None) => format!("on the sending node {src_name} ({at})"),
             _ => format!("on the receiving node {dst_name} ({at})"),
         });
     }
@@ -339,7 +381,8 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                 .retain(|b| !b.starts_with("packets that die outside"));
         }
         if let (None, Some(got)) = (v.recommended_mtu, arrived.filter(|a| *a > 0)) {
-            let pod = got.saturating_sub(path.overhead);
+            let overhead = overlay_of(&v).map_or(0, |(_, o)| o);
+            let pod = got.saturating_sub(overhead);
             v.fix = Some(format!(
                 "{}-byte packets from {src_name} reach {dst_name} and {}-byte ones do not: the \
                  path MTU between the nodes is in between. Measure it (`tracer check --netns \
@@ -347,8 +390,8 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                  the pods",
                 got,
                 sent.unwrap_or(0),
-                if path.overhead > 0 {
-                    format!(" = {got} − {} B of overlay", path.overhead)
+                if overhead > 0 {
+                    format!(" = {got} − {overhead} B of overlay")
                 } else {
                     String::new()
                 }
@@ -382,7 +425,7 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                 retransmits: own.map_or(0, |o| o.evidence.retransmits),
                 largest_sent: own.filter(|_| role == "sender").and_then(sent_outer),
                 largest_arrived: (role == "receiver").then_some(arrived).flatten(),
-                arrived_packets: (role == "receiver")
+                arrived_packets: (role == "receiver" && !n.arrivals.is_empty())
                     .then(|| {
                         let from = addresses_of(nodes, ends.src, &path.src_node);
                         failure_window(&v).map(|w| arrived_from(n, &from, w).packets)
@@ -400,10 +443,10 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
     v
 }
 
-fn super_overlay_name(e: crate::event::Encap) -> &'static str {
+fn overlay_name(e: Encap) -> &'static str {
     match e {
-        crate::event::Encap::Ipip => crate::mtu::Overlay::Ipip.name(),
-        crate::event::Encap::Vxlan => crate::mtu::Overlay::Vxlan.name(),
+        Encap::Ipip => crate::mtu::Overlay::Ipip.name(),
+        Encap::Vxlan => crate::mtu::Overlay::Vxlan.name(),
     }
 }
 
