@@ -330,8 +330,11 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                 ));
                 let _ = window;
             }
+            _ if from.is_empty() => v.not_seen.push(format!(
+                "{src_name}'s own addresses are not known (its log has neither a start line with \
+                 `addresses` nor `arrivals`): what {dst_name} received from it cannot be told"
+            )),
             (_, Some(r), Some(window)) => {
-                let from = addresses_of(nodes, ends.src, &path.src_node);
                 let got = arrived_from(r, &from, window);
                 arrived = Some(got.largest);
                 match sent {
@@ -533,3 +536,6 @@ fn healthy(nodes: &[NodeLog], now: i128) -> Verdict {
     }
     v
 }
+
+#[cfg(test)]
+mod tests;

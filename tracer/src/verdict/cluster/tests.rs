@@ -1,0 +1,246 @@
+//! The join on logs: the sender's side is a real lab recording (`testdata/router.jsonl`: the
+//! first hop recovers by ICMP, a router's smaller next hop black-holes with its ICMP filtered),
+//! stamped with its node; the receiver's side (its start line and `arrivals`) and the sender's
+//! own address are written here, to vary what the far end saw. The lab test with a tracer on
+//! each node is `tracer/tests/cluster.rs`.
+use serde_json::Value;
+
+use super::*;
+use crate::report::Nodes;
+
+const SENDER_ADDR: &str = "10.213.0.1";
+const RECEIVER_ADDR: &str = "10.213.0.2";
+
+/// The recording's lines stamped with `node`, shifted by `secs`.
+fn stamped(text: &str, node: &str, secs: i128) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        v["node"] = Value::String(node.into());
+        for key in ["ts", "first_ts", "last_ts"] {
+            if let Some(ts) = v[key].as_str().and_then(parse_rfc3339) {
+                v[key] = Value::String(rfc3339_nanos(ts + secs * 1_000_000_000));
+            }
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn sender_log() -> String {
+    let recording = include_str!("../testdata/router.jsonl");
+    let (first, last) = span_of(recording);
+    // What arrived at the sender from the receiver (its ACKs): names the sender's address.
+    let arrivals = arrivals_line(RECEIVER_ADDR, SENDER_ADDR, first, last, 120, 52);
+    stamped(&format!("{recording}{arrivals}"), "worker-116", 0)
+}
+
+fn span_of(text: &str) -> (i128, i128) {
+    let times: Vec<i128> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["ts"].as_str().and_then(parse_rfc3339))
+        .collect();
+    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+}
+
+fn arrivals_line(
+    peer: &str,
+    local: &str,
+    first: i128,
+    last: i128,
+    packets: u64,
+    max: u32,
+) -> String {
+    let mut counts = vec![0u64; crate::event::arrivals::SIZE_EDGES.len() + 1];
+    counts[0] = packets;
+    let a = Arrivals {
+        ts: rfc3339_nanos(last + 500_000_000),
+        kind: crate::event::arrivals::KIND.into(),
+        node: None,
+        netns: 4026532180,
+        netns_name: Some("lab-new".into()),
+        device: "eth0".into(),
+        peer: Some(peer.parse().unwrap()),
+        local: Some(local.parse().unwrap()),
+        first_ts: rfc3339_nanos(first),
+        last_ts: rfc3339_nanos(last),
+        packets,
+        bytes: packets * u64::from(max),
+        max_len: max,
+        sizes: Arrivals::classes(&counts),
+    };
+    serde_json::to_string(&a).unwrap() + "\n"
+}
+
+/// The receiver's log: its start line and what arrived from the sender (largest `max`).
+fn receiver_log(max: Option<u32>, secs: i128) -> String {
+    let (first, last) = span_of(include_str!("../testdata/router.jsonl"));
+    let start = format!(
+        r#"{{"ts":"{}","kind":"start","version":"0.1.0","node":"worker-208","addresses":["{RECEIVER_ADDR}"],"kernel":"6.18","hooks":[],"blind_spots":[],"namespaces":[],"audit":[],"pmtu_hook":false}}"#,
+        rfc3339_nanos(first - 1_000_000_000)
+    );
+    let arrivals = max.map_or(String::new(), |m| {
+        arrivals_line(SENDER_ADDR, RECEIVER_ADDR, first, last, 40, m)
+    });
+    stamped(&format!("{start}\n{arrivals}"), "worker-208", secs)
+}
+
+fn joined(logs: &[String]) -> Vec<Verdict> {
+    let mut nodes = Nodes::default();
+    for l in logs {
+        nodes.read(l.as_bytes()).unwrap();
+    }
+    nodes.verdicts()
+}
+
+fn the_problem(vs: &[Verdict]) -> &Verdict {
+    let p: Vec<&Verdict> = vs
+        .iter()
+        .filter(|v| v.severity == Severity::Problem)
+        .collect();
+    assert_eq!(p.len(), 1, "{vs:#?}");
+    p[0]
+}
+
+#[test]
+fn nothing_large_arrived_so_the_packets_die_between_the_nodes() {
+    let vs = joined(&[sender_log(), receiver_log(Some(598), 0)]);
+    let v = the_problem(&vs);
+    assert_eq!(v.dies_at, Some(DiesAt::Between), "{v:#?}");
+    assert_eq!(v.problem, Problem::MtuBlackHole);
+    // Seen at both ends: sent (the sender's retransmissions), never arrived (the receiver).
+    assert_eq!(v.confidence, Confidence::Observed);
+    assert!(v.node.is_none());
+    assert_eq!(v.path.dst_node.as_deref(), Some(RECEIVER_ADDR));
+    let roles: Vec<(&str, &str)> = v.nodes.iter().map(|n| (n.node.as_str(), n.role)).collect();
+    assert_eq!(
+        roles,
+        [("worker-116", "sender"), ("worker-208", "receiver")]
+    );
+    // 1398-byte segments + 40 B of TCP/IP + 50 B of VXLAN (the tunnel whose MTU refused them).
+    assert_eq!(v.nodes[0].largest_sent, Some(1488), "{v:#?}");
+    assert_eq!(v.nodes[1].largest_arrived, Some(598));
+    assert_eq!(v.nodes[1].arrived_packets, Some(40));
+    assert!(
+        v.summary
+            .contains("worker-208 received nothing above 598 B from it"),
+        "{}",
+        v.summary
+    );
+    assert!(v.fix.as_deref().unwrap().contains("548"), "{:?}", v.fix);
+    assert!(v.clock_skew_s.is_none());
+    // The far end was heard: "not seen beyond the node" no longer holds.
+    assert!(
+        !v.not_seen
+            .iter()
+            .any(|n| n.starts_with("packets that die outside")),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn packets_that_arrived_as_large_as_sent_die_on_the_receiving_node() {
+    let vs = joined(&[sender_log(), receiver_log(Some(1488), 0)]);
+    let v = the_problem(&vs);
+    assert_eq!(v.dies_at, Some(DiesAt::ReceiverNode), "{v:#?}");
+}
+
+#[test]
+fn a_few_seconds_of_clock_skew_still_join_ten_minutes_are_reported() {
+    let v = joined(&[sender_log(), receiver_log(Some(598), 5)]);
+    assert_eq!(the_problem(&v).dies_at, Some(DiesAt::Between));
+    assert!(the_problem(&v).clock_skew_s.is_none());
+
+    let vs = joined(&[sender_log(), receiver_log(Some(598), 600)]);
+    let v = the_problem(&vs);
+    assert_eq!(v.dies_at, None, "{v:#?}");
+    let skew = v.clock_skew_s.expect("skew said");
+    assert!((skew - 600.0).abs() < 30.0, "{skew}");
+    assert!(v
+        .not_seen
+        .iter()
+        .any(|n| n.contains("do not cover the same time")));
+    // Not joined, so still the sender's own, inferred view.
+    assert_eq!(v.confidence, Confidence::Inferred);
+}
+
+#[test]
+fn without_the_receivers_arrivals_where_is_not_claimed() {
+    let vs = joined(&[sender_log(), receiver_log(None, 0)]);
+    let v = the_problem(&vs);
+    assert_eq!(v.dies_at, None);
+    assert!(
+        v.not_seen.iter().any(|n| n.contains("no `arrivals` lines")),
+        "{v:#?}"
+    );
+    // The sender alone: the same problem, its own view.
+    let alone = joined(&[sender_log()]);
+    assert_eq!(the_problem(&alone).dies_at, None);
+    assert_eq!(the_problem(&alone).node.as_deref(), Some("worker-116"));
+}
+
+#[test]
+fn a_sender_whose_addresses_are_unknown_is_not_judged_by_arrivals() {
+    // The recording alone names no address of the sender: arrivals cannot be attributed.
+    let sender = stamped(include_str!("../testdata/router.jsonl"), "worker-116", 0);
+    let vs = joined(&[sender, receiver_log(Some(598), 0)]);
+    let v = the_problem(&vs);
+    assert_eq!(v.dies_at, None, "{v:#?}");
+    assert!(v.not_seen.iter().any(|n| n.contains("addresses")), "{v:#?}");
+}
+
+#[test]
+fn a_kubectl_stream_of_both_nodes_reads_as_the_two_files() {
+    let files = joined(&[sender_log(), receiver_log(Some(598), 0)]);
+    let mut lines: Vec<(i128, String)> = Vec::new();
+    for (pod, text) in [
+        ("tracer-a", sender_log()),
+        ("tracer-b", receiver_log(Some(598), 0)),
+    ] {
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ts = v["ts"].as_str().and_then(parse_rfc3339).unwrap();
+            lines.push((ts, format!("[pod/{pod}/tracer] {} {l}", rfc3339_nanos(ts))));
+        }
+    }
+    lines.sort();
+    let stream: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+    let piped = joined(&[stream]);
+    assert_eq!(piped, files);
+}
+
+#[test]
+fn quiet_nodes_give_one_healthy_verdict_for_the_cluster() {
+    let (first, last) = span_of(include_str!("../testdata/router.jsonl"));
+    let quiet = |node: &str, peer: &str, local: &str| {
+        let start = format!(
+            r#"{{"ts":"{}","kind":"start","version":"0.1.0","node":"{node}","kernel":"6.18","hooks":[],"blind_spots":[],"namespaces":[],"audit":[],"pmtu_hook":false}}"#,
+            rfc3339_nanos(first)
+        );
+        stamped(
+            &format!(
+                "{start}\n{}",
+                arrivals_line(peer, local, first, last, 10, 1500)
+            ),
+            node,
+            0,
+        )
+    };
+    let vs = joined(&[
+        quiet("worker-116", RECEIVER_ADDR, SENDER_ADDR),
+        quiet("worker-208", SENDER_ADDR, RECEIVER_ADDR),
+    ]);
+    assert_eq!(vs.len(), 1, "{vs:#?}");
+    let v = &vs[0];
+    assert_eq!(v.severity, Severity::Ok);
+    assert!(v.node.is_none());
+    assert!(
+        v.summary.contains("2 nodes (worker-116, worker-208)"),
+        "{}",
+        v.summary
+    );
+    assert_eq!(v.nodes.len(), 2);
+    assert_eq!(v.nodes[1].largest_arrived, Some(1500));
+}
