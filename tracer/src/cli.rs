@@ -55,9 +55,10 @@ pub struct RunArgs {
     #[arg(long = "netns", value_name = "NAME|PATH")]
     pub netns: Vec<String>,
 
-    /// Write the JSON Lines event log here (`-` = standard output).
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
+    /// Write the JSON Lines event log here (`-` = standard output). Twice, a FILE and `-`, to
+    /// write both (a DaemonSet keeping a file on the node and feeding the cluster's log pipeline).
+    #[arg(long = "log", value_name = "FILE")]
+    pub log: Vec<PathBuf>,
 
     /// Rotate the --log file when it would grow past this size: bytes, or with a K, M, G or T
     /// suffix (powers of 1024; `100M`, `1G`). 0 = never rotate.
@@ -233,7 +234,7 @@ mod tests {
         };
         assert_eq!(a.ifaces, ["eth0", "tunl0"]);
         assert_eq!(a.netns, ["node-a"]);
-        assert_eq!(a.log.unwrap().to_str(), Some("x.jsonl"));
+        assert_eq!(a.log, [PathBuf::from("x.jsonl")]);
         assert_eq!(a.duration, Some(20.0));
         assert!(a.all_drops);
         assert_eq!(a.ringbuf_kib, 4096);

@@ -4,7 +4,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{read_events, tracer_bin, TempLog};
+use support::{read_events, read_log_text, tracer_bin, TempLog};
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(tracer_bin())
@@ -33,6 +33,10 @@ fn bad_input_is_refused_clearly() {
         (
             &["run", "--log", "/nonexistent-dir/x.jsonl"],
             "cannot create the event log /nonexistent-dir/x.jsonl",
+        ),
+        (
+            &["run", "--log", "/tmp/a.jsonl", "--log", "/tmp/b.jsonl"],
+            "--log is given at most twice: one FILE and `-`",
         ),
         (&["run", "--duration", "abc"], "not a number of seconds"),
         (&["run", "--duration", "0"], "positive"),
@@ -209,6 +213,44 @@ fn duration_stops_by_itself_with_a_summary() {
     );
     // Every line of the log (if any event happened on the host) is complete JSON.
     let _ = read_events(&log.0);
+}
+
+#[test]
+fn a_log_file_and_stdout_both_get_the_log() {
+    // As a DaemonSet may ask: a file on the node, and stdout for the cluster's log pipeline.
+    let log = TempLog::new("file-and-stdout");
+    let out = Command::new(tracer_bin())
+        .args(["run", "--duration", "1", "--log", "-", "--log"])
+        .arg(&log.0)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let kinds = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                v["kind"].as_str().unwrap_or_default().to_string()
+            })
+            .filter(|k| k == "start" || k == "verdict")
+            .collect()
+    };
+    let on_stdout = kinds(&stdout);
+    assert_eq!(
+        on_stdout.first().map(String::as_str),
+        Some("start"),
+        "{stdout}"
+    );
+    assert!(on_stdout.iter().any(|k| k == "verdict"), "{stdout}");
+    assert_eq!(on_stdout, kinds(&read_log_text(&log.0)));
+    // The terminal's lines go to stderr then, not into the JSON on stdout.
+    assert!(
+        stderr.lines().any(|l| l.starts_with("summary:")),
+        "{stderr}"
+    );
 }
 
 #[test]

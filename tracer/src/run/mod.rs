@@ -141,7 +141,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     drop(watcher);
     let summary = fanout.close();
     eprintln!("summary: {}", summary.line());
-    if let Some(p) = args.log.as_ref().filter(|p| p.as_os_str() != "-") {
+    if let Ok(Some(p)) = outputs::log_file(&args) {
         eprintln!("event log: {}", p.display());
     }
     if let Some(p) = &args.pcap {

@@ -29,7 +29,8 @@ impl Outputs {
     /// file is checked for writability and the port bound before any file is truncated, so a
     /// start that fails on one output leaves an earlier run's files alone.
     pub fn open(args: &RunArgs, plan: &Plan) -> Result<Outputs> {
-        let log_file = args.log.as_ref().filter(|p| p.as_os_str() != "-");
+        let log_file = log_file(args)?;
+        let log_to_stdout = args.log.iter().any(|p| p.as_os_str() == "-");
         if let Some(p) = log_file {
             check_writable(p)
                 .with_context(|| format!("cannot create the event log {}", p.display()))?;
@@ -49,26 +50,23 @@ impl Outputs {
             hook_status = Some(metrics.hook_status());
             sinks.push(Box::new(metrics));
         }
-        let log_to_stdout = match &args.log {
-            None => {
-                desc.insert(0, "none (--log FILE to keep one)".to_string());
-                false
-            }
-            Some(p) if p.as_os_str() == "-" => {
-                sinks.push(Box::new(JsonlSink::stdout()));
-                desc.insert(0, "stdout".to_string());
-                true
-            }
-            Some(p) => {
-                let rotation = (args.log_max_size > 0).then_some(Rotation {
-                    max_bytes: args.log_max_size,
-                    keep: args.log_keep,
-                });
-                sinks.push(Box::new(JsonlSink::create_rotating(p, rotation)?));
-                desc.insert(0, p.display().to_string());
-                false
-            }
-        };
+        let mut logs = Vec::new();
+        if let Some(p) = log_file {
+            let rotation = (args.log_max_size > 0).then_some(Rotation {
+                max_bytes: args.log_max_size,
+                keep: args.log_keep,
+            });
+            sinks.push(Box::new(JsonlSink::create_rotating(p, rotation)?));
+            logs.push(p.display().to_string());
+        }
+        if log_to_stdout {
+            sinks.push(Box::new(JsonlSink::stdout()));
+            logs.push("stdout".to_string());
+        }
+        if logs.is_empty() {
+            logs.push("none (--log FILE to keep one)".to_string());
+        }
+        desc.insert(0, logs.join(" and "));
         if let Some(p) = &args.pcap {
             sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
             desc.push(format!("packet headers to {}", p.display()));
@@ -88,4 +86,26 @@ impl Outputs {
             hook_status,
         })
     }
+}
+
+/// The one log file of `--log` (the other `--log` may be `-`, standard output).
+pub fn log_file(args: &RunArgs) -> Result<Option<&std::path::Path>> {
+    let files: Vec<&std::path::Path> = args
+        .log
+        .iter()
+        .filter(|p| p.as_os_str() != "-")
+        .map(|p| p.as_path())
+        .collect();
+    let stdouts = args.log.len() - files.len();
+    if files.len() > 1 || stdouts > 1 {
+        anyhow::bail!(
+            "--log is given at most twice: one FILE and `-` (standard output); got {}",
+            args.log
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(files.first().copied())
 }
