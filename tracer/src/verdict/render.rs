@@ -103,7 +103,17 @@ pub fn render(v: &Verdict) -> Vec<String> {
     if let Some(s) = &v.stopgap {
         out.push(format!("  stopgap     {s}"));
     }
-    out.push(format!("  how known   {}", how_known(v.confidence)));
+    let how = match (v.dies_at, v.confidence) {
+        (Some(super::DiesAt::Between), Confidence::Observed) => {
+            "observed at both ends: the sender's node saw its packets sent and retried, the \
+             receiver's saw none that large arrive"
+        }
+        (Some(_), Confidence::Observed) if !v.nodes.is_empty() => {
+            "observed: the drops or ICMP messages were seen on the node named in `where`"
+        }
+        (_, c) => how_known(c),
+    };
+    out.push(format!("  how known   {how}"));
     node_lines(v, &mut out);
     not_seen(v, &mut out);
     out
