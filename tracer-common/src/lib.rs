@@ -418,6 +418,67 @@ pub const MAX_TC_NETNS: usize = 8;
 /// in, per peer; one more class holds what is larger (see the daemon's `event/arrivals.rs`).
 pub const ARRIVAL_SIZE_EDGES: [u32; 7] = [576, 1280, 1400, 1450, 1480, 1500, 9000];
 
+/// How many size classes arrivals are counted in: one per edge and one above the last.
+pub const ARRIVAL_CLASSES: usize = ARRIVAL_SIZE_EDGES.len() + 1;
+
+/// Entries of the arrivals map (all CPUs share the keys; each has its own counts): at most
+/// this many (window generation, device, peer, local address) at once. Per CPU ~4096 × 104 B.
+pub const MAX_ARRIVAL_KEYS: u32 = 4096;
+
+/// What the ingress programs count arrivals under: one window (`generation`, the value of the
+/// one-element `ARRIVAL_GENERATION` array when the packet was seen), one tc program copy
+/// (`slot`: its namespace, `Config::tc_netns`), one device, one outer source and destination.
+/// Addresses in network byte order, IPv4 in the first 4 bytes and the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ArrivalKey {
+    pub generation: u32,
+    pub slot: u32,
+    pub ifindex: u32,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// One CPU's counts under an [`ArrivalKey`] (the daemon sums the CPUs). Sizes are IP total
+/// lengths; times `bpf_ktime_get_ns()` of the first and last arrival this CPU counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArrivalCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    pub max_len: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Packets per size class ([`ARRIVAL_SIZE_EDGES`], inclusive upper edges).
+    pub classes: [u64; ARRIVAL_CLASSES],
+}
+
+/// The size class of an IP packet of `len` bytes: the first edge it does not exceed.
+#[inline(always)]
+pub const fn arrival_class(len: u32) -> usize {
+    let e = ARRIVAL_SIZE_EDGES;
+    // Written out rather than looped: constants the eBPF side compiles to a compare chain.
+    if len <= e[0] {
+        0
+    } else if len <= e[1] {
+        1
+    } else if len <= e[2] {
+        2
+    } else if len <= e[3] {
+        3
+    } else if len <= e[4] {
+        4
+    } else if len <= e[5] {
+        5
+    } else if len <= e[6] {
+        6
+    } else {
+        7
+    }
+}
+
 /// How many size-drop sites the drop filter can hold.
 pub const MAX_SIZE_DROP_SITES: usize = 16;
 
@@ -435,7 +496,8 @@ pub struct Config {
     /// Non-zero: only report events whose network namespace is in the `NETNS_FILTER` map.
     pub filter_netns: u32,
     pub size_drop_site_count: u32,
-    pub _pad: u32,
+    /// Non-zero: the ingress programs count arrivals per peer (`--arrivals-interval` not 0).
+    pub count_arrivals: u32,
     pub size_drop_sites: [TextRange; MAX_SIZE_DROP_SITES],
     pub veth: VethOffsets,
     /// Network namespace inode served by the tc program copy of each slot.
@@ -452,7 +514,7 @@ impl Config {
             all_drops: 0,
             filter_netns: 0,
             size_drop_site_count: 0,
-            _pad: 0,
+            count_arrivals: 0,
             size_drop_sites: [TextRange { start: 0, end: 0 }; MAX_SIZE_DROP_SITES],
             veth: VethOffsets::unresolved(),
             tc_netns: [0; MAX_TC_NETNS],
@@ -467,6 +529,8 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const NETNS_FILTER: &str = "NETNS_FILTER";
     pub const CONFIG: &str = "TRACER_CONFIG";
+    pub const ARRIVALS: &str = "ARRIVALS";
+    pub const ARRIVAL_GENERATION: &str = "ARRIVAL_GENERATION";
 }
 
 #[cfg(feature = "user")]
@@ -475,8 +539,14 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::RawFlow {}
+    unsafe impl aya::Pod for super::ArrivalKey {}
+    unsafe impl aya::Pod for super::ArrivalCounts {}
 }
 
 // The ring buffer hands out 8-byte aligned slots; both sides rely on this exact size.
 const _: () = assert!(core::mem::size_of::<Event>() == 352);
 const _: () = assert!(core::mem::size_of::<Config>().is_multiple_of(8));
+// No padding in the map's key and value: every byte the kernel hashes is written.
+const _: () = assert!(core::mem::size_of::<ArrivalKey>() == 48);
+const _: () = assert!(core::mem::size_of::<ArrivalCounts>() == 8 * (5 + ARRIVAL_CLASSES));
+const _: () = assert!(ARRIVAL_CLASSES == 8);

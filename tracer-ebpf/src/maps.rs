@@ -1,9 +1,9 @@
 //! Maps shared by every hook.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Event, HOOK_COUNT};
+use tracer_common::{ArrivalCounts, ArrivalKey, Event, HOOK_COUNT, MAX_ARRIVAL_KEYS};
 
 /// Events to the daemon. 4 MiB holds ~12k events: a burst of drops while the daemon is busy.
 /// The daemon may resize it at load time.
@@ -30,3 +30,18 @@ pub static DRAFTS: PerCpuArray<Event> = PerCpuArray::with_max_entries(DRAFT_LEVE
 /// How many drafts are in use on this CPU (the nesting level of the running program).
 #[map(name = "DRAFT_LEVEL")]
 pub static DRAFT_LEVEL: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// What arrived on the ingress-hooked devices, per window, device and (peer, local) address
+/// pair (`ingress.rs`); read and emptied by the daemon once per window (`run/arrivals.rs`).
+/// Per CPU, so the programs add without atomics. LRU and bounded: when it is full, a new key
+/// evicts the least recently updated one, whose counts (all CPUs') are lost: a node with more
+/// peers than [`MAX_ARRIVAL_KEYS`] in a window loses its quietest peers' counts rather than
+/// the busy ones', and memory stays bounded.
+#[map(name = "ARRIVALS")]
+pub static ARRIVALS: LruPerCpuHashMap<ArrivalKey, ArrivalCounts> =
+    LruPerCpuHashMap::with_max_entries(MAX_ARRIVAL_KEYS, 0);
+
+/// The window arrivals are counted in now (`ArrivalKey::generation`). The daemon moves it on,
+/// then reads and deletes the keys of the windows before.
+#[map(name = "ARRIVAL_GENERATION")]
+pub static ARRIVAL_GENERATION: Array<u32> = Array::with_max_entries(1, 0);

@@ -9,8 +9,8 @@ use aya_ebpf::{
     helpers::generated::bpf_skb_load_bytes_relative, programs::TcContext,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_UDP: u8 = 17;
@@ -18,15 +18,15 @@ const IPPROTO_IPV6: u8 = 41;
 const IPPROTO_ICMPV6: u8 = 58;
 const VXLAN_PORTS: [u16; 2] = [4789, 8472];
 /// Bytes copied at once from an IP header: the fixed header and the payload's first 4 bytes.
-const IPV4_WINDOW: usize = 20 + 4;
-const IPV6_WINDOW: usize = 40 + 4;
+pub const IPV4_WINDOW: usize = 20 + 4;
+pub const IPV6_WINDOW: usize = 40 + 4;
 
 /// Copy `N` bytes at `offset` from the network header into `buf`; false when the packet's linear
 /// part is shorter. `buf` starts uninitialised: the helper writes all of it either way (zeroes
 /// on failure), so there is nothing to clear first. Zeroing a stack buffer before every copy
 /// compiled to a call of a byte-loop `memset` subprogram on every packet.
 #[inline(always)]
-fn load<const N: usize>(ctx: &TcContext, offset: u32, buf: &mut MaybeUninit<[u8; N]>) -> bool {
+pub fn load<const N: usize>(ctx: &TcContext, offset: u32, buf: &mut MaybeUninit<[u8; N]>) -> bool {
     let ret = unsafe {
         bpf_skb_load_bytes_relative(
             ctx.as_ptr() as *const _,
@@ -41,7 +41,7 @@ fn load<const N: usize>(ctx: &TcContext, offset: u32, buf: &mut MaybeUninit<[u8;
 
 /// What an IP header carries: its protocol, where its payload starts, and the payload's first
 /// four bytes (ICMP type and code; UDP ports).
-struct Payload {
+pub struct Payload {
     proto: u8,
     offset: u32,
     head: [u8; 4],
@@ -59,7 +59,7 @@ impl Payload {
 /// The payload of the IPv4 header whose first bytes (header and payload start, one copy) are
 /// `h`, found at `offset`.
 #[inline(always)]
-fn ipv4_payload(ctx: &TcContext, offset: u32, h: &[u8; IPV4_WINDOW]) -> Option<Payload> {
+pub fn ipv4_payload(ctx: &TcContext, offset: u32, h: &[u8; IPV4_WINDOW]) -> Option<Payload> {
     if h[0] >> 4 != 4 {
         return None;
     }
@@ -95,18 +95,23 @@ fn ip_payload(ctx: &TcContext, offset: u32, ethertype: u16) -> Option<Payload> {
         if !load(ctx, offset, &mut h) {
             return None;
         }
-        let h = unsafe { h.assume_init_ref() };
-        if h[0] >> 4 != 6 {
-            return None;
-        }
-        Some(Payload {
-            proto: h[6],
-            offset: offset + 40,
-            head: [h[40], h[41], h[42], h[43]],
-        })
+        ipv6_payload(offset, unsafe { h.assume_init_ref() })
     } else {
         None
     }
+}
+
+/// The payload of the IPv6 header whose first bytes are `h`, found at `offset`.
+#[inline(always)]
+pub fn ipv6_payload(offset: u32, h: &[u8; IPV6_WINDOW]) -> Option<Payload> {
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    Some(Payload {
+        proto: h[6],
+        offset: offset + 40,
+        head: [h[40], h[41], h[42], h[43]],
+    })
 }
 
 /// The frame inside VXLAN whose UDP header is at `udp`: an ICMP too-big? One copy reaches from
@@ -139,9 +144,13 @@ fn vxlan_is_too_big(ctx: &TcContext, udp: u32) -> bool {
 #[inline(always)]
 pub fn is_icmp_too_big(ctx: &TcContext) -> bool {
     let ethertype = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    let Some(outer) = ip_payload(ctx, 0, ethertype) else {
-        return false;
-    };
+    ip_payload(ctx, 0, ethertype).is_some_and(|outer| carries_too_big(ctx, &outer))
+}
+
+/// Is the packet whose outer IP payload is `outer` an ICMP too-big (see [`is_icmp_too_big`],
+/// for a caller that has the outer header's window already).
+#[inline(always)]
+pub fn carries_too_big(ctx: &TcContext, outer: &Payload) -> bool {
     if outer.is_too_big() {
         return true;
     }
