@@ -125,6 +125,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
+    /// Every this many seconds, write what arrived on the uplinks from each peer (`arrivals`
+    /// log lines: packets, bytes, largest, size classes; the far end's view of a path), and
+    /// once more at the stop. 0 = never (nothing is counted).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub arrivals_interval: u64,
+
     /// Never probe: by default, when only retransmission timing says packets die beyond this
     /// node, a bounded DF ping from the sender's namespace toward the pod it sends to measures
     /// what passes (each address at most once per 5 minutes, ≤ 3 s, ~50 packets).

@@ -43,7 +43,15 @@ pub struct Arrivals {
     /// Packets per size class (not cumulative): `le` is the class's largest size, null for the
     /// last (larger than every edge). Every class is listed, empty ones too.
     pub sizes: Vec<SizeClass>,
+    /// 0, except on the last line of a window that had more (device, peer, local) with
+    /// arrivals than a window writes lines for (`MAX_LINES_PER_WINDOW`): how many were left
+    /// out. That line sums them (its `peer`, `local` are null, `device` empty unless they share one).
+    pub left_out: u64,
 }
+
+/// Lines a window writes at most (the busiest first); the rest are summed into one more line
+/// that counts them in `left_out`, so that a node with thousands of peers never floods the log.
+pub const MAX_LINES_PER_WINDOW: usize = 256;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SizeClass {
@@ -89,6 +97,7 @@ mod tests {
             bytes: 7000,
             max_len: 1450,
             sizes: Arrivals::classes(&counts),
+            left_out: 0,
         };
         let line = serde_json::to_string(&a).unwrap();
         assert!(line.contains(r#""kind":"arrivals""#), "{line}");

@@ -29,6 +29,10 @@ pub struct Start {
     /// Whether path-MTU learning (`pmtu_update`) could be seen: only then does a missing update
     /// mean an ICMP never reached a sender.
     pub pmtu_hook: bool,
+    /// The addresses of the devices the ingress hook is attached to in the watched namespaces
+    /// (the node's own underlay addresses): what its peers' `arrivals` lines call it, so that
+    /// logs of several nodes can be joined by node name.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// One hook attempt.
@@ -79,6 +83,7 @@ mod tests {
             }],
             audit: vec!["pod MTU 1500 + VXLAN 50 = 1550 > 1500".into()],
             pmtu_hook: false,
+            addresses: vec!["10.213.0.1".parse().unwrap()],
         };
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.starts_with(r#"{"ts":"2026-12-04T05:00:00.000000000Z","kind":"start","#));
@@ -87,6 +92,6 @@ mod tests {
         let newer = line.replacen('{', r#"{"probe_limits":{"max":3},"#, 1);
         assert_eq!(serde_json::from_str::<Start>(&newer).unwrap(), s);
         let older: Start = serde_json::from_str(r#"{"ts":"x","kind":"start"}"#).unwrap();
-        assert!(older.namespaces.is_empty() && !older.pmtu_hook);
+        assert!(older.namespaces.is_empty() && !older.pmtu_hook && older.addresses.is_empty());
     }
 }

@@ -127,6 +127,8 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// Every attempt, attached or not, for the start-up block and the metrics.
     pub report: Vec<Attempt>,
+    /// The addresses of the devices the ingress hook is on (the start line's `addresses`).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl Attached {
@@ -184,12 +186,15 @@ pub fn attach_all(
         &mut hooked,
         &mut legacy_tc,
     ));
+    let mut received_on = Vec::new();
     report.extend(hooks::ingress::attach(
         &mut ebpf,
         &plan.devices,
-        &mut hooked,
+        &mut received_on,
         &mut legacy_tc,
     ));
+    let addresses = own_addresses(plan, &received_on);
+    hooked.extend(received_on);
     report.extend(hooks::tcp::attach(&mut ebpf));
     report.extend(hooks::pmtu::attach(
         &mut ebpf,
@@ -207,7 +212,42 @@ pub fn attach_all(
         legacy_tc,
         ebpf,
         report,
+        addresses,
     })
+}
+
+/// The addresses of the devices the ingress hook is attached to (the node's own underlay
+/// addresses: where its peers send to), each read in its namespace; a namespace whose
+/// addresses cannot be read adds none (said on stderr).
+fn own_addresses(plan: &Plan, received_on: &[HookedDevice]) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for ns in plan.watched() {
+        let ifindexes: Vec<u32> = received_on
+            .iter()
+            .filter(|d| d.netns == ns.inode)
+            .map(|d| d.iface.ifindex)
+            .collect();
+        if ifindexes.is_empty() {
+            continue;
+        }
+        let read = || Ok(crate::ifaces::addresses()?);
+        let found = if plan.namespaces.named {
+            ns.enter(read)
+        } else {
+            read()
+        };
+        match found {
+            Ok(all) => out.extend(
+                all.into_iter()
+                    .filter(|(i, _)| ifindexes.contains(i))
+                    .map(|(_, a)| a),
+            ),
+            Err(e) => eprintln!("tracer: addresses of {}: {e:#}", ns.label),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// How the kernel object is loaded; once, or twice when the verifier refuses the first.

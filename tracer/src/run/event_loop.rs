@@ -1,7 +1,7 @@
 //! The event loop: one thread waits on the ring buffer, the stop signals, the link watcher,
 //! the Kubernetes API and a one-second tick, and feeds the fan-out until the run stops; then
 //! what is still queued is read (or counted as lost) and the final verdicts are given.
-use super::prober::Prober;
+use super::{arrivals::ArrivalsReader, prober::Prober};
 use crate::event::probe::Probe;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub struct Inputs {
     pub prober: Option<Prober>,
     /// `--duration`.
     pub duration_s: Option<f64>,
+    /// The arrivals windows and their length (`--arrivals-interval`; none when 0).
+    pub arrivals: Option<(ArrivalsReader, Duration)>,
 }
 
 /// Run until Ctrl-C, SIGTERM or `--duration`, then read what is left and give the verdicts.
@@ -64,7 +66,18 @@ pub async fn event_loop(
         mut stop,
         mut prober,
         duration_s,
+        arrivals,
     } = inputs;
+    let (mut arrivals, mut windows) = match arrivals {
+        Some((reader, every)) => (
+            Some(reader),
+            Some(tokio::time::interval_at(
+                tokio::time::Instant::now() + every,
+                every,
+            )),
+        ),
+        None => (None, None),
+    };
     if let Err(e) = watcher.register() {
         eprintln!("hooks: link watcher off: {e}");
     }
@@ -96,6 +109,11 @@ pub async fn event_loop(
                 }
             }
             Some(found) = next_probe(&mut prober) => fanout.probe(&found),
+            () = next_window(&mut windows) => {
+                if let Some(reader) = arrivals.as_mut() {
+                    fanout.arrivals(&reader.close_window(&names, now_unix_ns()));
+                }
+            }
             i = watcher.ready() => {
                 for line in watcher.handle(i, &mut names.devices) {
                     eprintln!("{line}");
@@ -123,6 +141,10 @@ pub async fn event_loop(
     }
     drain_at_stop(ring.get_mut(), ring_kib, &names, fanout);
     lost.report(fanout);
+    // The last window, however short, before the final verdicts.
+    if let Some(reader) = arrivals.as_mut() {
+        fanout.arrivals(&reader.close_window(&names, now_unix_ns()));
+    }
     fanout.finish(started.elapsed().as_secs_f64(), now_unix_ns());
     Ok(())
 }
@@ -191,6 +213,16 @@ impl Stop {
 async fn next_probe(prober: &mut Option<Prober>) -> Option<Probe> {
     match prober {
         Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The end of the next arrivals window; never, without arrivals.
+async fn next_window(windows: &mut Option<tokio::time::Interval>) {
+    match windows {
+        Some(w) => {
+            w.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -86,6 +86,20 @@ impl Fanout {
         }
     }
 
+    /// A window's arrivals lines: logged (the analyzer of one node has no use for them yet).
+    pub fn arrivals(&mut self, lines: &[crate::event::arrivals::Arrivals]) {
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            for line in lines {
+                if self.failed[i] {
+                    break;
+                }
+                if let Err(e) = sink.arrivals(line) {
+                    fail(&mut self.failed, i, &e);
+                }
+            }
+        }
+    }
+
     /// A probe toward `to` starts: its own packets are not evidence.
     pub fn probing(&mut self, to: std::net::IpAddr, now_unix_ns: i128) {
         self.analyzer.probing(to, now_unix_ns);

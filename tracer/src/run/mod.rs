@@ -5,6 +5,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{cli::RunArgs, hooks::devices::DeviceWatcher, time, verdict::Analyzer};
 
+mod arrivals;
 mod attach;
 mod event_loop;
 mod fanout;
@@ -69,6 +70,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
     // Before attaching anything: a bad path or a taken port must fail before tracing starts.
     let outputs = Outputs::open(&args, &plan)?;
+    facts.config.count_arrivals = (args.arrivals_interval > 0) as u32;
     let mut attached = attach::attach_all(object, args.ringbuf_kib, &plan, &mut facts)?;
     if let Some(h) = &outputs.hook_status {
         h.record(&attached.report);
@@ -76,6 +78,19 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let audit = StaticAudit::of(&plan);
     let (ring, lost) = attached.take_ring()?;
     let drops_attached = attached.drops_attached();
+    let arrivals = if args.arrivals_interval > 0 {
+        let reader = arrivals::ArrivalsReader::take(
+            &mut attached.ebpf,
+            facts.config.tc_netns,
+            plan.labels(),
+        )?;
+        Some((
+            reader,
+            std::time::Duration::from_secs(args.arrivals_interval),
+        ))
+    } else {
+        None
+    };
     // Before the capabilities go: the prober's thread keeps what probing needs for itself.
     let prober = if args.no_probe {
         None
@@ -119,7 +134,13 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         bail!("the drop hook could not be attached (see above): nothing to trace");
     }
 
-    let start = startup::start_line(&facts, &plan, &attached.report, audit.problems);
+    let start = startup::start_line(
+        &facts,
+        &plan,
+        &attached.report,
+        audit.problems,
+        attached.addresses.clone(),
+    );
     let mut fanout = Fanout::new(
         outputs.sinks,
         Analyzer::new(),
@@ -135,6 +156,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         stop,
         prober,
         duration_s: args.duration,
+        arrivals,
     };
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.

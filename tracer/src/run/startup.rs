@@ -82,6 +82,7 @@ pub fn start_line(
     plan: &Plan,
     hooks: &[Attempt],
     audit_problems: Vec<String>,
+    addresses: Vec<std::net::IpAddr>,
 ) -> Start {
     Start {
         ts: crate::time::rfc3339_nanos(super::now_unix_ns()),
@@ -116,6 +117,7 @@ pub fn start_line(
             .collect(),
         audit: audit_problems,
         pmtu_hook: hooks::pmtu::blind_spot(hooks).is_none(),
+        addresses,
     }
 }
 

@@ -73,7 +73,7 @@ impl JsonlSink<Stdout> {
 }
 
 impl<W: LineOut> JsonlSink<W> {
-    /// One object that is not an event (start, probe, verdict), by serde, as one line;
+    /// One object that is not an event (start, probe, arrivals, verdict), by serde, as one line;
     /// `header`: it heads every file of a rotating log.
     fn write_object(&mut self, value: &impl serde::Serialize, header: bool) -> anyhow::Result<()> {
         self.line.clear();
@@ -126,6 +126,10 @@ impl<W: LineOut> Sink for JsonlSink<W> {
 
     fn probe(&mut self, probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
         self.write_object(probe, false)
+    }
+
+    fn arrivals(&mut self, arrivals: &crate::event::arrivals::Arrivals) -> anyhow::Result<()> {
+        self.write_object(arrivals, false)
     }
 
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {

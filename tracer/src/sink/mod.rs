@@ -35,4 +35,9 @@ pub trait Sink {
     fn probe(&mut self, _probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
         Ok(())
     }
+    /// What arrived from a peer in a window (`--arrivals-interval`). Only the event log keeps
+    /// it: a window's worth of lines per peer is not for the terminal.
+    fn arrivals(&mut self, _arrivals: &crate::event::arrivals::Arrivals) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
