@@ -185,6 +185,99 @@ fn routed_hop_udp_drop_shows_ports() {
     assert_eq!(drop["mtu"], s.hop_mtu);
 }
 
+/// The far end's view: DF pings of three sizes (IP total length 1000, 1400 and 1500: three
+/// size classes) cross a healthy 1500 link from `a` to `b`, the tracer watching `b` alone with
+/// 1-second windows. Summed over the `arrivals` lines from `a` to `b`, every class holds
+/// exactly what was sent, however the windows cut the pings; the start line names `b`'s own
+/// address.
+#[test]
+fn arrivals_count_every_packet_from_a_peer_per_size_class() {
+    let mut lab = Lab::new(&prefix()).expect("lab");
+    let a_ns = lab.add_netns("a").expect("netns a");
+    let b_ns = lab.add_netns("b").expect("netns b");
+    let (a_ip, b_ip) = ("10.203.0.1", "10.203.0.2");
+    lab.add_veth(&a_ns, "eth0", 1500, &b_ns, "eth0", 1500)
+        .expect("veth");
+    lab.add_addr(&a_ns, "eth0", &format!("{a_ip}/24"))
+        .expect("addr a");
+    lab.add_addr(&b_ns, "eth0", &format!("{b_ip}/24"))
+        .expect("addr b");
+    let log = TempLog::new("arrivals");
+    let t = start(&[&b_ns], &log, &["--arrivals-interval", "1"], &[]);
+    // (ICMP payload, IP total length, class index, how many): 1000 ≤ 1280, 1400 ≤ 1400,
+    // 1500 ≤ 1500 (tracer_common::ARRIVAL_SIZE_EDGES).
+    let sent = [
+        (972u32, 1000u64, 1usize, 3u64),
+        (1372, 1400, 2, 2),
+        (1472, 1500, 5, 4),
+    ];
+    for (payload, _, _, count) in sent {
+        let (payload, count) = (payload.to_string(), count.to_string());
+        let argv = [
+            "ping", "-n", "-M", "do", "-s", &payload, "-c", &count, "-i", "0.3", "-W", "1", b_ip,
+        ];
+        let out = lab.exec(&a_ns, &argv).expect("ping");
+        assert!(
+            out.status.success(),
+            "every ping of {payload} B must pass the 1500 link: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let all = dump(&events);
+    let lines: Vec<&Value> = of_kind(&events, "arrivals")
+        .into_iter()
+        .filter(|l| l["peer"] == a_ip && l["local"] == b_ip)
+        .collect();
+    assert!(!lines.is_empty(), "no arrivals from {a_ip}:\n{all}");
+    let mut classes = [0u64; 8];
+    let (mut packets, mut bytes, mut max_len) = (0, 0, 0);
+    for l in &lines {
+        assert_eq!(l["device"], "eth0", "{l}");
+        assert_eq!(l["netns"], netns_inode(&b_ns), "{l}");
+        assert_eq!(l["netns_name"], b_ns.as_str(), "{l}");
+        assert_eq!(l["left_out"], 0, "{l}");
+        let (first, last) = (
+            l["first_ts"].as_str().unwrap(),
+            l["last_ts"].as_str().unwrap(),
+        );
+        // RFC 3339 with nanoseconds, UTC: text order is time order.
+        assert!(first <= last, "{l}");
+        assert!(last <= l["ts"].as_str().unwrap(), "{l}");
+        let sizes = l["sizes"].as_array().unwrap();
+        assert_eq!(sizes.len(), 8, "{l}");
+        for (i, c) in sizes.iter().enumerate() {
+            classes[i] += c["packets"].as_u64().unwrap();
+        }
+        assert_eq!(sizes[5]["le"], 1500, "{l}");
+        assert!(sizes[7]["le"].is_null(), "{l}");
+        packets += l["packets"].as_u64().unwrap();
+        bytes += l["bytes"].as_u64().unwrap();
+        max_len = max_len.max(l["max_len"].as_u64().unwrap());
+    }
+    let mut expected = [0u64; 8];
+    for (_, _, class, count) in sent {
+        expected[class] += count;
+    }
+    assert_eq!(classes, expected, "packets per size class:\n{all}");
+    assert_eq!(packets, sent.iter().map(|s| s.3).sum::<u64>(), "{all}");
+    assert_eq!(bytes, sent.iter().map(|s| s.1 * s.3).sum::<u64>(), "{all}");
+    assert_eq!(max_len, 1500, "{all}");
+    // Nothing from b to itself or the other way round: b's ingress sees only what a sent.
+    assert!(
+        of_kind(&events, "arrivals")
+            .iter()
+            .all(|l| l["peer"] != b_ip),
+        "{all}"
+    );
+    let start = find(&events, "start", "no start line", |_| true);
+    let addresses = start["addresses"].as_array().unwrap();
+    assert!(addresses.contains(&Value::from(b_ip)), "{start}");
+    assert!(!addresses.contains(&Value::from(a_ip)), "{start}");
+}
+
 #[test]
 fn veth_mismatch_drop_names_the_peer_mtu() {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
@@ -226,7 +319,15 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
     let text = support::read_log_text(&log.0);
     let lines: Vec<&str> = text
         .lines()
-        .filter(|l| !l.contains(r#""kind":"verdict""#) && !l.contains(r#""kind":"start""#))
+        .filter(|l| {
+            [
+                r#""kind":"verdict""#,
+                r#""kind":"start""#,
+                r#""kind":"arrivals""#,
+            ]
+            .iter()
+            .all(|k| !l.contains(k))
+        })
         .collect();
     assert!(!lines.is_empty());
     for line in lines {
