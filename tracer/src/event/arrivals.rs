@@ -43,15 +43,24 @@ pub struct Arrivals {
     /// Packets per size class (not cumulative): `le` is the class's largest size, null for the
     /// last (larger than every edge). Every class is listed, empty ones too.
     pub sizes: Vec<SizeClass>,
-    /// 0, except on the last line of a window that had more (device, peer, local) with
-    /// arrivals than a window writes lines for (`MAX_LINES_PER_WINDOW`): how many were left
-    /// out. That line sums them (its `peer`, `local` are null, `device` empty unless they share one).
-    pub left_out: u64,
 }
 
 /// Lines a window writes at most (the busiest first); the rest are summed into one more line
 /// that counts them in `left_out`, so that a node with thousands of peers never floods the log.
 pub const MAX_LINES_PER_WINDOW: usize = 256;
+
+/// An arrivals line as the daemon writes it: the record, then `left_out`. A reader that wants
+/// the record alone reads the line as [`Arrivals`] (unknown fields are ignored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrivalsLine {
+    #[serde(flatten)]
+    pub arrivals: Arrivals,
+    /// 0, except on the last line of a window in which more (device, peer, local) received
+    /// packets than a window writes lines for ([`MAX_LINES_PER_WINDOW`]): how many were left
+    /// out. That line sums them (`peer` and `local` null; `device` empty and `netns` 0 unless
+    /// they all share one).
+    pub left_out: u64,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SizeClass {
@@ -97,7 +106,6 @@ mod tests {
             bytes: 7000,
             max_len: 1450,
             sizes: Arrivals::classes(&counts),
-            left_out: 0,
         };
         let line = serde_json::to_string(&a).unwrap();
         assert!(line.contains(r#""kind":"arrivals""#), "{line}");
@@ -111,5 +119,26 @@ mod tests {
                 packets: 4
             }
         );
+    }
+
+    #[test]
+    fn a_written_line_ends_with_left_out_and_reads_back_as_the_record() {
+        let a = Arrivals {
+            kind: KIND.into(),
+            peer: Some("10.213.0.1".parse().unwrap()),
+            sizes: Arrivals::classes(&[0; SIZE_EDGES.len() + 1]),
+            ..Arrivals::default()
+        };
+        let line = ArrivalsLine {
+            arrivals: a.clone(),
+            left_out: 3,
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert!(
+            text.ends_with(r#"{"le":null,"packets":0}],"left_out":3}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Arrivals>(&text).unwrap(), a);
+        assert_eq!(serde_json::from_str::<ArrivalsLine>(&text).unwrap(), line);
     }
 }

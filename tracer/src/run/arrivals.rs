@@ -19,7 +19,7 @@ use aya::{
 use tracer_common::{names, ArrivalCounts, ArrivalKey, ARRIVAL_CLASSES, MAX_TC_NETNS};
 
 use crate::{
-    event::arrivals::{Arrivals, KIND, MAX_LINES_PER_WINDOW},
+    event::arrivals::{Arrivals, ArrivalsLine, KIND, MAX_LINES_PER_WINDOW},
     hooks::{HookedDevice, Names},
 };
 
@@ -68,7 +68,7 @@ impl ArrivalsReader {
 
     /// Close the window: count into a new one, then read and delete what the ones before hold,
     /// as lines stamped `now_unix_ns` (the window's end).
-    pub fn close_window(&mut self, names: &Names, now_unix_ns: i128) -> Vec<Arrivals> {
+    pub fn close_window(&mut self, names: &Names, now_unix_ns: i128) -> Vec<ArrivalsLine> {
         let next = self.current.wrapping_add(1);
         if let Err(e) = self.generation.set(0, next, 0) {
             self.fail(&format!("cannot move the window on: {e}"));
@@ -172,7 +172,7 @@ struct Place {
 impl Window<'_> {
     /// One line per place that received anything, the busiest [`MAX_LINES_PER_WINDOW`] in
     /// place order, then one line summing the rest.
-    fn lines(&self, entries: &[(ArrivalKey, Vec<ArrivalCounts>)]) -> Vec<Arrivals> {
+    fn lines(&self, entries: &[(ArrivalKey, Vec<ArrivalCounts>)]) -> Vec<ArrivalsLine> {
         let mut sums: HashMap<Place, Sum> = HashMap::new();
         for (key, per_cpu) in entries {
             let mut sum = Sum::default();
@@ -188,7 +188,7 @@ impl Window<'_> {
         busiest.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then_with(|| a.0.cmp(&b.0)));
         let rest = busiest.split_off(busiest.len().min(MAX_LINES_PER_WINDOW));
         busiest.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<Arrivals> = busiest.iter().map(|(p, s)| self.line(p, s, 0)).collect();
+        let mut out: Vec<ArrivalsLine> = busiest.iter().map(|(p, s)| self.line(p, s, 0)).collect();
         if let Some((first, _)) = rest.first() {
             let mut total = Sum::default();
             for (_, s) in &rest {
@@ -228,9 +228,9 @@ impl Window<'_> {
         }
     }
 
-    fn line(&self, place: &Place, sum: &Sum, left_out: u64) -> Arrivals {
+    fn line(&self, place: &Place, sum: &Sum, left_out: u64) -> ArrivalsLine {
         let wall = |ktime: u64| crate::time::rfc3339_nanos(ktime as i128 + self.clock_offset_ns);
-        Arrivals {
+        let arrivals = Arrivals {
             ts: crate::time::rfc3339_nanos(self.now_unix_ns),
             kind: KIND.into(),
             node: crate::event::node::current().map(|n| n.to_string()),
@@ -245,8 +245,8 @@ impl Window<'_> {
             bytes: sum.bytes,
             max_len: u32::try_from(sum.max_len).unwrap_or(u32::MAX),
             sizes: Arrivals::classes(&sum.classes),
-            left_out,
-        }
+        };
+        ArrivalsLine { arrivals, left_out }
     }
 }
 
@@ -352,7 +352,8 @@ mod tests {
         ];
         let lines = w.lines(&entries);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        let l = &lines[0];
+        assert_eq!(lines[0].left_out, 0);
+        let l = &lines[0].arrivals;
         assert_eq!(l.kind, "arrivals");
         assert_eq!(
             (l.netns, l.netns_name.as_deref(), l.device.as_str()),
@@ -372,7 +373,6 @@ mod tests {
         assert_eq!(l.first_ts, "2023-11-14T22:13:20.000000030Z");
         assert_eq!(l.last_ts, "2023-11-14T22:13:20.000000090Z");
         assert_eq!(l.ts, "2023-11-14T22:14:20.000000000Z");
-        assert_eq!(l.left_out, 0);
     }
 
     #[test]
@@ -392,22 +392,22 @@ mod tests {
             .collect();
         let lines = w.lines(&entries);
         assert_eq!(lines.len(), MAX_LINES_PER_WINDOW + 1);
-        let last = lines.last().unwrap();
-        assert_eq!(last.left_out, 10);
+        assert_eq!(lines.last().unwrap().left_out, 10);
+        let last = &lines.last().unwrap().arrivals;
         assert_eq!((last.peer, last.local), (None, None));
         assert_eq!(last.device, "eth0");
         assert_eq!(last.packets, (1..=10).sum::<u64>());
         assert!(lines[..MAX_LINES_PER_WINDOW]
             .iter()
-            .all(|l| l.left_out == 0 && l.packets > 10));
+            .all(|l| l.left_out == 0 && l.arrivals.packets > 10));
         // Every packet is in some line.
-        let total: u64 = lines.iter().map(|l| l.packets).sum();
+        let total: u64 = lines.iter().map(|l| l.arrivals.packets).sum();
         assert_eq!(total, (1..=peers as u64).sum::<u64>());
         // An unknown device is named by its index.
         let mut k = key(1, [10, 0, 0, 1], [10, 0, 0, 2]);
         k.ifindex = 9;
         let lines = w.lines(&[(k, vec![counts(1, 60, 1, 1)])]);
-        assert_eq!(lines[0].device, "if9");
+        assert_eq!(lines[0].arrivals.device, "if9");
     }
 
     #[test]

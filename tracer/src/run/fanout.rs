@@ -87,7 +87,7 @@ impl Fanout {
     }
 
     /// A window's arrivals lines: logged (the analyzer of one node has no use for them yet).
-    pub fn arrivals(&mut self, lines: &[crate::event::arrivals::Arrivals]) {
+    pub fn arrivals(&mut self, lines: &[crate::event::arrivals::ArrivalsLine]) {
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             for line in lines {
                 if self.failed[i] {

@@ -128,8 +128,8 @@ impl<W: LineOut> Sink for JsonlSink<W> {
         self.write_object(probe, false)
     }
 
-    fn arrivals(&mut self, arrivals: &crate::event::arrivals::Arrivals) -> anyhow::Result<()> {
-        self.write_object(arrivals, false)
+    fn arrivals(&mut self, line: &crate::event::arrivals::ArrivalsLine) -> anyhow::Result<()> {
+        self.write_object(line, false)
     }
 
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {

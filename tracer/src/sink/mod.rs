@@ -37,7 +37,7 @@ pub trait Sink {
     }
     /// What arrived from a peer in a window (`--arrivals-interval`). Only the event log keeps
     /// it: a window's worth of lines per peer is not for the terminal.
-    fn arrivals(&mut self, _arrivals: &crate::event::arrivals::Arrivals) -> anyhow::Result<()> {
+    fn arrivals(&mut self, _line: &crate::event::arrivals::ArrivalsLine) -> anyhow::Result<()> {
         Ok(())
     }
 }
