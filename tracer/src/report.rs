@@ -171,6 +171,7 @@ impl Nodes {
                 state.log.arrivals.push(a.clone());
             }
             Line::Probe(p) => state.log.probes.push(p.clone()),
+            Line::Start(s) => state.log.addresses.extend(s.addresses.iter().copied()),
             _ => {}
         }
         line.apply(&mut state.analyzer);
