@@ -214,9 +214,14 @@ pub fn run(files: &[PathBuf], json: bool) -> Result<bool> {
     for (file, stats) in files.iter().zip(&stats) {
         writeln!(
             err,
-            "{}: {} events{}",
+            "{}: {} events{}{}",
             file.display(),
             stats.events,
+            if stats.arrivals > 0 {
+                format!(", {} arrivals lines", stats.arrivals)
+            } else {
+                String::new()
+            },
             if stats.verdicts > 0 {
                 format!(
                     " ({} verdict lines of the run ignored: recomputed)",

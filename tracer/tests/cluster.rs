@@ -20,6 +20,8 @@ const RECEIVER: &str = "worker-208";
 
 struct Case {
     name: &'static str,
+    /// Short name for recordings.
+    slug: &'static str,
     opts: IncidentOptions,
     /// The pod MTU already fixed to this.
     fixed_pod_mtu: Option<u32>,
@@ -170,6 +172,20 @@ fn run_case(case: &Case) {
         assert!(status.success(), "{name}: {}", stderr.join("\n"));
     }
     let (text_a, text_b) = (read_log_text(&log_a.0), read_log_text(&log_b.0));
+    // `TRACER_RECORD_DIR=DIR`: keep both logs (how `verdict/testdata/cluster-*.jsonl` were made).
+    if let Some(dir) = std::env::var_os("TRACER_RECORD_DIR") {
+        let slug = case.slug;
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("cluster-{slug}-a.jsonl")),
+            &text_a,
+        )
+        .unwrap();
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("cluster-{slug}-b.jsonl")),
+            &text_b,
+        )
+        .unwrap();
+    }
     let joined = report(&[&log_a.0, &log_b.0], None);
     let shown = |vs: &[Value]| format!("{}\n{}", case.name, dump(vs));
     // The receiver's tracer wrote what arrived from the sender's node.
@@ -277,6 +293,7 @@ fn run_case(case: &Case) {
 fn a_router_black_hole_dies_between_the_nodes() {
     run_case(&Case {
         name: "the router's 1450 next hop black-holes (outer DF set, its ICMP filtered)",
+        slug: "router",
         opts: IncidentOptions {
             path: Path::Router,
             outer_df: OuterDf::Set,
@@ -294,6 +311,7 @@ fn a_router_black_hole_dies_between_the_nodes() {
 fn the_l2_mismatch_dies_entering_the_receiving_node() {
     run_case(&Case {
         name: "one link, 1500 on the old node's end, 1450 on the new node's",
+        slug: "l2",
         opts: IncidentOptions::default(),
         fixed_pod_mtu: None,
         dies_at: Some("receiver_node"),
@@ -304,6 +322,7 @@ fn the_l2_mismatch_dies_entering_the_receiving_node() {
 fn a_healthy_cluster_is_no_problem_on_either_node() {
     run_case(&Case {
         name: "equal MTUs on every link, pod MTU 1400",
+        slug: "healthy",
         opts: IncidentOptions {
             new_mtu: 1500,
             tunnel_mtu: 1450,

@@ -27,6 +27,8 @@ pub const CLOCK_TOLERANCE_NS: i128 = 30_000_000_000;
 /// IPv4 + TCP headers around a segment.
 const TCP_IP_HEADERS: u32 = 40;
 const TCP_IP6_HEADERS: u32 = 60;
+/// The smallest MTU IPv6 allows: below it no size is worth offering as a pod MTU.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// One node's log, read and judged alone.
 #[derive(Debug, Default)]
@@ -135,7 +137,10 @@ fn overlay_of(v: &Verdict) -> Option<(Encap, u32)> {
     })
 }
 
-/// The outer size of the packets a sender's stuck flows send now (what keeps dying).
+/// The outer size of the packets a sender's stuck flows send now (what keeps dying): the MTU an
+/// ICMP told a sender that shrank (TCP fills its segments up to it, options included), else the
+/// largest size seen dying, else the segment it retransmits plus the bare TCP/IP headers (a
+/// lower bound: options such as timestamps add 12 B).
 fn sent_outer(v: &Verdict) -> Option<u32> {
     v.flows
         .iter()
@@ -146,7 +151,10 @@ fn sent_outer(v: &Verdict) -> Option<u32> {
             } else {
                 TCP_IP_HEADERS
             };
-            f.segment.map(|s| s + headers).or(f.largest_failed)
+            f.icmp_mtu
+                .filter(|_| f.size_reduced)
+                .or(f.largest_failed)
+                .or(f.segment.map(|s| s + headers))
         })
         .max()
         .map(|inner| inner + overlay_of(v).map_or(0, |(_, o)| o))
@@ -264,7 +272,6 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
     let overlay = overlay_of(&v).map_or(String::new(), |(e, _)| format!(" {}", overlay_name(e)));
     // Where: a site where packets still die, on one of the ends.
     let dying_site = v.sites.iter().find(|s| !s.recovered && s.packets > 0);
-    let mut arrived = None;
     let mut clock_skew = None;
     let mut where_words = None;
     // A link whose receiving end is the receiver's uplink (the sender's kernel drops what the
@@ -307,68 +314,71 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
             _ => format!("on the receiving node {dst_name} ({at})"),
         });
     }
+    // What the receiver got from the sender while its flows failed: only from logs that cover
+    // the same time, and a sender whose addresses are known.
+    let window = failure_window(&v);
+    let skewed = sender.zip(receiver).and_then(|(s, r)| skew(s, r));
+    let got = match (receiver, window) {
+        (Some(r), Some(w)) if !r.arrivals.is_empty() && !from.is_empty() && skewed.is_none() => {
+            Some(arrived_from(r, &from, w))
+        }
+        _ => None,
+    };
+    if let Some(off) = skewed {
+        clock_skew = Some(off);
+        v.not_seen.push(format!(
+            "the logs of {src_name} and {dst_name} do not cover the same time ({dst_name}'s \
+             starts {off:+.0} s from {src_name}'s): their clocks differ or the tracers did not \
+             run together, so what {dst_name} received is not joined with what {src_name} sent"
+        ));
+    }
     let still_dying = v.severity >= Severity::Suspected;
-    if v.dies_at.is_none() && still_dying {
-        match (sender, receiver, failure_window(&v)) {
-            (_, None, _) => v.not_seen.push(format!(
+    if v.dies_at.is_none() && still_dying && skewed.is_none() {
+        match (receiver, &got) {
+            (None, _) => v.not_seen.push(format!(
                 "no log from the receiving node {dst_name}: whether the packets reach it is not \
                  known"
             )),
-            (_, Some(r), _) if r.arrivals.is_empty() => v.not_seen.push(format!(
+            (Some(r), _) if r.arrivals.is_empty() => v.not_seen.push(format!(
                 "{dst_name}'s log has no `arrivals` lines (its tracer predates them, its uplink \
                  hook did not attach, or --arrivals-interval 0): whether the packets reach it is \
                  not known"
             )),
-            (Some(s), Some(r), Some(window)) if skew(s, r).is_some() => {
-                let off = skew(s, r).expect("skew");
-                clock_skew = Some(off);
-                v.not_seen.push(format!(
-                    "the logs of {src_name} and {dst_name} do not cover the same time \
-                     ({dst_name}'s starts {off:+.0} s from {src_name}'s): their clocks differ or \
-                     the tracers did not run together, so what {dst_name} received is not joined \
-                     with what {src_name} sent"
-                ));
-                let _ = window;
-            }
             _ if from.is_empty() => v.not_seen.push(format!(
                 "{src_name}'s own addresses are not known (its log has neither a start line with \
                  `addresses` nor `arrivals`): what {dst_name} received from it cannot be told"
             )),
-            (_, Some(r), Some(window)) => {
-                let got = arrived_from(r, &from, window);
-                arrived = Some(got.largest);
-                match sent {
-                    Some(size) if got.largest < size => {
-                        v.dies_at = Some(DiesAt::Between);
-                        where_words = Some(format!(
-                            "between {src_name} and {dst_name}, in the underlay: {src_name} \
-                             sends {size}-byte{overlay} packets and {dst_name} received nothing \
-                             above {} B from it ({} packets arrived{})",
-                            got.largest,
-                            got.packets,
-                            if got.windows == 0 {
-                                ", none while these flows were failing".to_string()
-                            } else {
-                                String::new()
-                            }
-                        ));
-                    }
-                    Some(size) => {
-                        v.dies_at = Some(DiesAt::ReceiverNode);
-                        where_words = Some(format!(
-                            "on the receiving node {dst_name}, past its uplink: {size}-byte \
-                             packets from {src_name} arrived there (up to {} B), so they die \
-                             further in, where its tracer did not watch",
-                            got.largest
-                        ));
-                    }
-                    None => v.not_seen.push(format!(
-                        "the size {src_name} sends was not seen (no retransmission sizes): not \
-                         compared with what {dst_name} received (up to {} B)",
-                        got.largest
-                    )),
+            (Some(_), Some(got)) => match sent {
+                Some(size) if got.largest < size => {
+                    v.dies_at = Some(DiesAt::Between);
+                    where_words = Some(format!(
+                        "between {src_name} and {dst_name}, in the underlay: {src_name} sends \
+                         {size}-byte{overlay} packets and {dst_name} received nothing above {} B \
+                         from it ({} packets arrived{})",
+                        got.largest,
+                        got.packets,
+                        if got.windows == 0 {
+                            ", none while these flows were failing"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
-            }
+                Some(size) => {
+                    v.dies_at = Some(DiesAt::ReceiverNode);
+                    where_words = Some(format!(
+                        "on the receiving node {dst_name}, past its uplink: {size}-byte packets \
+                         from {src_name} arrived there (up to {} B), so they die further in, \
+                         where its tracer did not watch",
+                        got.largest
+                    ));
+                }
+                None => v.not_seen.push(format!(
+                    "the size {src_name} sends was not seen (no retransmission sizes): not \
+                     compared with what {dst_name} received (up to {} B)",
+                    got.largest
+                )),
+            },
             _ => {}
         }
     }
@@ -383,21 +393,25 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
             v.not_seen
                 .retain(|b| !b.starts_with("packets that die outside"));
         }
-        if let (None, Some(got)) = (v.recommended_mtu, arrived.filter(|a| *a > 0)) {
+        if let (None, Some(largest)) = (
+            v.recommended_mtu,
+            got.as_ref().map(|g| g.largest).filter(|l| *l > 0),
+        ) {
             let overhead = overlay_of(&v).map_or(0, |(_, o)| o);
-            let pod = got.saturating_sub(overhead);
+            let sent = sent.unwrap_or(0);
+            // A size seen passing is safe, but the small requests that passed say little: only
+            // a size an MTU could sensibly be is offered as one.
+            let safe = largest.saturating_sub(overhead);
+            let offer = if safe >= IPV6_MIN_MTU {
+                format!(", or set the pod MTU to {safe} (seen passing: {largest} − {overhead} B of overlay) at once")
+            } else {
+                String::new()
+            };
             v.fix = Some(format!(
-                "{}-byte packets from {src_name} reach {dst_name} and {}-byte ones do not: the \
-                 path MTU between the nodes is in between. Measure it (`tracer check --netns \
-                 <node>` probes it), or set the pod MTU to {pod} (known to pass){}, and restart \
-                 the pods",
-                got,
-                sent.unwrap_or(0),
-                if overhead > 0 {
-                    format!(" = {got} − {overhead} B of overlay")
-                } else {
-                    String::new()
-                }
+                "the path MTU between {src_name} and {dst_name} is at least {largest} B (seen \
+                 arriving) and below {sent} B (never arrived): measure it (`tracer check --netns \
+                 <node>` probes it; `tracer run` without --no-probe does it by itself), set the \
+                 pod MTU to it minus {overhead} B of overlay{offer}, and restart the pods"
             ));
         }
     }
@@ -427,13 +441,14 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                 icmp_received: own.map_or(0, |o| o.evidence.icmp_received),
                 retransmits: own.map_or(0, |o| o.evidence.retransmits),
                 largest_sent: own.filter(|_| role == "sender").and_then(sent_outer),
-                largest_arrived: (role == "receiver").then_some(arrived).flatten(),
-                arrived_packets: (role == "receiver" && !n.arrivals.is_empty())
-                    .then(|| {
-                        let from = addresses_of(nodes, ends.src, &path.src_node);
-                        failure_window(&v).map(|w| arrived_from(n, &from, w).packets)
-                    })
-                    .flatten(),
+                largest_arrived: got
+                    .as_ref()
+                    .filter(|_| role == "receiver")
+                    .map(|g| g.largest),
+                arrived_packets: got
+                    .as_ref()
+                    .filter(|_| role == "receiver")
+                    .map(|g| g.packets),
                 probe_path_mtu: n
                     .probes
                     .iter()

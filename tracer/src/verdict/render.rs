@@ -128,7 +128,10 @@ fn node_lines(v: &Verdict, out: &mut Vec<String>) {
             "             "
         };
         let own = match (n.severity, n.problem) {
-            (Some(_), Some(p)) => format!("{p:?}").to_lowercase(),
+            (Some(_), Some(p)) => serde_json::to_value(p)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             _ => "nothing of this path".to_string(),
         };
         let mut facts = vec![own];

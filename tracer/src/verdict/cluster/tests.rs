@@ -119,8 +119,8 @@ fn nothing_large_arrived_so_the_packets_die_between_the_nodes() {
         roles,
         [("worker-116", "sender"), ("worker-208", "receiver")]
     );
-    // 1398-byte segments + 40 B of TCP/IP + 50 B of VXLAN (the tunnel whose MTU refused them).
-    assert_eq!(v.nodes[0].largest_sent, Some(1488), "{v:#?}");
+    // Told 1450 and shrank: 1450-byte packets + 50 B of VXLAN (the tunnel whose MTU refused them).
+    assert_eq!(v.nodes[0].largest_sent, Some(1500), "{v:#?}");
     assert_eq!(v.nodes[1].largest_arrived, Some(598));
     assert_eq!(v.nodes[1].arrived_packets, Some(40));
     assert!(
@@ -129,7 +129,13 @@ fn nothing_large_arrived_so_the_packets_die_between_the_nodes() {
         "{}",
         v.summary
     );
-    assert!(v.fix.as_deref().unwrap().contains("548"), "{:?}", v.fix);
+    // The bounds, and no pod MTU made of the small requests that passed.
+    let fix = v.fix.as_deref().unwrap();
+    assert!(
+        fix.contains("at least 598 B") && fix.contains("below 1500 B"),
+        "{fix}"
+    );
+    assert!(!fix.contains("548"), "{fix}");
     assert!(v.clock_skew_s.is_none());
     // The far end was heard: "not seen beyond the node" no longer holds.
     assert!(
@@ -142,7 +148,7 @@ fn nothing_large_arrived_so_the_packets_die_between_the_nodes() {
 
 #[test]
 fn packets_that_arrived_as_large_as_sent_die_on_the_receiving_node() {
-    let vs = joined(&[sender_log(), receiver_log(Some(1488), 0)]);
+    let vs = joined(&[sender_log(), receiver_log(Some(1500), 0)]);
     let v = the_problem(&vs);
     assert_eq!(v.dies_at, Some(DiesAt::ReceiverNode), "{v:#?}");
 }
@@ -243,4 +249,44 @@ fn quiet_nodes_give_one_healthy_verdict_for_the_cluster() {
     );
     assert_eq!(v.nodes.len(), 2);
     assert_eq!(v.nodes[1].largest_arrived, Some(1500));
+}
+
+/// Real two-node recordings (`tracer/tests/cluster.rs` with `TRACER_RECORD_DIR`): a tracer per
+/// node namespace as deployed, both logs whole.
+fn recorded(case: &str) -> Vec<Verdict> {
+    let read = |end: &str| {
+        std::fs::read_to_string(format!(
+            "{}/src/verdict/testdata/cluster-{case}-{end}.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    joined(&[read("a"), read("b")])
+}
+
+#[test]
+fn recorded_two_node_logs_say_where_the_packets_die() {
+    for (case, place) in [
+        ("router", Some(DiesAt::Between)),
+        ("l2", Some(DiesAt::ReceiverNode)),
+        ("healthy", None),
+    ] {
+        let vs = recorded(case);
+        match place {
+            Some(place) => {
+                let v = the_problem(&vs);
+                assert_eq!(v.dies_at, Some(place), "{case}: {v:#?}");
+                assert_eq!(v.path.src_node.as_deref(), Some("worker-116"), "{case}");
+                assert_eq!(v.path.dst_node.as_deref(), Some("worker-208"), "{case}");
+                let sent = v.nodes[0].largest_sent.expect("sent");
+                let arrived = v.nodes[1].largest_arrived.expect("arrived");
+                assert!(arrived < sent, "{case}: {arrived} ≥ {sent}");
+            }
+            None => {
+                assert_eq!(vs.len(), 1, "{case}: {vs:#?}");
+                assert_eq!(vs[0].severity, Severity::Ok, "{case}");
+                assert_eq!(vs[0].nodes.len(), 2, "{case}");
+            }
+        }
+    }
 }
