@@ -167,7 +167,11 @@ impl Nodes {
         }
         match &line {
             Line::Arrivals(a) => {
-                state.log.addresses.extend(a.local);
+                // Its own unicast address (multicast `local`s are neighbour discovery's).
+                state.log.addresses.extend(
+                    a.local
+                        .filter(|ip| !ip.is_multicast() && !ip.is_unspecified()),
+                );
                 state.log.arrivals.push(a.clone());
             }
             Line::Probe(p) => state.log.probes.push(p.clone()),
