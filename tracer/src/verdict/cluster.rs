@@ -236,6 +236,14 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
     let mut v = lead.1.clone();
     v.ts = rfc3339_nanos(now);
     v.node = None;
+    // An end the path did not name but the join knows (the node whose log has the senders'
+    // retransmissions) is named by its node.
+    if v.path.src_node.is_none() {
+        v.path.src_node = ends.src.map(|k| nodes[k].node.clone());
+    }
+    if v.path.dst_node.is_none() {
+        v.path.dst_node = ends.dst.map(|k| nodes[k].node.clone());
+    }
     // Every node's sites, the lead's first.
     for (i, other) in views.iter().filter(|(i, _)| *i != lead.0) {
         for s in &other.sites {

@@ -114,6 +114,8 @@ fn nothing_large_arrived_so_the_packets_die_between_the_nodes() {
     assert_eq!(v.confidence, Confidence::Observed);
     assert!(v.node.is_none());
     assert_eq!(v.path.dst_node.as_deref(), Some(RECEIVER_ADDR));
+    // The recording's path names no sender: the node whose log has its retransmissions.
+    assert_eq!(v.path.src_node.as_deref(), Some("worker-116"));
     let roles: Vec<(&str, &str)> = v.nodes.iter().map(|n| (n.node.as_str(), n.role)).collect();
     assert_eq!(
         roles,
