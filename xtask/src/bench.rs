@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 use crate::lab::Lab;
 
 pub mod datapath;
+pub mod unrelated;
 
 const PIPELINE_TARGET: f64 = 1_000_000.0;
 const STARTUP_TARGET_S: f64 = 1.0;
@@ -92,6 +93,9 @@ pub enum Step {
     Memory,
     /// TCP throughput and UDP packet rate through the overlay, tracer attached vs not (minutes).
     Datapath,
+    /// The packet rate of a flood a firewall drops (drops unrelated to size), tracer attached vs
+    /// not, in the default mode and with --all-drops.
+    Unrelated,
 }
 
 /// `cargo xtask bench`: the `steps` (all when empty), then one table of ratios.
@@ -108,6 +112,7 @@ pub fn run(
         Step::Startup,
         Step::Memory,
         Step::Datapath,
+        Step::Unrelated,
     ];
     print_load();
     let mut rows = Vec::new();
@@ -121,6 +126,9 @@ pub fn run(
             Step::Startup => rows.push(startup(tracer)?),
             Step::Memory => rows.push(memory(tracer)?),
             Step::Datapath => rows.extend(datapath::datapath(tracer, plan)?.rows()),
+            Step::Unrelated => rows.extend(
+                unrelated::unrelated(tracer, plan.rounds, plan.secs, plan.tracer_args)?.rows(),
+            ),
         }
     }
     print_rows(&rows);

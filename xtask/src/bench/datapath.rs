@@ -41,7 +41,7 @@ const IPERF_PORT: u16 = 5201;
 /// UDP payload of the small-packet runs (a 92-byte IP packet, 142 bytes on the underlay).
 const UDP_LEN: u32 = 64;
 /// After "tracing…": let the tracer's start-up (BTF, snapshot, audit) finish using the CPU.
-const SETTLE: Duration = Duration::from_secs(1);
+pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +75,7 @@ pub struct Ratios {
 }
 
 impl Ratios {
-    fn of(mut v: Vec<f64>) -> Ratios {
+    pub(super) fn of(mut v: Vec<f64>) -> Ratios {
         v.sort_by(f64::total_cmp);
         let n = v.len();
         let median = if n == 0 {
@@ -131,7 +131,7 @@ impl Datapath {
 }
 
 /// Kills and reaps a child on drop (the iperf3 server).
-struct KillOnDrop(std::process::Child);
+pub(super) struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -393,16 +393,19 @@ impl EventCounts {
 /// `iperf3 -s` in the server pod (output discarded: an unread pipe would stall it), once it
 /// listens.
 fn iperf_server(inc: &Incident) -> Result<KillOnDrop> {
-    let (ip, port) = (inc.server_ip.to_string(), IPERF_PORT.to_string());
-    let mut cmd = inc
-        .lab
-        .command(&inc.server_ns, &["iperf3", "-s", "-B", &ip, "-p", &port])?;
+    iperf_server_in(&inc.lab, &inc.server_ns, &inc.server_ip.to_string())
+}
+
+/// `iperf3 -s` in `ns` on `ip`, once it listens.
+pub(super) fn iperf_server_in(lab: &Lab, ns: &str, ip: &str) -> Result<KillOnDrop> {
+    let port = IPERF_PORT.to_string();
+    let mut cmd = lab.command(ns, &["iperf3", "-s", "-B", ip, "-p", &port])?;
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut server = KillOnDrop(cmd.spawn().context("starting iperf3 -s")?);
     let deadline = Instant::now() + Duration::from_secs(10);
     let filter = format!("sport = :{IPERF_PORT}");
     loop {
-        let out = inc.lab.exec(&inc.server_ns, &["ss", "-Hltn", &filter])?;
+        let out = lab.exec(ns, &["ss", "-Hltn", &filter])?;
         if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
             return Ok(server);
         }
@@ -418,15 +421,20 @@ fn iperf_server(inc: &Incident) -> Result<KillOnDrop> {
 
 /// What one iperf3 run reports: TCP bits/s, or UDP datagrams/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Iperf {
+pub(super) struct Iperf {
     /// As received by the server.
-    received: f64,
+    pub received: f64,
     /// As written by the client (UDP; for TCP the same as `received`).
-    sent: f64,
+    pub sent: f64,
 }
 
 /// One iperf3 client run from the client pod.
 fn iperf(inc: &Incident, server: &str, secs: u32, udp: bool) -> Result<Iperf> {
+    iperf_in(&inc.lab, &inc.client_ns, server, secs, udp)
+}
+
+/// `iperf3 -c server` from `ns`: TCP, or 64-byte UDP datagrams as fast as they go.
+pub(super) fn iperf_in(lab: &Lab, ns: &str, server: &str, secs: u32, udp: bool) -> Result<Iperf> {
     let (port, t, len) = (
         IPERF_PORT.to_string(),
         secs.to_string(),
@@ -437,7 +445,7 @@ fn iperf(inc: &Incident, server: &str, secs: u32, udp: bool) -> Result<Iperf> {
         // -b 0: no pacing, as many datagrams as the sender can write.
         argv.extend(["-u", "-l", &len, "-b", "0"]);
     }
-    let out = inc.lab.exec(&inc.client_ns, &argv)?;
+    let out = lab.exec(ns, &argv)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("iperf3 printed no JSON ({}): {}", out.status, text.trim()))?;
