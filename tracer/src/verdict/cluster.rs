@@ -362,7 +362,9 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                     where_words = Some(format!(
                         "between {src_name} and {dst_name}, in the underlay: {src_name} sends \
                          {size}-byte{overlay} packets and {dst_name} received nothing above {} B \
-                         from it ({} packets arrived{})",
+                         from it ({} packets arrived{}): a router or link on the way, or \
+                         {dst_name}'s own NIC if its MTU is below {size} (a NIC drops what it \
+                         cannot take before any hook sees it)",
                         got.largest,
                         got.packets,
                         if got.windows == 0 {
