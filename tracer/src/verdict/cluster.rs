@@ -137,11 +137,11 @@ fn overlay_of(v: &Verdict) -> Option<(Encap, u32)> {
     })
 }
 
-/// The outer size of the packets a sender's stuck flows send now (what keeps dying): the MTU an
-/// ICMP told a sender that shrank (TCP fills its segments up to it, options included), else the
-/// largest size seen dying, else the segment it retransmits plus the bare TCP/IP headers (a
-/// lower bound: options such as timestamps add 12 B).
-fn sent_outer(v: &Verdict) -> Option<u32> {
+/// The outer size of the packets a sender's stuck flows send now (what keeps dying), and
+/// whether it is exact: the MTU an ICMP told a sender that shrank (TCP fills its segments up to
+/// it, options included), else the largest size seen dying; else only a lower bound, the
+/// segment it retransmits plus the bare TCP/IP headers (options such as timestamps add 12 B).
+fn sent_outer(v: &Verdict) -> Option<(u32, bool)> {
     v.flows
         .iter()
         .filter(|f| f.stuck)
@@ -154,10 +154,11 @@ fn sent_outer(v: &Verdict) -> Option<u32> {
             f.icmp_mtu
                 .filter(|_| f.size_reduced)
                 .or(f.largest_failed)
-                .or(f.segment.map(|s| s + headers))
+                .map(|exact| (exact, true))
+                .or(f.segment.map(|s| (s + headers, false)))
         })
         .max()
-        .map(|inner| inner + overlay_of(v).map_or(0, |(_, o)| o))
+        .map(|(inner, exact)| (inner + overlay_of(v).map_or(0, |(_, o)| o), exact))
 }
 
 /// When the sender's flows on the path were seen (their first and last events).
@@ -357,7 +358,7 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                  `addresses` nor `arrivals`): what {dst_name} received from it cannot be told"
             )),
             (Some(_), Some(got)) => match sent {
-                Some(size) if got.largest < size => {
+                Some((size, _)) if got.largest < size => {
                     v.dies_at = Some(DiesAt::Between);
                     where_words = Some(format!(
                         "between {src_name} and {dst_name}, in the underlay: {src_name} sends \
@@ -374,7 +375,14 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                         }
                     ));
                 }
-                Some(size) => {
+                // Only an exact size: a bound below the real one proves nothing arrived whole.
+                Some((size, false)) => v.not_seen.push(format!(
+                    "the size {src_name} sends is known only as at least {size} B (its \
+                     retransmitted segments plus bare headers) and {dst_name} received up to {} B \
+                     from it: not conclusive about where the packets die",
+                    got.largest
+                )),
+                Some((size, true)) => {
                     v.dies_at = Some(DiesAt::ReceiverNode);
                     where_words = Some(format!(
                         "on the receiving node {dst_name}, past its uplink: {size}-byte packets \
@@ -408,7 +416,7 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
             got.as_ref().map(|g| g.largest).filter(|l| *l > 0),
         ) {
             let overhead = overlay_of(&v).map_or(0, |(_, o)| o);
-            let sent = sent.unwrap_or(0);
+            let sent = sent.map_or(0, |(s, _)| s);
             // A size seen passing is safe, but the small requests that passed say little: only
             // a size an MTU could sensibly be is offered as one.
             let safe = largest.saturating_sub(overhead);
@@ -450,7 +458,10 @@ fn joined(nodes: &[NodeLog], ends: &Ends, views: &[(usize, &Verdict)], now: i128
                 icmp_sent: own.map_or(0, |o| o.evidence.icmp_sent),
                 icmp_received: own.map_or(0, |o| o.evidence.icmp_received),
                 retransmits: own.map_or(0, |o| o.evidence.retransmits),
-                largest_sent: own.filter(|_| role == "sender").and_then(sent_outer),
+                largest_sent: own
+                    .filter(|_| role == "sender")
+                    .and_then(sent_outer)
+                    .map(|(s, _)| s),
                 largest_arrived: got
                     .as_ref()
                     .filter(|_| role == "receiver")

@@ -292,3 +292,48 @@ fn recorded_two_node_logs_say_where_the_packets_die() {
         }
     }
 }
+
+#[test]
+fn a_sent_size_known_only_as_a_bound_does_not_place_the_death_on_the_receiver() {
+    // The sender's own verdict, keeping only the flow whose size is known from its retransmitted
+    // segments alone (1398 + 40 + 50 B of VXLAN: at least 1488 B; TCP options make it 1500).
+    let mut v = the_problem(&joined(&[sender_log()])).clone();
+    v.flows.retain(|f| f.icmp_mtu.is_none());
+    assert!(!v.flows.is_empty() && v.flows.iter().all(|f| f.largest_failed.is_none()));
+    let (first, last) = span_of(include_str!("../testdata/router.jsonl"));
+    let node = |name: &str, addr: &str, verdicts: Vec<Verdict>, arrivals: Vec<Arrivals>| NodeLog {
+        node: name.into(),
+        verdicts,
+        arrivals,
+        addresses: [addr.parse().unwrap()].into(),
+        probes: Vec::new(),
+        span: Some((first, last)),
+    };
+    let arrived = |max: u32| {
+        let line = arrivals_line(SENDER_ADDR, RECEIVER_ADDR, first, last, 40, max);
+        vec![serde_json::from_str::<Arrivals>(&line).unwrap()]
+    };
+    // 1490 B arrived: above the bound, below what may really be sent. Not conclusive.
+    let vs = join(
+        &[
+            node("worker-116", SENDER_ADDR, vec![v.clone()], Vec::new()),
+            node("worker-208", RECEIVER_ADDR, Vec::new(), arrived(1490)),
+        ],
+        last,
+    );
+    let j = the_problem(&vs);
+    assert_eq!(j.dies_at, None, "{j:#?}");
+    assert!(
+        j.not_seen.iter().any(|n| n.contains("not conclusive")),
+        "{j:#?}"
+    );
+    // Nothing near it arrived: between, whatever the exact size.
+    let vs = join(
+        &[
+            node("worker-116", SENDER_ADDR, vec![v], Vec::new()),
+            node("worker-208", RECEIVER_ADDR, Vec::new(), arrived(598)),
+        ],
+        last,
+    );
+    assert_eq!(the_problem(&vs).dies_at, Some(DiesAt::Between));
+}
