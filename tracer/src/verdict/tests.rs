@@ -25,7 +25,8 @@ fn the_one(verdicts: &[Verdict], problem: Problem) -> &Verdict {
         .unwrap_or_else(|| panic!("no {problem:?}: {verdicts:#?}"))
 }
 
-fn only_problem(verdicts: &[Verdict]) -> &Verdict {
+/// The one verdict of severity problem (the join's tests use it too).
+pub(super) fn only_problem(verdicts: &[Verdict]) -> &Verdict {
     let problems: Vec<&Verdict> = verdicts
         .iter()
         .filter(|v| v.severity == Severity::Problem)

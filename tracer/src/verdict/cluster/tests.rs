@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::report::Nodes;
+use crate::verdict::tests::only_problem as the_problem;
 
 const SENDER_ADDR: &str = "10.213.0.1";
 const RECEIVER_ADDR: &str = "10.213.0.2";
@@ -93,15 +94,6 @@ fn joined(logs: &[String]) -> Vec<Verdict> {
         nodes.read(l.as_bytes()).unwrap();
     }
     nodes.verdicts()
-}
-
-fn the_problem(vs: &[Verdict]) -> &Verdict {
-    let p: Vec<&Verdict> = vs
-        .iter()
-        .filter(|v| v.severity == Severity::Problem)
-        .collect();
-    assert_eq!(p.len(), 1, "{vs:#?}");
-    p[0]
 }
 
 #[test]
