@@ -120,6 +120,8 @@ pub mod flags {
     pub const HAS_PEER_DEV: u16 = 1 << 8;
     /// The dropped packet is itself an ICMP too-big message (a firewall ate the PMTU signal).
     pub const MATCH_ICMP_TOO_BIG: u16 = 1 << 9;
+    /// TCP retransmits: `aux2` holds the segment's first sequence number.
+    pub const HAS_TCP_SEQ: u16 = 1 << 10;
 }
 
 /// A flow given directly by a tracepoint (tcp_retransmit_skb, icmp_send): addresses in network
@@ -173,7 +175,7 @@ pub struct Event {
     /// TCP retransmits: socket state; ICMP hooks: type; path-MTU updates: the route's path MTU
     /// before the update (0 = none learned yet).
     pub aux1: u32,
-    /// ICMP hooks: code.
+    /// ICMP hooks: code; TCP retransmits: the segment's sequence number (flag HAS_TCP_SEQ).
     pub aux2: u32,
     pub ifname: [u8; IFNAMSIZ],
     pub out_ifname: [u8; IFNAMSIZ],
@@ -259,6 +261,8 @@ pub struct KernelOffsets {
     pub net_inum: u32,
     /// `sock_common.skc_net` (via `sock.__sk_common`).
     pub sk_net: u32,
+    /// A TCP segment's first sequence number: `sk_buff.cb` + `tcp_skb_cb.seq`.
+    pub skb_tcp_seq: u32,
 }
 
 impl KernelOffsets {
@@ -281,6 +285,7 @@ impl KernelOffsets {
             dev_nd_net: NO_FIELD,
             net_inum: NO_FIELD,
             sk_net: NO_FIELD,
+            skb_tcp_seq: NO_FIELD,
         }
     }
 }

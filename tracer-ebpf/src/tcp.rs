@@ -60,6 +60,11 @@ pub fn tcp_retransmit_tracepoint(ctx: TracePointContext) -> i32 {
         ev.skb = skb as u64;
         ev.len = b.len;
         ev.gso_size = b.gso_size;
+        // The same sequence number re-sent at timeouts: nothing acknowledged in between.
+        if conf!(kernel.skb_tcp_seq) != NO_FIELD {
+            ev.aux2 = kernel::read::<u32>(skb, conf!(kernel.skb_tcp_seq));
+            ev.flags |= flags::HAS_TCP_SEQ;
+        }
     }
     emit::submit(entry);
     0

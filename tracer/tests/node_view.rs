@@ -218,6 +218,25 @@ fn run_case(case: &Case) {
                     shown()
                 );
             }
+            // The kernel's sequence numbers: each stuck connection re-sent the same bytes at
+            // its timeouts (what makes it stuck however irregular the gaps).
+            for port in [incident.http_port, incident.redis_port] {
+                let mut times: std::collections::HashMap<u64, u32> = Default::default();
+                for e in events.iter().filter(|e| {
+                    e["kind"] == "tcp_retransmit"
+                        && (e["dport"] == port || e["service"]["port"] == port)
+                }) {
+                    let seq = e["tcp_seq"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("a retransmission without tcp_seq: {e}"));
+                    *times.entry(seq).or_default() += 1;
+                }
+                assert!(
+                    times.values().any(|&n| n >= 3),
+                    "no bytes re-sent 3 times to port {port}: {times:?}\n{}",
+                    shown()
+                );
+            }
             if case.probe {
                 // Measured: the tracer probed toward the pod, and its number is the verdict's.
                 assert_eq!(v["confidence"], "measured", "{}", shown());

@@ -235,6 +235,10 @@ pub struct Record {
     pub names: Attribution,
     /// The Kubernetes node this tracer runs on (`NODE_NAME`, else the hostname).
     pub node: Option<Arc<str>>,
+    /// TCP retransmits: the segment's first sequence number. The same number re-sent at
+    /// timeouts means nothing was acknowledged in between. (After `node`: fields are only ever
+    /// added at the end of the line.)
+    pub tcp_seq: Option<u32>,
     /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
     #[serde(skip)]
     pub packet: Option<Captured>,
@@ -325,6 +329,7 @@ impl Record {
             flow: FlowFields::default(),
             icmp: None,
             tcp_state: None,
+            tcp_seq: None,
             skb: None,
             lost: None,
             names: Attribution::default(),

@@ -62,6 +62,9 @@ pub(super) fn decode(rec: &mut Record, ev: &Event) {
     rec.flow.sport = Some(f.sport);
     rec.flow.dport = Some(f.dport);
     rec.tcp_state = tcp_state_name(ev.aux1).map(str::to_string);
+    if ev.flags & flags::HAS_TCP_SEQ != 0 {
+        rec.tcp_seq = Some(ev.aux2);
+    }
     if ev.gso_size != 0 {
         rec.size.gso_size = Some(ev.gso_size as u32);
     }

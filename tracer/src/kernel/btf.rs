@@ -229,6 +229,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         dev_nd_net: optional("net_device", "nd_net.net")?,
         net_inum: optional("net", "ns.inum")?,
         sk_net: optional("sock", "__sk_common.skc_net.net")?,
+        // TCP keeps a segment's sequence numbers in the skb's control buffer while it owns it.
+        skb_tcp_seq: match (optional("sk_buff", "cb")?, optional("tcp_skb_cb", "seq")?) {
+            (NO_FIELD, _) | (_, NO_FIELD) => NO_FIELD,
+            (cb, seq) => cb + seq,
+        },
     })
 }
 
@@ -622,6 +627,10 @@ mod tests {
         assert_eq!(k.dev_nd_net, off("net_device", "nd_net"));
         assert_eq!(k.sk_net, off("sock_common", "skc_net"));
         assert_eq!(k.net_inum, off("net", "ns.inum"));
+        assert_eq!(
+            k.skb_tcp_seq,
+            off("sk_buff", "cb") + off("tcp_skb_cb", "seq")
+        );
         let all = [
             k.skb_len,
             k.skb_dev,
@@ -640,6 +649,7 @@ mod tests {
             k.dev_nd_net,
             k.net_inum,
             k.sk_net,
+            k.skb_tcp_seq,
         ];
         assert!(all.iter().all(|&v| v != NO_FIELD), "{k:?}");
     }

@@ -109,6 +109,8 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     opt_object(out, rec.names.dst_node.as_ref());
     key(out, "node");
     opt_str(out, rec.node.as_deref());
+    key(out, "tcp_seq");
+    opt_num(out, rec.tcp_seq.map(u64::from));
     out.push(b'}');
 }
 
@@ -484,6 +486,7 @@ mod tests {
                 mtu: Some(1430),
             }),
             tcp_state: Some("TCP_ESTABLISHED".into()),
+            tcp_seq: Some(4_000_000_000),
             skb: Some("0xffff888100000000".into()),
             lost: Some(1),
             names: Attribution {

@@ -766,7 +766,7 @@ impl Analyzer {
         // The sender's stages judge sizes and timeouts against the segment it uses now.
         let shrank = match self.sender_mut(key) {
             Some(st) => {
-                st.retransmit(ts, len, o.size.gso_size);
+                st.retransmit(ts, len, o.size.gso_size, o.tcp_seq);
                 st.shrank_after_icmp()
             }
             None => false,

@@ -52,6 +52,12 @@ struct Regime {
     /// Gaps of the timeouts, for the explanation (at most a few).
     gaps_ms: [u32; 6],
     gaps: usize,
+    /// The sequence number of the last retransmission, when the log carries it.
+    last_seq: Option<u32>,
+    /// Timeout retransmissions that re-sent the bytes of the one before: nothing was
+    /// acknowledged in between. Robust where the gaps are not (a retransmission the kernel
+    /// deferred or one missed makes a gap the sum of two, and backoff then looks flat).
+    repeats: u32,
 }
 
 impl Regime {
@@ -63,7 +69,8 @@ impl Regime {
     }
 
     fn stuck(&self) -> bool {
-        self.timeouts >= STUCK_TIMEOUTS && self.backoff_steps >= 1
+        self.timeouts >= STUCK_TIMEOUTS
+            && (self.backoff_steps >= 1 || self.repeats >= STUCK_TIMEOUTS)
     }
 }
 
@@ -115,8 +122,9 @@ impl Stages {
         }
     }
 
-    /// A retransmission of `len` bytes (`gso_size` for a GSO super-packet: the segment size).
-    pub fn retransmit(&mut self, ts_ns: i128, len: u32, gso_size: Option<u32>) {
+    /// A retransmission of `len` bytes (`gso_size` for a GSO super-packet: the segment size)
+    /// starting at sequence number `seq` (logs before 0.1 lack it).
+    pub fn retransmit(&mut self, ts_ns: i128, len: u32, gso_size: Option<u32>, seq: Option<u32>) {
         if len == 0 {
             return;
         }
@@ -150,11 +158,24 @@ impl Stages {
             self.now.segment = segment;
         }
         let r = &mut self.now;
+        let same_bytes = seq.is_some() && seq == r.last_seq;
+        if let (Some(now), Some(before)) = (seq, r.last_seq) {
+            // Later bytes re-sent: the earlier ones were acknowledged, the connection moved.
+            if seq_after(now, before) {
+                r.repeats = 0;
+            }
+        }
+        if seq.is_some() {
+            r.last_seq = seq;
+        }
         if let Some(last) = r.last_rtx_ns {
             let gap = ts_ns - last;
             if gap >= TIMEOUT_GAP_NS {
                 r.timeouts += 1;
                 self.total_timeouts += 1;
+                if same_bytes {
+                    r.repeats += 1;
+                }
                 if r.last_gap_ns.is_some_and(|g| gap * 10 >= g * 15) {
                     r.backoff_steps += 1;
                 }
@@ -166,6 +187,11 @@ impl Stages {
             }
         }
         r.last_rtx_ns = Some(ts_ns);
+    }
+
+    /// Timeout retransmissions of the current size that re-sent the same bytes as the one before.
+    pub fn repeats(&self) -> u32 {
+        self.now.repeats
     }
 
     fn shrink(&mut self, ts_ns: i128, to: u32, cause: ShrinkCause) {
@@ -250,6 +276,11 @@ impl Stages {
     pub fn told_mtu(&self) -> Option<u32> {
         self.told.map(|(_, m)| m)
     }
+}
+
+/// TCP sequence order (RFC 1982 serial arithmetic: numbers wrap at 2^32).
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ impl TempLog {
 
 impl Drop for TempLog {
     fn drop(&mut self) {
+        // A failed test keeps its log for a look (the path is said on stderr).
+        if std::thread::panicking() || std::env::var_os("TRACER_TEST_KEEP_LOGS").is_some() {
+            eprintln!("kept the log of the failed test: {}", self.0.display());
+            return;
+        }
         // The live file and every rotated one (`--log-max-size`): a flood can rotate.
         for file in log_files(&self.0) {
             let _ = std::fs::remove_file(file);
