@@ -496,6 +496,10 @@ pub struct Config {
     pub tracepoints: TracepointOffsets,
     /// `SKB_DROP_REASON_PKT_TOO_BIG` on the running kernel, [`NO_FIELD`] if it has none.
     pub reason_pkt_too_big: u32,
+    /// `SKB_DROP_REASON_NOT_SPECIFIED` (what the size-drop sites other than forwarding free
+    /// with), [`NO_FIELD`] on kernels without drop reasons. Any other reason names a cause that
+    /// is not size, and the drop program decides on it before reading the packet.
+    pub reason_not_specified: u32,
     /// Non-zero: emit every drop, not only size drops (`--all-drops`).
     pub all_drops: u32,
     /// Non-zero: only report events whose network namespace is in the `NETNS_FILTER` map.
@@ -516,6 +520,7 @@ impl Config {
             kernel: KernelOffsets::unresolved(),
             tracepoints: TracepointOffsets::unresolved(),
             reason_pkt_too_big: NO_FIELD,
+            reason_not_specified: NO_FIELD,
             all_drops: 0,
             filter_netns: 0,
             size_drop_site_count: 0,

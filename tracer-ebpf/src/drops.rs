@@ -4,8 +4,10 @@
 //! Default filter (everything else is discarded here, before any ring-buffer work):
 //! reason PKT_TOO_BIG, or a location inside a known size-drop site (`ip_fragment`,
 //! `ip_tunnel_xmit`, `__dev_forward_skb2`, ...: these free with NOT_SPECIFIED), or a packet
-//! longer than its device's, route's or veth peer's MTU, or a dropped ICMP too-big message
-//! (the PMTU signal eaten by a firewall). `--all-drops` keeps every drop.
+//! longer than its route's or veth peer's MTU freed with NOT_SPECIFIED, or a dropped ICMP
+//! too-big message under any reason (the PMTU signal eaten by a firewall). A drop whose reason
+//! names another cause is judged on a few reads (is it an ICMP too-big?) and left there.
+//! `--all-drops` keeps every drop.
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -86,9 +88,13 @@ fn matches(ev: &Event, l3: *const u8) -> u16 {
     // Only the MTU of where the packet was going counts: the route's output device or the veth
     // peer. A received packet may legitimately exceed its input device's MTU (GRO merges
     // segments), and GSO packets are segmented later, so neither says anything.
+    // And only when the kernel names no other cause (a firewall dropping a large packet).
     let l3_len = stored!(ev.l3_len);
     let over = |mtu: u32| mtu != 0 && l3_len > mtu;
-    if stored!(ev.gso_size) == 0 && (over(stored!(ev.out_mtu)) || over(stored!(ev.peer_mtu))) {
+    if !names_another_cause(stored!(ev.reason))
+        && stored!(ev.gso_size) == 0
+        && (over(stored!(ev.out_mtu)) || over(stored!(ev.peer_mtu)))
+    {
         matched |= flags::MATCH_OVERSIZE;
     }
     if matched == 0 && kernel::is_icmp_too_big(l3, stored!(ev.l3_proto)) {
@@ -97,15 +103,38 @@ fn matches(ev: &Event, l3: *const u8) -> u16 {
     matched
 }
 
+/// Does the kernel name a cause for this drop that is not size (a policy, no socket, a full
+/// queue, ...)? Size drops free with PKT_TOO_BIG (forwarding) or NOT_SPECIFIED (tunnels,
+/// fragmentation, veth, bridge); kernels without reasons (a constant) name nothing.
+#[inline(always)]
+fn names_another_cause(reason: u32) -> bool {
+    let not_specified = conf!(reason_not_specified);
+    not_specified != NO_FIELD && reason != not_specified && reason != conf!(reason_pkt_too_big)
+}
+
 #[inline(always)]
 fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     if skb.is_null() {
         return;
     }
-    // Namespace first: on a busy host most drops belong to namespaces nobody asked about.
+    // Decide early, on what costs nothing: most drops on a busy node (policies, closed ports,
+    // full queues) name another cause, and such a drop matters only when it is an ICMP too-big
+    // (the PMTU signal eaten on the way). A few reads answer that; the full event is read only
+    // for drops that may be about size.
+    let unrelated =
+        conf!(all_drops) == 0 && names_another_cause(reason) && !at_size_drop_site(location);
+    let filtered = conf!(filter_netns) != 0;
+    if unrelated && !filtered && !kernel::skb_is_icmp_too_big(skb) {
+        return;
+    }
+    // With a namespace filter, the namespace first (three reads): on a busy host most drops
+    // belong to namespaces nobody asked about.
     let dev = kernel::skb_dev(skb);
     let netns = kernel::skb_netns(skb, dev);
     if !emit::netns_wanted(netns) {
+        return;
+    }
+    if unrelated && filtered && !kernel::skb_is_icmp_too_big(skb) {
         return;
     }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {

@@ -315,7 +315,7 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
     let matched = drop["matched"].as_array().unwrap();
     assert!(matched.contains(&Value::from("location")), "{drop}");
     assert!(matched.contains(&Value::from("oversize")), "{drop}");
-    // Every event names the node the tracer runs on, as its last field.
+    // Every event names the node the tracer runs on (at the end, before the fields added since).
     let text = support::read_log_text(&log.0);
     let lines: Vec<&str> = text
         .lines()
@@ -331,7 +331,7 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
         .collect();
     assert!(!lines.is_empty());
     for line in lines {
-        assert!(line.ends_with(r#","node":"worker-116"}"#), "{line}");
+        assert!(line.contains(r#","node":"worker-116","tcp_seq":"#), "{line}");
     }
     // A small packet passes and is not reported.
     assert!(
@@ -693,6 +693,66 @@ fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
     // The flow is the one the message was about.
     assert_eq!(eaten["src"], s.client_ip.to_string());
     assert_eq!(eaten["dst"], s.server_ip.to_string());
+}
+
+/// A router's firewall drops an oversized packet before the router's own size check (no DF:
+/// `ip_forward` lets it through to the FORWARD hook). The kernel names the cause,
+/// NETFILTER_DROP: not a size drop, however large the packet is for the next hop. The drop
+/// program decides that on the reason alone; `--all-drops` still reports it, unmatched.
+#[test]
+fn a_firewall_drop_of_a_large_packet_is_not_a_size_drop() {
+    let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+    lab.exec_ok(
+        &s.router_ns,
+        &[
+            "nft",
+            "add table ip fw; add chain ip fw forward { type filter hook forward priority 0; }; \
+             add rule ip fw forward icmp type echo-request counter drop",
+        ],
+    )
+    .expect("nft");
+    let server = s.server_ip.to_string();
+    for all_drops in [false, true] {
+        let log = TempLog::new("policy-drop");
+        let extra: &[&str] = if all_drops { &["--all-drops"] } else { &[] };
+        let t = start(&[&s.router_ns], &log, extra, &[]);
+        // 1500 bytes without DF toward a 1450 hop, three times.
+        let out = lab
+            .exec(
+                &s.client_ns,
+                &[
+                    "ping", "-n", "-M", "dont", "-s", "1472", "-c", "3", "-i", "0.2", "-W", "1",
+                    &server,
+                ],
+            )
+            .expect("ping");
+        assert!(!out.status.success(), "the firewall let the echo through");
+        settle();
+        stop_ok(t);
+        let events = read_events(&log.0);
+        let all = dump(&events);
+        let policy: Vec<&Value> = of_kind(&events, "drop")
+            .into_iter()
+            .filter(|e| e["reason"] == "NETFILTER_DROP" && e["proto"] == 1)
+            .collect();
+        if all_drops {
+            assert_eq!(
+                policy.len(),
+                3,
+                "every policy drop with --all-drops:\n{all}"
+            );
+            for e in &policy {
+                assert_eq!(e["l3_len"], 1500, "{e}");
+                assert_eq!(e["out_mtu"], s.hop_mtu, "{e}");
+                assert_eq!(e["matched"], Value::Array(vec![]), "{e}");
+            }
+        } else {
+            assert!(
+                policy.is_empty(),
+                "a policy drop reported as a size drop:\n{all}"
+            );
+        }
+    }
 }
 
 /// The kernel can run kprobes: then the path-MTU hook must attach (fentry or kprobe); without

@@ -44,6 +44,10 @@ impl KernelFacts {
                     .into(),
             );
         }
+        // Without it (kernels before 5.17) every drop is judged on the packet.
+        if let Some(v) = reasons.value("NOT_SPECIFIED") {
+            config.reason_not_specified = v;
+        }
         config.all_drops = all_drops as u32;
         let kallsyms = Kallsyms::load()?;
         let sites = kallsyms.size_drop_sites();
