@@ -27,7 +27,7 @@ pub fn drops_tp_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    handle(skb, location, reason, Hook::DropsTpBtf);
+    handle::<true>(skb, location, reason, Hook::DropsTpBtf);
     0
 }
 
@@ -43,7 +43,7 @@ pub fn drops_tracepoint(ctx: TracePointContext) -> i32 {
     } else {
         0
     };
-    handle(skb, location, reason, Hook::DropsTracepoint);
+    handle::<false>(skb, location, reason, Hook::DropsTracepoint);
     0
 }
 
@@ -112,8 +112,9 @@ fn names_another_cause(reason: u32) -> bool {
     not_specified != NO_FIELD && reason != not_specified && reason != conf!(reason_pkt_too_big)
 }
 
+/// `TYPED`: `skb` is a BTF-typed argument (`tp_btf`), whose fields plain loads may read.
 #[inline(always)]
-fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
+fn handle<const TYPED: bool>(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     if skb.is_null() {
         return;
     }
@@ -124,17 +125,28 @@ fn handle(skb: *const u8, location: u64, reason: u32, hook: Hook) {
     let unrelated =
         conf!(all_drops) == 0 && names_another_cause(reason) && !at_size_drop_site(location);
     let filtered = conf!(filter_netns) != 0;
-    if unrelated && !filtered && !kernel::skb_is_icmp_too_big(skb) {
+    let is_icmp_too_big = || {
+        if TYPED {
+            kernel::typed_skb_is_icmp_too_big(skb)
+        } else {
+            kernel::skb_is_icmp_too_big(skb)
+        }
+    };
+    if unrelated && !filtered && !is_icmp_too_big() {
         return;
     }
     // With a namespace filter, the namespace first (three reads): on a busy host most drops
     // belong to namespaces nobody asked about.
-    let dev = kernel::skb_dev(skb);
-    let netns = kernel::skb_netns(skb, dev);
+    let (dev, netns) = if TYPED {
+        kernel::typed_skb_dev_netns(skb)
+    } else {
+        let dev = kernel::skb_dev(skb);
+        (dev, kernel::skb_netns(skb, dev))
+    };
     if !emit::netns_wanted(netns) {
         return;
     }
-    if unrelated && filtered && !kernel::skb_is_icmp_too_big(skb) {
+    if unrelated && filtered && !is_icmp_too_big() {
         return;
     }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {

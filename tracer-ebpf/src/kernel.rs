@@ -145,18 +145,67 @@ pub fn l3_proto(skb: *const u8) -> u16 {
 /// classic PMTU black hole: the message that would have fixed things never arrived.
 #[inline(always)]
 pub fn is_icmp_too_big(l3: *const u8, l3_proto: u16) -> bool {
+    // One read of the header and the ICMP type and code where they usually are: a helper call
+    // per read is what this costs every drop that names another cause.
     if l3_proto == 0x0800 {
-        let vihl = read::<u8>(l3, 0);
-        if vihl >> 4 != 4 || read::<u8>(l3, 9) != 1 {
+        let h = read::<[u8; 24]>(l3, 0);
+        if h[0] >> 4 != 4 || h[9] != 1 {
             return false;
         }
-        let l4 = ((vihl & 0x0f) as u32) * 4;
-        read::<[u8; 2]>(l3, l4) == [3, 4]
+        let l4 = ((h[0] & 0x0f) as u32) * 4;
+        if l4 == 20 {
+            h[20] == 3 && h[21] == 4
+        } else {
+            read::<[u8; 2]>(l3, l4) == [3, 4]
+        }
     } else if l3_proto == 0x86dd {
-        read::<u8>(l3, 6) == 58 && read::<u8>(l3, 40) == 2
+        let h = read::<[u8; 41]>(l3, 0);
+        h[6] == 58 && h[40] == 2
     } else {
         false
     }
+}
+
+/// `T` at `base + offset` by a plain load, for a `base` the verifier knows by its BTF type (a
+/// `tp_btf` argument): it checks the access against the struct at load time (the offset is a
+/// constant of `.rodata`) and makes the load fault-safe, at the cost of a load instead of a
+/// helper call. Only for fields of that struct, never through a pointer read from it.
+#[inline(always)]
+pub fn load_typed<T: Copy + Default>(base: *const u8, offset: u32) -> T {
+    if offset == NO_FIELD {
+        return T::default();
+    }
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) }
+}
+
+/// [`skb_is_icmp_too_big`] for an `sk_buff` typed by BTF: the `sk_buff` fields by plain loads,
+/// the packet bytes by one helper call.
+#[inline(always)]
+pub fn typed_skb_is_icmp_too_big(skb: *const u8) -> bool {
+    let proto = u16::from_be(load_typed::<u16>(skb, conf!(kernel.skb_protocol)));
+    if proto != 0x0800 && proto != 0x86dd {
+        return false;
+    }
+    let nh = load_typed::<u16>(skb, conf!(kernel.skb_network_header));
+    if nh == HEADER_UNSET {
+        return false;
+    }
+    let head = load_typed::<usize>(skb, conf!(kernel.skb_head));
+    is_icmp_too_big(head.wrapping_add(nh as usize) as *const u8, proto)
+}
+
+/// `skb->dev` and the packet's namespace (see [`skb_netns`]) for an `sk_buff` typed by BTF: the
+/// device and its namespace by plain loads; the route's device (a tagged word, not a typed
+/// pointer) by helper calls, only when the packet has no device.
+#[inline(always)]
+pub fn typed_skb_dev_netns(skb: *const u8) -> (*const u8, u32) {
+    let dev = load_typed::<usize>(skb, conf!(kernel.skb_dev)) as *const u8;
+    let net = load_typed::<usize>(dev, conf!(kernel.dev_nd_net)) as *const u8;
+    let netns = load_typed::<u32>(net, conf!(kernel.net_inum));
+    if netns != 0 {
+        return (dev, netns);
+    }
+    (dev, dev_netns(skb_dst_dev(skb)))
 }
 
 /// Is the packet an ICMP too-big, read from the `sk_buff` alone (its protocol and network
