@@ -331,7 +331,10 @@ fn veth_mismatch_drop_names_the_peer_mtu() {
         .collect();
     assert!(!lines.is_empty());
     for line in lines {
-        assert!(line.contains(r#","node":"worker-116","tcp_seq":"#), "{line}");
+        assert!(
+            line.contains(r#","node":"worker-116","tcp_seq":"#),
+            "{line}"
+        );
     }
     // A small packet passes and is not reported.
     assert!(
