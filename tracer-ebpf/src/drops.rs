@@ -155,10 +155,10 @@ fn handle<const TYPED: bool>(skb: *const u8, location: u64, reason: u32, hook: H
     let ev = draft.event();
     ev.location = location;
     ev.reason = reason;
-    let b = kernel::skb_basics_of(skb, dev, netns);
-    kernel::fill_from_skb(ev, skb, &b);
+    let b = kernel::skb_basics_of::<TYPED>(skb, dev, netns);
+    kernel::fill_from_skb::<TYPED>(ev, skb, &b);
     // A veth hands its packets to its peer, whose MTU decides (`__dev_forward_skb`).
-    kernel::fill_veth_peer(ev, b.dev);
+    kernel::fill_veth_peer::<TYPED>(ev, b.dev);
     let matched = matches(ev, b.l3);
     if matched == 0 && conf!(all_drops) == 0 {
         return;

@@ -91,7 +91,7 @@ fn emit_too_big(skb: *const u8, icmp_type: u32, code: u32, mtu: u32, hook: Hook)
         return;
     };
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    kernel::fill_from_skb(ev, skb, &b);
+    kernel::fill_from_skb::<false>(ev, skb, &b);
     ev.aux1 = icmp_type;
     ev.aux2 = code;
     if mtu != 0 {

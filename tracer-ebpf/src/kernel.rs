@@ -74,14 +74,14 @@ pub struct SkbBasics {
 #[inline(always)]
 pub fn skb_basics(skb: *const u8) -> SkbBasics {
     let dev = skb_dev(skb);
-    skb_basics_of(skb, dev, skb_netns(skb, dev))
+    skb_basics_of::<false>(skb, dev, skb_netns(skb, dev))
 }
 
 /// The route's output device of a packet (`skb_dst(skb)->dev`), or null.
 #[inline(always)]
-fn skb_dst_dev(skb: *const u8) -> *const u8 {
+fn skb_dst_dev<const TYPED: bool>(skb: *const u8) -> *const u8 {
     // The low bit of _skb_refdst is SKB_DST_NOREF. No dst: the read at null faults, null.
-    let dst = (read::<usize>(skb, conf!(kernel.skb_refdst)) & !1usize) as *const u8;
+    let dst = (field::<usize, TYPED>(skb, conf!(kernel.skb_refdst)) & !1usize) as *const u8;
     read_ptr(dst, conf!(kernel.dst_dev))
 }
 
@@ -93,7 +93,7 @@ pub fn skb_netns(skb: *const u8, dev: *const u8) -> u32 {
     if netns != 0 {
         return netns;
     }
-    dev_netns(skb_dst_dev(skb))
+    dev_netns(skb_dst_dev::<false>(skb))
 }
 
 /// `skb->dev`: read first so that the namespace filter can reject early.
@@ -104,12 +104,13 @@ pub fn skb_dev(skb: *const u8) -> *const u8 {
 
 /// The rest of [`skb_basics`] once the device and its namespace are known. Reads of absent
 /// things (no device, no dst, no header) fault and give zero: no null checks, hence no paths.
+/// `TYPED`: `skb` and `dev` are BTF-typed (a `tp_btf` argument and what was loaded from it).
 #[inline(always)]
-pub fn skb_basics_of(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
-    let len = read::<u32>(skb, conf!(kernel.skb_len));
-    let head = read::<usize>(skb, conf!(kernel.skb_head));
-    let data = read::<usize>(skb, conf!(kernel.skb_data));
-    let nh = read::<u16>(skb, conf!(kernel.skb_network_header));
+pub fn skb_basics_of<const TYPED: bool>(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
+    let len = field::<u32, TYPED>(skb, conf!(kernel.skb_len));
+    let head = field::<usize, TYPED>(skb, conf!(kernel.skb_head));
+    let data = field::<usize, TYPED>(skb, conf!(kernel.skb_data));
+    let nh = field::<u16, TYPED>(skb, conf!(kernel.skb_network_header));
     // Length from the network header on: skb->data may sit at L2 (transmit) or L3.
     let mut l3_len = len;
     let mut l3: *const u8 = core::ptr::null();
@@ -119,15 +120,15 @@ pub fn skb_basics_of(skb: *const u8, dev: *const u8, netns: u32) -> SkbBasics {
         l3_len = (len + data_off).saturating_sub(nh as u32);
     }
     // skb_shinfo(skb) = skb->head + skb->end on 64-bit kernels (end is an offset).
-    let end = read::<u32>(skb, conf!(kernel.skb_end));
+    let end = field::<u32, TYPED>(skb, conf!(kernel.skb_end));
     let shinfo = head.wrapping_add(end as usize) as *const u8;
-    let out_dev = skb_dst_dev(skb);
+    let out_dev = skb_dst_dev::<TYPED>(skb);
     SkbBasics {
         dev,
         netns,
         len,
         l3_len,
-        mtu: read::<u32>(dev, conf!(kernel.dev_mtu)),
+        mtu: field::<u32, TYPED>(dev, conf!(kernel.dev_mtu)),
         out_dev,
         out_mtu: read::<u32>(out_dev, conf!(kernel.dev_mtu)),
         gso_size: read::<u16>(shinfo, conf!(kernel.shinfo_gso_size)),
@@ -178,6 +179,17 @@ pub fn load_typed<T: Copy + Default>(base: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) }
 }
 
+/// A field of a struct the verifier knows by BTF when `TYPED` (see [`load_typed`]), else by a
+/// helper call ([`read`]): one body for the `tp_btf` program and its classic fallback.
+#[inline(always)]
+pub fn field<T: Copy + Default, const TYPED: bool>(base: *const u8, offset: u32) -> T {
+    if TYPED {
+        load_typed::<T>(base, offset)
+    } else {
+        read::<T>(base, offset)
+    }
+}
+
 /// [`skb_is_icmp_too_big`] for an `sk_buff` typed by BTF: the `sk_buff` fields by plain loads,
 /// the packet bytes by one helper call.
 #[inline(always)]
@@ -205,7 +217,7 @@ pub fn typed_skb_dev_netns(skb: *const u8) -> (*const u8, u32) {
     if netns != 0 {
         return (dev, netns);
     }
-    (dev, dev_netns(skb_dst_dev(skb)))
+    (dev, dev_netns(skb_dst_dev::<false>(skb)))
 }
 
 /// Is the packet an ICMP too-big, read from the `sk_buff` alone (its protocol and network
@@ -227,15 +239,15 @@ pub fn skb_is_icmp_too_big(skb: *const u8) -> bool {
 /// If `dev` is a veth, fill the `peer_*` fields of `ev` from its peer (the device that receives
 /// what `dev` sends, whose MTU decides in `__dev_forward_skb`).
 #[inline(always)]
-pub fn fill_veth_peer(ev: &mut Event, dev: *const u8) {
+pub fn fill_veth_peer<const TYPED: bool>(ev: &mut Event, dev: *const u8) {
     let xmit = conf!(veth.xmit_addr);
     let priv_off = conf!(veth.netdev_priv);
     // Constants: this whole function is pruned on kernels without a veth to look at.
     if xmit == 0 || priv_off == NO_FIELD {
         return;
     }
-    let ops = read_ptr(dev, conf!(veth.dev_netdev_ops));
-    if read::<u64>(ops, conf!(veth.ops_ndo_start_xmit)) != xmit {
+    let ops = field::<usize, TYPED>(dev, conf!(veth.dev_netdev_ops)) as *const u8;
+    if field::<u64, TYPED>(ops, conf!(veth.ops_ndo_start_xmit)) != xmit {
         return;
     }
     let peer = read_ptr(dev.wrapping_add(priv_off as usize), conf!(veth.priv_peer));
@@ -247,7 +259,7 @@ pub fn fill_veth_peer(ev: &mut Event, dev: *const u8) {
 
 /// Fill device, size and packet-header fields of `ev` from an `sk_buff`.
 #[inline(always)]
-pub fn fill_from_skb(ev: &mut Event, skb: *const u8, b: &SkbBasics) {
+pub fn fill_from_skb<const TYPED: bool>(ev: &mut Event, skb: *const u8, b: &SkbBasics) {
     ev.skb = skb as u64;
     ev.netns = b.netns;
     ev.len = b.len;
@@ -257,7 +269,7 @@ pub fn fill_from_skb(ev: &mut Event, skb: *const u8, b: &SkbBasics) {
     if b.gso_size != 0 {
         ev.flags |= flags::GSO;
     }
-    read_into(&mut ev.ifindex, b.dev, conf!(kernel.dev_ifindex));
+    ev.ifindex = field::<u32, TYPED>(b.dev, conf!(kernel.dev_ifindex));
     read_into(&mut ev.ifname, b.dev, conf!(kernel.dev_name));
     if !b.out_dev.is_null() {
         ev.flags |= flags::HAS_OUT_DEV;
@@ -266,7 +278,7 @@ pub fn fill_from_skb(ev: &mut Event, skb: *const u8, b: &SkbBasics) {
         read_into(&mut ev.out_ifname, b.out_dev, conf!(kernel.dev_name));
     }
     // The network header was located by skb_basics: no second read of head/network_header.
-    ev.l3_proto = l3_proto(skb);
+    ev.l3_proto = u16::from_be(field::<u16, TYPED>(skb, conf!(kernel.skb_protocol)));
     let src = b.l3;
     // Constant-size reads keep the verifier simple; a short linear area makes the big read
     // fail, so fall back to smaller ones (headers of a tunnel packet need ~100 bytes). No
