@@ -232,6 +232,9 @@ impl Event {
     }
 }
 
+/// The `log` target of the kernel programs' aya-log records (`--kernel-log`).
+pub const KERNEL_LOG_TARGET: &str = "tracer-ebpf";
+
 /// Sentinel for "this kernel has no such field": the kernel program then skips the read.
 pub const NO_FIELD: u32 = u32::MAX;
 

@@ -11,7 +11,9 @@
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
+use aya_log_ebpf::{trace, warn};
 use tracer_common::{flags, Event, EventKind, Hook, MAX_SIZE_DROP_SITES, NO_FIELD};
 
 use crate::{config::conf, emit, kernel};
@@ -27,7 +29,7 @@ pub fn drops_tp_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    handle::<true>(skb, location, reason, Hook::DropsTpBtf);
+    handle::<true, _>(&ctx, skb, location, reason, Hook::DropsTpBtf);
     0
 }
 
@@ -43,7 +45,7 @@ pub fn drops_tracepoint(ctx: TracePointContext) -> i32 {
     } else {
         0
     };
-    handle::<false>(skb, location, reason, Hook::DropsTracepoint);
+    handle::<false, _>(&ctx, skb, location, reason, Hook::DropsTracepoint);
     0
 }
 
@@ -114,7 +116,13 @@ fn names_another_cause(reason: u32) -> bool {
 
 /// `TYPED`: `skb` is a BTF-typed argument (`tp_btf`), whose fields plain loads may read.
 #[inline(always)]
-fn handle<const TYPED: bool>(skb: *const u8, location: u64, reason: u32, hook: Hook) {
+fn handle<const TYPED: bool, C: EbpfContext>(
+    ctx: &C,
+    skb: *const u8,
+    location: u64,
+    reason: u32,
+    hook: Hook,
+) {
     if skb.is_null() {
         return;
     }
@@ -133,6 +141,7 @@ fn handle<const TYPED: bool>(skb: *const u8, location: u64, reason: u32, hook: H
         }
     };
     if unrelated && !filtered && !is_icmp_too_big() {
+        trace!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop left in the kernel: reason {} names another cause", reason);
         return;
     }
     // With a namespace filter, the namespace first (three reads): on a busy host most drops
@@ -147,9 +156,13 @@ fn handle<const TYPED: bool>(skb: *const u8, location: u64, reason: u32, hook: H
         return;
     }
     if unrelated && filtered && !is_icmp_too_big() {
+        trace!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop left in the kernel: reason {} names another cause", reason);
         return;
     }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {
+        // Drop programs nested deeper than the drafts: lost, and counted so.
+        emit::count_lost(hook);
+        warn!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop program nested past its drafts on this CPU: event counted as lost");
         return;
     };
     let ev = draft.event();

@@ -208,6 +208,11 @@ fn count(ctx: &TcContext, key: &MaybeUninit<ArrivalKey>, ip_len: u32) {
         }
         // BPF_ANY: when another CPU created the key meanwhile, this updates this CPU's slot
         // of it (per-CPU LRU hash), so nothing is overwritten. Fails only without memory.
-        let _ = ARRIVALS.insert(key, unsafe { fresh.assume_init_ref() }, 0);
+        if ARRIVALS
+            .insert(key, unsafe { fresh.assume_init_ref() }, 0)
+            .is_err()
+        {
+            aya_log_ebpf::warn!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "arrivals: the map refused a new key; this packet is not counted");
+        }
     }
 }

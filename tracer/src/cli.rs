@@ -92,6 +92,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub all_drops: bool,
 
+    /// The kernel programs' own diagnostics (aya-log), on stderr: `warn` says what they could
+    /// not do (an event counted as lost because drop programs nested too deep, an arrivals
+    /// count the map refused); `trace` also every drop left in the kernel and why (busy:
+    /// floods). Off by default: the verifier then removes every log statement.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = KernelLog::Off)]
+    pub kernel_log: KernelLog,
+
     /// Name pods, services and nodes from this snapshot: the output of
     /// `kubectl get pods,services,endpointslices,nodes -A -o json`.
     #[arg(long, value_name = "FILE")]
@@ -208,6 +215,25 @@ fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
         return Err(format!("`{s}`: give a power of two between 64 and 1048576"));
     }
     Ok(v)
+}
+
+/// `--kernel-log`: the levels of aya-log, and off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelLog {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl KernelLog {
+    /// The value of the kernel object's `AYA_LOG_LEVEL`: statements of a level above it are
+    /// disabled (aya-log numbers its levels Error = 1 … Trace = 5).
+    pub fn mask(self) -> u8 {
+        self as u8
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@ use clap::Parser as _;
 use tracer::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        // The kernel programs' records (aya-log) exist only at the levels `--kernel-log`
+        // enabled in the kernel: that flag is their filter.
+        .filter_module(tracer_common::KERNEL_LOG_TARGET, log::LevelFilter::Trace)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => tracer::run::run(args, OBJECT).map(|()| ExitCode::SUCCESS),

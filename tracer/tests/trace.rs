@@ -715,9 +715,15 @@ fn a_firewall_drop_of_a_large_packet_is_not_a_size_drop() {
     )
     .expect("nft");
     let server = s.server_ip.to_string();
-    for all_drops in [false, true] {
+    // Last: the default mode again with the kernel programs' log at trace, which says each
+    // decision on stderr; off (the default) it says nothing.
+    for (all_drops, kernel_log) in [(false, false), (true, false), (false, true)] {
         let log = TempLog::new("policy-drop");
-        let extra: &[&str] = if all_drops { &["--all-drops"] } else { &[] };
+        let extra: &[&str] = match (all_drops, kernel_log) {
+            (true, _) => &["--all-drops"],
+            (false, true) => &["--kernel-log", "trace"],
+            (false, false) => &[],
+        };
         let t = start(&[&s.router_ns], &log, extra, &[]);
         // 1500 bytes without DF toward a 1450 hop, three times.
         let out = lab
@@ -731,7 +737,12 @@ fn a_firewall_drop_of_a_large_packet_is_not_a_size_drop() {
             .expect("ping");
         assert!(!out.status.success(), "the firewall let the echo through");
         settle();
-        stop_ok(t);
+        let stderr = stop_ok(t).join("\n");
+        let said = stderr.contains("names another cause");
+        assert_eq!(
+            said, kernel_log,
+            "--kernel-log trace: {kernel_log}\n{stderr}"
+        );
         let events = read_events(&log.0);
         let all = dump(&events);
         let policy: Vec<&Value> = of_kind(&events, "drop")

@@ -165,6 +165,7 @@ impl Attached {
 pub fn attach_all(
     object: &[u8],
     ringbuf_kib: u32,
+    kernel_log: u8,
     plan: &Plan,
     facts: &mut KernelFacts,
 ) -> Result<Attached> {
@@ -177,6 +178,7 @@ pub fn attach_all(
     let loader = Loader {
         object,
         ringbuf_kib,
+        kernel_log,
         plan,
     };
     let mut ebpf = loader.load(&facts.config, &facts.aya_btf)?;
@@ -258,6 +260,8 @@ fn own_addresses(plan: &Plan, received_on: &[HookedDevice]) -> Vec<std::net::IpA
 struct Loader<'a> {
     object: &'a [u8],
     ringbuf_kib: u32,
+    /// `AYA_LOG_LEVEL` (`--kernel-log`): 0 leaves no log statement for the verifier to walk.
+    kernel_log: u8,
     plan: &'a Plan,
 }
 
@@ -266,6 +270,7 @@ impl Loader<'_> {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .override_global(names::CONFIG, config, true)
+            .override_global(aya_log::LEVEL, &self.kernel_log, true)
             .map_max_entries(names::EVENTS, self.ringbuf_kib * 1024)
             .load(self.object)
             .context("loading the kernel programs")?;

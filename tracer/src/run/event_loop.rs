@@ -49,7 +49,12 @@ pub struct Inputs {
     pub duration_s: Option<f64>,
     /// The arrivals windows and their length (`--arrivals-interval`; none when 0).
     pub arrivals: Option<(ArrivalsReader, Duration)>,
+    /// The kernel programs' diagnostics (`--kernel-log`; none when off).
+    pub kernel_log: Option<KernelLogger>,
 }
+
+/// The reader of the kernel programs' aya-log ring.
+pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// Run until Ctrl-C, SIGTERM or `--duration`, then read what is left and give the verdicts.
 pub async fn event_loop(
@@ -67,7 +72,24 @@ pub async fn event_loop(
         mut prober,
         duration_s,
         arrivals,
+        kernel_log,
     } = inputs;
+    if let Some(logger) = kernel_log {
+        // SAFETY: the logger's ring buffer map owns its fd and keeps it open until the AsyncFd
+        // drops it.
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                .map_err(|e| {
+                    anyhow::anyhow!("watching the kernel programs' log: {}", e.into_parts().1)
+                })?;
+        // Its own task: diagnostics are rare, and never hold the events back.
+        tokio::spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
     let (mut arrivals, mut windows) = match arrivals {
         Some((reader, every)) => (
             Some(reader),

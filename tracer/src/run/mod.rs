@@ -71,13 +71,25 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     // Before attaching anything: a bad path or a taken port must fail before tracing starts.
     let outputs = Outputs::open(&args, &plan)?;
     facts.config.count_arrivals = (args.arrivals_interval > 0) as u32;
-    let mut attached = attach::attach_all(object, args.ringbuf_kib, &plan, &mut facts)?;
+    let mut attached = attach::attach_all(
+        object,
+        args.ringbuf_kib,
+        args.kernel_log.mask(),
+        &plan,
+        &mut facts,
+    )?;
     if let Some(h) = &outputs.hook_status {
         h.record(&attached.report);
     }
     let audit = StaticAudit::of(&plan);
     let (ring, lost) = attached.take_ring()?;
     let drops_attached = attached.drops_attached();
+    // The kernel programs' diagnostics go through `log` to stderr, as the daemon's own do.
+    let kernel_log = if args.kernel_log == crate::cli::KernelLog::Off {
+        None
+    } else {
+        Some(aya_log::EbpfLogger::init(&mut attached.ebpf).context("the kernel programs' log")?)
+    };
     let arrivals = if args.arrivals_interval > 0 {
         let reader = arrivals::ArrivalsReader::take(
             &mut attached.ebpf,
@@ -157,6 +169,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         prober,
         duration_s: args.duration,
         arrivals,
+        kernel_log,
     };
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.
