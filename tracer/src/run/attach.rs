@@ -60,7 +60,7 @@ impl KernelFacts {
         }
         config.veth = veth_offsets(&btf, &kallsyms);
         config.pmtu = hooks::pmtu::offsets(&btf);
-        // One parsed copy of the kernel's BTF at a time (~30 and ~12 MiB): the peak memory (issue 7).
+        // One copy of the kernel's BTF at a time (the raw one ~6 MiB, aya's parse ~12 MiB).
         drop(btf);
         let aya_btf =
             aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
@@ -91,7 +91,7 @@ impl KernelFacts {
 }
 
 /// Where the veth peer pointer lives on this kernel (see `VethOffsets`).
-fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
+fn veth_offsets(btf: &btf::Btf<'static>, kallsyms: &Kallsyms) -> VethOffsets {
     let mut v = VethOffsets::unresolved();
     let Some(xmit) = kallsyms.function_range("veth_xmit") else {
         return v;
@@ -116,8 +116,9 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
 
 /// Where veth is a module (Debian, RHEL kernels), `struct veth_priv` is described by the
 /// module's split BTF, not vmlinux's. `None` when veth is built in or not loaded.
-fn veth_module_peer(vmlinux: &btf_rs::Btf) -> Option<u32> {
-    let module = btf_rs::Btf::from_split_file("/sys/kernel/btf/veth", vmlinux).ok()?;
+fn veth_module_peer(vmlinux: &btf::Btf<'static>) -> Option<u32> {
+    let module =
+        btf::Btf::from_split_file(std::path::Path::new("/sys/kernel/btf/veth"), vmlinux).ok()?;
     btf::field_offset(&module, "veth_priv", "peer")
         .ok()
         .flatten()
