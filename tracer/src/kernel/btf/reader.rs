@@ -229,6 +229,10 @@ impl<'base> Btf<'base> {
         if data.len() < HEADER_LEN {
             bail!("{} bytes: shorter than a BTF header", data.len());
         }
+        // Record positions are kept as u32 (vmlinux's BTF is a few MiB).
+        if data.len() > u32::MAX as usize {
+            bail!("{} bytes: larger than BTF can be", data.len());
+        }
         let magic = u16::from_ne_bytes([data[0], data[1]]);
         if magic == MAGIC.swap_bytes() {
             bail!("BTF of the other byte order: only this machine's own is read");
@@ -303,11 +307,6 @@ impl<'base> Btf<'base> {
         self.first_id + self.records.len() as u32
     }
 
-    /// Length of the string sections up to this BTF's (a split BTF's offsets continue its base's).
-    fn strings_end(&self) -> usize {
-        self.base.map_or(0, |b| b.strings.len()) + self.strings.len()
-    }
-
     /// The type with id `id` (this BTF's or its base's); id 0 is void.
     pub fn type_by_id(&self, id: u32) -> Result<Type<'_>> {
         if id == 0 {
@@ -377,7 +376,7 @@ impl<'base> Btf<'base> {
     /// Ids of the types named `name`, in id order (the base's first).
     pub fn ids_named(&self, name: &str) -> Vec<u32> {
         let mut found = self.base.map_or_else(Vec::new, |b| b.ids_named(name));
-        if name.is_empty() || self.strings_end() == 0 {
+        if name.is_empty() {
             return found;
         }
         for (i, &at) in self.records.iter().enumerate() {
