@@ -21,7 +21,7 @@ pub const FUNCTION: &str = "__ip_rt_update_pmtu";
 const CONCERN: &str = "pmtu-learned";
 
 /// Where the program finds the route's MTU and the flow on this kernel.
-pub fn offsets(vmlinux: &btf_rs::Btf) -> PmtuOffsets {
+pub fn offsets(vmlinux: &btf::Btf) -> PmtuOffsets {
     let mut o = PmtuOffsets::unresolved();
     let field = |s: &str, f: &str| {
         btf::field_offset(vmlinux, s, f)

@@ -4,11 +4,19 @@
 //! the daemon resolves here and passes in ([`tracer_common::KernelOffsets`]). Member lookup walks
 //! anonymous structs/unions the way libbpf's CO-RE does, so `sk_buff.dev` is found although it
 //! sits inside `union { struct { next; prev; union { dev; ... } } ... }`.
+//!
+//! The BTF is read by [`reader`], which keeps the raw bytes and decodes only the types asked
+//! for: a full parse held ~30 MiB at start-up, the daemon's peak (issue 18).
+
+mod reader;
+#[cfg(test)]
+mod reference;
 
 use std::{borrow::Cow, collections::HashMap, io::ErrorKind, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
-use btf_rs::{Btf, Member, Struct, Type};
+pub use reader::Btf;
+use reader::{Kind, Member, Type};
 use tracer_common::{KernelOffsets, NO_FIELD};
 
 /// Where the kernel exposes its own BTF (CONFIG_DEBUG_INFO_BTF).
@@ -18,12 +26,12 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// so hitting it means the BTF loops (corrupt) and we must not recurse forever.
 const MAX_DEPTH: usize = 32;
 
-/// Parses the running kernel's BTF.
-pub fn load_vmlinux() -> Result<Btf> {
+/// Reads the running kernel's BTF.
+pub fn load_vmlinux() -> Result<Btf<'static>> {
     load_from(Path::new(VMLINUX_BTF))
 }
 
-fn load_from(path: &Path) -> Result<Btf> {
+fn load_from(path: &Path) -> Result<Btf<'static>> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => bail!(
             "kernel has no BTF ({} missing): CONFIG_DEBUG_INFO_BTF is required",
@@ -36,66 +44,61 @@ fn load_from(path: &Path) -> Result<Btf> {
 }
 
 /// Follows typedefs and qualifiers (const, volatile, restrict, type tags) to the real type.
-fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type> {
+fn strip_modifiers<'a>(btf: &'a Btf, mut ty: Type<'a>) -> Result<Type<'a>> {
     for _ in 0..MAX_DEPTH {
-        let next = match &ty {
-            Type::Typedef(t) => btf.resolve_chained_type(t),
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(t),
-            Type::TypeTag(t) => btf.resolve_chained_type(t),
-            _ => return Ok(ty),
-        };
-        ty = next.context("corrupt BTF: dangling typedef/qualifier")?;
+        if !ty.kind.is_modifier() {
+            return Ok(ty);
+        }
+        ty = btf
+            .type_by_id(ty.referenced())
+            .context("corrupt BTF: dangling typedef/qualifier")?;
     }
     bail!("corrupt BTF: typedef/qualifier chain longer than {MAX_DEPTH}")
 }
 
 /// The structs or unions called `name` (directly, or through a typedef such as `possible_net_t`).
-fn composites_named(btf: &Btf, name: &str) -> Result<Vec<Struct>> {
+fn composites_named<'a>(btf: &'a Btf, name: &str) -> Result<Vec<Type<'a>>> {
     let mut found = Vec::new();
-    let types = btf
-        .resolve_types_by_name(name)
-        .with_context(|| format!("corrupt BTF: cannot resolve type {name}"))?;
-    for ty in types {
-        // Forward declarations are not listed: only a full definition has members.
-        match strip_modifiers(btf, ty)? {
-            Type::Struct(s) | Type::Union(s) => found.push(s),
-            _ => {}
+    for id in btf.ids_named(name) {
+        let ty = btf.type_by_id(id)?;
+        // Forward declarations are another kind: only a full definition has members.
+        let ty = strip_modifiers(btf, ty)?;
+        if matches!(ty.kind, Kind::Struct | Kind::Union) {
+            found.push(ty);
         }
     }
     Ok(found)
-}
-
-fn member_name(btf: &Btf, member: &Member) -> Result<String> {
-    btf.resolve_name(member)
-        .context("corrupt BTF: member name not in string table")
 }
 
 /// Finds member `name` in `composite`, descending into anonymous struct/union members in
 /// declaration order (libbpf's rule). Returns its bit offset from the start of `composite`.
 fn find_member(
     btf: &Btf,
-    composite: &Struct,
+    composite: &Type,
     name: &str,
     depth: usize,
 ) -> Result<Option<(u32, Member)>> {
     if depth > MAX_DEPTH {
         bail!("corrupt BTF: anonymous members nested deeper than {MAX_DEPTH}");
     }
-    for member in &composite.members {
-        let mname = member_name(btf, member)?;
+    for member in composite.members() {
+        let mname = btf
+            .string(member.name_off)
+            .context("corrupt BTF: member name")?;
         if mname == name {
-            return Ok(Some((member.bit_offset(), member.clone())));
+            return Ok(Some((member.bit_offset, member)));
         }
         if !mname.is_empty() {
             continue;
         }
         let ty = btf
-            .resolve_chained_type(member)
+            .type_by_id(member.type_id)
             .context("corrupt BTF: member with dangling type")?;
-        if let Type::Struct(inner) | Type::Union(inner) = strip_modifiers(btf, ty)? {
+        let inner = strip_modifiers(btf, ty)?;
+        if matches!(inner.kind, Kind::Struct | Kind::Union) {
             if let Some((off, found)) = find_member(btf, &inner, name, depth + 1)? {
                 let total = member
-                    .bit_offset()
+                    .bit_offset
                     .checked_add(off)
                     .ok_or_else(|| anyhow!("corrupt BTF: member offset overflows"))?;
                 return Ok(Some((total, found)));
@@ -125,9 +128,9 @@ pub fn field_offset(btf: &Btf, struct_name: &str, path: &str) -> Result<Option<u
     Ok(None)
 }
 
-fn walk_path(
-    btf: &Btf,
-    mut current: Struct,
+fn walk_path<'a>(
+    btf: &'a Btf,
+    mut current: Type<'a>,
     components: &[&str],
     struct_name: &str,
     path: &str,
@@ -137,7 +140,7 @@ fn walk_path(
         let Some((off, member)) = find_member(btf, &current, component, 0)? else {
             return Ok(None);
         };
-        if member.bitfield_size().is_some_and(|size| size != 0) || off % 8 != 0 {
+        if member.bitfield_size != 0 || off % 8 != 0 {
             bail!("{struct_name}.{path}: {component} is a bitfield, which is not supported");
         }
         bits = bits
@@ -145,10 +148,11 @@ fn walk_path(
             .ok_or_else(|| anyhow!("corrupt BTF: offset of {struct_name}.{path} overflows"))?;
         if i + 1 < components.len() {
             let ty = btf
-                .resolve_chained_type(&member)
+                .type_by_id(member.type_id)
                 .context("corrupt BTF: member with dangling type")?;
-            match strip_modifiers(btf, ty)? {
-                Type::Struct(s) | Type::Union(s) => current = s,
+            let ty = strip_modifiers(btf, ty)?;
+            match ty.kind {
+                Kind::Struct | Kind::Union => current = ty,
                 // A pointer (or scalar) cannot be descended into without a second read.
                 _ => return Ok(None),
             }
@@ -165,10 +169,10 @@ pub fn bitfield_u32(btf: &Btf, struct_name: &str, field: &str) -> Result<Option<
         let Some((bit, member)) = find_member(btf, &composite, field, 0)? else {
             continue;
         };
-        let width = match member.bitfield_size() {
-            Some(w) if w != 0 => w,
-            _ => return Ok(None),
-        };
+        let width = member.bitfield_size;
+        if width == 0 {
+            return Ok(None);
+        }
         let shift = bit % 32;
         if shift + width > 32 {
             return Ok(None);
@@ -184,9 +188,9 @@ pub fn struct_size(btf: &Btf, name: &str) -> Result<Option<u32>> {
     // Prefer a definition with members over an empty one, as field_offset effectively does.
     let best = composites
         .iter()
-        .find(|s| !s.members.is_empty())
+        .find(|s| s.vlen() != 0)
         .or(composites.first());
-    Ok(best.map(|s| s.size() as u32))
+    Ok(best.map(|s| s.size()))
 }
 
 /// Resolves every offset the kernel programs need.
@@ -240,35 +244,17 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
 /// The members of enum `enum_name` (plain or 64-bit) with their values, in declaration order.
 /// Empty when the kernel has no such enum.
 pub fn enum_values(btf: &Btf, enum_name: &str) -> Result<Vec<(String, i64)>> {
-    let types = btf
-        .resolve_types_by_name(enum_name)
-        .with_context(|| format!("corrupt BTF: cannot resolve enum {enum_name}"))?;
-    for ty in types {
-        let values = match ty {
-            Type::Enum(e) if !e.members.is_empty() => {
-                let signed = e.is_signed();
-                e.members
-                    .iter()
-                    .map(|m| {
-                        let v = if signed {
-                            i64::from(m.val() as i32)
-                        } else {
-                            i64::from(m.val())
-                        };
-                        Ok((btf.resolve_name(m)?, v))
-                    })
-                    .collect::<btf_rs::Result<Vec<_>>>()
-            }
-            // Values above i64::MAX wrap: no kernel enum we read uses them.
-            Type::Enum64(e) if !e.members.is_empty() => e
-                .members
-                .iter()
-                .map(|m| Ok((btf.resolve_name(m)?, m.val() as i64)))
-                .collect::<btf_rs::Result<Vec<_>>>(),
-            // An enum with no members is a forward declaration: keep looking.
-            _ => continue,
-        };
-        return values.with_context(|| format!("corrupt BTF: enum {enum_name} member names"));
+    for id in btf.ids_named(enum_name) {
+        let ty = btf.type_by_id(id)?;
+        // An enum with no members is a forward declaration: keep looking.
+        if !matches!(ty.kind, Kind::Enum | Kind::Enum64) || ty.vlen() == 0 {
+            continue;
+        }
+        return ty
+            .enumerators()
+            .map(|(name_off, value)| Ok((btf.string(name_off)?.to_string(), value)))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("corrupt BTF: enum {enum_name} member names"));
     }
     Ok(Vec::new())
 }
@@ -416,9 +402,230 @@ mod tests {
 
     use super::*;
 
-    fn vmlinux() -> &'static Btf {
-        static BTF: OnceLock<Btf> = OnceLock::new();
+    fn vmlinux() -> &'static Btf<'static> {
+        static BTF: OnceLock<Btf<'static>> = OnceLock::new();
         BTF.get_or_init(|| load_vmlinux().expect("this machine's kernel has BTF"))
+    }
+
+    fn btf_rs_vmlinux() -> &'static btf_rs::Btf {
+        static BTF: OnceLock<btf_rs::Btf> = OnceLock::new();
+        BTF.get_or_init(|| reference::load(VMLINUX_BTF).unwrap())
+    }
+
+    /// Every struct member the daemon reads (`kernel_offsets`, `run::attach::veth_offsets`,
+    /// `hooks::pmtu::offsets`), as (struct, path).
+    const FIELDS_USED: &[(&str, &str)] = &[
+        ("sk_buff", "len"),
+        ("sk_buff", "dev"),
+        ("sk_buff", "head"),
+        ("sk_buff", "data"),
+        ("sk_buff", "end"),
+        ("sk_buff", "network_header"),
+        ("sk_buff", "protocol"),
+        ("sk_buff", "_skb_refdst"),
+        ("sk_buff", "cb"),
+        ("tcp_skb_cb", "seq"),
+        ("skb_shared_info", "gso_size"),
+        ("skb_shared_info", "gso_segs"),
+        ("dst_entry", "dev"),
+        ("net_device", "name"),
+        ("net_device", "ifindex"),
+        ("net_device", "mtu"),
+        ("net_device", "nd_net.net"),
+        ("net", "ns.inum"),
+        ("sock", "__sk_common.skc_net.net"),
+        ("net_device", "netdev_ops"),
+        ("net_device_ops", "ndo_start_xmit"),
+        ("veth_priv", "peer"),
+        ("rtable", "dst.dev"),
+        ("rtable", "rt_pmtu"),
+        ("flowi4", "saddr"),
+        ("flowi4", "daddr"),
+        ("flowi4", "uli.ports"),
+        ("flowi4", "__fl_common.flowic_proto"),
+    ];
+
+    #[test]
+    fn every_offset_the_tracer_reads_matches_btf_rs() {
+        let (ours, theirs) = (vmlinux(), btf_rs_vmlinux());
+        let mut resolved = 0;
+        for &(s, p) in FIELDS_USED {
+            // rt_pmtu is a bitfield: an error from both (field_offset), a place from both
+            // (bitfield_u32).
+            let a = field_offset(ours, s, p).map_err(|e| e.to_string());
+            let b = reference::field_offset(theirs, s, p).map_err(|e| e.to_string());
+            assert_eq!(a, b, "{s}.{p}");
+            resolved += a.is_ok_and(|o| o.is_some()) as usize;
+            assert_eq!(
+                bitfield_u32(ours, s, p).unwrap(),
+                reference::bitfield_u32(theirs, s, p).unwrap(),
+                "{s}.{p} as a bitfield"
+            );
+        }
+        // veth_priv lives in the veth module's BTF where veth is a module; all others are here.
+        assert!(resolved >= FIELDS_USED.len() - 2, "{resolved}");
+        assert!(bitfield_u32(ours, "rtable", "rt_pmtu").unwrap().is_some());
+        for name in [
+            "net_device",
+            "sk_buff",
+            "possible_net_t",
+            "no_such_struct_xyz",
+        ] {
+            assert_eq!(
+                struct_size(ours, name).unwrap(),
+                reference::struct_size(theirs, name).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_enum_the_tracer_reads_matches_btf_rs() {
+        let (ours, theirs) = (vmlinux(), btf_rs_vmlinux());
+        for name in [
+            "skb_drop_reason",
+            "skb_drop_reason_subsys",
+            "mac80211_drop_reason",
+            "ovs_drop_reason",
+            "no_such_enum_xyz",
+        ] {
+            assert_eq!(
+                enum_values(ours, name).unwrap(),
+                reference::enum_values(theirs, name).unwrap(),
+                "{name}"
+            );
+        }
+        assert!(enum_values(ours, "skb_drop_reason").unwrap().len() > 100);
+    }
+
+    /// The whole kernel BTF, type by type: kind, name, size or referenced type, every member and
+    /// every enumerator, as btf-rs reads them.
+    #[test]
+    fn every_type_of_this_kernel_matches_btf_rs() {
+        use btf_rs::{BtfType, Type as T};
+        let (ours, theirs) = (vmlinux(), btf_rs_vmlinux());
+        let name = |off: Option<u32>| ours.string(off.unwrap_or(0)).unwrap().to_string();
+        let mut structs = 0;
+        for id in 1..ours.type_count() {
+            let a = ours.type_by_id(id).unwrap();
+            let b = theirs.resolve_type_by_id(id).unwrap();
+            let kind = match &b {
+                T::Int(_) => Kind::Int,
+                T::Ptr(_) => Kind::Ptr,
+                T::Array(_) => Kind::Array,
+                T::Struct(_) => Kind::Struct,
+                T::Union(_) => Kind::Union,
+                T::Enum(_) => Kind::Enum,
+                T::Fwd(_) => Kind::Fwd,
+                T::Typedef(_) => Kind::Typedef,
+                T::Volatile(_) => Kind::Volatile,
+                T::Const(_) => Kind::Const,
+                T::Restrict(_) => Kind::Restrict,
+                T::Func(_) => Kind::Func,
+                T::FuncProto(_) => Kind::FuncProto,
+                T::Var(_) => Kind::Var,
+                T::Datasec(_) => Kind::Datasec,
+                T::Float(_) => Kind::Float,
+                T::DeclTag(_) => Kind::DeclTag,
+                T::TypeTag(_) => Kind::TypeTag,
+                T::Enum64(_) => Kind::Enum64,
+                T::Void => Kind::Void,
+                other => panic!("type {id}: a kind the reader does not know: {other:?}"),
+            };
+            assert_eq!(a.kind, kind, "type {id}");
+            // btf-rs gives no name accessor for function prototypes (anonymous in vmlinux).
+            let Some(bt) = b.as_btf_type() else {
+                assert_eq!(a.kind, Kind::FuncProto, "type {id}");
+                assert_eq!(ours.string(a.name_off).unwrap(), "", "type {id}");
+                continue;
+            };
+            assert_eq!(
+                ours.string(a.name_off).unwrap(),
+                name(bt.get_name_offset()),
+                "type {id}"
+            );
+            match &b {
+                T::Struct(s) | T::Union(s) => {
+                    structs += 1;
+                    assert_eq!(a.size() as usize, s.size(), "type {id}");
+                    let members: Vec<_> = a.members().collect();
+                    assert_eq!(members.len(), s.members.len(), "type {id}");
+                    for (m, n) in members.iter().zip(&s.members) {
+                        assert_eq!(ours.string(m.name_off).unwrap(), name(n.get_name_offset()));
+                        assert_eq!(Some(m.type_id), n.get_type_id(), "type {id}");
+                        assert_eq!(m.bit_offset, n.bit_offset(), "type {id}");
+                        assert_eq!(m.bitfield_size, n.bitfield_size().unwrap_or(0));
+                    }
+                }
+                T::Enum(e) => {
+                    let values: Vec<_> = a.enumerators().collect();
+                    assert_eq!(values.len(), e.members.len(), "type {id}");
+                    for ((off, v), m) in values.iter().zip(&e.members) {
+                        assert_eq!(ours.string(*off).unwrap(), name(m.get_name_offset()));
+                        let expect = if e.is_signed() {
+                            i64::from(m.val() as i32)
+                        } else {
+                            i64::from(m.val())
+                        };
+                        assert_eq!(*v, expect, "type {id}");
+                    }
+                }
+                T::Enum64(e) => {
+                    let values: Vec<_> = a.enumerators().collect();
+                    let expect: Vec<_> = e.members.iter().map(|m| m.val() as i64).collect();
+                    assert_eq!(values.iter().map(|v| v.1).collect::<Vec<_>>(), expect);
+                }
+                T::Ptr(_)
+                | T::Typedef(_)
+                | T::Volatile(_)
+                | T::Const(_)
+                | T::Restrict(_)
+                | T::TypeTag(_) => {
+                    assert_eq!(Some(a.referenced()), bt.get_type_id(), "type {id}");
+                }
+                _ => {}
+            }
+        }
+        assert!(structs > 1000, "{structs}");
+        // And no type past the last.
+        assert!(theirs.resolve_type_by_id(ours.type_count()).is_err());
+    }
+
+    /// Queries over hand-built BTF: a split module BTF, anonymous members, loops.
+    #[test]
+    fn queries_over_split_and_corrupt_btf() {
+        use reader::tests::Builder;
+        let mut b = Builder::new();
+        b.int("int", 4); // 1
+        b.raw(0, 2, false, 0, 3); // 2: struct net_device *
+        b.composite(4, "net_device", 64, &[("mtu", 1, 64, 0)]); // 3
+        let base: &'static Btf = Box::leak(Box::new(Btf::parse(b.bytes()).unwrap()));
+        let strings = {
+            let bytes = b.bytes();
+            u32::from_ne_bytes(bytes[20..24].try_into().unwrap())
+        };
+        let mut m = Builder::split(strings);
+        // 4: an anonymous union holding `peer` at 8 bytes in; 5: veth_priv { int; union }.
+        m.composite(5, "", 8, &[("peer", 2, 0, 0), ("other", 1, 0, 0)]);
+        m.composite(4, "veth_priv", 16, &[("stats", 1, 0, 0), ("", 4, 64, 0)]);
+        let module = Btf::parse_split(m.bytes(), base).unwrap();
+        assert_eq!(field_offset(&module, "veth_priv", "peer").unwrap(), Some(8));
+        assert_eq!(field_offset(&module, "net_device", "mtu").unwrap(), Some(8));
+        assert_eq!(field_offset(base, "veth_priv", "peer").unwrap(), None);
+        assert_eq!(struct_size(&module, "veth_priv").unwrap(), Some(16));
+
+        // A typedef that names itself, and a struct whose anonymous member is itself.
+        let mut b = Builder::new();
+        b.typedef("loop_t", 1); // 1
+        b.composite(4, "knot", 4, &[("", 2, 0, 0)]); // 2
+        b.composite(4, "dangling", 4, &[("", 99, 0, 0)]); // 3
+        let btf = Btf::parse(b.bytes()).unwrap();
+        let e = field_offset(&btf, "loop_t", "x").unwrap_err().to_string();
+        assert!(e.contains("typedef/qualifier chain"), "{e}");
+        let e = field_offset(&btf, "knot", "x").unwrap_err().to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+        let e = format!("{:#}", field_offset(&btf, "dangling", "x").unwrap_err());
+        assert!(e.contains("dangling type"), "{e}");
     }
 
     fn off(s: &str, p: &str) -> u32 {

@@ -23,7 +23,6 @@ pub struct KernelFacts {
     pub config: Config,
     pub names: Names,
     pub notes: Vec<String>,
-    pub aya_btf: aya::Btf,
 }
 
 impl KernelFacts {
@@ -60,10 +59,6 @@ impl KernelFacts {
         }
         config.veth = veth_offsets(&btf, &kallsyms);
         config.pmtu = hooks::pmtu::offsets(&btf);
-        // One parsed copy of the kernel's BTF at a time (~30 and ~12 MiB): the peak memory (issue 7).
-        drop(btf);
-        let aya_btf =
-            aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")?;
         if config.veth.xmit_addr == 0 {
             notes.push(
                 "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"
@@ -85,13 +80,12 @@ impl KernelFacts {
                 conntrack: None,
             },
             notes,
-            aya_btf,
         })
     }
 }
 
 /// Where the veth peer pointer lives on this kernel (see `VethOffsets`).
-fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
+fn veth_offsets(btf: &btf::Btf<'static>, kallsyms: &Kallsyms) -> VethOffsets {
     let mut v = VethOffsets::unresolved();
     let Some(xmit) = kallsyms.function_range("veth_xmit") else {
         return v;
@@ -116,8 +110,9 @@ fn veth_offsets(btf: &btf_rs::Btf, kallsyms: &Kallsyms) -> VethOffsets {
 
 /// Where veth is a module (Debian, RHEL kernels), `struct veth_priv` is described by the
 /// module's split BTF, not vmlinux's. `None` when veth is built in or not loaded.
-fn veth_module_peer(vmlinux: &btf_rs::Btf) -> Option<u32> {
-    let module = btf_rs::Btf::from_split_file("/sys/kernel/btf/veth", vmlinux).ok()?;
+fn veth_module_peer(vmlinux: &btf::Btf<'static>) -> Option<u32> {
+    let module =
+        btf::Btf::from_split_file(std::path::Path::new("/sys/kernel/btf/veth"), vmlinux).ok()?;
     btf::field_offset(&module, "veth_priv", "peer")
         .ok()
         .flatten()
@@ -181,8 +176,8 @@ pub fn attach_all(
         kernel_log,
         plan,
     };
-    let mut ebpf = loader.load(&facts.config, &facts.aya_btf)?;
-    let mut report = attach_drops(&loader, &mut ebpf, facts)?;
+    let mut ebpf = loader.load(&facts.config)?;
+    let (mut report, aya_btf) = attach_drops(&loader, &mut ebpf, facts, aya_btf()?)?;
     report.extend(hooks::icmp::attach(&mut ebpf));
     let mut legacy_tc = LegacyTc::default();
     let mut hooked: Vec<HookedDevice> = Vec::new();
@@ -202,11 +197,10 @@ pub fn attach_all(
     let addresses = own_addresses(plan, &received_on);
     hooked.extend(received_on);
     report.extend(hooks::tcp::attach(&mut ebpf));
-    report.extend(hooks::pmtu::attach(
-        &mut ebpf,
-        &facts.aya_btf,
-        &facts.config.pmtu,
-    ));
+    report.extend(hooks::pmtu::attach(&mut ebpf, &aya_btf, &facts.config.pmtu));
+    // Attached: the run never needs it again.
+    drop(aya_btf);
+    release_freed_heap();
     hooks::log_verifier_costs(&ebpf);
     for dev in hooked {
         facts
@@ -266,9 +260,10 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn load(&self, config: &Config, btf: &aya::Btf) -> Result<Ebpf> {
+    /// The loader reads the kernel's BTF itself (aya 0.14's `EbpfLoader::new`) and lets it go
+    /// when it returns.
+    fn load(&self, config: &Config) -> Result<Ebpf> {
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
             .override_global(names::CONFIG, config, true)
             .override_global(aya_log::LEVEL, &self.kernel_log, true)
             .map_max_entries(names::EVENTS, self.ringbuf_kib * 1024)
@@ -288,20 +283,29 @@ impl Loader<'_> {
 }
 
 /// Attach the drop hook, reloading without the veth-peer path when the verifier refuses it.
-fn attach_drops(loader: &Loader, ebpf: &mut Ebpf, facts: &mut KernelFacts) -> Result<Vec<Attempt>> {
-    let drops = hooks::drops::attach(ebpf, &facts.aya_btf);
+/// Takes and gives back the BTF the programs attach with, so that it is not alive while a reload
+/// reads its own (see [`aya_btf`]).
+fn attach_drops(
+    loader: &Loader,
+    ebpf: &mut Ebpf,
+    facts: &mut KernelFacts,
+    btf: aya::Btf,
+) -> Result<(Vec<Attempt>, aya::Btf)> {
+    let drops = hooks::drops::attach(ebpf, &btf);
     let attached = |r: &[Attempt]| r.iter().any(|a| a.outcome == Outcome::Attached);
     if attached(&drops) || facts.config.veth.xmit_addr == 0 {
-        return Ok(drops);
+        return Ok((drops, btf));
     }
     // Older verifiers (6.1) give up on the drop program once its veth-peer path is enabled
     // ("program is too large"): load it again without that path rather than trace nothing.
     let mut config = facts.config;
     config.veth = VethOffsets::unresolved();
-    *ebpf = loader.load(&config, &facts.aya_btf)?;
-    let retry = hooks::drops::attach(ebpf, &facts.aya_btf);
+    drop(btf);
+    *ebpf = loader.load(&config)?;
+    let btf = aya_btf()?;
+    let retry = hooks::drops::attach(ebpf, &btf);
     if !attached(&retry) {
-        return Ok(drops);
+        return Ok((drops, btf));
     }
     facts.config = config;
     facts.notes.push(
@@ -309,5 +313,24 @@ fn attach_drops(loader: &Loader, ebpf: &mut Ebpf, facts: &mut KernelFacts) -> Re
          path; veth drops show the sending end's MTU"
             .into(),
     );
-    Ok(retry)
+    Ok((retry, btf))
+}
+
+/// aya's parse of the kernel's BTF, which names the tp_btf and fentry targets to the kernel
+/// (`BtfTracePoint::load`, `FEntry::load` want it). ~12 MiB, so parsed only once the programs
+/// are loaded: `EbpfLoader::new` parses its own copy, and the two alive together were the
+/// daemon's memory peak (issue 18). The tracer's own reading (`KernelFacts::read`) is gone too.
+fn aya_btf() -> Result<aya::Btf> {
+    aya::Btf::from_sys_fs().context("aya could not read /sys/kernel/btf/vmlinux")
+}
+
+/// Gives the pages of freed heap back to the kernel. The BTF parses leave ~20 MiB of free heap
+/// pinned below what loading the programs allocated after them; glibc returns only the top of
+/// its heap by itself, so without this the run kept them resident (issue 18).
+fn release_freed_heap() {
+    // SAFETY: malloc_trim only walks glibc's own free lists; no pointer is handed over.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -67,7 +67,6 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let mut facts = KernelFacts::read(args.all_drops)?;
     let plan = Plan::resolve(&args)?;
     plan.stamp_records();
-    let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
     // Before attaching anything: a bad path or a taken port must fail before tracing starts.
     let outputs = Outputs::open(&args, &plan)?;
     facts.config.count_arrivals = (args.arrivals_interval > 0) as u32;
@@ -78,6 +77,9 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         &plan,
         &mut facts,
     )?;
+    // After attaching: loading the programs reads the kernel's BTF twice in turn (aya, ~27 MiB
+    // while it parses), the daemon's memory peak; a 10,000-pod snapshot is not alive then.
+    let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
     if let Some(h) = &outputs.hook_status {
         h.record(&attached.report);
     }
