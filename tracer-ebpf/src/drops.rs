@@ -14,7 +14,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use aya_log_ebpf::{trace, warn};
-use tracer_common::{flags, Event, EventKind, Hook, MAX_SIZE_DROP_SITES, NO_FIELD};
+use tracer_common::{
+    flags, Event, EventKind, Hook, KERNEL_LOG_TARGET, MAX_SIZE_DROP_SITES, NO_FIELD,
+};
 
 use crate::{config::conf, emit, kernel};
 
@@ -141,7 +143,12 @@ fn handle<const TYPED: bool, C: EbpfContext>(
         }
     };
     if unrelated && !filtered && !is_icmp_too_big() {
-        trace!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop left in the kernel: reason {} names another cause", reason);
+        trace!(
+            ctx,
+            target: KERNEL_LOG_TARGET,
+            "drop left in the kernel: reason {} names another cause",
+            reason
+        );
         return;
     }
     // With a namespace filter, the namespace first (three reads): on a busy host most drops
@@ -156,13 +163,22 @@ fn handle<const TYPED: bool, C: EbpfContext>(
         return;
     }
     if unrelated && filtered && !is_icmp_too_big() {
-        trace!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop left in the kernel: reason {} names another cause", reason);
+        trace!(
+            ctx,
+            target: KERNEL_LOG_TARGET,
+            "drop left in the kernel: reason {} names another cause",
+            reason
+        );
         return;
     }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {
         // Drop programs nested deeper than the drafts: lost, and counted so.
         emit::count_lost(hook);
-        warn!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "drop program nested past its drafts on this CPU: event counted as lost");
+        warn!(
+            ctx,
+            target: KERNEL_LOG_TARGET,
+            "drop program nested past its drafts on this CPU: event counted as lost"
+        );
         return;
     };
     let ev = draft.event();

@@ -212,7 +212,11 @@ fn count(ctx: &TcContext, key: &MaybeUninit<ArrivalKey>, ip_len: u32) {
             .insert(key, unsafe { fresh.assume_init_ref() }, 0)
             .is_err()
         {
-            aya_log_ebpf::warn!(ctx, target: tracer_common::KERNEL_LOG_TARGET, "arrivals: the map refused a new key; this packet is not counted");
+            aya_log_ebpf::warn!(
+                ctx,
+                target: tracer_common::KERNEL_LOG_TARGET,
+                "arrivals: the map refused a new key; this packet is not counted"
+            );
         }
     }
 }
