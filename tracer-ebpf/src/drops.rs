@@ -135,13 +135,7 @@ fn handle<const TYPED: bool, C: EbpfContext>(
     let unrelated =
         conf!(all_drops) == 0 && names_another_cause(reason) && !at_size_drop_site(location);
     let filtered = conf!(filter_netns) != 0;
-    let is_icmp_too_big = || {
-        if TYPED {
-            kernel::typed_skb_is_icmp_too_big(skb)
-        } else {
-            kernel::skb_is_icmp_too_big(skb)
-        }
-    };
+    let is_icmp_too_big = || kernel::skb_is_icmp_too_big::<TYPED>(skb);
     if unrelated && !filtered && !is_icmp_too_big() {
         trace!(
             ctx,

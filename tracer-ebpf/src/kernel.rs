@@ -136,10 +136,10 @@ pub fn skb_basics_of<const TYPED: bool>(skb: *const u8, dev: *const u8, netns: u
     }
 }
 
-/// `skb->protocol` in host order (0x0800, 0x86dd, ...).
+/// `skb->protocol` in host order (0x0800, 0x86dd, ...). `TYPED`: see [`field`].
 #[inline(always)]
-pub fn l3_proto(skb: *const u8) -> u16 {
-    u16::from_be(read::<u16>(skb, conf!(kernel.skb_protocol)))
+pub fn l3_proto<const TYPED: bool>(skb: *const u8) -> u16 {
+    u16::from_be(field::<u16, TYPED>(skb, conf!(kernel.skb_protocol)))
 }
 
 /// Is the packet at `l3` an ICMP frag-needed / ICMPv6 packet-too-big? A dropped one is the
@@ -168,9 +168,10 @@ pub fn is_icmp_too_big(l3: *const u8, l3_proto: u16) -> bool {
 }
 
 /// `T` at `base + offset` by a plain load, for a `base` the verifier knows by its BTF type (a
-/// `tp_btf` argument): it checks the access against the struct at load time (the offset is a
-/// constant of `.rodata`) and makes the load fault-safe, at the cost of a load instead of a
-/// helper call. Only for fields of that struct, never through a pointer read from it.
+/// `tp_btf` argument, or a struct pointer loaded from one: the verifier types those too): it
+/// checks the access against the struct at load time (the offset is a constant of `.rodata`)
+/// and makes the load fault-safe, at the cost of a load instead of a helper call. Never for a
+/// pointer made from a number (the route's tagged word, a private area past a struct).
 #[inline(always)]
 pub fn load_typed<T: Copy + Default>(base: *const u8, offset: u32) -> T {
     if offset == NO_FIELD {
@@ -190,22 +191,6 @@ pub fn field<T: Copy + Default, const TYPED: bool>(base: *const u8, offset: u32)
     }
 }
 
-/// [`skb_is_icmp_too_big`] for an `sk_buff` typed by BTF: the `sk_buff` fields by plain loads,
-/// the packet bytes by one helper call.
-#[inline(always)]
-pub fn typed_skb_is_icmp_too_big(skb: *const u8) -> bool {
-    let proto = u16::from_be(load_typed::<u16>(skb, conf!(kernel.skb_protocol)));
-    if proto != 0x0800 && proto != 0x86dd {
-        return false;
-    }
-    let nh = load_typed::<u16>(skb, conf!(kernel.skb_network_header));
-    if nh == HEADER_UNSET {
-        return false;
-    }
-    let head = load_typed::<usize>(skb, conf!(kernel.skb_head));
-    is_icmp_too_big(head.wrapping_add(nh as usize) as *const u8, proto)
-}
-
 /// `skb->dev` and the packet's namespace (see [`skb_netns`]) for an `sk_buff` typed by BTF: the
 /// device and its namespace by plain loads; the route's device (a tagged word, not a typed
 /// pointer) by helper calls, only when the packet has no device.
@@ -221,18 +206,19 @@ pub fn typed_skb_dev_netns(skb: *const u8) -> (*const u8, u32) {
 }
 
 /// Is the packet an ICMP too-big, read from the `sk_buff` alone (its protocol and network
-/// header): the few reads a drop with an unrelated reason pays.
+/// header): the few reads a drop with an unrelated reason pays. `TYPED`: see [`field`]; the
+/// packet bytes are one helper call either way.
 #[inline(always)]
-pub fn skb_is_icmp_too_big(skb: *const u8) -> bool {
-    let proto = l3_proto(skb);
+pub fn skb_is_icmp_too_big<const TYPED: bool>(skb: *const u8) -> bool {
+    let proto = l3_proto::<TYPED>(skb);
     if proto != 0x0800 && proto != 0x86dd {
         return false;
     }
-    let nh = read::<u16>(skb, conf!(kernel.skb_network_header));
+    let nh = field::<u16, TYPED>(skb, conf!(kernel.skb_network_header));
     if nh == HEADER_UNSET {
         return false;
     }
-    let head = read::<usize>(skb, conf!(kernel.skb_head));
+    let head = field::<usize, TYPED>(skb, conf!(kernel.skb_head));
     is_icmp_too_big(head.wrapping_add(nh as usize) as *const u8, proto)
 }
 
@@ -278,7 +264,7 @@ pub fn fill_from_skb<const TYPED: bool>(ev: &mut Event, skb: *const u8, b: &SkbB
         read_into(&mut ev.out_ifname, b.out_dev, conf!(kernel.dev_name));
     }
     // The network header was located by skb_basics: no second read of head/network_header.
-    ev.l3_proto = u16::from_be(field::<u16, TYPED>(skb, conf!(kernel.skb_protocol)));
+    ev.l3_proto = l3_proto::<TYPED>(skb);
     let src = b.l3;
     // Constant-size reads keep the verifier simple; a short linear area makes the big read
     // fail, so fall back to smaller ones (headers of a tunnel packet need ~100 bytes). No
