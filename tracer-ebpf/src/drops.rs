@@ -135,14 +135,20 @@ fn handle<const TYPED: bool, C: EbpfContext>(
     let unrelated =
         conf!(all_drops) == 0 && names_another_cause(reason) && !at_size_drop_site(location);
     let filtered = conf!(filter_netns) != 0;
-    let is_icmp_too_big = || kernel::skb_is_icmp_too_big::<TYPED>(skb);
-    if unrelated && !filtered && !is_icmp_too_big() {
-        trace!(
-            ctx,
-            target: KERNEL_LOG_TARGET,
-            "drop left in the kernel: reason {} names another cause",
-            reason
-        );
+    // Whether to leave it here: unrelated and not an ICMP too-big.
+    let leave = || {
+        let left = unrelated && !kernel::skb_is_icmp_too_big::<TYPED>(skb);
+        if left {
+            trace!(
+                ctx,
+                target: KERNEL_LOG_TARGET,
+                "drop left in the kernel: reason {} names another cause",
+                reason
+            );
+        }
+        left
+    };
+    if !filtered && leave() {
         return;
     }
     // With a namespace filter, the namespace first (three reads): on a busy host most drops
@@ -156,13 +162,7 @@ fn handle<const TYPED: bool, C: EbpfContext>(
     if !emit::netns_wanted(netns) {
         return;
     }
-    if unrelated && filtered && !is_icmp_too_big() {
-        trace!(
-            ctx,
-            target: KERNEL_LOG_TARGET,
-            "drop left in the kernel: reason {} names another cause",
-            reason
-        );
+    if filtered && leave() {
         return;
     }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {
