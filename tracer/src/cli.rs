@@ -92,6 +92,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub all_drops: bool,
 
+    /// Log every kernel event on its own line. By default a burst of identical drops (same
+    /// place, flow and size, each within 10 ms of the one before) is its first line, then one
+    /// line a second with a `count`; this keeps every packet (for `--pcap` too), at the
+    /// daemon's full cost per event under a flood.
+    #[arg(long)]
+    pub no_fold: bool,
+
     /// The kernel programs' own diagnostics (aya-log), on stderr: `warn` says what they could
     /// not do (an event counted as lost because drop programs nested too deep, an arrivals
     /// count the map refused); `trace` also every drop left in the kernel and why (busy:

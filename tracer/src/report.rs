@@ -99,7 +99,7 @@ pub fn read_lines(input: impl BufRead, mut take: impl FnMut(Line)) -> Result<Log
         };
         let read = match Record::from_line(line) {
             Ok(rec) => {
-                stats.events += 1;
+                stats.events += rec.events();
                 Ok(Line::Event(Box::new(rec)))
             }
             Err(LineError::Start) => serde_json::from_slice::<Start>(line)

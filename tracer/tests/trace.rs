@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    dump, find, held_bpf_objects, matched, netns_inode, of_kind, read_events, TempLog, Tracer,
+    dump, find, held_bpf_objects, matched, netns_inode, of_kind, read_events, total, TempLog,
+    Tracer,
 };
 use xtask::lab::{self, Lab};
 
@@ -458,10 +459,12 @@ fn ring_buffer_overflow_is_counted_not_hidden() {
     std::thread::sleep(Duration::from_millis(3500));
     let stderr = stop_ok(t);
     let events = read_events(&log.0);
-    let drops = of_kind(&events, "drop")
-        .iter()
-        .filter(|e| e["l3_len"] == 1500 && e["proto"] == 17)
-        .count() as u64;
+    let drops = total(
+        &of_kind(&events, "drop")
+            .into_iter()
+            .filter(|e| e["l3_len"] == 1500 && e["proto"] == 17)
+            .collect::<Vec<_>>(),
+    );
     let lost: u64 = of_kind(&events, "lost")
         .iter()
         .map(|e| e["lost"].as_u64().unwrap())

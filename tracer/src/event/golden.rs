@@ -98,6 +98,7 @@ fn full(kind: Kind, n: u32) -> Record {
     });
     r.tcp_state = Some("TCP_ESTABLISHED".into());
     r.tcp_seq = Some(3_217_031_337);
+    r.count = Some(412);
     r.skb = Some("0xffff88817ad5f4e0".into());
     r.lost = Some(17);
     r.names.src_pod = Some(pod("shop", "order-api-7d9f8"));

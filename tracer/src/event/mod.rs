@@ -239,6 +239,12 @@ pub struct Record {
     /// timeouts means nothing was acknowledged in between. (After `node`: fields are only ever
     /// added at the end of the line.)
     pub tcp_seq: Option<u32>,
+    /// Kernel events: how many identical events this line stands for — 1, or more when a burst
+    /// of the same event (same hook, place, flow and sizes, each within
+    /// [`crate::run::fold::BURST_GAP_NS`] of the one before) was folded into this line, which
+    /// then carries the last one's time, `skb` and packet. `None` on `lost` lines and in logs
+    /// older than the field (read them as 1: [`Record::events`]).
+    pub count: Option<u64>,
     /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
     #[serde(skip)]
     pub packet: Option<Captured>,
@@ -330,12 +336,18 @@ impl Record {
             icmp: None,
             tcp_state: None,
             tcp_seq: None,
+            count: None,
             skb: None,
             lost: None,
             names: Attribution::default(),
             node: node::current(),
             packet: None,
         }
+    }
+
+    /// How many kernel events the record stands for (`count`; 1 in logs older than it).
+    pub fn events(&self) -> u64 {
+        self.count.unwrap_or(1)
     }
 
     /// Whether any Kubernetes name is known for this event.

@@ -174,10 +174,19 @@ impl Names {
 /// Decode one raw kernel event. `None` only for events this build does not know (never
 /// produced by its own kernel programs).
 pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
+    let mut rec = decode_unnamed(ev, names)?;
+    attribute(&mut rec, names);
+    Some(rec)
+}
+
+/// [`decode`] without the Kubernetes names: what the event loop folds bursts by before naming
+/// the records it keeps ([`attribute`]).
+pub fn decode_unnamed(ev: &Event, names: &Names) -> Option<Record> {
     let kind = EventKind::from_u8(ev.kind)?;
     let hook = Hook::from_u8(ev.hook)?;
     let ts = ev.ts_ns as i128 + names.clock_offset_ns;
     let mut rec = Record::new(Kind::from_kernel(kind), hook.name(), ts);
+    rec.count = Some(1);
     fill_common(&mut rec, ev, names);
     match kind {
         EventKind::Drop => drops::decode(&mut rec, ev, names),
@@ -186,13 +195,17 @@ pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
         EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
         EventKind::PmtuUpdate => pmtu::decode(&mut rec, ev),
     }
+    Some(rec)
+}
+
+/// The Kubernetes names of a decoded record's flow, when a source of names is on.
+pub fn attribute(rec: &mut Record, names: &Names) {
     if let Some(inventory) = &names.inventory {
         let conntrack = names.conntrack.as_ref();
-        rec.names = inventory.attribute_with(&crate::k8s::FlowKey::from_record(&rec), |f| {
+        rec.names = inventory.attribute_with(&crate::k8s::FlowKey::from_record(rec), |f| {
             conntrack.and_then(|c| c.original_destination(f))
         });
     }
-    Some(rec)
 }
 
 /// A NUL-terminated kernel `char[IFNAMSIZ]`.

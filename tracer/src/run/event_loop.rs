@@ -16,6 +16,7 @@ use tracer_common::Event;
 
 use super::{
     fanout::Fanout,
+    fold::Folds,
     names::NameSources,
     now_unix_ns,
     ring::{self, LostCounters},
@@ -51,6 +52,8 @@ pub struct Inputs {
     pub arrivals: Option<(ArrivalsReader, Duration)>,
     /// The kernel programs' diagnostics (`--kernel-log`; none when off).
     pub kernel_log: Option<KernelLogger>,
+    /// Fold bursts of identical drops (not with `--no-fold`).
+    pub fold_bursts: bool,
 }
 
 /// The reader of the kernel programs' aya-log ring.
@@ -73,6 +76,7 @@ pub async fn event_loop(
         duration_s,
         arrivals,
         kernel_log,
+        fold_bursts,
     } = inputs;
     if let Some(logger) = kernel_log {
         // SAFETY: the logger's ring buffer map owns its fd and keeps it open until the AsyncFd
@@ -109,6 +113,7 @@ pub async fn event_loop(
     // SAFETY: the ring buffer map owns its fd and keeps it open until the AsyncFd drops it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
+    let mut folds = Folds::new(fold_bursts);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ring_poll = tokio::time::interval(RING_POLL);
     ring_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -121,6 +126,7 @@ pub async fn event_loop(
             () = stop.requested() => break,
             update = api.recv(), if api.is_open() => api.apply(update, &mut names),
             _ = tick.tick() => {
+                folds.tick(|rec| ring::deliver(rec, &names, fanout));
                 lost.report(fanout);
                 let now = now_unix_ns();
                 fanout.tick(now);
@@ -144,13 +150,13 @@ pub async fn event_loop(
             _ = ring_poll.tick() => {
                 // Events below the kernel's wake-up batch; a backlog left here wakes the
                 // reader with the next event, or is read at the next poll.
-                ring::drain(ring.get_mut(), DRAIN_BATCH, &names, fanout);
+                ring::drain(ring.get_mut(), DRAIN_BATCH, &names, &mut folds, fanout);
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
                 // A bounded batch: under a flood the ring refills as fast as it is read, and
                 // signals, ticks and the link watcher must still get their turn.
-                if ring::drain(guard.get_inner_mut(), DRAIN_BATCH, &names, fanout) {
+                if ring::drain(guard.get_inner_mut(), DRAIN_BATCH, &names, &mut folds, fanout) {
                     // Hand the thread back to the runtime: it polls its drivers (signals,
                     // timers, sockets) only when the loop yields, which a full ring never does.
                     drop(guard);
@@ -161,7 +167,8 @@ pub async fn event_loop(
             }
         }
     }
-    drain_at_stop(ring.get_mut(), ring_kib, &names, fanout);
+    drain_at_stop(ring.get_mut(), ring_kib, &names, &mut folds, fanout);
+    folds.finish(|rec| ring::deliver(rec, &names, fanout));
     lost.report(fanout);
     // The last window, however short, before the final verdicts.
     if let Some(reader) = arrivals.as_mut() {
@@ -174,14 +181,20 @@ pub async fn event_loop(
 /// Whatever the kernel queued before we stopped still belongs to the run: at most a ring's
 /// worth, decoded for a moment and then counted as lost, so that a flood that goes on cannot
 /// hold the stop (Ctrl-C answers within a second).
-fn drain_at_stop(ring: &mut RingBuf<MapData>, ring_kib: u32, names: &Names, fanout: &mut Fanout) {
+fn drain_at_stop(
+    ring: &mut RingBuf<MapData>,
+    ring_kib: u32,
+    names: &Names,
+    folds: &mut Folds,
+    fanout: &mut Fanout,
+) {
     let ring_events = (ring_kib as usize * 1024) / std::mem::size_of::<Event>() + 1;
     let deadline = Instant::now() + STOP_DRAIN_TIME;
     let mut left = ring_events;
     while left > 0 && Instant::now() < deadline {
         let batch = left.min(256);
         left -= batch;
-        if !ring::drain(ring, batch, names, fanout) {
+        if !ring::drain(ring, batch, names, folds, fanout) {
             left = 0;
         }
     }

@@ -40,7 +40,7 @@ impl Fanout {
         self.analyzer.observe_record(rec);
         if let Some(n) = self.summary.unattributed.as_mut() {
             if rec.flow.src.is_some() && !rec.has_names() {
-                *n += 1;
+                *n += rec.events();
             }
         }
         for (i, sink) in self.sinks.iter_mut().enumerate() {

@@ -9,6 +9,7 @@ mod arrivals;
 mod attach;
 mod event_loop;
 mod fanout;
+pub mod fold;
 mod names;
 mod outputs;
 pub mod plan;
@@ -172,6 +173,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         duration_s: args.duration,
         arrivals,
         kernel_log,
+        fold_bursts: !args.no_fold,
     };
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.

@@ -4,14 +4,16 @@
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tracer_common::{Event, HOOK_COUNT};
 
-use super::{fanout::Fanout, now_unix_ns};
+use super::{fanout::Fanout, fold::Folds, now_unix_ns};
+use crate::event::Record;
 use crate::hooks::{self, Names};
 
-/// Read at most `limit` events; whether there may be more.
+/// Read at most `limit` events, folding bursts ([`Folds`]); whether there may be more.
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     limit: usize,
     names: &Names,
+    folds: &mut Folds,
     fanout: &mut Fanout,
 ) -> bool {
     for _ in 0..limit {
@@ -22,11 +24,17 @@ pub fn drain(
             continue;
         };
         drop(item);
-        if let Some(rec) = hooks::decode(&ev, names) {
-            fanout.deliver(&rec);
+        if let Some(rec) = hooks::decode_unnamed(&ev, names) {
+            folds.admit(&ev, rec, |rec| deliver(rec, names, fanout));
         }
     }
     true
+}
+
+/// Name a record the folding let through, and hand it to the outputs.
+pub fn deliver(mut rec: Record, names: &Names, fanout: &mut Fanout) {
+    hooks::attribute(&mut rec, names);
+    fanout.deliver(&rec);
 }
 
 /// Read up to `limit` queued events without decoding them and report them as `lost`, per

@@ -111,6 +111,8 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     opt_str(out, rec.node.as_deref());
     key(out, "tcp_seq");
     opt_num(out, rec.tcp_seq.map(u64::from));
+    key(out, "count");
+    opt_num(out, rec.count);
     out.push(b'}');
 }
 
@@ -487,6 +489,7 @@ mod tests {
             }),
             tcp_state: Some("TCP_ESTABLISHED".into()),
             tcp_seq: Some(4_000_000_000),
+            count: Some(u64::MAX),
             skb: Some("0xffff888100000000".into()),
             lost: Some(1),
             names: Attribution {

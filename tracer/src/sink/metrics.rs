@@ -271,7 +271,10 @@ impl Sink for Metrics {
             ],
             1,
         );
-        self.events.family.get_or_create(&labels).inc();
+        self.events
+            .family
+            .get_or_create(&labels)
+            .inc_by(rec.events());
         Ok(())
     }
 

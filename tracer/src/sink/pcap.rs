@@ -169,6 +169,10 @@ fn pair(a: Option<&ObjectRef>, b: Option<&ObjectRef>) -> Option<String> {
 /// The packet's comment: what the tracer knows about it, `key: value` pairs joined by `; `.
 pub fn comment(rec: &Record, device: &str) -> String {
     let mut c = format!("tracer {}", rec.kind.as_str());
+    if rec.events() > 1 {
+        // A burst folded at the ring's edge: this packet is its last.
+        let _ = write!(c, "; count: {} (the last of a burst)", rec.events());
+    }
     if let Some(r) = &rec.drop.reason {
         let _ = write!(c, "; reason: {r}");
     }

@@ -70,7 +70,7 @@ impl Summary {
         if rec.kind == Kind::Lost {
             self.lost = self.lost.saturating_add(rec.lost.unwrap_or(0));
         } else {
-            *self.by_kind.entry(rec.kind.as_str()).or_insert(0) += 1;
+            *self.by_kind.entry(rec.kind.as_str()).or_insert(0) += rec.events();
         }
     }
 
@@ -154,8 +154,8 @@ struct FoldTable {
 }
 
 impl FoldTable {
-    /// Count an event; true when it should be printed.
-    fn observe(&mut self, key: FoldKey, what: impl FnOnce() -> String) -> bool {
+    /// Count a record of `events` events; true when it should be printed.
+    fn observe(&mut self, key: FoldKey, events: u64, what: impl FnOnce() -> String) -> bool {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         if let Some(e) = self.entries.get_mut(&key) {
@@ -168,7 +168,7 @@ impl FoldTable {
                 e.shown += 1;
                 return true;
             }
-            e.suppressed += 1;
+            e.suppressed += events;
             return false;
         }
         if self.entries.len() >= MAX_KEYS {
@@ -276,7 +276,9 @@ impl<W: Write> TerminalSink<W> {
     fn roll_window(&mut self, now: i128) -> anyhow::Result<()> {
         match self.window_start {
             None => self.window_start = Some(now),
-            Some(start) if now.saturating_sub(start) >= WINDOW_NS || now < start => {
+            // A record folded at the ring's edge carries its burst's last time, up to a tick
+            // behind the others: only a larger step back is the clock going back.
+            Some(start) if now.saturating_sub(start) >= WINDOW_NS || now < start - WINDOW_NS => {
                 self.write_folds(true)?;
                 self.window_start = Some(now);
             }
@@ -386,6 +388,9 @@ impl<W: Write> TerminalSink<W> {
         }
         if let Some(names) = names_text(rec) {
             rest.push_str(&format!("  = {}", self.paint(CYAN, &names)));
+        }
+        if rec.events() > 1 {
+            rest.push_str(&format!("  ×{}", rec.events()));
         }
         let line = format!("{time} {label} {ifname} {size} {rest}");
         line.trim_end().to_string()
@@ -544,7 +549,7 @@ impl<W: Write> Sink for TerminalSink<W> {
         if rec.kind != Kind::Lost {
             let (label, _) = label(rec.kind);
             let key = FoldKey::of(rec);
-            let print = self.folds.observe(key, || {
+            let print = self.folds.observe(key, rec.events(), || {
                 let ifname = rec.device.ifname.as_deref().unwrap_or("-");
                 // Drops of one flow at two places (a fragment at the veth, the whole packet in
                 // ip_do_fragment) fold apart: name the place without its offset.
@@ -875,10 +880,10 @@ mod tests {
         let mut t = FoldTable::default();
         let key = |p| FoldKey::of(&drop_rec(T0, p));
         for _ in 0..10 {
-            t.observe(key(0), String::new);
+            t.observe(key(0), 1, String::new);
         }
         for p in 1..=MAX_KEYS as u16 {
-            t.observe(key(p), String::new);
+            t.observe(key(p), 1, String::new);
         }
         let lines = t.drain(false);
         assert_eq!(lines, vec![(7, String::new())]);

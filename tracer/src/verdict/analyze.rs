@@ -458,7 +458,7 @@ impl Analyzer {
                 _ => self.conns.contains_key(&self.resolve(k)),
             });
             if !known {
-                self.untracked = self.untracked.saturating_add(1);
+                self.untracked = self.untracked.saturating_add(o.events());
                 return;
             }
         }
@@ -543,7 +543,7 @@ impl Analyzer {
             overlay,
         };
         let site = self.sites.entry(site_key).or_default();
-        site.packets += 1;
+        site.packets += o.events();
         site.packet_len = site.packet_len.max(len);
         site.overhead = overhead;
         site.conns.insert(key);
@@ -584,9 +584,9 @@ impl Analyzer {
         }
         let c = self.conn_mut(key, o);
         if kind == Kind::OversizeTx {
-            c.oversize_tx += 1;
+            c.oversize_tx += o.events();
         }
-        c.dropped += 1;
+        c.dropped += o.events();
         let inner = len.saturating_sub(overhead);
         c.largest_failed = Some(c.largest_failed.map_or(inner, |l| l.max(inner)));
         c.smallest_failed = Some(c.smallest_failed.map_or(inner, |l| l.min(inner)));
@@ -600,7 +600,7 @@ impl Analyzer {
         c.last_drop_ns = Some(ts);
         if let (Some(told), Some(at)) = (c.told_mtu, c.told_at_ns) {
             if ts - at > ICMP_REACTION_NS && inner > told.saturating_sub(overhead).max(1) {
-                c.drops_after_told += 1;
+                c.drops_after_told += o.events();
             }
         }
     }
@@ -747,13 +747,13 @@ impl Analyzer {
                 o.drop.reason.as_deref().unwrap_or("?").to_string(),
             ))
             .or_insert((0, None));
-        entry.0 += 1;
+        entry.0 += o.events();
         if let Some(m) = o.icmp.as_ref().and_then(|i| i.mtu) {
             entry.1 = Some(m);
         }
         if let Some(key) = o.conn() {
             let key = self.resolve(key);
-            self.conn_mut(key, o).icmp_dropped += 1;
+            self.conn_mut(key, o).icmp_dropped += o.events();
         }
     }
 

@@ -250,6 +250,12 @@ pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
 
+/// The kernel events these lines stand for: a line folded from a burst says how many in
+/// `count` (logs of older versions have none: one each).
+pub fn total(lines: &[&Value]) -> u64 {
+    lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
+}
+
 pub fn dump(events: &[Value]) -> String {
     events
         .iter()

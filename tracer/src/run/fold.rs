@@ -1,0 +1,445 @@
+//! Folding bursts at the ring's edge: identical drops (same hook, place, reason, flow and sizes)
+//! that follow each other within [`BURST_GAP_NS`] become one record with a `count`, after the
+//! decode and before names, the analysis and the outputs — where a flood costs the daemon its
+//! time. The first event of a burst is delivered at once (the stream stays live); the rest are
+//! counted and delivered as one record when the burst ends, when something else about the same
+//! sender comes, or at the next tick (so a flood that goes on gives a line a second, not one per
+//! packet).
+//!
+//! What the verdict needs is kept exact:
+//! - only drops and oversize transmits fold; retransmissions, ICMP and path-MTU events never do
+//!   (their order and timing are the evidence);
+//! - any such event of a sender (its protocol, address and port) first delivers that sender's
+//!   folded drops and restarts its bursts, so the analysis sees a connection's events in order,
+//!   and the drop of the packet an ICMP too-big was generated for (which follows the ICMP) is
+//!   delivered on its own and pairs with it by `skb`;
+//! - a sender's folded drops are delivered together, in the order their bursts started: a
+//!   fragment's drop and its original's (two places, one packet) stay next to each other;
+//! - a burst never spans a gap of [`BURST_GAP_NS`], far below the verdict's episode gap (150 ms):
+//!   a record never hides the time structure the verdict reads.
+//!
+//! Every event is counted once: delivered alone (`count` 1) or in a folded record's `count`.
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use tracer_common::Event;
+
+use crate::event::{Kind, Outer, Record};
+
+/// Events of one kind closer than this to the one before are a burst.
+pub const BURST_GAP_NS: u64 = 10_000_000;
+/// Bursts followed at once, over all senders. Past it, new kinds of event are delivered one by
+/// one (correct, only not cheaper).
+const MAX_BURSTS: usize = 4096;
+
+/// Who sent the packet: the analysis joins a connection's drops, retransmissions and ICMP by it
+/// (its destination may differ before and after DNAT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Sender {
+    proto: Option<u8>,
+    src: Option<IpAddr>,
+    sport: Option<u16>,
+}
+
+impl Sender {
+    fn of(rec: &Record) -> Sender {
+        Sender {
+            proto: rec.flow.proto,
+            src: rec.flow.src,
+            sport: rec.flow.sport,
+        }
+    }
+}
+
+/// Everything but the time and the packet's identity (`skb`, bytes): two events with equal keys
+/// would print as the same line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct BurstKey {
+    kind: u8,
+    hook: u8,
+    flags: u16,
+    netns: u32,
+    ifindex: u32,
+    location: u64,
+    reason: u32,
+    len: u32,
+    l3_len: u32,
+    mtu: u32,
+    gso: (u16, u16),
+    out: (u32, u32),
+    peer: (u32, u32),
+    dst: Option<IpAddr>,
+    dport: Option<u16>,
+    outer: Option<Outer>,
+    icmp_mtu: Option<u32>,
+}
+
+impl BurstKey {
+    fn of(ev: &Event, rec: &Record) -> BurstKey {
+        BurstKey {
+            kind: ev.kind,
+            hook: ev.hook,
+            flags: ev.flags,
+            netns: ev.netns,
+            ifindex: ev.ifindex,
+            location: ev.location,
+            reason: ev.reason,
+            len: ev.len,
+            l3_len: ev.l3_len,
+            mtu: ev.mtu,
+            gso: (ev.gso_size, ev.gso_segs),
+            out: (ev.out_ifindex, ev.out_mtu),
+            peer: (ev.peer_ifindex, ev.peer_mtu),
+            dst: rec.flow.dst,
+            dport: rec.flow.dport,
+            outer: rec.flow.outer.clone(),
+            icmp_mtu: rec.icmp.as_ref().and_then(|i| i.mtu),
+        }
+    }
+}
+
+/// One burst being followed.
+struct Burst {
+    key: BurstKey,
+    /// Kernel time of its last event.
+    last_ns: u64,
+    /// The last event folded, with `count` = events folded since the burst's first or the last
+    /// delivery; `None` when none is waiting.
+    folded: Option<Record>,
+    /// An event came since the last tick.
+    touched: bool,
+}
+
+/// The bursts of every sender, and how many there are.
+pub struct Folds {
+    by_sender: HashMap<Sender, Vec<Burst>>,
+    bursts: usize,
+    /// Off (`--no-fold`): every event is delivered as it comes.
+    on: bool,
+}
+
+impl Folds {
+    pub fn new(on: bool) -> Folds {
+        Folds {
+            by_sender: HashMap::new(),
+            bursts: 0,
+            on,
+        }
+    }
+
+    /// Take a decoded event: `deliver` is called with what should go on now, in order — waiting
+    /// folded records first, then the event itself unless it was folded.
+    pub fn admit(&mut self, ev: &Event, rec: Record, mut deliver: impl FnMut(Record)) {
+        if !self.on {
+            deliver(rec);
+            return;
+        }
+        let sender = Sender::of(&rec);
+        if !matches!(rec.kind, Kind::Drop | Kind::OversizeTx) {
+            self.restart(sender, &mut deliver);
+            deliver(rec);
+            return;
+        }
+        let key = BurstKey::of(ev, &rec);
+        let bursts = self.by_sender.entry(sender).or_default();
+        match bursts.iter().position(|b| b.key == key) {
+            Some(i) => {
+                let b = &mut bursts[i];
+                b.touched = true;
+                let gap = ev.ts_ns.wrapping_sub(b.last_ns);
+                if ev.ts_ns >= b.last_ns && gap < BURST_GAP_NS {
+                    b.last_ns = ev.ts_ns;
+                    let count = b.folded.as_ref().map_or(0, Record::events) + rec.events();
+                    let mut rec = rec;
+                    rec.count = Some(count);
+                    b.folded = Some(rec);
+                    return;
+                }
+                // The burst ended: what the sender has waiting goes first, then a new burst
+                // starts with this event.
+                b.last_ns = ev.ts_ns;
+                for b in bursts.iter_mut() {
+                    if let Some(r) = b.folded.take() {
+                        deliver(r);
+                    }
+                }
+                deliver(rec);
+            }
+            None => {
+                if self.bursts < MAX_BURSTS {
+                    self.bursts += 1;
+                    bursts.push(Burst {
+                        key,
+                        last_ns: ev.ts_ns,
+                        folded: None,
+                        touched: true,
+                    });
+                }
+                deliver(rec);
+            }
+        }
+    }
+
+    /// Once a second: deliver every folded record, and forget bursts that saw no event since
+    /// the tick before.
+    pub fn tick(&mut self, mut deliver: impl FnMut(Record)) {
+        let mut forgotten = 0;
+        self.by_sender.retain(|_, bursts| {
+            for b in bursts.iter_mut() {
+                if let Some(r) = b.folded.take() {
+                    deliver(r);
+                }
+            }
+            let before = bursts.len();
+            bursts.retain_mut(|b| std::mem::replace(&mut b.touched, false));
+            forgotten += before - bursts.len();
+            !bursts.is_empty()
+        });
+        self.bursts -= forgotten;
+    }
+
+    /// The run ends: deliver every folded record.
+    pub fn finish(&mut self, mut deliver: impl FnMut(Record)) {
+        for (_, bursts) in self.by_sender.drain() {
+            for b in bursts {
+                if let Some(r) = b.folded {
+                    deliver(r);
+                }
+            }
+        }
+        self.bursts = 0;
+    }
+
+    /// Something other than a drop about `sender`: its folded drops go first, and its next drops
+    /// start new bursts (delivered at once).
+    fn restart(&mut self, sender: Sender, deliver: &mut impl FnMut(Record)) {
+        if let Some(bursts) = self.by_sender.remove(&sender) {
+            self.bursts -= bursts.len();
+            for b in bursts {
+                if let Some(r) = b.folded {
+                    deliver(r);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{EventKind, Hook};
+
+    const MS: u64 = 1_000_000;
+
+    /// A drop of a 1550-byte packet of `sport` → 10.0.0.2:80 at `ts_ns`, with its record.
+    fn drop(ts_ns: u64, sport: u16, location: u64) -> (Event, Record) {
+        let mut ev = Event::zeroed();
+        ev.kind = EventKind::Drop as u8;
+        ev.hook = Hook::DropsTpBtf as u8;
+        ev.ts_ns = ts_ns;
+        ev.location = location;
+        ev.len = 1550;
+        ev.l3_len = 1550;
+        ev.netns = 7;
+        let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", ts_ns as i128);
+        rec.count = Some(1);
+        rec.flow.proto = Some(6);
+        rec.flow.src = Some("10.0.0.1".parse().unwrap());
+        rec.flow.sport = Some(sport);
+        rec.flow.dst = Some("10.0.0.2".parse().unwrap());
+        rec.flow.dport = Some(80);
+        rec.skb = Some(format!("0x{ts_ns:x}"));
+        (ev, rec)
+    }
+
+    fn other(kind: EventKind, k: Kind, ts_ns: u64, sport: u16) -> (Event, Record) {
+        let (mut ev, mut rec) = drop(ts_ns, sport, 0);
+        ev.kind = kind as u8;
+        rec.kind = k;
+        (ev, rec)
+    }
+
+    /// (kind, count, ts) of what was delivered.
+    type Seen = Vec<(Kind, u64, i128)>;
+
+    fn admit(folds: &mut Folds, seen: &mut Seen, (ev, rec): (Event, Record)) {
+        folds.admit(&ev, rec, |r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+    }
+
+    fn total(seen: &Seen) -> u64 {
+        seen.iter().map(|s| s.1).sum()
+    }
+
+    #[test]
+    fn a_flood_is_its_first_event_then_one_record_a_tick_and_every_event_is_counted() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        for i in 0..10_000 {
+            admit(&mut folds, &mut seen, drop(i * 10_000, 40000, 0x81));
+        }
+        assert_eq!(seen, [(Kind::Drop, 1, 0)], "only the first comes at once");
+        folds.tick(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(
+            seen[1],
+            (Kind::Drop, 9_999, 9_999 * 10_000),
+            "the rest, at the last's time"
+        );
+        for i in 10_000..10_010 {
+            admit(&mut folds, &mut seen, drop(i * 10_000, 40000, 0x81));
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "the flood goes on: still folded after the tick"
+        );
+        folds.finish(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(total(&seen), 10_010);
+    }
+
+    #[test]
+    fn events_further_apart_than_a_burst_are_each_delivered() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        // A sender retrying at timeouts: 200 ms, 400 ms, 800 ms.
+        for ts in [0, 200 * MS, 600 * MS, 1400 * MS] {
+            admit(&mut folds, &mut seen, drop(ts, 40000, 0x81));
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(seen.iter().all(|s| s.1 == 1));
+    }
+
+    #[test]
+    fn a_burst_that_ends_is_delivered_before_the_event_that_ends_it() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        for ts in [0, MS, 2 * MS, 3 * MS] {
+            admit(&mut folds, &mut seen, drop(ts, 40000, 0x81));
+        }
+        admit(&mut folds, &mut seen, drop(500 * MS, 40000, 0x81));
+        assert_eq!(
+            seen,
+            [
+                (Kind::Drop, 1, 0),
+                (Kind::Drop, 3, 3 * MS as i128),
+                (Kind::Drop, 1, 500 * MS as i128)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retransmission_or_an_icmp_of_the_sender_comes_after_its_folded_drops() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        for ts in [0, MS, 2 * MS] {
+            admit(&mut folds, &mut seen, drop(ts, 40000, 0x81));
+        }
+        // Another sender's drops stay folded.
+        for ts in [0, MS] {
+            admit(&mut folds, &mut seen, drop(ts, 40001, 0x81));
+        }
+        let icmp = other(
+            EventKind::IcmpTooBigSent,
+            Kind::IcmpTooBigSent,
+            3 * MS,
+            40000,
+        );
+        admit(&mut folds, &mut seen, icmp);
+        // The packet the ICMP was for: on its own, to pair with it.
+        admit(&mut folds, &mut seen, drop(3 * MS, 40000, 0x81));
+        let retransmit = other(EventKind::TcpRetransmit, Kind::TcpRetransmit, 4 * MS, 40000);
+        admit(&mut folds, &mut seen, retransmit);
+        assert_eq!(
+            seen,
+            [
+                (Kind::Drop, 1, 0),
+                (Kind::Drop, 1, 0),
+                (Kind::Drop, 2, 2 * MS as i128),
+                (Kind::IcmpTooBigSent, 1, 3 * MS as i128),
+                (Kind::Drop, 1, 3 * MS as i128),
+                (Kind::TcpRetransmit, 1, 4 * MS as i128),
+            ]
+        );
+        folds.finish(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(seen.last(), Some(&(Kind::Drop, 1, MS as i128)));
+        assert_eq!(total(&seen), 8);
+    }
+
+    #[test]
+    fn a_fragment_and_its_original_fold_apart_and_are_delivered_together() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        let mut locations = Vec::new();
+        // Each packet: its first fragment dropped at the veth, then the original where it was
+        // cut. Two places, two bursts, one sender.
+        for i in 0..5 {
+            for location in [0x81, 0x99] {
+                let (ev, rec) = drop(i * MS, 40000, location);
+                folds.admit(&ev, rec, |r| {
+                    locations.push(ev.location);
+                    seen.push((r.kind, r.events(), r.ts_unix_ns))
+                });
+            }
+        }
+        assert_eq!(seen.len(), 2, "the first of each at once");
+        folds.admit(
+            &drop(300 * MS, 40000, 0x81).0,
+            drop(300 * MS, 40000, 0x81).1,
+            |r| seen.push((r.kind, r.events(), r.ts_unix_ns)),
+        );
+        assert_eq!(
+            &seen[2..],
+            [
+                (Kind::Drop, 4, 4 * MS as i128),
+                (Kind::Drop, 4, 4 * MS as i128),
+                (Kind::Drop, 1, 300 * MS as i128),
+            ],
+            "both bursts of the sender, next to each other, before the new event"
+        );
+    }
+
+    #[test]
+    fn off_every_event_is_delivered_as_it_comes() {
+        let mut folds = Folds::new(false);
+        let mut seen = Seen::new();
+        for i in 0..100 {
+            admit(&mut folds, &mut seen, drop(i * 1000, 40000, 0x81));
+        }
+        folds.tick(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(seen.len(), 100);
+        assert!(seen.iter().all(|s| s.1 == 1));
+    }
+
+    #[test]
+    fn different_sizes_places_and_kinds_do_not_fold_together() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        admit(&mut folds, &mut seen, drop(0, 40000, 0x81));
+        let (mut ev, rec) = drop(MS, 40000, 0x81);
+        ev.l3_len = 1400;
+        admit(&mut folds, &mut seen, (ev, rec));
+        admit(&mut folds, &mut seen, drop(2 * MS, 40000, 0x82));
+        let (mut ev, mut rec) = drop(3 * MS, 40000, 0x81);
+        ev.kind = EventKind::OversizeTx as u8;
+        rec.kind = Kind::OversizeTx;
+        admit(&mut folds, &mut seen, (ev, rec));
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn idle_bursts_are_forgotten_and_the_bound_holds() {
+        let mut folds = Folds::new(true);
+        let mut seen = Seen::new();
+        for port in 0..(MAX_BURSTS as u16 + 10) {
+            admit(&mut folds, &mut seen, drop(0, port, 0x81));
+            admit(&mut folds, &mut seen, drop(MS, port, 0x81));
+        }
+        assert_eq!(folds.bursts, MAX_BURSTS);
+        // Past the bound, events are delivered one by one: still all counted.
+        folds.tick(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(total(&seen), 2 * (MAX_BURSTS as u64 + 10));
+        folds.tick(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
+        assert_eq!(folds.bursts, 0, "nothing came for a whole tick");
+        assert!(folds.by_sender.is_empty());
+    }
+}
