@@ -54,7 +54,7 @@ impl Sender {
 /// Everything but the time and the packet's identity (`skb`, bytes): two events with equal keys
 /// would print as the same line.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct BurstKey {
+pub struct BurstKey {
     kind: u8,
     hook: u8,
     flags: u16,
@@ -99,8 +99,8 @@ impl BurstKey {
 }
 
 /// One burst being followed.
-struct Burst {
-    key: BurstKey,
+struct Burst<K> {
+    key: K,
     /// Kernel time of its last event.
     last_ns: u64,
     /// The last event folded, with `count` = events folded since the burst's first or the last
@@ -110,16 +110,26 @@ struct Burst {
     touched: bool,
 }
 
-/// The bursts of every sender, and how many there are.
-pub struct Folds {
-    by_sender: HashMap<Sender, Vec<Burst>>,
+/// The bursts of every sender, and how many there are. `K` tells events apart: [`BurstKey`] for
+/// kernel events; the tests also fold recorded logs by their lines.
+pub struct Folds<K = BurstKey> {
+    by_sender: HashMap<Sender, Vec<Burst<K>>>,
     bursts: usize,
     /// Off (`--no-fold`): every event is delivered as it comes.
     on: bool,
 }
 
-impl Folds {
-    pub fn new(on: bool) -> Folds {
+impl Folds<BurstKey> {
+    /// Take a decoded kernel event: `deliver` is called with what should go on now, in order —
+    /// waiting folded records first, then the event itself unless it was folded.
+    pub fn admit(&mut self, ev: &Event, rec: Record, deliver: impl FnMut(Record)) {
+        let key = matches!(rec.kind, Kind::Drop | Kind::OversizeTx).then(|| BurstKey::of(ev, &rec));
+        self.admit_keyed(key, ev.ts_ns, rec, deliver);
+    }
+}
+
+impl<K: Eq> Folds<K> {
+    pub fn new(on: bool) -> Folds<K> {
         Folds {
             by_sender: HashMap::new(),
             bursts: 0,
@@ -127,28 +137,32 @@ impl Folds {
         }
     }
 
-    /// Take a decoded event: `deliver` is called with what should go on now, in order — waiting
-    /// folded records first, then the event itself unless it was folded.
-    pub fn admit(&mut self, ev: &Event, rec: Record, mut deliver: impl FnMut(Record)) {
+    /// [`Folds::admit`] with the event's key (`None`: a kind that never folds) and kernel time.
+    fn admit_keyed(
+        &mut self,
+        key: Option<K>,
+        ts_ns: u64,
+        rec: Record,
+        mut deliver: impl FnMut(Record),
+    ) {
         if !self.on {
             deliver(rec);
             return;
         }
         let sender = Sender::of(&rec);
-        if !matches!(rec.kind, Kind::Drop | Kind::OversizeTx) {
+        let Some(key) = key else {
             self.restart(sender, &mut deliver);
             deliver(rec);
             return;
-        }
-        let key = BurstKey::of(ev, &rec);
+        };
         let bursts = self.by_sender.entry(sender).or_default();
         match bursts.iter().position(|b| b.key == key) {
             Some(i) => {
                 let b = &mut bursts[i];
                 b.touched = true;
-                let gap = ev.ts_ns.wrapping_sub(b.last_ns);
-                if ev.ts_ns >= b.last_ns && gap < BURST_GAP_NS {
-                    b.last_ns = ev.ts_ns;
+                let gap = ts_ns.wrapping_sub(b.last_ns);
+                if ts_ns >= b.last_ns && gap < BURST_GAP_NS {
+                    b.last_ns = ts_ns;
                     let count = b.folded.as_ref().map_or(0, Record::events) + rec.events();
                     let mut rec = rec;
                     rec.count = Some(count);
@@ -157,7 +171,7 @@ impl Folds {
                 }
                 // The burst ended: what the sender has waiting goes first, then a new burst
                 // starts with this event.
-                b.last_ns = ev.ts_ns;
+                b.last_ns = ts_ns;
                 for b in bursts.iter_mut() {
                     if let Some(r) = b.folded.take() {
                         deliver(r);
@@ -170,7 +184,7 @@ impl Folds {
                     self.bursts += 1;
                     bursts.push(Burst {
                         key,
-                        last_ns: ev.ts_ns,
+                        last_ns: ts_ns,
                         folded: None,
                         touched: true,
                     });
@@ -395,6 +409,88 @@ mod tests {
                 (Kind::Drop, 1, 300 * MS as i128),
             ],
             "both bursts of the sender, next to each other, before the new event"
+        );
+    }
+
+    /// The key of a recorded event: its line without time, packet identity and count.
+    fn line_key(line: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["ts", "skb", "tcp_seq", "count"] {
+            v.as_object_mut().unwrap().remove(field);
+        }
+        v.to_string()
+    }
+
+    /// Fold a recorded log as the daemon would have (ticks by the events' clock); its lines
+    /// other than events stay where they were. (lines of events in, out).
+    fn fold_log(text: &str) -> (String, usize, usize) {
+        let mut out = Vec::new();
+        let write = |out: &mut Vec<u8>, r: Record| {
+            crate::sink::json::write_record(out, &r);
+            out.push(b'\n');
+        };
+        let mut folds: Folds<String> = Folds::new(true);
+        let mut next_tick = None;
+        let mut events = 0;
+        for line in text.lines() {
+            let rec = match Record::from_line(line.as_bytes()) {
+                Ok(rec) if rec.kind != Kind::Lost => rec,
+                _ => {
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
+                    continue;
+                }
+            };
+            events += 1;
+            let ts = rec.ts_unix_ns as u64;
+            let tick = *next_tick.get_or_insert(ts + 1_000 * MS);
+            if ts >= tick {
+                folds.tick(|r| write(&mut out, r));
+                next_tick = Some(ts + 1_000 * MS);
+            }
+            let key = matches!(rec.kind, Kind::Drop | Kind::OversizeTx).then(|| line_key(line));
+            folds.admit_keyed(key, ts, rec, |r| write(&mut out, r));
+        }
+        folds.finish(|r| write(&mut out, r));
+        let out = String::from_utf8(out).unwrap();
+        let folded = out
+            .lines()
+            .filter(|l| Record::from_line(l.as_bytes()).is_ok_and(|r| r.kind != Kind::Lost))
+            .count();
+        (out, events, folded)
+    }
+
+    /// What the folding keeps exact, on the incidents recorded in the lab: every verdict of
+    /// every log is the same folded as it was line by line.
+    #[test]
+    fn recorded_incidents_give_the_same_verdicts_folded() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/verdict/testdata");
+        let tmp = std::env::temp_dir().join(format!("tracer-fold-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (mut lines_in, mut lines_out) = (0, 0);
+        let mut logs = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            let (folded, events, lines) = fold_log(&std::fs::read_to_string(&path).unwrap());
+            let folded_path = tmp.join(path.file_name().unwrap());
+            std::fs::write(&folded_path, folded).unwrap();
+            let (stats, verdicts) = crate::report::report(&path).unwrap();
+            let (folded_stats, folded_verdicts) = crate::report::report(&folded_path).unwrap();
+            assert_eq!(stats.events, folded_stats.events, "{}", path.display());
+            assert_eq!(verdicts, folded_verdicts, "{}", path.display());
+            lines_in += events;
+            lines_out += lines;
+            logs += 1;
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(logs >= 10, "only {logs} recorded logs");
+        println!("{logs} logs: {lines_in} event lines, {lines_out} folded");
+        assert!(
+            lines_out < lines_in,
+            "nothing folded: the test proves nothing"
         );
     }
 
