@@ -11,13 +11,7 @@ use crate::{
     maps::{DRAFTS, DRAFT_LEVEL, DRAFT_LEVELS, EVENTS, LOST, NETNS_FILTER},
 };
 
-/// Events waiting in the ring per wake-up of the reader. Waking it is an interrupt-work item
-/// per event: on a VM a self-IPI (an exit), ~10 µs measured per retransmission event. Below
-/// this the daemon finds the events by its own poll interval (`run/event_loop.rs`, `RING_POLL`,
-/// 100 ms), so an event waits at most that long.
-const WAKEUP_EVENTS: u64 = 32;
-
-/// Hand a reserved event to the daemon (every program's way out: see [`WAKEUP_EVENTS`]).
+/// Hand a reserved event to the daemon (every program's way out: see [`wakeup_flags`]).
 #[inline(always)]
 pub fn submit(entry: RingBufEntry<Event>) {
     entry.submit(wakeup_flags());
@@ -27,15 +21,19 @@ pub fn submit(entry: RingBufEntry<Event>) {
 /// rounded up to 8.
 const RECORD_BYTES: u64 = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
 
-/// Submit flags: wake the reader once per [`WAKEUP_EVENTS`] waiting events. Not at every event
-/// past the first batch: under a flood the reader is always behind, and a wake-up per event
-/// (an interrupt-work item each) was most of what a reported drop cost (~3.6 µs). A batch
-/// boundary that two CPUs step over at once is caught at the next one; a batch that never
-/// completes is found by the daemon's poll.
+/// Submit flags: wake the reader once per batch of waiting events (`Config::wakeup_events`, a
+/// power of two chosen for the ring's size: `tracer_common::wakeup_batch`). Waking it is an
+/// interrupt-work item per event: on a VM a self-IPI (an exit), ~10 µs measured per
+/// retransmission event. Not at every event past the first batch: under a flood the reader is
+/// always behind, and a wake-up per event was most of what a reported drop cost (~3.6 µs). A
+/// batch boundary that two CPUs step over at once is caught at the next one; events below a
+/// batch are found by the daemon's poll (`run/event_loop.rs`, `RING_POLL`, 100 ms), so an event
+/// waits at most that long.
 #[inline(always)]
 fn wakeup_flags() -> u64 {
+    let batch = conf!(wakeup_events) as u64;
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64) / RECORD_BYTES;
-    if waiting >= WAKEUP_EVENTS && waiting % WAKEUP_EVENTS == 0 {
+    if waiting >= batch && waiting & batch.wrapping_sub(1) == 0 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

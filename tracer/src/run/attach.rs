@@ -167,6 +167,7 @@ pub fn attach_all(
     if plan.namespaces.named {
         facts.config.filter_netns = 1;
     }
+    facts.config.wakeup_events = tracer_common::wakeup_batch(u64::from(ringbuf_kib) * 1024);
     for (slot, sel) in plan.devices.iter().enumerate() {
         facts.config.tc_netns[slot] = sel.netns.inode;
     }

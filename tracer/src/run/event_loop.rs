@@ -28,7 +28,7 @@ const DRAIN_BATCH: usize = 256;
 /// How long a stop keeps decoding what is still queued before counting the rest as lost.
 const STOP_DRAIN_TIME: Duration = Duration::from_millis(100);
 /// How often the ring is read without being woken: the kernel programs wake the reader only
-/// once a batch is waiting (`tracer-ebpf/src/emit.rs`, `WAKEUP_EVENTS`), so a lone event waits
+/// once a batch is waiting (`tracer-ebpf/src/emit.rs`, `wakeup_flags`), so a lone event waits
 /// at most this long. Each poll is a timer wake-up of the daemon (~90 µs of CPU on this VM
 /// kind): at 10 ms the idle daemon used ~0.9% of a core, at 100 ms ~0.1%.
 const RING_POLL: Duration = Duration::from_millis(100);
