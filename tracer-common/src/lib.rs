@@ -186,7 +186,13 @@ pub struct Event {
     pub peer_ifname: [u8; IFNAMSIZ],
     pub flow: RawFlow,
     pub packet: [u8; PACKET_CAPTURE],
-    pub _pad: u32,
+    /// Drops: the CPU the event came from, and its burst there ([`FoldSlot`]).
+    pub cpu: u32,
+    pub burst: u32,
+    /// Drops: how many drops the kernel folded into the CPU's previous burst (`burst - 1`),
+    /// identical to its first event, and the time of the last of them.
+    pub prev_folded: u32,
+    pub prev_last_ns: u64,
 }
 
 impl Event {
@@ -227,9 +233,32 @@ impl Event {
                 _pad: 0,
             },
             packet: [0; PACKET_CAPTURE],
-            _pad: 0,
+            cpu: 0,
+            burst: 0,
+            prev_folded: 0,
+            prev_last_ns: 0,
         }
     }
+}
+
+/// Words of a [`FoldSlot`] key: what makes two drops the same (reason, place, namespace,
+/// device, length, IPv4 addresses, protocol and ports or ICMP type).
+pub const FOLD_KEY_WORDS: usize = 6;
+
+/// The drop program's burst on one CPU (`tracer-ebpf/src/fold.rs`): drops identical to the
+/// burst's first (which was sent) are only counted here. The next drop sent from the CPU
+/// carries the count (`Event::prev_folded`); the daemon reads what is left after detaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FoldSlot {
+    /// Zero: no burst to fold into.
+    pub key: [u64; FOLD_KEY_WORDS],
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Drops folded into the burst since its first was sent.
+    pub folded: u32,
+    /// Bursts started on this CPU: the burst of the last event sent.
+    pub burst: u32,
 }
 
 /// The `log` target of the kernel programs' aya-log records (`--kernel-log`).
@@ -513,6 +542,8 @@ pub struct Config {
     /// Events waiting in the ring per wake-up of the reader: a power of two (see
     /// [`wakeup_batch`]).
     pub wakeup_events: u32,
+    /// Non-zero: the drop program folds floods of identical drops (not with `--no-fold`).
+    pub fold_drops: u32,
     pub size_drop_sites: [TextRange; MAX_SIZE_DROP_SITES],
     pub veth: VethOffsets,
     /// Network namespace inode served by the tc program copy of each slot.
@@ -546,6 +577,7 @@ impl Config {
             size_drop_site_count: 0,
             count_arrivals: 0,
             wakeup_events: 32,
+            fold_drops: 0,
             size_drop_sites: [TextRange { start: 0, end: 0 }; MAX_SIZE_DROP_SITES],
             veth: VethOffsets::unresolved(),
             tc_netns: [0; MAX_TC_NETNS],
@@ -562,6 +594,8 @@ pub mod names {
     pub const CONFIG: &str = "TRACER_CONFIG";
     pub const ARRIVALS: &str = "ARRIVALS";
     pub const ARRIVAL_GENERATION: &str = "ARRIVAL_GENERATION";
+    pub const FOLDS: &str = "FOLDS";
+    pub const FOLD_OFF: &str = "FOLD_OFF";
 }
 
 #[cfg(feature = "user")]
@@ -572,10 +606,11 @@ mod user {
     unsafe impl aya::Pod for super::RawFlow {}
     unsafe impl aya::Pod for super::ArrivalKey {}
     unsafe impl aya::Pod for super::ArrivalCounts {}
+    unsafe impl aya::Pod for super::FoldSlot {}
 }
 
 // The ring buffer hands out 8-byte aligned slots; both sides rely on this exact size.
-const _: () = assert!(core::mem::size_of::<Event>() == 352);
+const _: () = assert!(core::mem::size_of::<Event>() == 368);
 const _: () = assert!(core::mem::size_of::<Config>().is_multiple_of(8));
 // No padding in the map's key and value: every byte the kernel hashes is written.
 const _: () = assert!(core::mem::size_of::<ArrivalKey>() == 48);

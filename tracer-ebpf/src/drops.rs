@@ -18,7 +18,7 @@ use tracer_common::{
     flags, Event, EventKind, Hook, KERNEL_LOG_TARGET, MAX_SIZE_DROP_SITES, NO_FIELD,
 };
 
-use crate::{config::conf, emit, kernel};
+use crate::{config::conf, emit, fold, kernel};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn drops_tp_btf(ctx: BtfTracePointContext) -> i32 {
@@ -165,6 +165,15 @@ fn handle<const TYPED: bool, C: EbpfContext>(
     if filtered && leave() {
         return;
     }
+    // One more of the flood this CPU is in? Counted, and nothing more to read.
+    let fold_key = if TYPED {
+        fold::key(skb, dev, netns, location, reason)
+    } else {
+        None
+    };
+    if fold::folded(&fold_key) {
+        return;
+    }
     let Some(mut draft) = emit::Draft::begin(EventKind::Drop, hook) else {
         // Drop programs nested deeper than the drafts: lost, and counted so.
         emit::count_lost(hook);
@@ -187,5 +196,6 @@ fn handle<const TYPED: bool, C: EbpfContext>(
         return;
     }
     ev.flags |= matched;
+    fold::start_burst(ev, &fold_key);
     draft.send();
 }

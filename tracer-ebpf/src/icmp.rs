@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{flags, EventKind, Hook, NO_FIELD};
 
-use crate::{config::conf, emit, kernel};
+use crate::{config::conf, emit, fold, kernel};
 
 const ICMP_DEST_UNREACH: i32 = 3;
 const ICMP_FRAG_NEEDED: i32 = 4;
@@ -87,6 +87,8 @@ fn emit_too_big(skb: *const u8, icmp_type: u32, code: u32, mtu: u32, hook: Hook)
     if !emit::netns_wanted(b.netns) {
         return;
     }
+    // The drop of this packet comes next on this CPU: on its own, to pair with this event.
+    fold::end_burst();
     let Some(mut entry) = emit::reserve(EventKind::IcmpTooBigSent, hook) else {
         return;
     };

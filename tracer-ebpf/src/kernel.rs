@@ -7,7 +7,7 @@ use tracer_common::{flags, Event, NO_FIELD, PACKET_CAPTURE};
 use crate::config::conf;
 
 /// `skb->network_header` when unset (`(u16)~0U`).
-const HEADER_UNSET: u16 = 0xffff;
+pub const HEADER_UNSET: u16 = 0xffff;
 
 /// `T` at `base + offset`, or zero when that cannot be read. No branch on the outcome:
 /// `bpf_probe_read_kernel` zeroes its destination when the read faults (a null `base` faults),

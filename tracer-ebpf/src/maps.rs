@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ArrivalCounts, ArrivalKey, Event, HOOK_COUNT, MAX_ARRIVAL_KEYS};
+use tracer_common::{ArrivalCounts, ArrivalKey, Event, FoldSlot, HOOK_COUNT, MAX_ARRIVAL_KEYS};
 
 /// Events to the daemon. 4 MiB holds ~12k events: a burst of drops while the daemon is busy.
 /// The daemon may resize it at load time.
@@ -45,3 +45,12 @@ pub static ARRIVALS: LruPerCpuHashMap<ArrivalKey, ArrivalCounts> =
 /// then reads and deletes the keys of the windows before.
 #[map(name = "ARRIVAL_GENERATION")]
 pub static ARRIVAL_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The drop program's burst per CPU (`fold.rs`); read by the daemon after detaching.
+#[map(name = "FOLDS")]
+pub static FOLDS: PerCpuArray<FoldSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the daemon when the run stops: no drop folds from then on, so that what the slots
+/// hold is final when it reads them.
+#[map(name = "FOLD_OFF")]
+pub static FOLD_OFF: Array<u32> = Array::with_max_entries(1, 0);

@@ -445,11 +445,11 @@ fn ring_buffer_overflow_is_counted_not_hidden() {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
     let log = TempLog::new("loss");
     // The smallest ring (64 KiB, ~180 events) and a reader held back for 3 s: a flood of
-    // 5000 oversized datagrams cannot fit.
+    // 5000 oversized datagrams cannot fit (`--no-fold`: folded, the flood would).
     let t = start(
         &[&s.a_ns, &s.b_ns],
         &log,
-        &["--ringbuf-kib", "64"],
+        &["--ringbuf-kib", "64", "--no-fold"],
         &[("TRACER_TEST_READER_DELAY_MS", "3000")],
     );
     // Resolve the neighbour first so that every datagram reaches the veth.

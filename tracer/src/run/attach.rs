@@ -152,6 +152,21 @@ impl Attached {
         )?;
         Ok((ring, lost))
     }
+
+    /// The drop program's burst slots and its off switch ([`super::fold::KernelFolds`]).
+    pub fn take_folds(&mut self) -> Result<super::fold::KernelFolds> {
+        let slots = PerCpuArray::try_from(
+            self.ebpf
+                .take_map(names::FOLDS)
+                .context("FOLDS map missing")?,
+        )?;
+        let off = aya::maps::Array::try_from(
+            self.ebpf
+                .take_map(names::FOLD_OFF)
+                .context("FOLD_OFF map missing")?,
+        )?;
+        Ok(super::fold::KernelFolds::new(slots, off))
+    }
 }
 
 /// Load the programs configured with `facts` and the plan, and attach every hook. A hook that

@@ -16,10 +16,10 @@ use tracer_common::Event;
 
 use super::{
     fanout::Fanout,
-    fold::Folds,
+    fold::{Folds, KernelFolds},
     names::NameSources,
     now_unix_ns,
-    ring::{self, LostCounters},
+    ring::{self, Edge, LostCounters},
 };
 use crate::hooks::{devices::DeviceWatcher, Names};
 
@@ -54,6 +54,8 @@ pub struct Inputs {
     pub kernel_log: Option<KernelLogger>,
     /// Fold bursts of identical drops (not with `--no-fold`).
     pub fold_bursts: bool,
+    /// What the drop program folded.
+    pub kernel_folds: KernelFolds,
 }
 
 /// The reader of the kernel programs' aya-log ring.
@@ -77,6 +79,7 @@ pub async fn event_loop(
         arrivals,
         kernel_log,
         fold_bursts,
+        kernel_folds,
     } = inputs;
     if let Some(logger) = kernel_log {
         // SAFETY: the logger's ring buffer map owns its fd and keeps it open until the AsyncFd
@@ -113,7 +116,10 @@ pub async fn event_loop(
     // SAFETY: the ring buffer map owns its fd and keeps it open until the AsyncFd drops it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
-    let mut folds = Folds::new(fold_bursts);
+    let mut edge = Edge {
+        folds: Folds::new(fold_bursts),
+        kernel: kernel_folds,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ring_poll = tokio::time::interval(RING_POLL);
     ring_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -126,7 +132,7 @@ pub async fn event_loop(
             () = stop.requested() => break,
             update = api.recv(), if api.is_open() => api.apply(update, &mut names),
             _ = tick.tick() => {
-                folds.tick(|rec| ring::deliver(rec, &names, fanout));
+                edge.folds.tick(|rec| ring::deliver(rec, &names, fanout));
                 lost.report(fanout);
                 let now = now_unix_ns();
                 fanout.tick(now);
@@ -150,13 +156,13 @@ pub async fn event_loop(
             _ = ring_poll.tick() => {
                 // Events below the kernel's wake-up batch; a backlog left here wakes the
                 // reader with the next event, or is read at the next poll.
-                ring::drain(ring.get_mut(), DRAIN_BATCH, &names, &mut folds, fanout);
+                ring::drain(ring.get_mut(), DRAIN_BATCH, &names, &mut edge, fanout);
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
                 // A bounded batch: under a flood the ring refills as fast as it is read, and
                 // signals, ticks and the link watcher must still get their turn.
-                if ring::drain(guard.get_inner_mut(), DRAIN_BATCH, &names, &mut folds, fanout) {
+                if ring::drain(guard.get_inner_mut(), DRAIN_BATCH, &names, &mut edge, fanout) {
                     // Hand the thread back to the runtime: it polls its drivers (signals,
                     // timers, sockets) only when the loop yields, which a full ring never does.
                     drop(guard);
@@ -167,8 +173,13 @@ pub async fn event_loop(
             }
         }
     }
-    drain_at_stop(ring.get_mut(), ring_kib, &names, &mut folds, fanout);
-    folds.finish(|rec| ring::deliver(rec, &names, fanout));
+    // No drop folds from here on; what is still in flight settles, then the ring is read and
+    // the slots' counts taken (an event read now carries its burst's count, and the slots
+    // hold the rest: `KernelFolds::finish` takes each once).
+    edge.kernel.stop_folding();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    drain_at_stop(ring.get_mut(), ring_kib, &names, &mut edge, fanout);
+    edge.finish(&names, fanout);
     lost.report(fanout);
     // The last window, however short, before the final verdicts.
     if let Some(reader) = arrivals.as_mut() {
@@ -185,7 +196,7 @@ fn drain_at_stop(
     ring: &mut RingBuf<MapData>,
     ring_kib: u32,
     names: &Names,
-    folds: &mut Folds,
+    edge: &mut Edge,
     fanout: &mut Fanout,
 ) {
     let ring_events = (ring_kib as usize * 1024) / std::mem::size_of::<Event>() + 1;
@@ -194,7 +205,7 @@ fn drain_at_stop(
     while left > 0 && Instant::now() < deadline {
         let batch = left.min(256);
         left -= batch;
-        if !ring::drain(ring, batch, names, folds, fanout) {
+        if !ring::drain(ring, batch, names, edge, fanout) {
             left = 0;
         }
     }

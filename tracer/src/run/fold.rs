@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use tracer_common::Event;
+use aya::maps::{Array, MapData, PerCpuArray};
+use tracer_common::{Event, FoldSlot, Hook};
 
 use crate::event::{Kind, Outer, Record};
 
@@ -234,6 +235,126 @@ impl<K: Eq> Folds<K> {
                     deliver(r);
                 }
             }
+        }
+    }
+}
+
+/// The drop program's folds (`tracer-ebpf/src/fold.rs`): a CPU's burst is its first event, sent,
+/// then drops counted in the CPU's slot; the count comes with the next drop the CPU sends
+/// (`Event::prev_folded`) or, at the stop, from the slot. Here the count becomes the burst's
+/// first event again, at its last drop's time, with `count` — or `lost`, when that first event
+/// never reached the daemon.
+pub struct KernelFolds {
+    slots: Option<PerCpuArray<MapData, FoldSlot>>,
+    off: Option<Array<MapData, u32>>,
+    /// Per CPU: the first event of the burst it is in, and the last burst whose count came.
+    cpus: Vec<CpuBursts>,
+}
+
+#[derive(Default)]
+struct CpuBursts {
+    first: Option<Box<Event>>,
+    closed: u32,
+}
+
+/// Drops the kernel folded, as the daemon hands them on.
+pub enum Folded {
+    /// The burst's first event at its last drop's time, standing for `count` drops.
+    Events(Box<Event>, u32),
+    /// `count` drops of a burst whose first event was lost in the ring (hook number).
+    Lost(u8, u32),
+}
+
+impl KernelFolds {
+    pub fn new(slots: PerCpuArray<MapData, FoldSlot>, off: Array<MapData, u32>) -> KernelFolds {
+        KernelFolds {
+            slots: Some(slots),
+            off: Some(off),
+            cpus: Vec::new(),
+        }
+    }
+
+    /// Without the maps (tests of what the events carry).
+    pub fn detached() -> KernelFolds {
+        KernelFolds {
+            slots: None,
+            off: None,
+            cpus: Vec::new(),
+        }
+    }
+
+    /// A sent drop: the drops folded into its CPU's burst before it, if any.
+    pub fn before(&mut self, ev: &Event) -> Option<Folded> {
+        if ev.kind != tracer_common::EventKind::Drop as u8 || ev.burst == 0 {
+            return None;
+        }
+        let cpu = ev.cpu as usize;
+        if cpu >= 4096 {
+            return None;
+        }
+        if self.cpus.len() <= cpu {
+            self.cpus.resize_with(cpu + 1, CpuBursts::default);
+        }
+        let c = &mut self.cpus[cpu];
+        let closing = ev.burst.wrapping_sub(1);
+        let folded = (ev.prev_folded > 0)
+            .then(|| c.close(closing, ev.prev_folded, ev.prev_last_ns, ev.hook));
+        c.first = Some(Box::new(*ev));
+        folded
+    }
+
+    /// The run stops: no drop folds from now on (what the slots hold is then final).
+    pub fn stop_folding(&mut self) {
+        if let Some(off) = self.off.as_mut() {
+            if let Err(e) = off.set(0, 1, 0) {
+                eprintln!("tracer: could not stop the kernel's folding: {e}");
+            }
+        }
+    }
+
+    /// After [`KernelFolds::stop_folding`] and the last read of the ring: the counts the slots
+    /// still hold.
+    pub fn finish(&mut self) -> Vec<Folded> {
+        let Some(slots) = self.slots.as_ref() else {
+            return Vec::new();
+        };
+        let Ok(per_cpu) = slots.get(&0, 0) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (cpu, slot) in per_cpu.iter().enumerate() {
+            if slot.folded == 0 || slot.burst == 0 {
+                continue;
+            }
+            if self.cpus.len() <= cpu {
+                self.cpus.resize_with(cpu + 1, CpuBursts::default);
+            }
+            let c = &mut self.cpus[cpu];
+            if c.closed == slot.burst {
+                continue;
+            }
+            out.push(c.close(
+                slot.burst,
+                slot.folded,
+                slot.last_ns,
+                Hook::DropsTpBtf as u8,
+            ));
+        }
+        out
+    }
+}
+
+impl CpuBursts {
+    /// The count of `burst` came: `n` drops, the last at `last_ns`.
+    fn close(&mut self, burst: u32, n: u32, last_ns: u64, hook: u8) -> Folded {
+        self.closed = burst;
+        match self.first.take() {
+            Some(mut first) if first.burst == burst => {
+                first.ts_ns = last_ns;
+                first.prev_folded = 0;
+                Folded::Events(first, n)
+            }
+            _ => Folded::Lost(hook, n),
         }
     }
 }
@@ -492,6 +613,46 @@ mod tests {
             lines_out < lines_in,
             "nothing folded: the test proves nothing"
         );
+    }
+
+    /// A drop the kernel sent from `cpu` as the first of burst `burst`, after `prev` drops folded
+    /// into the burst before (the last at `prev_last_ns`).
+    fn sent(cpu: u32, burst: u32, prev: u32, prev_last_ns: u64) -> Event {
+        let (mut ev, _) = drop(burst as u64 * MS, 40000, 0x81);
+        ev.cpu = cpu;
+        ev.burst = burst;
+        ev.prev_folded = prev;
+        ev.prev_last_ns = prev_last_ns;
+        ev
+    }
+
+    #[test]
+    fn the_kernels_count_comes_back_as_the_bursts_first_event_at_its_last_time() {
+        let mut k = KernelFolds::detached();
+        assert!(k.before(&sent(1, 1, 0, 0)).is_none());
+        // Another CPU's bursts are its own.
+        assert!(k.before(&sent(0, 7, 0, 0)).is_none());
+        match k.before(&sent(1, 2, 41, 77)) {
+            Some(Folded::Events(first, n)) => {
+                assert_eq!((first.cpu, first.burst, n, first.ts_ns), (1, 1, 41, 77));
+            }
+            _ => panic!("burst 1's count"),
+        }
+        // Burst 3's first never came (lost in the ring): its count is lost, and said so.
+        assert!(k.before(&sent(1, 4, 0, 0)).is_none());
+        match k.before(&sent(1, 5, 9, 99)) {
+            Some(Folded::Events(first, 9)) => assert_eq!(first.burst, 4),
+            _ => panic!("burst 4's count"),
+        }
+        match k.before(&sent(0, 9, 3, 5)) {
+            Some(Folded::Lost(_, 3)) => {}
+            _ => panic!("burst 8 of CPU 0 never came"),
+        }
+        // Events outside the bookkeeping (nested programs, other kinds) change nothing.
+        assert!(k.before(&sent(1, 0, 5, 5)).is_none());
+        let mut other = sent(1, 6, 5, 5);
+        other.kind = tracer_common::EventKind::TcpRetransmit as u8;
+        assert!(k.before(&other).is_none());
     }
 
     #[test]

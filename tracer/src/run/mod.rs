@@ -71,6 +71,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     // Before attaching anything: a bad path or a taken port must fail before tracing starts.
     let outputs = Outputs::open(&args, &plan)?;
     facts.config.count_arrivals = (args.arrivals_interval > 0) as u32;
+    facts.config.fold_drops = (!args.no_fold) as u32;
     let mut attached = attach::attach_all(
         object,
         args.ringbuf_kib,
@@ -86,6 +87,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     }
     let audit = StaticAudit::of(&plan);
     let (ring, lost) = attached.take_ring()?;
+    let kernel_folds = attached.take_folds()?;
     let drops_attached = attached.drops_attached();
     // The kernel programs' diagnostics go through `log` to stderr, as the daemon's own do.
     let kernel_log = if args.kernel_log == crate::cli::KernelLog::Off {
@@ -174,6 +176,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         arrivals,
         kernel_log,
         fold_bursts: !args.no_fold,
+        kernel_folds,
     };
     runtime.block_on(event_loop(inputs, &mut watcher, &mut fanout))?;
     // Detach before the summary so that "stopped" is true when it is printed.

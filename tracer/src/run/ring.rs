@@ -4,16 +4,60 @@
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tracer_common::{Event, HOOK_COUNT};
 
-use super::{fanout::Fanout, fold::Folds, now_unix_ns};
+use super::{
+    fanout::Fanout,
+    fold::{Folded, Folds, KernelFolds},
+    now_unix_ns,
+};
 use crate::event::Record;
 use crate::hooks::{self, Names};
 
-/// Read at most `limit` events, folding bursts ([`Folds`]); whether there may be more.
+/// Where events leave the ring: the kernel's folded drops unfolded into counted records, then
+/// bursts folded at the edge.
+pub struct Edge {
+    pub folds: Folds,
+    pub kernel: KernelFolds,
+}
+
+impl Edge {
+    /// One event from the ring, after what the kernel folded before it on its CPU.
+    pub fn take(&mut self, ev: &Event, names: &Names, fanout: &mut Fanout) {
+        if let Some(folded) = self.kernel.before(ev) {
+            self.take_folded(folded, names, fanout);
+        }
+        if let Some(rec) = hooks::decode_unnamed(ev, names) {
+            self.folds.admit(ev, rec, |rec| deliver(rec, names, fanout));
+        }
+    }
+
+    fn take_folded(&mut self, folded: Folded, names: &Names, fanout: &mut Fanout) {
+        match folded {
+            Folded::Events(ev, n) => {
+                if let Some(mut rec) = hooks::decode_unnamed(&ev, names) {
+                    rec.count = Some(u64::from(n));
+                    self.folds
+                        .admit(&ev, rec, |rec| deliver(rec, names, fanout));
+                }
+            }
+            Folded::Lost(hook, n) => fanout.lost(hook, u64::from(n), now_unix_ns()),
+        }
+    }
+
+    /// The run stops: every count the kernel still holds, then what the edge holds.
+    pub fn finish(&mut self, names: &Names, fanout: &mut Fanout) {
+        for folded in self.kernel.finish() {
+            self.take_folded(folded, names, fanout);
+        }
+        self.folds.finish(|rec| deliver(rec, names, fanout));
+    }
+}
+
+/// Read at most `limit` events through the [`Edge`]; whether there may be more.
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     limit: usize,
     names: &Names,
-    folds: &mut Folds,
+    edge: &mut Edge,
     fanout: &mut Fanout,
 ) -> bool {
     for _ in 0..limit {
@@ -24,9 +68,7 @@ pub fn drain(
             continue;
         };
         drop(item);
-        if let Some(rec) = hooks::decode_unnamed(&ev, names) {
-            folds.admit(&ev, rec, |rec| deliver(rec, names, fanout));
-        }
+        edge.take(&ev, names, fanout);
     }
     true
 }
