@@ -92,10 +92,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub all_drops: bool,
 
-    /// Log every kernel event on its own line. By default a burst of identical drops (same
-    /// place, flow and size, each within 10 ms of the one before) is its first line, then one
-    /// line a second with a `count`; this keeps every packet (for `--pcap` too), at the
-    /// daemon's full cost per event under a flood.
+    /// Log every kernel event on its own line. By default a flood of identical drops (same
+    /// place, flow and size, each within 10 ms of the one before) is its first line, then a
+    /// line a second with a `count` (folded in the kernel for IPv4 UDP and ICMP, else in the
+    /// daemon); this keeps every packet (for `--pcap` too), at the full cost per event.
     #[arg(long)]
     pub no_fold: bool,
 

@@ -241,8 +241,8 @@ pub struct Record {
     pub tcp_seq: Option<u32>,
     /// Kernel events: how many identical events this line stands for — 1, or more when a burst
     /// of the same event (same hook, place, flow and sizes, each within
-    /// [`crate::run::fold::BURST_GAP_NS`] of the one before) was folded into this line, which
-    /// then carries the last one's time, `skb` and packet. `None` on `lost` lines and in logs
+    /// [`crate::run::fold::BURST_GAP_NS`] of the one before) was folded into this line, in the
+    /// kernel or at the ring's edge; it then carries the time of the burst's last event. `None` on `lost` lines and in logs
     /// older than the field (read them as 1: [`Record::events`]).
     pub count: Option<u64>,
     /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
