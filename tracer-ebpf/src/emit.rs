@@ -102,14 +102,13 @@ impl Draft {
         unsafe { &mut *self.ev }
     }
 
-    /// Copy the draft into the ring buffer (counted as lost when it does not fit).
+    /// Copy the draft into the ring buffer (counted as lost when it does not fit, with the
+    /// folded drops whose count it carried: `fold.rs`).
     #[inline(always)]
     pub fn send(self) {
-        if EVENTS
-            .output::<Event>(unsafe { &*self.ev }, wakeup_flags())
-            .is_err()
-        {
-            count_lost(self.hook);
+        let ev = unsafe { &*self.ev };
+        if EVENTS.output::<Event>(ev, wakeup_flags()).is_err() {
+            count_lost_n(self.hook, 1 + ev.prev_folded as u64);
         }
     }
 }
@@ -139,9 +138,14 @@ unsafe fn zero_event(ev: *mut Event) {
 
 #[inline(always)]
 pub fn count_lost(hook: Hook) {
+    count_lost_n(hook, 1);
+}
+
+#[inline(always)]
+fn count_lost_n(hook: Hook, n: u64) {
     if let Some(counter) = LOST.get_ptr_mut(hook as u32) {
         // Per-CPU slot: no other writer, a plain add is enough.
-        unsafe { *counter += 1 };
+        unsafe { *counter += n };
     }
 }
 
