@@ -813,6 +813,26 @@ mod tests {
     }
 
     #[test]
+    fn a_line_folded_upstream_shows_its_count_and_the_folds_add_it() {
+        // The ring's edge folded 500 drops into the second record, 250 into the fourth.
+        let mut recs: Vec<Record> = (0..5).map(|_| drop_rec(T0, 41234)).collect();
+        recs[1].count = Some(500);
+        recs[3].count = Some(250);
+        let out = render(&recs, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(!lines[0].contains('×'), "{out}");
+        assert!(lines[1].ends_with("×500"), "{out}");
+        // Not shown: the fourth (250) and the fifth (1).
+        assert!(
+            out.contains("… 251 more like: DROP eth0 tcp 10.0.1.2:41234"),
+            "{out}"
+        );
+        let mut sum = Summary::default();
+        recs.iter().for_each(|r| sum.add(r));
+        assert_eq!(sum.count(Kind::Drop), 753);
+    }
+
+    #[test]
     fn different_flows_are_not_folded_together() {
         let recs: Vec<Record> = (0..10)
             .flat_map(|_| [drop_rec(T0, 1), drop_rec(T0, 2)])
