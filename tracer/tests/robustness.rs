@@ -19,8 +19,8 @@ use std::{
 };
 
 use support::{
-    held_bpf_objects, log_files, of_kind, read_events, read_log_text, total, tracer_bin, TempLog,
-    Tracer,
+    held_bpf_objects, log_files, lost_total, of_kind, read_events, read_log_text, total,
+    tracer_bin, TempLog, Tracer,
 };
 use xtask::lab::{self, Lab, VethMismatch};
 
@@ -131,6 +131,20 @@ fn oversized_burst(lab: &Lab, s: &VethMismatch, port: u16, count: u64) -> u64 {
 
 /// The veth-mismatch lab (a 1450-byte veth end), its neighbour resolved first so that every
 /// datagram reaches the wire.
+/// 3 s of 16-byte datagrams to `port` (closed) from the lab's first namespace, unpaced: how
+/// many were sent.
+fn small_flood(lab: &Lab, s: &VethMismatch, port: u16) -> u64 {
+    sender_count(udp_sender(
+        lab,
+        &s.a_ns,
+        s.b_ip,
+        port,
+        "b'x' * 16",
+        3.0,
+        u64::MAX,
+    ))
+}
+
 fn warm_lab() -> (Lab, VethMismatch) {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
     lab::ping_df(&lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
@@ -546,15 +560,7 @@ fn a_drop_flood_far_beyond_the_ring_is_counted_and_the_daemon_stays_responsive()
     let rss_before = kib(&status_field(pid, None, "VmRSS").expect("VmRSS"));
     let port = 7002;
     let flood_started = std::time::SystemTime::now();
-    let generated = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        port,
-        "b'x' * 16",
-        3.0,
-        u64::MAX,
-    ));
+    let generated = small_flood(&lab, &s, port);
     let flood_ended = std::time::SystemTime::now();
     // Let the once-a-second lost report run after the flood.
     std::thread::sleep(Duration::from_millis(1500));
@@ -660,15 +666,7 @@ fn a_folded_flood_is_a_few_lines_and_every_drop_is_counted() {
         &["--ringbuf-kib", "64", "--all-drops"],
     );
     let port = 7003;
-    let generated = sender_count(udp_sender(
-        &lab,
-        &s.a_ns,
-        s.b_ip,
-        port,
-        "b'x' * 16",
-        3.0,
-        u64::MAX,
-    ));
+    let generated = small_flood(&lab, &s, port);
     // Stopped right away: what the kernel still holds is read at the stop.
     let (status, _, stderr) = t.stop();
     assert!(status.success(), "{}", stderr.join("\n"));
@@ -678,10 +676,7 @@ fn a_folded_flood_is_a_few_lines_and_every_drop_is_counted() {
         .filter(|e| e["proto"] == 17 && e["dport"] == port)
         .collect();
     let received = total(&flood);
-    let lost: u64 = of_kind(&events, "lost")
-        .iter()
-        .map(|e| e["lost"].as_u64().unwrap())
-        .sum();
+    let lost = lost_total(&events);
     println!(
         "folded flood: {generated} datagrams, {received} drops in {} lines, {lost} lost",
         flood.len()
@@ -751,10 +746,7 @@ fn a_rotated_log_is_read_whole_and_oldest_first() {
         drops.iter().all(|e| e["count"] == 1),
         "a folded line with --no-fold"
     );
-    let lost: u64 = of_kind(&events, "lost")
-        .iter()
-        .map(|e| e["lost"].as_u64().unwrap())
-        .sum();
+    let lost = lost_total(&events);
     let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap();
     // Every event the run counted is in the set, once.
     assert_eq!(

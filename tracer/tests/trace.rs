@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    dump, find, held_bpf_objects, matched, netns_inode, of_kind, read_events, total, TempLog,
-    Tracer,
+    dump, find, held_bpf_objects, lost_total, matched, netns_inode, of_kind, read_events, total,
+    TempLog, Tracer,
 };
 use xtask::lab::{self, Lab};
 
@@ -501,10 +501,7 @@ fn folded_bursts_lost_in_a_full_ring_are_counted_with_their_folds() {
         .filter(|e| e["proto"] == 17 && (e["dport"] == 21 || e["dport"] == 22))
         .collect();
     let counted = total(&bursts);
-    let lost: u64 = of_kind(&events, "lost")
-        .iter()
-        .map(|e| e["lost"].as_u64().unwrap())
-        .sum();
+    let lost = lost_total(&events);
     println!(
         "{sent} datagrams: {counted} counted in {} lines, {lost} lost",
         bursts.len()
@@ -542,10 +539,7 @@ fn ring_buffer_overflow_is_counted_not_hidden() {
             .filter(|e| e["l3_len"] == 1500 && e["proto"] == 17)
             .collect::<Vec<_>>(),
     );
-    let lost: u64 = of_kind(&events, "lost")
-        .iter()
-        .map(|e| e["lost"].as_u64().unwrap())
-        .sum();
+    let lost = lost_total(&events);
     assert!(
         lost > 0,
         "nothing lost with a 64 KiB ring and a stalled reader?"

@@ -256,6 +256,14 @@ pub fn total(lines: &[&Value]) -> u64 {
     lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
 }
 
+/// The events the kernel could not queue, as the run's `lost` lines report them.
+pub fn lost_total(events: &[Value]) -> u64 {
+    of_kind(events, "lost")
+        .iter()
+        .map(|e| e["lost"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 pub fn dump(events: &[Value]) -> String {
     events
         .iter()
