@@ -81,22 +81,17 @@ pub async fn event_loop(
         fold_bursts,
         kernel_folds,
     } = inputs;
-    if let Some(logger) = kernel_log {
+    let mut kernel_log = match kernel_log {
         // SAFETY: the logger's ring buffer map owns its fd and keeps it open until the AsyncFd
         // drops it.
-        let mut fd =
+        Some(logger) => Some(
             unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
                 .map_err(|e| {
                     anyhow::anyhow!("watching the kernel programs' log: {}", e.into_parts().1)
-                })?;
-        // Its own task: diagnostics are rare, and never hold the events back.
-        tokio::spawn(async move {
-            while let Ok(mut guard) = fd.readable_mut().await {
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
-        });
-    }
+                })?,
+        ),
+        None => None,
+    };
     let (mut arrivals, mut windows) = match arrivals {
         Some((reader, every)) => (
             Some(reader),
@@ -143,6 +138,7 @@ pub async fn event_loop(
                 }
             }
             Some(found) = next_probe(&mut prober) => fanout.probe(&found),
+            () = kernel_log_ready(&mut kernel_log) => {}
             () = next_window(&mut windows) => {
                 if let Some(reader) = arrivals.as_mut() {
                     fanout.arrivals(&reader.close_window(&names, now_unix_ns()));
@@ -185,8 +181,27 @@ pub async fn event_loop(
     if let Some(reader) = arrivals.as_mut() {
         fanout.arrivals(&reader.close_window(&names, now_unix_ns()));
     }
+    // What the programs said up to the stop, before the verdicts.
+    if let Some(log) = kernel_log.as_mut() {
+        log.get_mut().flush();
+    }
     fanout.finish(started.elapsed().as_secs_f64(), now_unix_ns());
     Ok(())
+}
+
+/// The kernel programs' log had records, now written out; never, without `--kernel-log`.
+async fn kernel_log_ready(log: &mut Option<AsyncFd<KernelLogger>>) {
+    let Some(fd) = log.as_mut() else {
+        return std::future::pending().await;
+    };
+    match fd.readable_mut().await {
+        Ok(mut guard) => {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+        // A log that cannot be polled is given up, not polled in a loop.
+        Err(_) => *log = None,
+    }
 }
 
 /// Whatever the kernel queued before we stopped still belongs to the run: at most a ring's
