@@ -89,16 +89,10 @@ fn up(case: &Case) -> Incident {
     if matches!(case.icmp_lost, IcmpLost::AtTheNode) {
         let rules = "table ip tnv_icmp {\n chain input {\n  type filter hook input priority 0;\n  \
                      icmp type destination-unreachable icmp code frag-needed drop\n }\n}\n";
-        let file = std::env::temp_dir().join(format!("tnv-{}.nft", std::process::id()));
-        std::fs::write(&file, rules).unwrap();
         incident
             .lab
-            .exec_ok(
-                &incident.old_node_ns,
-                &["nft", "-f", &file.display().to_string()],
-            )
+            .nft(&incident.old_node_ns, rules)
             .expect("nft in the old node");
-        let _ = std::fs::remove_file(file);
     }
     if case.tcp_mtu_probing {
         incident

@@ -744,13 +744,10 @@ fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
     // The classic PMTU black hole: the router says "fragmentation needed", a firewall on the
     // client eats it. The tracer must show both the message and its death.
     let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
-    lab.exec_ok(
+    lab.nft(
         &s.client_ns,
-        &[
-            "nft",
-            "add table ip pmtud; add chain ip pmtud input { type filter hook input priority 0; }; \
-             add rule ip pmtud input icmp type destination-unreachable icmp code frag-needed drop",
-        ],
+        "table ip pmtud {\n chain input {\n  type filter hook input priority 0;\n  \
+         icmp type destination-unreachable icmp code frag-needed drop\n }\n}\n",
     )
     .expect("nft");
     let log = TempLog::new("icmp-filtered");
@@ -779,13 +776,10 @@ fn a_filtered_icmp_too_big_is_reported_as_a_drop() {
 #[test]
 fn a_firewall_drop_of_a_large_packet_is_not_a_size_drop() {
     let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
-    lab.exec_ok(
+    lab.nft(
         &s.router_ns,
-        &[
-            "nft",
-            "add table ip fw; add chain ip fw forward { type filter hook forward priority 0; }; \
-             add rule ip fw forward icmp type echo-request counter drop",
-        ],
+        "table ip fw {\n chain forward {\n  type filter hook forward priority 0;\n  \
+         icmp type echo-request counter drop\n }\n}\n",
     )
     .expect("nft");
     let server = s.server_ip.to_string();

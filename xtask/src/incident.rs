@@ -850,7 +850,7 @@ impl Incident {
              \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{rules}\t}}\n\
              }}\n"
         );
-        self.nft(&self.old_node_ns, &ruleset)
+        self.lab.nft(&self.old_node_ns, &ruleset)
     }
 
     /// The classic PMTUD black hole: a firewall dropping ICMP frag-needed.
@@ -862,32 +862,9 @@ impl Incident {
                  \t\ticmp type destination-unreachable icmp code frag-needed counter drop\n\t}}\n}}\n"
             )
         };
-        self.nft(&self.old_node_ns, &table("input"))?;
+        self.lab.nft(&self.old_node_ns, &table("input"))?;
         if let Some(rtr) = &self.router_ns {
-            self.nft(rtr, &table("output"))?;
-        }
-        Ok(())
-    }
-
-    fn nft(&self, ns: &str, ruleset: &str) -> Result<()> {
-        let mut cmd = self.lab.command(ns, &["nft", "-f", "-"])?;
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting nft")?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // Small enough for the pipe buffer; dropping stdin sends EOF.
-            stdin
-                .write_all(ruleset.as_bytes())
-                .context("writing to nft")?;
-        }
-        let out = child.wait_with_output().context("waiting for nft")?;
-        if !out.status.success() {
-            bail!(
-                "nft in {ns} failed ({}): {}\nruleset:\n{ruleset}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            self.lab.nft(rtr, &table("output"))?;
         }
         Ok(())
     }

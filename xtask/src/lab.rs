@@ -222,6 +222,32 @@ impl Lab {
         run_ok(&mut self.command(ns, argv)?)
     }
 
+    /// Loads an nftables ruleset (a file's text: `table … { … }` blocks or `add …` commands)
+    /// inside `ns`, through `nft -f -`. The tables go with the namespace.
+    pub fn nft(&self, ns: &str, ruleset: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut cmd = self.command(ns, &["nft", "-f", "-"])?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting nft")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // Small enough for the pipe buffer; dropping stdin sends EOF.
+            stdin
+                .write_all(ruleset.as_bytes())
+                .context("writing to nft")?;
+        }
+        let out = child.wait_with_output().context("waiting for nft")?;
+        if !out.status.success() {
+            bail!(
+                "nft in {ns} failed ({}): {}\nruleset:\n{ruleset}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Starts `argv` inside `ns` in the background (stdin null, stdout and stderr piped: read
     /// or drop them). Whatever still runs in the lab's namespaces is killed when the lab drops.
     pub fn spawn(&self, ns: &str, argv: &[&str]) -> Result<Child> {

@@ -102,11 +102,7 @@ pub fn unrelated(
     let rules =
         "table inet bench_policy {\n chain input {\n  type filter hook input priority 0;\n  \
                  udp dport 5201 udp length 72 counter drop\n }\n}\n";
-    let file = std::env::temp_dir().join(format!("bench-unrelated-{}.nft", std::process::id()));
-    std::fs::write(&file, rules)?;
-    let loaded = lab.exec_ok(&rcv, &["nft", "-f", &file.display().to_string()]);
-    let _ = std::fs::remove_file(&file);
-    loaded.context("nft in the receiver")?;
+    lab.nft(&rcv, rules).context("nft in the receiver")?;
     let _server = iperf_server_in(&lab, &rcv, RECEIVER_IP)?;
     // Warm-up (ARP, the server's first accept), not counted.
     iperf_in(&lab, &snd, RECEIVER_IP, 1, true).context("iperf3 warm-up")?;
