@@ -34,9 +34,10 @@ use super::{Row, TracerProcess};
 use crate::incident::{Incident, IncidentOptions, Path as LabPath};
 use crate::lab::Lab;
 
-/// Issue 7's targets: the tracer may cost at most 2% of throughput and 5% of packet rate.
+/// The tracer may cost at most 2% of throughput and 3% of packet rate (issue 18; issue 7 allowed
+/// 5% of packet rate).
 pub const TCP_TARGET: f64 = 0.98;
-pub const UDP_TARGET: f64 = 0.95;
+pub const UDP_TARGET: f64 = 0.97;
 const IPERF_PORT: u16 = 5201;
 /// UDP payload of the small-packet runs (a 92-byte IP packet, 142 bytes on the underlay).
 const UDP_LEN: u32 = 64;
