@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: the tracer's costs as ratios to issue 7's targets (≥ 1 meets it).
+//! `cargo xtask bench`: the tracer's costs as ratios to issues 7's and 18's targets (≥ 1 meets it); the
+//! unrelated-drop step is in [`unrelated`].
 //!
 //! - pipeline: criterion's estimate of `tracer/benches/pipeline.rs` (decode, name from a
 //!   10,000-pod inventory, analyse, write JSONL) in events/s, against 1,000,000/s;
