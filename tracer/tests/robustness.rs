@@ -129,8 +129,6 @@ fn oversized_burst(lab: &Lab, s: &VethMismatch, port: u16, count: u64) -> u64 {
     ))
 }
 
-/// The veth-mismatch lab (a 1450-byte veth end), its neighbour resolved first so that every
-/// datagram reaches the wire.
 /// 3 s of 16-byte datagrams to `port` (closed) from the lab's first namespace, unpaced: how
 /// many were sent.
 fn small_flood(lab: &Lab, s: &VethMismatch, port: u16) -> u64 {
@@ -145,6 +143,8 @@ fn small_flood(lab: &Lab, s: &VethMismatch, port: u16) -> u64 {
     ))
 }
 
+/// The veth-mismatch lab (a 1450-byte veth end), its neighbour resolved first so that every
+/// datagram reaches the wire.
 fn warm_lab() -> (Lab, VethMismatch) {
     let (lab, s) = lab::veth_mismatch(&prefix()).expect("lab");
     lab::ping_df(&lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
@@ -827,7 +827,8 @@ fn log_breaks_mid_run(
     break_log: impl FnOnce(),
 ) -> BrokenLog {
     let (lab, s) = warm_lab();
-    let t = start(&[&s.a_ns, &s.b_ns], log, &[]);
+    // A line per drop (`--no-fold`): the log must fill as it did before floods were folded.
+    let t = start(&[&s.a_ns, &s.b_ns], log, &["--no-fold"]);
     let burst = |port, count| oversized_burst(&lab, &s, port, count);
     let first = burst(9, first);
     std::thread::sleep(Duration::from_millis(300));
