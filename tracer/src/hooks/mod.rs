@@ -174,9 +174,13 @@ impl Names {
 /// Decode one raw kernel event. `None` only for events this build does not know (never
 /// produced by its own kernel programs).
 pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
-    let mut rec = decode_unnamed(ev, names)?;
-    attribute(&mut rec, names);
-    Some(rec)
+    // Named in place: a record (~770 bytes) moved out of the Option and back was two copies
+    // per event (issue 18).
+    let mut rec = decode_unnamed(ev, names);
+    if let Some(rec) = &mut rec {
+        attribute(rec, names);
+    }
+    rec
 }
 
 /// [`decode`] without the Kubernetes names: what the event loop folds bursts by before naming
@@ -185,17 +189,19 @@ pub fn decode_unnamed(ev: &Event, names: &Names) -> Option<Record> {
     let kind = EventKind::from_u8(ev.kind)?;
     let hook = Hook::from_u8(ev.hook)?;
     let ts = ev.ts_ns as i128 + names.clock_offset_ns;
-    let mut rec = Record::new(Kind::from_kernel(kind), hook.name(), ts);
+    // Filled where it is returned, not moved there at the end.
+    let mut out = Some(Record::new(Kind::from_kernel(kind), hook.name(), ts));
+    let rec = out.as_mut()?;
     rec.count = Some(1);
-    fill_common(&mut rec, ev, names);
+    fill_common(rec, ev, names);
     match kind {
-        EventKind::Drop => drops::decode(&mut rec, ev, names),
-        EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(&mut rec, ev),
-        EventKind::OversizeTx => transmit::decode(&mut rec, ev),
-        EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
-        EventKind::PmtuUpdate => pmtu::decode(&mut rec, ev),
+        EventKind::Drop => drops::decode(rec, ev, names),
+        EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(rec, ev),
+        EventKind::OversizeTx => transmit::decode(rec, ev),
+        EventKind::TcpRetransmit => tcp::decode(rec, ev),
+        EventKind::PmtuUpdate => pmtu::decode(rec, ev),
     }
-    Some(rec)
+    out
 }
 
 /// The Kubernetes names of a decoded record's flow, when a source of names is on.
@@ -211,7 +217,12 @@ pub fn attribute(rec: &mut Record, names: &Names) {
 /// A NUL-terminated kernel `char[IFNAMSIZ]`.
 pub fn c_name(raw: &[u8]) -> Option<String> {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
+    let raw = &raw[..end];
+    (end > 0).then(|| match std::str::from_utf8(raw) {
+        // Device names are ASCII: checked, not rebuilt.
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    })
 }
 
 /// `{:#x}` of an address, without the formatting machinery (every event has one).
