@@ -121,12 +121,10 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
 ///
 /// [`Symbol`]: crate::kernel::kallsyms::Symbol
 fn location(name: &str, offset: u64, module: Option<&str>) -> String {
-    let hex = super::hex_address(offset);
-    let mut s =
-        String::with_capacity(name.len() + 1 + hex.len() + module.map_or(0, |m| m.len() + 3));
+    let mut s = String::with_capacity(name.len() + 19 + module.map_or(0, |m| m.len() + 3));
     s.push_str(name);
     s.push('+');
-    s.push_str(&hex);
+    super::push_hex(&mut s, offset);
     if let Some(m) = module {
         s.push_str(" [");
         s.push_str(m);

@@ -228,14 +228,19 @@ pub fn c_name(raw: &[u8]) -> Option<String> {
 /// `{:#x}` of an address, without the formatting machinery (every event has one).
 fn hex_address(v: u64) -> String {
     let mut s = String::with_capacity(18);
-    s.push_str("0x");
-    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
-    for i in (0..digits).rev() {
-        s.push(char::from(
-            b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf],
-        ));
-    }
+    push_hex(&mut s, v);
     s
+}
+
+/// Append `{:#x}` of `v`: the digits assembled on the stack, then one append.
+fn push_hex(out: &mut String, v: u64) {
+    let mut text = *b"0x0000000000000000";
+    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        text[2 + digits - 1 - i] = b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf];
+    }
+    // ASCII digits only: borrowed as is.
+    out.push_str(&String::from_utf8_lossy(&text[..2 + digits]));
 }
 
 fn nonzero(v: u32) -> Option<u32> {
@@ -495,7 +500,15 @@ mod tests {
 
     #[test]
     fn skb_addresses_are_written_as_format_would() {
-        for v in [1, 0xf, 0x10, 0xdead_beef, 0xffff_8881_0000_0100, u64::MAX] {
+        for v in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            0xffff_8881_0000_0100,
+            u64::MAX,
+        ] {
             assert_eq!(hex_address(v), format!("{v:#x}"));
         }
     }
