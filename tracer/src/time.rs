@@ -9,6 +9,24 @@ const S_PER_DAY: i128 = 86_400;
 /// Civil date (year, month 1..=12, day 1..=31) of `days` since 1970-01-01 in the proleptic
 /// Gregorian calendar (Howard Hinnant's `civil_from_days`, valid for any day count).
 fn civil_from_days(days: i128) -> (i128, u32, u32) {
+    // The same in 64 bits for any date a clock gives (128-bit division is a library call).
+    if let Ok(days) = i32::try_from(days) {
+        let z = i64::from(days) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        return (i128::from(year), month, day);
+    }
+    civil_from_days_wide(days)
+}
+
+/// [`civil_from_days`] for any day count.
+fn civil_from_days_wide(days: i128) -> (i128, u32, u32) {
     let z = days + 719_468; // days since 0000-03-01, the start of a 400-year era
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // day of era, 0..=146096
@@ -24,6 +42,20 @@ fn civil_from_days(days: i128) -> (i128, u32, u32) {
 /// Splits Unix nanoseconds into (days since the epoch, seconds of day, nanoseconds of second),
 /// rounding toward the past so that times before 1970 come out right too.
 fn split(unix_ns: i128) -> (i128, u32, u32) {
+    // Times after 1970 (every event's) in 64 bits: 128-bit division is a library call.
+    if let Ok(ns) = u64::try_from(unix_ns) {
+        let secs = ns / NS_PER_S as u64;
+        return (
+            i128::from(secs / S_PER_DAY as u64),
+            (secs % S_PER_DAY as u64) as u32,
+            (ns % NS_PER_S as u64) as u32,
+        );
+    }
+    split_wide(unix_ns)
+}
+
+/// [`split`] for any time.
+fn split_wide(unix_ns: i128) -> (i128, u32, u32) {
     let secs = unix_ns.div_euclid(NS_PER_S);
     let nanos = unix_ns.rem_euclid(NS_PER_S) as u32;
     (
@@ -193,6 +225,30 @@ mod tests {
             rfc3339_nanos((4_107_499_200 + 86_400) * S),
             "2100-03-01T12:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn the_64_bit_paths_agree_with_the_wide_ones() {
+        let mut t: i128 = 1;
+        let mut samples = vec![0, 1, 86_399 * S, 86_400 * S, i128::from(u64::MAX)];
+        while t < i128::from(u64::MAX) / 3 {
+            samples.extend([t - 1, t, t + 1, t * 2 + 12_345]);
+            t *= 3;
+        }
+        for t in samples {
+            assert_eq!(split(t), split_wide(t), "{t}");
+        }
+        for days in (-3_000_000..3_000_000).step_by(997).chain([
+            i128::from(i32::MIN),
+            i128::from(i32::MAX),
+            -719_468,
+            -719_469,
+            59,
+            60,
+            11_016,
+        ]) {
+            assert_eq!(civil_from_days(days), civil_from_days_wide(days), "{days}");
+        }
     }
 
     #[test]

@@ -74,10 +74,10 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
         // Kernels before 5.17 have no drop reasons at all.
         "UNAVAILABLE".to_string()
     });
-    let symbol = names.kallsyms.symbolize(ev.location);
-    rec.drop.location = Some(match &symbol {
-        Some(sym) => sym.to_string(),
-        None => format!("{:#x}", ev.location),
+    let symbol = names.kallsyms.symbolize_ref(ev.location);
+    rec.drop.location = Some(match symbol {
+        Some((name, offset, module)) => location(name, offset, module),
+        None => super::hex_address(ev.location),
     });
     if ev.flags & flags::MATCH_REASON != 0 {
         rec.drop.matched.push(Matched::Reason);
@@ -101,9 +101,7 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     };
     // Which MTU the packet failed: the device's own unless the drop happened on the way to
     // another device (the veth peer, or the route's output device when forwarding).
-    let at_veth_receive = symbol
-        .as_ref()
-        .is_some_and(|s| VETH_RECEIVE_SITES.contains(&s.name.as_str()));
+    let at_veth_receive = symbol.is_some_and(|(name, _, _)| VETH_RECEIVE_SITES.contains(&name));
     let len = rec.size.l3_len.or(rec.size.len);
     let fails = |mtu: Option<u32>| matches!((len, mtu), (Some(l), Some(m)) if l > m);
     if let Some(peer) = peer_mtu.filter(|_| at_veth_receive || fails(peer_mtu)) {
@@ -115,5 +113,44 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     {
         rec.size.mtu = rec.route.out_mtu;
         rec.size.mtu_source = Some(MtuSource::Route);
+    }
+}
+
+/// `function+0xoffset`, and ` [module]` for a module's function: what [`Symbol`]'s `Display`
+/// writes, in one allocation without the formatting machinery (every drop has a location).
+///
+/// [`Symbol`]: crate::kernel::kallsyms::Symbol
+fn location(name: &str, offset: u64, module: Option<&str>) -> String {
+    let mut s = String::with_capacity(name.len() + 19 + module.map_or(0, |m| m.len() + 3));
+    s.push_str(name);
+    s.push('+');
+    super::push_hex(&mut s, offset);
+    if let Some(m) = module {
+        s.push_str(" [");
+        s.push_str(m);
+        s.push(']');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::kallsyms::Symbol;
+
+    #[test]
+    fn locations_are_written_as_symbols_display() {
+        for (name, offset, module) in [
+            ("ip_forward", 0x2c0, None),
+            ("__dev_forward_skb2", 0, None),
+            ("vxlan_xmit_one", 0xffff_ffff_ffff_ffff, Some("vxlan")),
+            ("f", 0x1, Some("")),
+        ] {
+            let sym = Symbol {
+                name: name.to_string(),
+                offset,
+                module: module.map(str::to_string),
+            };
+            assert_eq!(super::location(name, offset, module), sym.to_string());
+        }
     }
 }

@@ -174,9 +174,13 @@ impl Names {
 /// Decode one raw kernel event. `None` only for events this build does not know (never
 /// produced by its own kernel programs).
 pub fn decode(ev: &Event, names: &Names) -> Option<Record> {
-    let mut rec = decode_unnamed(ev, names)?;
-    attribute(&mut rec, names);
-    Some(rec)
+    // Named in place: a record (~770 bytes) moved out of the Option and back was two copies
+    // per event (issue 18).
+    let mut rec = decode_unnamed(ev, names);
+    if let Some(rec) = &mut rec {
+        attribute(rec, names);
+    }
+    rec
 }
 
 /// [`decode`] without the Kubernetes names: what the event loop folds bursts by before naming
@@ -185,17 +189,19 @@ pub fn decode_unnamed(ev: &Event, names: &Names) -> Option<Record> {
     let kind = EventKind::from_u8(ev.kind)?;
     let hook = Hook::from_u8(ev.hook)?;
     let ts = ev.ts_ns as i128 + names.clock_offset_ns;
-    let mut rec = Record::new(Kind::from_kernel(kind), hook.name(), ts);
+    // Filled where it is returned, not moved there at the end.
+    let mut out = Some(Record::new(Kind::from_kernel(kind), hook.name(), ts));
+    let rec = out.as_mut()?;
     rec.count = Some(1);
-    fill_common(&mut rec, ev, names);
+    fill_common(rec, ev, names);
     match kind {
-        EventKind::Drop => drops::decode(&mut rec, ev, names),
-        EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(&mut rec, ev),
-        EventKind::OversizeTx => transmit::decode(&mut rec, ev),
-        EventKind::TcpRetransmit => tcp::decode(&mut rec, ev),
-        EventKind::PmtuUpdate => pmtu::decode(&mut rec, ev),
+        EventKind::Drop => drops::decode(rec, ev, names),
+        EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(rec, ev),
+        EventKind::OversizeTx => transmit::decode(rec, ev),
+        EventKind::TcpRetransmit => tcp::decode(rec, ev),
+        EventKind::PmtuUpdate => pmtu::decode(rec, ev),
     }
-    Some(rec)
+    out
 }
 
 /// The Kubernetes names of a decoded record's flow, when a source of names is on.
@@ -211,20 +217,30 @@ pub fn attribute(rec: &mut Record, names: &Names) {
 /// A NUL-terminated kernel `char[IFNAMSIZ]`.
 pub fn c_name(raw: &[u8]) -> Option<String> {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
+    let raw = &raw[..end];
+    (end > 0).then(|| match std::str::from_utf8(raw) {
+        // Device names are ASCII: checked, not rebuilt.
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    })
 }
 
 /// `{:#x}` of an address, without the formatting machinery (every event has one).
 fn hex_address(v: u64) -> String {
     let mut s = String::with_capacity(18);
-    s.push_str("0x");
-    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
-    for i in (0..digits).rev() {
-        s.push(char::from(
-            b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf],
-        ));
-    }
+    push_hex(&mut s, v);
     s
+}
+
+/// Append `{:#x}` of `v`: the digits assembled on the stack, then one append.
+fn push_hex(out: &mut String, v: u64) {
+    let mut text = *b"0x0000000000000000";
+    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        text[2 + digits - 1 - i] = b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf];
+    }
+    // ASCII digits only: borrowed as is.
+    out.push_str(&String::from_utf8_lossy(&text[..2 + digits]));
 }
 
 fn nonzero(v: u32) -> Option<u32> {
@@ -484,7 +500,15 @@ mod tests {
 
     #[test]
     fn skb_addresses_are_written_as_format_would() {
-        for v in [1, 0xf, 0x10, 0xdead_beef, 0xffff_8881_0000_0100, u64::MAX] {
+        for v in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            0xffff_8881_0000_0100,
+            u64::MAX,
+        ] {
             assert_eq!(hex_address(v), format!("{v:#x}"));
         }
     }

@@ -159,6 +159,17 @@ impl Kallsyms {
 
     /// The function containing `addr`: the nearest symbol at or below it.
     pub fn symbolize(&self, addr: u64) -> Option<Symbol> {
+        let (name, offset, module) = self.symbolize_ref(addr)?;
+        Some(Symbol {
+            name: name.to_string(),
+            offset,
+            module: module.map(str::to_string),
+        })
+    }
+
+    /// [`Kallsyms::symbolize`] borrowed: (function, offset, module), no allocation (every drop
+    /// event is symbolized).
+    pub fn symbolize_ref(&self, addr: u64) -> Option<(&str, u64, Option<&str>)> {
         let below = self.entries.partition_point(|e| e.addr <= addr);
         let sym_addr = self.entries.get(below.checked_sub(1)?)?.addr;
         if sym_addr == 0 {
@@ -167,11 +178,7 @@ impl Kallsyms {
         // First alias at that address.
         let first = self.entries.partition_point(|e| e.addr < sym_addr);
         let entry = &self.entries[first];
-        Some(Symbol {
-            name: self.name(entry).to_string(),
-            offset: addr - sym_addr,
-            module: self.module(entry).map(str::to_string),
-        })
+        Some((self.name(entry), addr - sym_addr, self.module(entry)))
     }
 
     /// `[start, next higher symbol)` of the first function called `name`. `None` if absent, or if

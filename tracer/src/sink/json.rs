@@ -15,6 +15,21 @@ use std::net::IpAddr;
 
 use crate::event::{Encap, IcmpTooBig, MtuSource, ObjectRef, Outer, Record, ServiceRef};
 
+/// `,"name":` followed by the value, or `,"name":null` in one copy: the key literals carry
+/// their separator, so a field costs one or two appends (issue 18: the writer was ~20% of the
+/// pipeline, most of it small appends and a byte-by-byte escape scan).
+macro_rules! field {
+    ($out:expr, $name:literal, $value:expr, $write:expr) => {
+        match $value {
+            Some(v) => {
+                $out.extend_from_slice(concat!(",\"", $name, "\":").as_bytes());
+                $write($out, v)
+            }
+            None => $out.extend_from_slice(concat!(",\"", $name, "\":null").as_bytes()),
+        }
+    };
+}
+
 /// Append `rec` as one JSON object (no newline) to `out`.
 pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     out.extend_from_slice(b"{\"ts\":");
@@ -23,32 +38,24 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     string(out, rec.kind.as_str());
     out.extend_from_slice(b",\"hook\":");
     string(out, &rec.hook);
-    key(out, "ifname");
-    opt_str(out, rec.device.ifname.as_deref());
-    key(out, "ifindex");
-    opt_num(out, rec.device.ifindex.map(u64::from));
-    key(out, "netns");
-    opt_num(out, rec.device.netns.map(u64::from));
-    key(out, "len");
-    opt_num(out, rec.size.len.map(u64::from));
-    key(out, "l3_len");
-    opt_num(out, rec.size.l3_len.map(u64::from));
-    key(out, "mtu");
-    opt_num(out, rec.size.mtu.map(u64::from));
-    key(out, "mtu_source");
-    opt_str(out, rec.size.mtu_source.map(MtuSource::as_str));
-    key(out, "gso_size");
-    opt_num(out, rec.size.gso_size.map(u64::from));
-    key(out, "gso_segs");
-    opt_num(out, rec.size.gso_segs.map(u64::from));
-    key(out, "reason");
-    opt_str(out, rec.drop.reason.as_deref());
-    key(out, "reason_code");
-    opt_num(out, rec.drop.reason_code.map(u64::from));
-    key(out, "location");
-    opt_str(out, rec.drop.location.as_deref());
-    key(out, "matched");
-    out.push(b'[');
+    field!(out, "ifname", rec.device.ifname.as_deref(), string);
+    field!(out, "ifindex", rec.device.ifindex, number32);
+    field!(out, "netns", rec.device.netns, number32);
+    field!(out, "len", rec.size.len, number32);
+    field!(out, "l3_len", rec.size.l3_len, number32);
+    field!(out, "mtu", rec.size.mtu, number32);
+    field!(
+        out,
+        "mtu_source",
+        rec.size.mtu_source.map(MtuSource::as_str),
+        string
+    );
+    field!(out, "gso_size", rec.size.gso_size, number32);
+    field!(out, "gso_segs", rec.size.gso_segs, number32);
+    field!(out, "reason", rec.drop.reason.as_deref(), string);
+    field!(out, "reason_code", rec.drop.reason_code, number32);
+    field!(out, "location", rec.drop.location.as_deref(), string);
+    out.extend_from_slice(b",\"matched\":[");
     for (i, m) in rec.drop.matched.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -56,103 +63,42 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
         string(out, m.as_str());
     }
     out.push(b']');
-    key(out, "out_ifname");
-    opt_str(out, rec.route.out_ifname.as_deref());
-    key(out, "out_ifindex");
-    opt_num(out, rec.route.out_ifindex.map(u64::from));
-    key(out, "out_mtu");
-    opt_num(out, rec.route.out_mtu.map(u64::from));
-    key(out, "peer_ifname");
-    opt_str(out, rec.route.peer_ifname.as_deref());
-    key(out, "peer_ifindex");
-    opt_num(out, rec.route.peer_ifindex.map(u64::from));
-    key(out, "peer_mtu");
-    opt_num(out, rec.route.peer_mtu.map(u64::from));
-    key(out, "proto");
-    opt_num(out, rec.flow.proto.map(u64::from));
-    key(out, "src");
-    opt_ip(out, rec.flow.src);
-    key(out, "sport");
-    opt_num(out, rec.flow.sport.map(u64::from));
-    key(out, "dst");
-    opt_ip(out, rec.flow.dst);
-    key(out, "dport");
-    opt_num(out, rec.flow.dport.map(u64::from));
-    key(out, "outer");
-    match &rec.flow.outer {
-        Some(o) => outer(out, o),
-        None => null(out),
-    }
-    key(out, "icmp");
-    match &rec.icmp {
-        Some(i) => icmp(out, i),
-        None => null(out),
-    }
-    key(out, "tcp_state");
-    opt_str(out, rec.tcp_state.as_deref());
-    key(out, "skb");
-    opt_str(out, rec.skb.as_deref());
-    key(out, "lost");
-    opt_num(out, rec.lost);
-    key(out, "src_pod");
-    opt_object(out, rec.names.src_pod.as_ref());
-    key(out, "dst_pod");
-    opt_object(out, rec.names.dst_pod.as_ref());
-    key(out, "service");
-    match &rec.names.service {
-        Some(s) => service(out, s),
-        None => null(out),
-    }
-    key(out, "src_node");
-    opt_object(out, rec.names.src_node.as_ref());
-    key(out, "dst_node");
-    opt_object(out, rec.names.dst_node.as_ref());
-    key(out, "node");
-    opt_str(out, rec.node.as_deref());
-    key(out, "tcp_seq");
-    opt_num(out, rec.tcp_seq.map(u64::from));
-    key(out, "count");
-    opt_num(out, rec.count);
+    field!(out, "out_ifname", rec.route.out_ifname.as_deref(), string);
+    field!(out, "out_ifindex", rec.route.out_ifindex, number32);
+    field!(out, "out_mtu", rec.route.out_mtu, number32);
+    field!(out, "peer_ifname", rec.route.peer_ifname.as_deref(), string);
+    field!(out, "peer_ifindex", rec.route.peer_ifindex, number32);
+    field!(out, "peer_mtu", rec.route.peer_mtu, number32);
+    field!(out, "proto", rec.flow.proto.map(u32::from), number32);
+    field!(out, "src", rec.flow.src, address);
+    field!(out, "sport", rec.flow.sport.map(u32::from), number32);
+    field!(out, "dst", rec.flow.dst, address);
+    field!(out, "dport", rec.flow.dport.map(u32::from), number32);
+    field!(out, "outer", rec.flow.outer.as_ref(), outer);
+    field!(out, "icmp", rec.icmp.as_ref(), icmp);
+    field!(out, "tcp_state", rec.tcp_state.as_deref(), string);
+    field!(out, "skb", rec.skb.as_deref(), string);
+    field!(out, "lost", rec.lost, number);
+    field!(out, "src_pod", rec.names.src_pod.as_ref(), object);
+    field!(out, "dst_pod", rec.names.dst_pod.as_ref(), object);
+    field!(out, "service", rec.names.service.as_ref(), service);
+    field!(out, "src_node", rec.names.src_node.as_ref(), object);
+    field!(out, "dst_node", rec.names.dst_node.as_ref(), object);
+    field!(out, "node", rec.node.as_deref(), string);
+    field!(out, "tcp_seq", rec.tcp_seq, number32);
+    field!(out, "count", rec.count, number);
     out.push(b'}');
 }
 
-/// `,"name":` (every field after the first).
-fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-fn null(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"null");
-}
-
-fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
-        None => null(out),
+fn object(out: &mut Vec<u8>, o: &ObjectRef) {
+    match o.namespace.as_deref() {
+        Some(ns) => {
+            out.extend_from_slice(b"{\"namespace\":");
+            string(out, ns);
+        }
+        None => out.extend_from_slice(b"{\"namespace\":null"),
     }
-}
-
-fn opt_num(out: &mut Vec<u8>, n: Option<u64>) {
-    match n {
-        Some(n) => number(out, n),
-        None => null(out),
-    }
-}
-
-fn opt_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
-    match ip {
-        Some(ip) => address(out, ip),
-        None => null(out),
-    }
-}
-
-fn opt_object(out: &mut Vec<u8>, o: Option<&ObjectRef>) {
-    let Some(o) = o else { return null(out) };
-    out.extend_from_slice(b"{\"namespace\":");
-    opt_str(out, o.namespace.as_deref());
-    key(out, "name");
+    out.extend_from_slice(b",\"name\":");
     string(out, &o.name);
     out.push(b'}');
 }
@@ -160,94 +106,197 @@ fn opt_object(out: &mut Vec<u8>, o: Option<&ObjectRef>) {
 fn service(out: &mut Vec<u8>, s: &ServiceRef) {
     out.extend_from_slice(b"{\"namespace\":");
     string(out, &s.namespace);
-    key(out, "name");
+    out.extend_from_slice(b",\"name\":");
     string(out, &s.name);
-    key(out, "port");
-    opt_num(out, s.port.map(u64::from));
-    key(out, "port_name");
-    opt_str(out, s.port_name.as_deref());
+    field!(out, "port", s.port.map(u32::from), number32);
+    field!(out, "port_name", s.port_name.as_deref(), string);
     out.push(b'}');
 }
 
 fn outer(out: &mut Vec<u8>, o: &Outer) {
     out.extend_from_slice(b"{\"src\":");
     address(out, o.src);
-    key(out, "dst");
+    out.extend_from_slice(b",\"dst\":");
     address(out, o.dst);
-    key(out, "encap");
-    string(
-        out,
-        match o.encap {
-            Encap::Ipip => "ipip",
-            Encap::Vxlan => "vxlan",
-        },
-    );
+    out.extend_from_slice(match o.encap {
+        Encap::Ipip => b",\"encap\":\"ipip\"",
+        Encap::Vxlan => b",\"encap\":\"vxlan\"",
+    });
     // The one field serde skips when absent (`skip_serializing_if`).
     if let Some(vni) = o.vni {
-        key(out, "vni");
-        number(out, u64::from(vni));
+        out.extend_from_slice(b",\"vni\":");
+        number32(out, vni);
     }
     out.push(b'}');
 }
 
 fn icmp(out: &mut Vec<u8>, i: &IcmpTooBig) {
-    out.extend_from_slice(b"{\"from\":");
-    opt_ip(out, i.from);
-    key(out, "to");
+    match i.from {
+        Some(from) => {
+            out.extend_from_slice(b"{\"from\":");
+            address(out, from);
+        }
+        None => out.extend_from_slice(b"{\"from\":null"),
+    }
+    out.extend_from_slice(b",\"to\":");
     address(out, i.to);
-    key(out, "type");
-    number(out, u64::from(i.icmp_type));
-    key(out, "code");
-    number(out, u64::from(i.code));
-    key(out, "mtu");
-    opt_num(out, i.mtu.map(u64::from));
+    out.extend_from_slice(b",\"type\":");
+    number32(out, u32::from(i.icmp_type));
+    out.extend_from_slice(b",\"code\":");
+    number32(out, u32::from(i.code));
+    field!(out, "mtu", i.mtu, number32);
     out.push(b'}');
 }
 
+/// "00" to "99": two digits per step.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// Decimal, as serde_json writes integers.
-fn number(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
+fn number(out: &mut Vec<u8>, n: u64) {
+    match u32::try_from(n) {
+        Ok(n) => number32(out, n),
+        Err(_) => {
+            let mut digits = [0u8; 20];
+            let i = digits_of(&mut digits, n);
+            out.extend_from_slice(&digits[i..]);
+        }
+    }
+}
+
+/// [`number`] of the common width (sizes, ports, indexes): fewer and cheaper divisions.
+fn number32(out: &mut Vec<u8>, n: u32) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The decimal digits of `n` at the end of `digits`; returns where they start.
+fn digits_of(digits: &mut [u8; 20], mut n: u64) -> usize {
     let mut i = digits.len();
     loop {
         i -= 1;
         digits[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return i;
         }
     }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// An address as its text form in quotes (serde writes `IpAddr` through `Display`). IPv4, the
 /// common case, without the formatting machinery.
 fn address(out: &mut Vec<u8>, ip: IpAddr) {
-    out.push(b'"');
     match ip {
         IpAddr::V4(a) => {
+            // At most `"255.255.255.255"`: assembled on the stack, appended once.
+            let mut text = [0u8; 17];
+            text[0] = b'"';
+            let mut at = 1;
             for (i, octet) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[at] = b'.';
+                    at += 1;
                 }
-                number(out, u64::from(octet));
+                let o = usize::from(octet);
+                if o >= 100 {
+                    text[at] = b'0' + (o / 100) as u8;
+                    text[at + 1..at + 3].copy_from_slice(&PAIRS[o % 100 * 2..o % 100 * 2 + 2]);
+                    at += 3;
+                } else if o >= 10 {
+                    text[at..at + 2].copy_from_slice(&PAIRS[o * 2..o * 2 + 2]);
+                    at += 2;
+                } else {
+                    text[at] = b'0' + o as u8;
+                    at += 1;
+                }
             }
+            text[at] = b'"';
+            out.extend_from_slice(&text[..at + 1]);
         }
         IpAddr::V6(a) => {
             use std::io::Write as _;
+            out.push(b'"');
             // Writing into a Vec cannot fail.
             let _ = write!(out, "{a}");
+            out.push(b'"');
         }
     }
-    out.push(b'"');
+}
+
+/// Whether any of the 8 bytes of `w` is one JSON escapes: below 0x20, `"` or `\`. Exact for
+/// "any" (the usual SWAR zero-byte tests: a borrow reaches a byte's top bit only from a byte
+/// that matched or from the byte below it, which then matched).
+fn any_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
+    let backslash =
+        (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash) & HIGH != 0
+}
+
+/// Where the first byte that needs an escape is, if any: 8 bytes at a time.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if any_escape(w) {
+            return chunk.iter().position(|&b| escapes(b)).map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| escapes(b))
+        .map(|i| at + i)
+}
+
+fn escapes(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// A JSON string with serde_json's escapes: `\"`, `\\`, the short forms `\b \f \n \r \t`, and
-/// `\u00XX` (lowercase hex) for the other control characters; everything else as is.
+/// `\u00XX` (lowercase hex) for the other control characters; everything else as is. Names and
+/// kernel strings rarely need one: they are scanned 8 bytes at a time and copied whole.
 fn string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let Some(first) = first_escape(bytes) else {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
+    out.push(b'"');
+    out.extend_from_slice(&bytes[..first]);
+    let mut start = first;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let short = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -414,6 +463,54 @@ mod tests {
             assert_eq!(fast, serde_line(&rec), "variant {n}");
             let back: serde_json::Value = serde_json::from_str(&fast).unwrap();
             assert_eq!(back, serde_json::to_value(&rec).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_byte_that_needs_an_escape() {
+        // Every byte value at every place of a word and of the tail, among neighbours that
+        // need none (ASCII, and UTF-8 bytes with the top bit set, which must not match).
+        for filler in [b'a', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+            for b in 0..=255u8 {
+                for at in 0..19 {
+                    let mut bytes = vec![filler; 19];
+                    bytes[at] = b;
+                    let want = bytes.iter().position(|&x| escapes(x));
+                    assert_eq!(first_escape(&bytes), want, "byte {b:#x} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_serde_writes_them() {
+        for o in 0..=255u8 {
+            for ip in [
+                [o, 0, 0, 1],
+                [10, o, 7, 255],
+                [1, 99, o, 100],
+                [255, 10, 0, o],
+            ] {
+                let ip = IpAddr::from(ip);
+                let mut out = Vec::new();
+                address(&mut out, ip);
+                assert_eq!(out, serde_json::to_vec(&ip).unwrap(), "{ip}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_serde_writes_them() {
+        let mut n = 1u64;
+        let mut samples = vec![0, 9, 10, 99, 100, 101, u64::from(u32::MAX), u64::MAX];
+        while n < u64::MAX / 7 {
+            samples.extend([n - 1, n, n + 1]);
+            n *= 7;
+        }
+        for n in samples {
+            let mut out = Vec::new();
+            number(&mut out, n);
+            assert_eq!(out, serde_json::to_vec(&n).unwrap(), "{n}");
         }
     }
 
