@@ -19,10 +19,12 @@
 //!   a record never hides the time structure the verdict reads.
 //!
 //! Every event is counted once: delivered alone (`count` 1) or in a folded record's `count`.
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aya::maps::{Array, MapData, PerCpuArray};
+// FxHash: the map is looked up for every event (SipHash's DoS resistance buys nothing for keys
+// the kernel wrote).
+use rustc_hash::FxHashMap as HashMap;
 use tracer_common::{Event, FoldSlot, Hook};
 
 use crate::event::{Kind, Outer, Record};
@@ -132,7 +134,7 @@ impl Folds<BurstKey> {
 impl<K: Eq> Folds<K> {
     pub fn new(on: bool) -> Folds<K> {
         Folds {
-            by_sender: HashMap::new(),
+            by_sender: HashMap::default(),
             bursts: 0,
             on,
         }
