@@ -169,13 +169,15 @@ pub async fn event_loop(
             }
         }
     }
-    // No drop folds from here on; what is still in flight settles, then the ring is read and
-    // the slots' counts taken (an event read now carries its burst's count, and the slots
-    // hold the rest: `KernelFolds::finish` takes each once).
+    // No drop folds from here on; what is still in flight settles. Then the ring is read, the
+    // slots, and the ring again: a burst's count is in an event read or in its CPU's slot, and
+    // `KernelFolds::finish` takes each once (see `read_slots`).
     edge.kernel.stop_folding();
     tokio::time::sleep(Duration::from_millis(2)).await;
     drain_at_stop(ring.get_mut(), ring_kib, &names, &mut edge, fanout);
-    edge.finish(&names, fanout);
+    let slots = edge.kernel.read_slots();
+    drain_at_stop(ring.get_mut(), ring_kib, &names, &mut edge, fanout);
+    edge.finish(&slots, &names, fanout);
     lost.report(fanout);
     // The last window, however short, before the final verdicts.
     if let Some(reader) = arrivals.as_mut() {

@@ -314,17 +314,22 @@ impl KernelFolds {
         }
     }
 
-    /// After [`KernelFolds::stop_folding`] and the last read of the ring: the counts the slots
-    /// still hold.
-    pub fn finish(&mut self) -> Vec<Folded> {
-        let Some(slots) = self.slots.as_ref() else {
-            return Vec::new();
-        };
-        let Ok(per_cpu) = slots.get(&0, 0) else {
-            return Vec::new();
-        };
+    /// After [`KernelFolds::stop_folding`] and a read of the ring: what each CPU's slot holds.
+    /// Read the ring once more before [`KernelFolds::finish`]: a drop sent between the two reads
+    /// carries its CPU's count (and the slot no longer does), one sent after the second is not
+    /// read, and its count is the slot's. Each burst's count is taken once either way.
+    pub fn read_slots(&self) -> Vec<FoldSlot> {
+        self.slots
+            .as_ref()
+            .and_then(|slots| slots.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The counts of `slots` (per CPU, [`KernelFolds::read_slots`]) no event brought.
+    pub fn finish(&mut self, slots: &[FoldSlot]) -> Vec<Folded> {
         let mut out = Vec::new();
-        for (cpu, slot) in per_cpu.iter().enumerate() {
+        for (cpu, slot) in slots.iter().enumerate() {
             if slot.folded == 0 || slot.burst == 0 {
                 continue;
             }
@@ -332,7 +337,8 @@ impl KernelFolds {
                 self.cpus.resize_with(cpu + 1, CpuBursts::default);
             }
             let c = &mut self.cpus[cpu];
-            if c.closed == slot.burst {
+            // An event already brought this burst's count (or a later one's).
+            if (slot.burst.wrapping_sub(c.closed) as i32) <= 0 {
                 continue;
             }
             out.push(c.close(

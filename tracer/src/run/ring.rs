@@ -43,9 +43,15 @@ impl Edge {
         }
     }
 
-    /// The run stops: every count the kernel still holds, then what the edge holds.
-    pub fn finish(&mut self, names: &Names, fanout: &mut Fanout) {
-        for folded in self.kernel.finish() {
+    /// The run stops: every count the kernel's `slots` hold that no event brought, then what
+    /// the edge holds.
+    pub fn finish(
+        &mut self,
+        slots: &[tracer_common::FoldSlot],
+        names: &Names,
+        fanout: &mut Fanout,
+    ) {
+        for folded in self.kernel.finish(slots) {
             self.take_folded(folded, names, fanout);
         }
         self.folds.finish(|rec| deliver(rec, names, fanout));
