@@ -136,19 +136,37 @@ fn udp_df_burst(
     payload: usize,
     count: usize,
 ) -> u64 {
+    udp_df_bursts(lab, ns, dst, &[port], payload, 1, count)
+}
+
+/// `bursts` bursts of `size` such datagrams from one socket, each burst to the next of `ports`
+/// in turn; how many the socket accepted.
+fn udp_df_bursts(
+    lab: &Lab,
+    ns: &str,
+    dst: std::net::Ipv4Addr,
+    ports: &[u16],
+    payload: usize,
+    bursts: usize,
+    size: usize,
+) -> u64 {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     let script = format!(
         "import socket\n\
          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          s.setsockopt(socket.IPPROTO_IP, 10, 3)\n\
          s.bind(('0.0.0.0', 40000))\n\
+         ports = [{}]\n\
          n = 0\n\
-         for i in range({count}):\n\
-         \x20   try:\n\
-         \x20       s.sendto(b'x' * {payload}, ('{dst}', {port}))\n\
-         \x20       n += 1\n\
-         \x20   except OSError:\n\
-         \x20       pass\n\
-         print(n)\n"
+         for b in range({bursts}):\n\
+         \x20   for i in range({size}):\n\
+         \x20       try:\n\
+         \x20           s.sendto(b'x' * {payload}, ('{dst}', ports[b % len(ports)]))\n\
+         \x20           n += 1\n\
+         \x20       except OSError:\n\
+         \x20           pass\n\
+         print(n)\n",
+        ports.join(", ")
     );
     let out = lab
         .exec_ok(ns, &["python3", "-c", &script])
@@ -440,42 +458,6 @@ fn vxlan_mismatch_large_upload_dies_with_the_pod_flow_inside() {
     assert_eq!(rtx[0]["netns"], netns_inode(&s.pod1_ns));
 }
 
-/// `bursts` bursts of `size` oversized datagrams (1500 bytes, DF) from one socket, to two ports in
-/// turn: each burst is its first drop sent, then drops the kernel folds. How many were sent.
-fn udp_alternating_bursts(
-    lab: &Lab,
-    ns: &str,
-    dst: std::net::Ipv4Addr,
-    ports: [u16; 2],
-    bursts: usize,
-    size: usize,
-) -> u64 {
-    let script = format!(
-        "import socket\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.setsockopt(socket.IPPROTO_IP, 10, 3)\n\
-         s.bind(('0.0.0.0', 40001))\n\
-         n = 0\n\
-         for b in range({bursts}):\n\
-         \x20   port = {} if b % 2 == 0 else {}\n\
-         \x20   for i in range({size}):\n\
-         \x20       try:\n\
-         \x20           s.sendto(b'x' * 1472, ('{dst}', port))\n\
-         \x20           n += 1\n\
-         \x20       except OSError:\n\
-         \x20           pass\n\
-         print(n)\n",
-        ports[0], ports[1]
-    );
-    let out = lab
-        .exec_ok(ns, &["python3", "-c", &script])
-        .expect("udp bursts");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("count")
-}
-
 /// The kernel's folding when the ring overflows: bursts whose first drop found no room are lost
 /// with the drops folded into them, and counts that come for a burst whose first event was lost
 /// are reported lost. Every datagram is still counted once.
@@ -491,7 +473,7 @@ fn folded_bursts_lost_in_a_full_ring_are_counted_with_their_folds() {
     );
     lab::ping_df(&lab, &s.a_ns, s.b_ip, 56, 1).expect("ping");
     // 600 bursts of 4: 600 events for a ring of ~176, each carrying 3 folded drops.
-    let sent = udp_alternating_bursts(&lab, &s.a_ns, s.b_ip, [21, 22], 600, 4);
+    let sent = udp_df_bursts(&lab, &s.a_ns, s.b_ip, &[21, 22], 1472, 600, 4);
     assert!(sent > 2000, "sent only {sent}");
     std::thread::sleep(Duration::from_millis(3500));
     stop_ok(t);
