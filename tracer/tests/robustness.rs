@@ -691,12 +691,14 @@ fn a_folded_flood_is_a_few_lines_and_every_drop_is_counted() {
         received + lost <= generated + 100,
         "counted twice: {received} + lost {lost} > sent {generated}"
     );
+    // Folded: a burst ends where the sender paused 10 ms (more often on a loaded machine), so
+    // the relation is asserted, not a line count (8–10 lines on a quiet one).
     assert!(
-        flood.len() <= 50,
-        "{} lines for a 3 s flood of one flow",
+        flood.len() as u64 * 100 <= received,
+        "{} lines for {received} drops of one flow",
         flood.len()
     );
-    assert!(flood.iter().any(|e| e["count"].as_u64() > Some(1000)));
+    assert!(flood.iter().any(|e| e["count"].as_u64() > Some(100)));
     let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap();
     assert!(summary_count(summary, "drop") >= received, "{summary}");
 }
