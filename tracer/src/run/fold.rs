@@ -158,6 +158,12 @@ impl<K: Eq> Folds<K> {
             deliver(rec);
             return;
         };
+        // Past the bound a new sender gets no entry at all: a flood of ever new senders (random
+        // source ports) must not grow the map for a tick.
+        if self.bursts >= MAX_BURSTS && !self.by_sender.contains_key(&sender) {
+            deliver(rec);
+            return;
+        }
         let bursts = self.by_sender.entry(sender).or_default();
         match bursts.iter().position(|b| b.key == key) {
             Some(i) => {
@@ -700,6 +706,7 @@ mod tests {
             admit(&mut folds, &mut seen, drop(MS, port, 0x81));
         }
         assert_eq!(folds.bursts, MAX_BURSTS);
+        assert_eq!(folds.by_sender.len(), MAX_BURSTS, "no entry past the bound");
         // Past the bound, events are delivered one by one: still all counted.
         folds.tick(|r| seen.push((r.kind, r.events(), r.ts_unix_ns)));
         assert_eq!(total(&seen), 2 * (MAX_BURSTS as u64 + 10));
