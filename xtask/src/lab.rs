@@ -332,9 +332,11 @@ impl Drop for Lab {
     }
 }
 
-/// Kills what runs in `ns` (a process keeps a deleted namespace and its links alive) and
-/// deletes it.
+/// Kills what runs in `ns` (a process keeps a deleted namespace and its links alive), waits
+/// until each is gone (SIGKILL is delivered when the process next runs: on a loaded machine
+/// it was still running when `down` returned), and deletes the namespace.
 fn delete_netns(ns: &str) -> Result<()> {
+    let mut killed = Vec::new();
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
         for pid in String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
@@ -344,6 +346,18 @@ fn delete_netns(ns: &str) -> Result<()> {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+            killed.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in killed {
+        // Gone, or a zombie (dead; its parent reaps it).
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     run_ok(Command::new("ip").args(["netns", "del", ns]))?;
