@@ -544,6 +544,9 @@ pub struct Config {
     pub wakeup_events: u32,
     /// Non-zero: the drop program folds floods of identical drops (not with `--no-fold`).
     pub fold_drops: u32,
+    /// Non-zero: every program returns at once, its body pruned by the verifier
+    /// (`--bench-empty-programs`, benchmarks only): what the hooks cost with nothing done in them.
+    pub empty_programs: u32,
     pub size_drop_sites: [TextRange; MAX_SIZE_DROP_SITES],
     pub veth: VethOffsets,
     /// Network namespace inode served by the tc program copy of each slot.
@@ -553,7 +556,7 @@ pub struct Config {
 
 /// The reader is woken once per this many waiting events, for a ring of `ring_bytes`: a
 /// wake-up is an interrupt-work item (on a VM a self-IPI, ~10 µs), so the larger the batch the
-/// less a flood pays per event (256: a reported drop ~1,150 → ~860 ns), but a batch must come
+/// less a flood pays per event (256: a reported drop under a flood ~1,155 → ~713 ns, bpf_stats), but a batch must come
 /// well before the ring is full (a quarter of it) or only the reader's poll would drain it.
 pub const fn wakeup_batch(ring_bytes: u64) -> u32 {
     let record = (core::mem::size_of::<Event>() as u64 + 8 + 7) & !7;
@@ -578,6 +581,7 @@ impl Config {
             count_arrivals: 0,
             wakeup_events: 32,
             fold_drops: 0,
+            empty_programs: 0,
             size_drop_sites: [TextRange { start: 0, end: 0 }; MAX_SIZE_DROP_SITES],
             veth: VethOffsets::unresolved(),
             tc_netns: [0; MAX_TC_NETNS],

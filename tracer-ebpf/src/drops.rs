@@ -22,6 +22,9 @@ use crate::{config::conf, emit, fold, kernel};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn drops_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     // The reason argument exists since 5.17; on older kernels the verifier never sees this
@@ -37,6 +40,9 @@ pub fn drops_tp_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn drops_tracepoint(ctx: TracePointContext) -> i32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let off_skb = conf!(tracepoints.kfree_skb_skbaddr);
     let off_loc = conf!(tracepoints.kfree_skb_location);
     let off_reason = conf!(tracepoints.kfree_skb_reason);

@@ -149,6 +149,13 @@ fn count_lost_n(hook: Hook, n: u64) {
     }
 }
 
+/// Benchmarks only (`--bench-empty-programs`): the program returns at once; the verifier sees
+/// the constant and prunes the rest, so what remains is the hook's own cost.
+#[inline(always)]
+pub fn empty_programs() -> bool {
+    conf!(empty_programs) != 0
+}
+
 /// With `--netns`, only namespaces in the filter map are reported.
 #[inline(always)]
 pub fn netns_wanted(netns: u32) -> bool {
@@ -166,6 +173,9 @@ macro_rules! tc_program_copies {
         $(
             #[aya_ebpf::macros::classifier]
             pub fn $name(ctx: aya_ebpf::programs::TcContext) -> i32 {
+                if $crate::emit::empty_programs() {
+                    return aya_ebpf::bindings::TC_ACT_UNSPEC;
+                }
                 $handler(&ctx, $slot)
             }
         )+

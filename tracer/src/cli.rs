@@ -99,6 +99,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_fold: bool,
 
+    /// Benchmarks only: attach every program as usual, but each returns at once (the verifier
+    /// prunes its body); nothing is reported. `cargo xtask bench` uses it to tell the hooks' own
+    /// cost from the tracer's.
+    #[arg(long, hide = true)]
+    pub bench_empty_programs: bool,
+
     /// The kernel programs' own diagnostics (aya-log), on stderr: `warn` says what they could
     /// not do (an event counted as lost because drop programs nested too deep, an arrivals
     /// count the map refused); `trace` also every drop left in the kernel and why (busy:

@@ -72,6 +72,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     let outputs = Outputs::open(&args, &plan)?;
     facts.config.count_arrivals = (args.arrivals_interval > 0) as u32;
     facts.config.fold_drops = (!args.no_fold) as u32;
+    facts.config.empty_programs = args.bench_empty_programs as u32;
     let mut attached = attach::attach_all(
         object,
         args.ringbuf_kib,

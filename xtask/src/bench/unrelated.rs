@@ -5,11 +5,14 @@
 //! (nft, input hook: reason NETFILTER_DROP); iperf3 writes 64-byte datagrams as fast as it can.
 //! The drops run in the sender's softirq on the sender's CPU, so what the drop program costs
 //! shows as fewer datagrams sent per second. Judged: datagrams sent per second, with the tracer
-//! over without, side by side in rounds of A D O X X O D A:
+//! over without, side by side in rounds of A D O X E F G G F E X O D A:
 //!
 //! - D: default mode on every namespace (no `--netns`): each drop is judged and discarded.
 //! - O: `--netns` on the sender only: each drop fails the namespace filter (the cheapest exit).
 //! - X: `--all-drops --netns` on the receiver: each drop is reported (the ring, the daemon).
+//! - E, F, G: D, O and X with every program empty (`--bench-empty-programs`): the same hooks
+//!   with nothing done in them, the floor no program on these hooks can beat. D/E, O/F and X/G
+//!   are what the tracer's own code costs.
 use std::{path::Path, time::Instant};
 
 use anyhow::{bail, Context, Result};
@@ -36,19 +39,26 @@ impl Drop for LogFile {
     }
 }
 
-const CONFIG_NAMES: [&str; 4] = [
+const CONFIG_NAMES: [&str; 7] = [
     "A (no tracer)                     ",
     "D (default, every namespace)      ",
     "O (--netns: another namespace)    ",
     "X (--all-drops on the receiver)   ",
+    "E (D's hooks, empty programs)     ",
+    "F (O's hooks, empty programs)     ",
+    "G (X's hooks, empty programs)     ",
 ];
 
-/// The ratios of D, O and X to A.
+/// The ratios of D, O, X and their floors E, F, G to A.
 #[derive(Debug, Clone)]
 pub struct Unrelated {
     pub default: Ratios,
     pub other_netns: Ratios,
     pub all_drops: Ratios,
+    /// The hooks' floors: D's, O's and X's hooks with empty programs.
+    pub default_floor: Ratios,
+    pub other_netns_floor: Ratios,
+    pub all_drops_floor: Ratios,
 }
 
 impl Unrelated {
@@ -73,11 +83,29 @@ impl Unrelated {
                 format!("≥ {ALL_DROPS_TARGET:.2}"),
                 self.all_drops.median / ALL_DROPS_TARGET,
             ),
+            (
+                "  the hooks alone (empty), default mode",
+                cell(&self.default_floor),
+                format!("≥ {DEFAULT_TARGET:.2}"),
+                self.default_floor.median / DEFAULT_TARGET,
+            ),
+            (
+                "  the hooks alone (empty), netns not w.",
+                cell(&self.other_netns_floor),
+                format!("≥ {DEFAULT_TARGET:.2}"),
+                self.other_netns_floor.median / DEFAULT_TARGET,
+            ),
+            (
+                "  the hooks alone (empty), --all-drops",
+                cell(&self.all_drops_floor),
+                format!("≥ {ALL_DROPS_TARGET:.2}"),
+                self.all_drops_floor.median / ALL_DROPS_TARGET,
+            ),
         ]
     }
 }
 
-/// Builds the two namespaces and the firewall, measures `rounds` rounds of A D O X X O D A of
+/// Builds the two namespaces and the firewall, measures `rounds` rounds of A D O X E F G G F E X O D A of
 /// `secs` seconds each, prints every run and the ratios. The namespaces go on every way out.
 pub fn unrelated(
     tracer: &Path,
@@ -132,18 +160,26 @@ pub fn unrelated(
         Some(with(&[])),
         Some(with(&["--netns", &snd])),
         Some(with(&["--all-drops", "--netns", &rcv])),
+        Some(with(&["--bench-empty-programs"])),
+        Some(with(&["--netns", &snd, "--bench-empty-programs"])),
+        Some(with(&[
+            "--all-drops",
+            "--netns",
+            &rcv,
+            "--bench-empty-programs",
+        ])),
     ];
     println!(
-        "unrelated drops: {rounds} rounds of A D O X X O D A, {secs} s of 64-byte UDP per run, \
+        "unrelated drops: {rounds} rounds of A D O X E F G G F E X O D A, {secs} s of 64-byte UDP per run, \
          {snd} → {rcv}, every datagram dropped by nft in {rcv}'s input hook"
     );
     super::print_load();
     let started = Instant::now();
     let mut datagrams = 0.0;
-    let mut per_config: [Vec<f64>; 3] = Default::default();
+    let mut per_config: [Vec<f64>; 6] = Default::default();
     for round in 1..=rounds {
-        let mut sent: [Vec<f64>; 4] = Default::default();
-        for config in [0usize, 1, 2, 3, 3, 2, 1, 0] {
+        let mut sent: [Vec<f64>; 7] = Default::default();
+        for config in [0usize, 1, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1, 0] {
             let tracer_proc = match &configs[config] {
                 Some(args) => {
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -182,11 +218,15 @@ pub fn unrelated(
     if (dropped as f64) < datagrams * 0.95 {
         bail!("the firewall dropped {dropped} of ~{datagrams:.0} datagrams: not a drop flood");
     }
-    let [default, other_netns, all_drops] = per_config.map(Ratios::of);
+    let [default, other_netns, all_drops, default_floor, other_netns_floor, all_drops_floor] =
+        per_config.map(Ratios::of);
     for (name, r) in [
         (CONFIG_NAMES[1], &default),
         (CONFIG_NAMES[2], &other_netns),
         (CONFIG_NAMES[3], &all_drops),
+        (CONFIG_NAMES[4], &default_floor),
+        (CONFIG_NAMES[5], &other_netns_floor),
+        (CONFIG_NAMES[6], &all_drops_floor),
     ] {
         println!(
             "unrelated drops, {}: median {:.3} (rounds {:.3}–{:.3})",
@@ -196,12 +236,22 @@ pub fn unrelated(
             r.max
         );
     }
+    println!(
+        "unrelated drops: the tracer's own code over its hooks' floor: default {:.3}, \
+         netns not watched {:.3}, --all-drops {:.3}",
+        default.median / default_floor.median,
+        other_netns.median / other_netns_floor.median,
+        all_drops.median / all_drops_floor.median
+    );
     println!("unrelated drops: {:.0} s", started.elapsed().as_secs_f64());
     super::print_load();
     Ok(Unrelated {
         default,
         other_netns,
         all_drops,
+        default_floor,
+        other_netns_floor,
+        all_drops_floor,
     })
 }
 
