@@ -16,6 +16,9 @@ const ICMPV6_PKT_TOOBIG: u8 = 2;
 
 #[tracepoint]
 pub fn icmp_send_tracepoint(ctx: TracePointContext) -> i32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let off_type = conf!(tracepoints.icmp_send_type);
     let off_code = conf!(tracepoints.icmp_send_code);
     if off_type == NO_FIELD || off_code == NO_FIELD {
@@ -40,6 +43,9 @@ pub fn icmp_send_tracepoint(ctx: TracePointContext) -> i32 {
 
 #[kprobe]
 pub fn icmp_send_kprobe(ctx: ProbeContext) -> u32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let skb: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let icmp_type: i32 = ctx.arg(1).unwrap_or(0);
     let code: i32 = ctx.arg(2).unwrap_or(0);
@@ -60,6 +66,9 @@ pub fn icmp_send_kprobe(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn icmp6_send_kprobe(ctx: ProbeContext) -> u32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let skb: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let icmp_type: u8 = ctx.arg(1).unwrap_or(0);
     let code: u8 = ctx.arg(2).unwrap_or(0);

@@ -19,6 +19,9 @@ const AF_INET: u16 = 2;
 
 #[fentry(function = "__ip_rt_update_pmtu")]
 pub fn pmtu_update_fentry(ctx: FEntryContext) -> i32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let rt: *const u8 = ctx.arg(0);
     let fl4: *const u8 = ctx.arg(1);
     let mtu: u32 = ctx.arg(2);
@@ -28,6 +31,9 @@ pub fn pmtu_update_fentry(ctx: FEntryContext) -> i32 {
 
 #[kprobe]
 pub fn pmtu_update_kprobe(ctx: ProbeContext) -> u32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let rt: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let fl4: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
     let mtu: u32 = ctx.arg(2).unwrap_or(0);

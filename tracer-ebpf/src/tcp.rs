@@ -9,6 +9,9 @@ const AF_INET6: u16 = 10;
 
 #[tracepoint]
 pub fn tcp_retransmit_tracepoint(ctx: TracePointContext) -> i32 {
+    if emit::empty_programs() {
+        return 0;
+    }
     let sk = kernel::tp_field::<usize>(&ctx, conf!(tracepoints.tcp_rtx_skaddr)).unwrap_or(0)
         as *const u8;
     let netns = kernel::sock_netns(sk);

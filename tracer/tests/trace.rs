@@ -204,6 +204,52 @@ fn routed_hop_udp_drop_shows_ports() {
     assert_eq!(drop["mtu"], s.hop_mtu);
 }
 
+/// The benchmarks' floor (`--bench-empty-programs`): every program loads and attaches where it
+/// would (the verifier accepts the pruned bodies on this kernel), and the drop, the router's
+/// ICMP and its arrival that `routed_hop_drop_icmp_sent_and_received` sees are not reported:
+/// the programs did nothing.
+#[test]
+fn empty_programs_attach_everywhere_and_report_nothing() {
+    let (lab, s) = lab::routed_mtu_hop(&prefix()).expect("lab");
+    let log = TempLog::new("empty");
+    let t = start(
+        &[&s.client_ns, &s.router_ns, &s.server_ns],
+        &log,
+        &["--bench-empty-programs"],
+        &[],
+    );
+    let ping = lab::ping_df(&lab, &s.client_ns, s.server_ip, 1472, 1).expect("ping");
+    assert!(
+        !ping.success,
+        "a 1500-byte DF ping must not pass a 1450 hop"
+    );
+    settle();
+    stop_ok(t);
+    let events = read_events(&log.0);
+    let start = find(&events, "start", "no start line", |_| true);
+    let attached = |concern: &str| {
+        start["hooks"].as_array().is_some_and(|h| {
+            h.iter()
+                .any(|h| h["concern"] == concern && h["outcome"] == "attached")
+        })
+    };
+    for concern in ["drops", "tx", "rx"] {
+        assert!(attached(concern), "{concern} not attached: {start}");
+    }
+    for kind in [
+        "drop",
+        "icmp_too_big_sent",
+        "icmp_too_big_received",
+        "oversize_tx",
+    ] {
+        assert!(
+            of_kind(&events, kind).is_empty(),
+            "a {kind} event with empty programs:\n{}",
+            dump(&events)
+        );
+    }
+}
+
 /// The far end's view: DF pings of three sizes (IP total length 1000, 1400 and 1500: three
 /// size classes) cross a healthy 1500 link from `a` to `b`, the tracer watching `b` alone with
 /// 1-second windows. Summed over the `arrivals` lines from `a` to `b`, every class holds
