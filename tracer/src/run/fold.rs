@@ -283,6 +283,7 @@ impl KernelFolds {
     }
 
     /// Without the maps (tests of what the events carry).
+    #[cfg(test)]
     pub fn detached() -> KernelFolds {
         KernelFolds {
             slots: None,

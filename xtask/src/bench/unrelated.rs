@@ -63,50 +63,53 @@ pub struct Unrelated {
 
 impl Unrelated {
     pub fn rows(&self) -> Vec<Row> {
-        let cell = |r: &Ratios| format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max);
-        vec![
+        [
             (
                 "unrelated drops pkt/s, default mode",
-                cell(&self.default),
-                format!("≥ {DEFAULT_TARGET:.2}"),
-                self.default.median / DEFAULT_TARGET,
+                &self.default,
+                DEFAULT_TARGET,
             ),
             (
                 "unrelated drops pkt/s, netns not watched",
-                cell(&self.other_netns),
-                format!("≥ {DEFAULT_TARGET:.2}"),
-                self.other_netns.median / DEFAULT_TARGET,
+                &self.other_netns,
+                DEFAULT_TARGET,
             ),
             (
                 "unrelated drops pkt/s, --all-drops",
-                cell(&self.all_drops),
-                format!("≥ {ALL_DROPS_TARGET:.2}"),
-                self.all_drops.median / ALL_DROPS_TARGET,
+                &self.all_drops,
+                ALL_DROPS_TARGET,
             ),
             (
                 "  the hooks alone (empty), default mode",
-                cell(&self.default_floor),
-                format!("≥ {DEFAULT_TARGET:.2}"),
-                self.default_floor.median / DEFAULT_TARGET,
+                &self.default_floor,
+                DEFAULT_TARGET,
             ),
             (
                 "  the hooks alone (empty), netns not w.",
-                cell(&self.other_netns_floor),
-                format!("≥ {DEFAULT_TARGET:.2}"),
-                self.other_netns_floor.median / DEFAULT_TARGET,
+                &self.other_netns_floor,
+                DEFAULT_TARGET,
             ),
             (
                 "  the hooks alone (empty), --all-drops",
-                cell(&self.all_drops_floor),
-                format!("≥ {ALL_DROPS_TARGET:.2}"),
-                self.all_drops_floor.median / ALL_DROPS_TARGET,
+                &self.all_drops_floor,
+                ALL_DROPS_TARGET,
             ),
         ]
+        .into_iter()
+        .map(|(what, r, target)| {
+            (
+                what,
+                format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max),
+                format!("≥ {target:.2}"),
+                r.median / target,
+            )
+        })
+        .collect()
     }
 }
 
-/// Builds the two namespaces and the firewall, measures `rounds` rounds of A D O X E F G G F E X O D A of
-/// `secs` seconds each, prints every run and the ratios. The namespaces go on every way out.
+/// Builds the two namespaces and the firewall, measures `rounds` rounds of A D O X E F G G F E
+/// X O D A of `secs` seconds each, prints every run and the ratios. The namespaces go on every way out.
 pub fn unrelated(
     tracer: &Path,
     rounds: u32,
