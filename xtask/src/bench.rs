@@ -12,8 +12,9 @@
 //!   the target is zero lost at 200,000/s, and every event either logged or counted.
 //!
 //! - datapath: bulk TCP throughput and 64-byte UDP packet rate through the incident lab's
-//!   overlay (healthy MTUs) with the tracer attached vs not, in A N E E N A rounds (N: on the
-//!   two nodes, as deployed; E: on every lab namespace), against 0.98 and 0.97 of the
+//!   overlay (healthy MTUs) with the tracer attached vs not, in A N E F F E N A rounds (N: on the
+//!   two nodes, as deployed; E: on every lab namespace; F: N's hooks with empty programs, the
+//!   floor), against 0.98 and 0.97 of the
 //!   baseline ([`datapath`]).
 //!
 //! `--smoke` (run by `cargo xtask test`): a short pipeline estimate and a modest loss run, failing

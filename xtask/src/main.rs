@@ -55,8 +55,9 @@ enum Cmd {
         /// Run only this step (repeatable); all of them by default.
         #[arg(long = "step", value_enum)]
         steps: Vec<xtask::bench::Step>,
-        /// Datapath: rounds of A N E E N A (A without the tracer, N with it on the nodes, E on
-        /// every lab namespace).
+        /// Datapath and unrelated: rounds of A N E F F E N A (A without the tracer, N with it on
+        /// the nodes, E on every lab namespace, F N's hooks with empty programs) and of A D O X E
+        /// F G G F E X O D A.
         #[arg(long, default_value_t = 4)]
         rounds: u32,
         /// Datapath: seconds of each iperf3 run (TCP, then UDP).

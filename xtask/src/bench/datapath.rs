@@ -18,7 +18,7 @@
 //!   (~9 tc programs per packet instead of ~4), which no deployment does (a router is not a
 //!   node, and a pod's devices are not its node's); shown as the worst case.
 //!
-//! Runs go A N E E N A in every round, so that no configuration always runs first or last
+//! Runs go A N E F F E N A in every round, so that no configuration always runs first or last
 //! (order effects are real on 2 cores: `../shared/notes/performance.md`); each round gives one
 //! ratio per configuration (the mean of its two runs over the mean of the two A runs), and the
 //! result is the median of the rounds' ratios with their spread.
@@ -47,7 +47,7 @@ pub(super) const SETTLE: Duration = Duration::from_secs(1);
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
-    /// Rounds of A N E E N A.
+    /// Rounds of A N E F F E N A.
     pub rounds: u32,
     /// Seconds of each iperf3 run (one TCP and one UDP per run).
     pub secs: u32,
@@ -109,6 +109,8 @@ pub struct Overhead {
 pub struct Datapath {
     pub nodes: Overhead,
     pub everywhere: Overhead,
+    /// N's hooks with every program empty: what the hooks cost with nothing done in them.
+    pub nodes_floor: Overhead,
 }
 
 impl Datapath {
@@ -127,6 +129,18 @@ impl Datapath {
                 format!("≥ {UDP_TARGET:.2}"),
                 self.nodes.udp.median / UDP_TARGET,
             ),
+            (
+                "  the hooks alone (empty), TCP",
+                cell(&self.nodes_floor.tcp),
+                format!("≥ {TCP_TARGET:.2}"),
+                self.nodes_floor.tcp.median / TCP_TARGET,
+            ),
+            (
+                "  the hooks alone (empty), UDP",
+                cell(&self.nodes_floor.udp),
+                format!("≥ {UDP_TARGET:.2}"),
+                self.nodes_floor.udp.median / UDP_TARGET,
+            ),
         ]
     }
 }
@@ -141,8 +155,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Builds the healthy lab, measures `plan.rounds` rounds of A N E E N A, and prints every run, the
-/// load and the ratios. The lab (namespaces, servers) and the tracer go on every way out.
+/// Builds the healthy lab, measures `plan.rounds` rounds of A N E F F E N A, and prints every
+/// run, the load and the ratios. The lab (namespaces, servers) and the tracer go on every way out.
 pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
     if plan.rounds == 0 || plan.secs == 0 {
         bail!("datapath: rounds and seconds must be at least 1");
@@ -191,25 +205,32 @@ pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
     };
     let node_args = args_for(vec![inc.old_node_ns.clone(), inc.new_node_ns.clone()]);
     let everywhere_args = args_for(inc.namespaces());
+    let mut floor_args = node_args.clone();
+    floor_args.push("--bench-empty-programs".into());
 
     println!(
-        "datapath: {} rounds of A N E E N A (A without the tracer; N with it on the two nodes' \
-         namespaces, as deployed: one tracer per node; E with it on every lab namespace, router \
-         and pods too), {} s of TCP then {} s of {UDP_LEN}-byte UDP per run, {} → {} through \
+        "datapath: {} rounds of A N E F F E N A (A without the tracer; N with it on the two \
+         nodes' namespaces, as deployed: one tracer per node; E with it on every lab namespace, \
+         router and pods too; F as N with every program empty, the hooks' floor), {} s of TCP then {} s of {UDP_LEN}-byte UDP per run, {} → {} through \
          VXLAN and a router",
         plan.rounds, plan.secs, plan.secs, inc.client_ns, inc.server_ns
     );
     super::print_load();
     let started = Instant::now();
-    let mut ratios = [RoundRatios::default(), RoundRatios::default()];
+    let mut ratios = [
+        RoundRatios::default(),
+        RoundRatios::default(),
+        RoundRatios::default(),
+    ];
     let mut events = EventCounts::default();
     for round in 1..=plan.rounds {
         // Samples without the tracer, on the nodes, everywhere.
-        let mut samples: [Vec<Sample>; 3] = Default::default();
-        for config in [0usize, 1, 2, 2, 1, 0] {
+        let mut samples: [Vec<Sample>; 4] = Default::default();
+        for config in [0usize, 1, 2, 3, 3, 2, 1, 0] {
             let args: Option<&[String]> = match config {
                 1 => Some(&node_args),
                 2 => Some(&everywhere_args),
+                3 => Some(&floor_args),
                 _ => None,
             };
             let tracer_proc = if let Some(args) = args {
@@ -262,8 +283,12 @@ pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
             );
         }
     }
-    let [nodes, everywhere] = ratios.map(RoundRatios::finish);
-    for (name, d) in [(CONFIG_NAMES[1], &nodes), (CONFIG_NAMES[2], &everywhere)] {
+    let [nodes, everywhere, nodes_floor] = ratios.map(RoundRatios::finish);
+    for (name, d) in [
+        (CONFIG_NAMES[1], &nodes),
+        (CONFIG_NAMES[2], &everywhere),
+        (CONFIG_NAMES[3], &nodes_floor),
+    ] {
         println!(
             "datapath, {name}: TCP with/without median {:.3} (rounds {:.3}–{:.3}, target ≥ \
              {TCP_TARGET}), UDP received median {:.3} (rounds {:.3}–{:.3}, target ≥ \
@@ -286,14 +311,20 @@ pub fn datapath(tracer: &Path, plan: Plan<'_>) -> Result<Datapath> {
         events.kinds()
     );
     super::print_load();
-    Ok(Datapath { nodes, everywhere })
+    Ok(Datapath {
+        nodes,
+        everywhere,
+        nodes_floor,
+    })
 }
 
-/// How each run is labelled: without the tracer, with it on the nodes, with it everywhere.
-const CONFIG_NAMES: [&str; 3] = [
+/// How each run is labelled: without the tracer, with it on the nodes, with it everywhere, its
+/// hooks on the nodes with empty programs.
+const CONFIG_NAMES: [&str; 4] = [
     "A (no tracer)           ",
     "N (tracer on the nodes) ",
     "E (tracer everywhere)   ",
+    "F (N's hooks, empty)    ",
 ];
 
 /// The per-round ratios of one attached configuration to the baseline.
