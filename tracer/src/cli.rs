@@ -1,4 +1,4 @@
-//! The command line. This is a contract (README "Command line"): scripts depend on it, so
+//! The command line. This is a contract (docs/command-line.md): scripts depend on it, so
 //! options are added, never renamed.
 use std::path::PathBuf;
 

@@ -680,7 +680,7 @@ fn nothing_stays_attached_after_sigterm_or_sigkill() {
             assert!(status.success(), "SIGTERM is a normal stop: {status:?}");
         }
         if signal == libc::SIGKILL && netlink_tc {
-            // Nothing can remove them at SIGKILL (README, "Detaching"): everything else goes,
+            // Nothing can remove them at SIGKILL (docs/how-it-works.md, "Detaching"): everything else goes,
             // and the filters go with their devices.
             let tc_only = |left: &[String]| {
                 left.iter()

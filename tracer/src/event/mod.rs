@@ -3,7 +3,7 @@
 //! The same [`Record`] is what `tracer report` reads back from a log ([`Record::from_line`]).
 //!
 //! A record is grouped in sections (device, sizes, drop, route, flow, names) that serde
-//! flattens into one JSON object: the JSONL field names and their order are a contract (README
+//! flattens into one JSON object: the JSONL field names and their order are a contract (docs/schema.md
 //! "Event log schema", pinned by `golden.rs`): add fields at the end, never rename or remove
 //! one. A field is declared once, here; the fast writer (`sink/json.rs`) is checked against it.
 

@@ -10,7 +10,7 @@
 //! namespace the dropping thread is in (the tracer's own), so the filters in watched
 //! namespaces stayed. Each filter is kept with its namespace and deleted there, then the clsact
 //! qdiscs the tracer added (only those: a qdisc that was already there belongs to someone
-//! else). A SIGKILL still leaves both behind (README, "Detaching"); they go with their devices.
+//! else). A SIGKILL still leaves both behind (docs/how-it-works.md, "Detaching"); they go with their devices.
 use aya::{
     programs::{
         links::{Link as _, LinkOrder},
