@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod docs;
 pub mod incident;
 pub mod lab;
 pub mod setup;

@@ -548,3 +548,43 @@ fn lab_cmd(action: LabAction) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+    use std::path::Path;
+    use xtask::docs::{doc_commands, doc_files};
+
+    /// How many `cargo xtask` invocations the README and docs/ held when this test was written.
+    const AT_LEAST: usize = 15;
+
+    /// Every `cargo xtask …` command the README and `docs/*.md` show parses (issue 19); the
+    /// rules for what counts as a command are in `xtask/src/docs.rs`.
+    #[test]
+    fn every_xtask_command_in_the_docs_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let commands = doc_commands(&doc_files(&root), &["cargo", "xtask"]);
+        let failures: Vec<String> = commands
+            .iter()
+            .filter_map(|c| {
+                let argv = std::iter::once("cargo xtask".to_string()).chain(c.args.iter().cloned());
+                Cli::try_parse_from(argv).err().map(|e| {
+                    format!(
+                        "{}:{}: `{}`:\n{}",
+                        c.file.display(),
+                        c.line,
+                        c.text,
+                        e.render()
+                    )
+                })
+            })
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(
+            commands.len() >= AT_LEAST,
+            "found {} cargo xtask commands in README.md and docs/, expected at least {AT_LEAST}: {commands:#?}",
+            commands.len()
+        );
+    }
+}
