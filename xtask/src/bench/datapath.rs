@@ -92,6 +92,16 @@ impl Ratios {
             max: v.last().copied().unwrap_or(0.0),
         }
     }
+
+    /// A table row: the median with the rounds' spread, judged against `target` (≥).
+    pub(super) fn row(&self, what: &'static str, target: f64) -> Row {
+        (
+            what,
+            format!("{:.3} ({:.3}–{:.3})", self.median, self.min, self.max),
+            format!("≥ {target:.2}"),
+            self.median / target,
+        )
+    }
 }
 
 /// One attached configuration's cost, as ratios to the baseline.
@@ -115,32 +125,19 @@ pub struct Datapath {
 
 impl Datapath {
     pub fn rows(&self) -> Vec<Row> {
-        let cell = |r: &Ratios| format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max);
         vec![
-            (
-                "datapath TCP throughput, with/without",
-                cell(&self.nodes.tcp),
-                format!("≥ {TCP_TARGET:.2}"),
-                self.nodes.tcp.median / TCP_TARGET,
-            ),
-            (
-                "datapath 64-byte UDP pkt/s, with/without",
-                cell(&self.nodes.udp),
-                format!("≥ {UDP_TARGET:.2}"),
-                self.nodes.udp.median / UDP_TARGET,
-            ),
-            (
-                "  the hooks alone (empty), TCP",
-                cell(&self.nodes_floor.tcp),
-                format!("≥ {TCP_TARGET:.2}"),
-                self.nodes_floor.tcp.median / TCP_TARGET,
-            ),
-            (
-                "  the hooks alone (empty), UDP",
-                cell(&self.nodes_floor.udp),
-                format!("≥ {UDP_TARGET:.2}"),
-                self.nodes_floor.udp.median / UDP_TARGET,
-            ),
+            self.nodes
+                .tcp
+                .row("datapath TCP throughput, with/without", TCP_TARGET),
+            self.nodes
+                .udp
+                .row("datapath 64-byte UDP pkt/s, with/without", UDP_TARGET),
+            self.nodes_floor
+                .tcp
+                .row("  the hooks alone (empty), TCP", TCP_TARGET),
+            self.nodes_floor
+                .udp
+                .row("  the hooks alone (empty), UDP", UDP_TARGET),
         ]
     }
 }

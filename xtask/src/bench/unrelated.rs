@@ -96,14 +96,7 @@ impl Unrelated {
             ),
         ]
         .into_iter()
-        .map(|(what, r, target)| {
-            (
-                what,
-                format!("{:.3} ({:.3}–{:.3})", r.median, r.min, r.max),
-                format!("≥ {target:.2}"),
-                r.median / target,
-            )
-        })
+        .map(|(what, r, target)| r.row(what, target))
         .collect()
     }
 }
