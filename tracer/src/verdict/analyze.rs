@@ -858,38 +858,44 @@ impl Analyzer {
             _ => 0.0,
         });
         let conns = self.merged_conns();
-        let interesting: Vec<&(ConnKey, ConnAcc)> = conns
+        let conns: Vec<&(ConnKey, ConnAcc)> = conns
             .iter()
             .filter(|(k, c)| !self.is_probe_traffic(k, c))
+            .collect();
+        let sized = |c: &ConnAcc| c.dropped > 0 || c.icmp_received > 0 || c.icmp_dropped > 0;
+        // A socket with no size event of its own (it started at a size its stack had already
+        // learned, or nothing on this node saw its packets) goes with a connection of the same
+        // socket's namespace and destination that has one: the same path, one verdict.
+        let sized_path: BTreeMap<(u32, IpAddr), PathRef> = conns
+            .iter()
+            .filter(|(_, c)| sized(c))
+            .filter_map(|(_, c)| Some((c.sender?, path_of(c))))
+            .collect();
+        let interesting: Vec<&(ConnKey, ConnAcc)> = conns
+            .into_iter()
             .filter(|(k, c)| {
-                c.dropped > 0
-                    || c.icmp_dropped > 0
-                    || c.icmp_received > 0
+                sized(c)
                     || match self.outcome(k, now_unix_ns) {
-                        Outcome::StuckAfterShrink { .. } => true,
-                        // Without a size event of its own, only a clear backoff is suspect.
                         Outcome::StuckAtFirstSize { .. } => {
-                            self.sender(k).map_or(0, Stages::total_timeouts) >= SUSPECT_TIMEOUTS
+                            // Without a size event of its own, only a clear backoff is
+                            // suspect; on a path where others met one, being stuck (two
+                            // backed-off timeouts) is enough. A client that gives up after a
+                            // few seconds leaves no time for a third.
+                            c.sender.is_some_and(|s| sized_path.contains_key(&s))
+                                || self.sender(k).map_or(0, Stages::total_timeouts)
+                                    >= SUSPECT_TIMEOUTS
                         }
+                        Outcome::StuckAfterShrink { .. } => true,
                         Outcome::Progressing { last } => last.cause == ShrinkCause::Probing,
                         _ => false,
                     }
             })
             .collect();
-        // A socket with no size event of its own (it started at a size its stack had already
-        // learned, or nothing on this node saw its packets) goes with a connection of the same
-        // socket's namespace and destination that has one: the same path, one verdict.
-        let sized_path: BTreeMap<(u32, IpAddr), PathRef> = interesting
-            .iter()
-            .filter(|(_, c)| c.dropped > 0 || c.icmp_received > 0 || c.icmp_dropped > 0)
-            .filter_map(|(_, c)| Some((c.sender?, path_of(c))))
-            .collect();
         // Group connections by path.
         let mut paths: BTreeMap<PathRef, Vec<(ConnKey, &ConnAcc)>> = BTreeMap::new();
         for (k, c) in interesting {
-            let sized = c.dropped > 0 || c.icmp_received > 0 || c.icmp_dropped > 0;
             let path = match c.sender.and_then(|s| sized_path.get(&s)) {
-                Some(p) if !sized => p.clone(),
+                Some(p) if !sized(c) => p.clone(),
                 _ => path_of(c),
             };
             paths.entry(path).or_default().push((*k, c));

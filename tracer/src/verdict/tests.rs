@@ -616,6 +616,41 @@ fn shrunk_and_stuck_again_behind_a_router_is_a_black_hole_beyond_the_node() {
     assert!(p.sites.iter().all(|s| s.recovered), "{:#?}", p.sites);
 }
 
+/// A client that gives up early (a slow start, a short timeout) leaves a connection with no
+/// size event of its own two timeouts, not three: on a path where another connection met one,
+/// that is enough to be named stuck (a CI run lost the Redis SET this way).
+#[test]
+fn a_connection_that_started_small_is_stuck_after_two_timeouts_on_a_told_path() {
+    let path = format!(
+        "{}/src/verdict/testdata/router.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let is_redis_rtx = |l: &str| l.contains("\"tcp_retransmit\"") && l.contains("\"dport\":6379");
+    let last = text.lines().filter(|l| is_redis_rtx(l)).count();
+    assert_eq!(last, 4, "the recording's Redis retransmissions");
+    // The recording without the Redis connection's last retransmission.
+    let mut n = 0;
+    let cut: String = text
+        .lines()
+        .filter(|l| {
+            n += usize::from(is_redis_rtx(l));
+            !(is_redis_rtx(l) && n == last)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let log = std::env::temp_dir().join(format!("tracer-verdict-cut-{}.jsonl", std::process::id()));
+    std::fs::write(&log, cut).unwrap();
+    let result = crate::report::report(&log);
+    let _ = std::fs::remove_file(&log);
+    let (_, v) = result.unwrap();
+    let p = only_problem(&v);
+    assert_eq!(p.problem, Problem::MtuBlackHole);
+    let redis: Vec<_> = p.flows.iter().filter(|f| f.dport == Some(6379)).collect();
+    assert_eq!(redis.len(), 1, "{:#?}", p.flows);
+    assert!(redis[0].stuck, "{:#?}", redis[0]);
+}
+
 #[test]
 fn the_router_icmp_dropped_on_arrival_is_a_black_hole() {
     let v = recorded("icmp-dropped-at-node");
