@@ -72,6 +72,48 @@ impl Regime {
         self.timeouts >= STUCK_TIMEOUTS
             && (self.backoff_steps >= 1 || self.repeats >= STUCK_TIMEOUTS)
     }
+
+    /// Time a retransmission of this regime's size: whether it came a timeout after the one
+    /// before (then it counts, and its gap says whether the sender backs off).
+    fn time(&mut self, ts_ns: i128, seq: Option<u32>) -> bool {
+        let same_bytes = seq.is_some() && seq == self.last_seq;
+        if let (Some(now), Some(before)) = (seq, self.last_seq) {
+            // Later bytes re-sent: the earlier ones were acknowledged, the connection moved.
+            if seq_after(now, before) {
+                self.repeats = 0;
+            }
+        }
+        if seq.is_some() {
+            self.last_seq = seq;
+        }
+        let gap = self.last_rtx_ns.map(|last| ts_ns - last);
+        self.last_rtx_ns = Some(ts_ns);
+        let Some(gap) = gap.filter(|g| *g >= TIMEOUT_GAP_NS) else {
+            return false;
+        };
+        self.timeouts += 1;
+        if same_bytes {
+            self.repeats += 1;
+        }
+        if self.last_gap_ns.is_some_and(|g| gap * 10 >= g * 15) {
+            self.backoff_steps += 1;
+        }
+        self.last_gap_ns = Some(gap);
+        if self.gaps < self.gaps_ms.len() {
+            self.gaps_ms[self.gaps] = (gap / 1_000_000) as u32;
+            self.gaps += 1;
+        }
+        true
+    }
+}
+
+/// What a retransmission's size says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    /// It counts for the timing of the current size.
+    Counts,
+    /// The short tail of a write: not full size, nothing to time.
+    ShortTail,
 }
 
 /// What a connection's stages add up to at a moment.
@@ -123,7 +165,8 @@ impl Stages {
     }
 
     /// A retransmission of `len` bytes (`gso_size` for a GSO super-packet: the segment size)
-    /// starting at sequence number `seq` (logs before 0.1 lack it).
+    /// starting at sequence number `seq` (logs before 0.1 lack it): first what its size says
+    /// (the sender shrank, or grew, or this is a short tail), then its timing.
     pub fn retransmit(&mut self, ts_ns: i128, len: u32, gso_size: Option<u32>, seq: Option<u32>) {
         if len == 0 {
             return;
@@ -134,6 +177,18 @@ impl Stages {
             Some(g) => (g, true),
             None => (len, false),
         };
+        if self.size_step(ts_ns, segment, certain) == Size::ShortTail {
+            return;
+        }
+        if self.now.time(ts_ns, seq) {
+            self.total_timeouts += 1;
+        }
+    }
+
+    /// What a retransmitted segment of `segment` bytes says about the sender's size: the
+    /// stage moves to "shrank" when it is smaller than the current regime's and an ICMP or
+    /// TCP's own probing explains it.
+    fn size_step(&mut self, ts_ns: i128, segment: u32, certain: bool) -> Size {
         let current = self.now.segment;
         if current == 0 {
             self.now.segment = segment;
@@ -150,43 +205,13 @@ impl Stages {
                 // lowering its size by itself.
                 self.shrink(ts_ns, segment, ShrinkCause::Probing);
             } else if !full {
-                // The short tail of a write: not full size, nothing to time.
-                return;
+                return Size::ShortTail;
             }
         } else if segment > current && (certain || self.shrinks.is_empty()) {
             // Larger (probing up, or the first packets were small): the size of this regime.
             self.now.segment = segment;
         }
-        let r = &mut self.now;
-        let same_bytes = seq.is_some() && seq == r.last_seq;
-        if let (Some(now), Some(before)) = (seq, r.last_seq) {
-            // Later bytes re-sent: the earlier ones were acknowledged, the connection moved.
-            if seq_after(now, before) {
-                r.repeats = 0;
-            }
-        }
-        if seq.is_some() {
-            r.last_seq = seq;
-        }
-        if let Some(last) = r.last_rtx_ns {
-            let gap = ts_ns - last;
-            if gap >= TIMEOUT_GAP_NS {
-                r.timeouts += 1;
-                self.total_timeouts += 1;
-                if same_bytes {
-                    r.repeats += 1;
-                }
-                if r.last_gap_ns.is_some_and(|g| gap * 10 >= g * 15) {
-                    r.backoff_steps += 1;
-                }
-                r.last_gap_ns = Some(gap);
-                if r.gaps < r.gaps_ms.len() {
-                    r.gaps_ms[r.gaps] = (gap / 1_000_000) as u32;
-                    r.gaps += 1;
-                }
-            }
-        }
-        r.last_rtx_ns = Some(ts_ns);
+        Size::Counts
     }
 
     /// Timeout retransmissions of the current size that re-sent the same bytes as the one before.
