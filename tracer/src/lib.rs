@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cli;
 pub mod event;
+pub mod fix;
 pub mod fuzzing;
 pub mod hooks;
 pub mod host;

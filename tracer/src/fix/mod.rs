@@ -1,0 +1,225 @@
+//! From a verdict's number to the change an operator makes: which CNI and install method the
+//! cluster uses (recognised from its objects), the object to change, the patch, the `kubectl`
+//! commands in order, and what else must happen (pods keep their old MTU until restarted: an
+//! MTU applies to new veths). The tracer never applies it.
+//!
+//! Recognised, first match wins, from the objects a snapshot lists
+//! (`kubectl get installations.operator.tigera.io,configmaps -A -o json`):
+//! - Calico installed by the Tigera operator: the `Installation` `default`,
+//!   `spec.calicoNetwork.mtu` (the pod MTU; the operator rolls calico-node itself).
+//! - Calico installed from the manifest: the `calico-config` ConfigMap, `veth_mtu` (the pod MTU,
+//!   also the tunnels' through `FELIX_*MTU` in calico-node's environment), then a restart of the
+//!   `calico-node` DaemonSet.
+//! - flannel: the `kube-flannel-cfg` ConfigMap, `Backend.MTU` in `net-conf.json`: the *underlay*
+//!   MTU (flannel subtracts its overhead for `flannel.1` and the pods), then a restart of the
+//!   `kube-flannel-ds` DaemonSet.
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// What the number in the object means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtuMeaning {
+    /// The pods' MTU (the CNI gives new veths this).
+    Pod,
+    /// The underlay's MTU: the CNI subtracts its overlay's overhead.
+    Underlay,
+}
+
+/// How the cluster's CNI is configured: enough to write the change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniInstall {
+    /// `calico` or `flannel`.
+    pub cni: String,
+    /// `operator`, `manifest` (Calico) or `configmap` (flannel).
+    pub method: String,
+    /// `kind/name` as `kubectl` takes it.
+    pub object: String,
+    /// The object's namespace (none for cluster-scoped objects).
+    pub namespace: Option<String>,
+    /// The field, as a path (`spec.calicoNetwork.mtu`, `data.veth_mtu`,
+    /// `data["net-conf.json"].Backend.MTU`).
+    pub field: String,
+    pub meaning: MtuMeaning,
+    /// The number it holds now (none or 0: the CNI detects it).
+    pub current: Option<u32>,
+    /// The DaemonSet to restart after the change (`namespace/name`), when the CNI does not.
+    pub restart_agent: Option<String>,
+    /// For flannel: `net-conf.json` as found (the patch rewrites the whole string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_conf: Option<String>,
+}
+
+/// The change for one verdict: what to run, in order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    pub cni: String,
+    pub method: String,
+    pub object: String,
+    pub namespace: Option<String>,
+    pub field: String,
+    /// The number the field gets.
+    pub value: u32,
+    /// A JSON merge patch (`kubectl patch --type merge`).
+    pub patch: Value,
+    /// The commands, in order: the patch, the agent's restart when needed.
+    pub commands: Vec<String>,
+    /// What must follow: the pods to restart, and how.
+    pub then: String,
+    /// What the change disturbs.
+    pub risk: String,
+}
+
+/// The CNI install from a cluster's objects (items of `kubectl get … -o json` lists), if one
+/// is recognised.
+pub fn recognise(objects: &[Value]) -> Option<CniInstall> {
+    let named = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    };
+    let namespace = |o: &Value| o["metadata"]["namespace"].as_str().map(str::to_string);
+    if let Some(i) = named("Installation", "default") {
+        return Some(CniInstall {
+            cni: "calico".into(),
+            method: "operator".into(),
+            object: "installation.operator.tigera.io/default".into(),
+            namespace: None,
+            field: "spec.calicoNetwork.mtu".into(),
+            meaning: MtuMeaning::Pod,
+            current: number(&i["spec"]["calicoNetwork"]["mtu"]),
+            restart_agent: None,
+            net_conf: None,
+        });
+    }
+    if let Some(c) = named("ConfigMap", "calico-config") {
+        let ns = namespace(c);
+        return Some(CniInstall {
+            cni: "calico".into(),
+            method: "manifest".into(),
+            object: "configmap/calico-config".into(),
+            restart_agent: Some(format!(
+                "{}/calico-node",
+                ns.as_deref().unwrap_or("kube-system")
+            )),
+            namespace: ns,
+            field: "data.veth_mtu".into(),
+            meaning: MtuMeaning::Pod,
+            current: number(&c["data"]["veth_mtu"]),
+            net_conf: None,
+        });
+    }
+    if let Some(c) = named("ConfigMap", "kube-flannel-cfg") {
+        let net_conf = c["data"]["net-conf.json"].as_str()?.to_string();
+        let parsed: Value = serde_json::from_str(&net_conf).ok()?;
+        let ns = namespace(c);
+        return Some(CniInstall {
+            cni: "flannel".into(),
+            method: "configmap".into(),
+            object: "configmap/kube-flannel-cfg".into(),
+            restart_agent: Some(format!(
+                "{}/kube-flannel-ds",
+                ns.as_deref().unwrap_or("kube-flannel")
+            )),
+            namespace: ns,
+            field: "data[\"net-conf.json\"].Backend.MTU".into(),
+            meaning: MtuMeaning::Underlay,
+            current: number(&parsed["Backend"]["MTU"]),
+            net_conf: Some(net_conf),
+        });
+    }
+    None
+}
+
+/// A JSON number or a numeric string (ConfigMap values are strings); 0 is "detect".
+fn number(v: &Value) -> Option<u32> {
+    let n = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// The change that gives pods `pod_mtu` on a path whose overlay adds `overhead` bytes, for the
+/// pods `restart` (namespace, name) the verdict names. None when the install's object cannot
+/// carry it (a flannel `net-conf.json` that is not a JSON object).
+pub fn change(
+    install: &CniInstall,
+    pod_mtu: u32,
+    overhead: u32,
+    restart: &[(String, String)],
+) -> Option<Change> {
+    let value = match install.meaning {
+        MtuMeaning::Pod => pod_mtu,
+        MtuMeaning::Underlay => pod_mtu + overhead,
+    };
+    let patch = match (install.cni.as_str(), install.method.as_str()) {
+        ("calico", "operator") => json!({"spec": {"calicoNetwork": {"mtu": value}}}),
+        ("calico", _) => json!({"data": {"veth_mtu": value.to_string()}}),
+        ("flannel", _) => {
+            let mut conf: Value = serde_json::from_str(install.net_conf.as_deref()?).ok()?;
+            let backend = conf.as_object_mut()?.entry("Backend").or_insert(json!({}));
+            backend.as_object_mut()?.insert("MTU".into(), json!(value));
+            let text = serde_json::to_string_pretty(&conf).ok()?;
+            json!({"data": {"net-conf.json": text}})
+        }
+        _ => return None,
+    };
+    let ns_arg = install
+        .namespace
+        .as_deref()
+        .map_or(String::new(), |n| format!(" -n {n}"));
+    let mut commands = vec![format!(
+        "kubectl patch {}{ns_arg} --type merge -p {}",
+        install.object,
+        sh_quote(&patch.to_string())
+    )];
+    if let Some(agent) = &install.restart_agent {
+        let (ns, ds) = agent.split_once('/').unwrap_or(("kube-system", agent));
+        commands.push(format!("kubectl rollout restart daemonset/{ds} -n {ns}"));
+        commands.push(format!("kubectl rollout status daemonset/{ds} -n {ns}"));
+    }
+    let pods = if restart.is_empty() {
+        "the pods that talk across the changed path".to_string()
+    } else {
+        let named: Vec<String> = restart
+            .iter()
+            .map(|(ns, name)| format!("`kubectl delete pod -n {ns} {name}`"))
+            .collect();
+        format!("at least the pods the verdict names ({})", named.join(", "))
+    };
+    let then = format!(
+        "then restart {pods}: running pods keep the old MTU on their veths until they are \
+         recreated; restarting their Deployment or StatefulSet (`kubectl rollout restart`) does it \
+         one pod at a time"
+    );
+    let agent = match install.restart_agent.as_deref() {
+        Some(a) => format!("the {a} restart reprograms every node's networking for seconds"),
+        None => "the operator restarts calico-node on every node, one at a time".to_string(),
+    };
+    let risk = format!(
+        "{agent}; until every pod is recreated, old and new pods use different MTUs (the old \
+         ones still send packets that are too big)"
+    );
+    Some(Change {
+        cni: install.cni.clone(),
+        method: install.method.clone(),
+        object: install.object.clone(),
+        namespace: install.namespace.clone(),
+        field: install.field.clone(),
+        value,
+        patch,
+        commands,
+        then,
+        risk,
+    })
+}
+
+/// `s` as one POSIX shell word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests;

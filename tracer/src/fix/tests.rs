@@ -1,0 +1,207 @@
+//! The change for each recorded install (testdata/README.md says where each object comes
+//! from): the right object and number, a patch that applies to the recorded object and leaves
+//! it valid for its schema, and commands whose patch argument is that patch.
+use serde_json::{json, Value};
+
+use super::{change, recognise, Change, MtuMeaning};
+
+fn items(name: &str) -> Vec<Value> {
+    let path = format!("{}/src/fix/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    list["items"].as_array().unwrap().clone()
+}
+
+/// RFC 7386 JSON merge patch, as `kubectl patch --type merge` applies it.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// The single-quoted `-p` argument of a `kubectl patch` command, unquoted as a shell would.
+fn patch_argument(command: &str) -> Value {
+    let quoted = command.split_once(" -p ").unwrap().1;
+    let inner = quoted
+        .strip_prefix('\'')
+        .unwrap()
+        .strip_suffix('\'')
+        .unwrap();
+    serde_json::from_str(&inner.replace(r"'\''", "'")).unwrap()
+}
+
+/// Every field of `value` is one `schema` (an OpenAPI v3 schema) declares, with its type.
+fn conforms(value: &Value, schema: &Value, at: &str) -> Result<(), String> {
+    let ty = schema["type"].as_str();
+    match value {
+        Value::Object(o) => {
+            if ty != Some("object") {
+                return Err(format!("{at}: an object where the schema says {ty:?}"));
+            }
+            for (k, v) in o {
+                let sub = &schema["properties"][k];
+                if sub.is_null() {
+                    return Err(format!("{at}.{k}: not in the schema"));
+                }
+                conforms(v, sub, &format!("{at}.{k}"))?;
+            }
+            Ok(())
+        }
+        Value::Number(n) if ty == Some("integer") && n.is_u64() => {
+            let fits = schema["format"] != "int32" || n.as_u64().unwrap() <= i32::MAX as u64;
+            fits.then_some(()).ok_or(format!("{at}: beyond int32"))
+        }
+        Value::String(_) if ty == Some("string") => Ok(()),
+        other => Err(format!("{at}: {other} where the schema says {ty:?}")),
+    }
+}
+
+fn the_change(name: &str, pod_mtu: u32, overhead: u32) -> (Vec<Value>, Change) {
+    let objects = items(name);
+    let install = recognise(&objects).unwrap_or_else(|| panic!("{name}: not recognised"));
+    let pods = [("shop".to_string(), "order-api-7d9f8".to_string())];
+    let c = change(&install, pod_mtu, overhead, &pods).unwrap();
+    // The command carries the patch, and the restart names the pods.
+    assert_eq!(patch_argument(&c.commands[0]), c.patch, "{c:#?}");
+    assert!(
+        c.then
+            .contains("kubectl delete pod -n shop order-api-7d9f8"),
+        "{}",
+        c.then
+    );
+    (objects, c)
+}
+
+#[test]
+fn calico_from_the_operator_sets_the_installation_pod_mtu() {
+    let (objects, c) = the_change("calico-operator.json", 1400, 50);
+    assert_eq!((c.cni.as_str(), c.method.as_str()), ("calico", "operator"));
+    assert_eq!(c.value, 1400);
+    assert_eq!(
+        c.commands,
+        [
+            r#"kubectl patch installation.operator.tigera.io/default --type merge -p '{"spec":{"calicoNetwork":{"mtu":1400}}}'"#
+        ]
+    );
+    // Applied to the recorded Installation: the MTU is set, the IP pools are kept, and the
+    // result fits the CRD's schema.
+    let mut inst = objects[0].clone();
+    merge(&mut inst, &c.patch);
+    assert_eq!(inst["spec"]["calicoNetwork"]["mtu"], 1400);
+    assert_eq!(
+        inst["spec"]["calicoNetwork"]["ipPools"][0]["encapsulation"],
+        "VXLANCrossSubnet"
+    );
+    let path = format!(
+        "{}/src/fix/testdata/installation-schema.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let spec = json!({"spec": {"calicoNetwork": {"mtu": inst["spec"]["calicoNetwork"]["mtu"]}}});
+    conforms(&spec, &schema["openAPIV3Schema"], "").unwrap();
+    // A number the schema would refuse is caught by the check.
+    let bad = json!({"spec": {"calicoNetwork": {"mtu": "1400"}}});
+    assert!(conforms(&bad, &schema["openAPIV3Schema"], "").is_err());
+}
+
+#[test]
+fn calico_from_the_manifest_sets_veth_mtu_and_restarts_calico_node() {
+    let (objects, c) = the_change("calico-manifest.json", 1400, 50);
+    assert_eq!((c.cni.as_str(), c.method.as_str()), ("calico", "manifest"));
+    assert_eq!(
+        c.commands,
+        [
+            r#"kubectl patch configmap/calico-config -n kube-system --type merge -p '{"data":{"veth_mtu":"1400"}}'"#,
+            "kubectl rollout restart daemonset/calico-node -n kube-system",
+            "kubectl rollout status daemonset/calico-node -n kube-system",
+        ]
+    );
+    let mut cm = objects[0].clone();
+    // The recorded manifest lets Calico detect the MTU ("0").
+    assert_eq!(cm["data"]["veth_mtu"], "0");
+    merge(&mut cm, &c.patch);
+    // Still a valid ConfigMap (string values), with the rest of its data.
+    let typed: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(cm).unwrap();
+    let data = typed.data.unwrap();
+    assert_eq!(data["veth_mtu"], "1400");
+    assert!(data["cni_network_config"].contains("__CNI_MTU__"));
+}
+
+#[test]
+fn flannel_sets_the_underlay_mtu_in_net_conf_and_keeps_the_rest() {
+    let (objects, c) = the_change("flannel.json", 1400, 50);
+    assert_eq!(
+        (c.cni.as_str(), c.method.as_str()),
+        ("flannel", "configmap")
+    );
+    // flannel's number is the underlay's: it subtracts VXLAN's 50 B itself.
+    assert_eq!(c.value, 1450);
+    assert_eq!(
+        c.commands[1..],
+        [
+            "kubectl rollout restart daemonset/kube-flannel-ds -n kube-flannel",
+            "kubectl rollout status daemonset/kube-flannel-ds -n kube-flannel",
+        ]
+    );
+    assert!(c.commands[0].starts_with("kubectl patch configmap/kube-flannel-cfg -n kube-flannel"));
+    let mut cm = objects[0].clone();
+    merge(&mut cm, &c.patch);
+    let typed: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(cm).unwrap();
+    let data = typed.data.unwrap();
+    let conf: Value = serde_json::from_str(&data["net-conf.json"]).unwrap();
+    assert_eq!(conf["Backend"]["MTU"], 1450);
+    assert_eq!(conf["Backend"]["Type"], "vxlan");
+    assert_eq!(conf["Network"], "10.244.0.0/16");
+    assert_eq!(conf["EnableNFTables"], false);
+    assert!(data["cni-conf.json"].contains("\"type\": \"flannel\""));
+}
+
+#[test]
+fn the_operator_wins_over_a_leftover_manifest_config_and_the_current_number_is_read() {
+    let mut objects = items("calico-manifest.json");
+    let mut inst = items("calico-operator.json").remove(0);
+    inst["spec"]["calicoNetwork"]["mtu"] = json!(1500);
+    objects.push(inst);
+    let install = recognise(&objects).unwrap();
+    assert_eq!(install.method, "operator");
+    assert_eq!(install.current, Some(1500));
+    assert_eq!(install.meaning, MtuMeaning::Pod);
+    // The manifest alone: "0" is detection, not a number.
+    assert_eq!(
+        recognise(&items("calico-manifest.json")).unwrap().current,
+        None
+    );
+}
+
+#[test]
+fn unknown_objects_give_no_change() {
+    assert_eq!(recognise(&[]), None);
+    let other = json!({"kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {}});
+    assert_eq!(recognise(&[other]), None);
+    // A flannel config whose net-conf.json is not JSON cannot be patched field by field.
+    let mut broken = items("flannel.json").remove(0);
+    broken["data"]["net-conf.json"] = json!("{ not json");
+    assert_eq!(recognise(&[broken]), None);
+}
+
+#[test]
+fn a_quote_in_the_patch_survives_the_shell() {
+    let mut cm = items("flannel.json").remove(0);
+    cm["data"]["net-conf.json"] =
+        json!(r#"{"Network": "10.244.0.0/16", "Note": "it's", "Backend": {"Type": "vxlan"}}"#);
+    let install = recognise(&[cm]).unwrap();
+    let c = change(&install, 1400, 50, &[]).unwrap();
+    assert_eq!(patch_argument(&c.commands[0]), c.patch);
+    assert!(c.then.contains("the pods that talk across"), "{}", c.then);
+}
