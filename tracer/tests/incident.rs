@@ -187,6 +187,28 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
         assert!(f["retransmits"].as_u64().unwrap() > 0, "{f}");
     }
     assert!(v["fix"].as_str().unwrap().contains("1400"));
+    // The lab's snapshot lists its CNI's config (a Calico manifest install): the fix comes as
+    // the change to make, the start line says what was recognised.
+    assert_eq!(
+        events[0]["cni"]["object"], "configmap/calico-config",
+        "{}",
+        events[0]
+    );
+    assert_eq!(events[0]["cni"]["current"], incident.opts.pod_mtu);
+    let change = &v["change"];
+    assert_eq!(change["value"], 1400, "{change}");
+    assert_eq!(change["patch"]["data"]["veth_mtu"], "1400", "{change}");
+    assert_eq!(
+        change["commands"][1],
+        "kubectl rollout restart daemonset/calico-node -n kube-system"
+    );
+    assert!(
+        change["then"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl delete pod -n shop order-api-7d9f8"),
+        "{change}"
+    );
     // The start-up audit's arithmetic for the new node (its uplink is 1450) backs it.
     let audit: Vec<&str> = v["audit"]
         .as_array()

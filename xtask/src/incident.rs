@@ -530,6 +530,13 @@ impl Incident {
                 http = self.http_port,
                 redis = self.redis_port
             ),
+            // The lab's CNI as a manifest install of Calico would configure it: `veth_mtu` set
+            // to the pods' MTU (the incident's misconfiguration), which the tracer's fix
+            // patches (`tracer::fix`).
+            format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"namespace":"kube-system","name":"calico-config"}},"data":{{"typha_service_name":"none","calico_backend":"vxlan","veth_mtu":"{mtu}"}}}}"#,
+                mtu = self.opts.pod_mtu
+            ),
         ];
         format!(
             "{{\"apiVersion\":\"v1\",\"kind\":\"List\",\"metadata\":{{\"resourceVersion\":\"\"}},\"items\":[\n{}\n]}}\n",

@@ -33,6 +33,9 @@ pub struct Start {
     /// (the node's own underlay addresses): what its peers' `arrivals` lines call it, so that
     /// logs of several nodes can be joined by node name.
     pub addresses: Vec<std::net::IpAddr>,
+    /// How the cluster's CNI is configured, recognised from the objects the run was given
+    /// (`--k8s-snapshot` listing them): what a verdict's `change` patches. Null when not known.
+    pub cni: Option<crate::fix::CniInstall>,
 }
 
 /// One hook attempt.
@@ -84,7 +87,14 @@ mod tests {
             audit: vec!["pod MTU 1500 + VXLAN 50 = 1550 > 1500".into()],
             pmtu_hook: false,
             addresses: vec!["10.213.0.1".parse().unwrap()],
+            // flannel's: the one with the most fields (its net-conf.json travels too).
+            cni: crate::fix::recognise(&[serde_json::json!({
+                "kind": "ConfigMap",
+                "metadata": {"name": "kube-flannel-cfg", "namespace": "kube-flannel"},
+                "data": {"net-conf.json": "{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}"}
+            })]),
         };
+        assert!(s.cni.is_some());
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.starts_with(r#"{"ts":"2026-12-04T05:00:00.000000000Z","kind":"start","#));
         assert_eq!(serde_json::from_str::<Start>(&line).unwrap(), s);

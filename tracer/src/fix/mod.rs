@@ -70,6 +70,20 @@ pub struct Change {
     pub risk: String,
 }
 
+/// The objects [`recognise`] reads, by kind and name.
+const CNI_OBJECTS: [(&str, &str); 3] = [
+    ("Installation", "default"),
+    ("ConfigMap", "calico-config"),
+    ("ConfigMap", "kube-flannel-cfg"),
+];
+
+/// Whether `o`, of `kind`, is one of the objects that say how the CNI is configured.
+pub fn describes_cni(kind: &str, o: &Value) -> bool {
+    CNI_OBJECTS
+        .iter()
+        .any(|(k, name)| kind == *k && o["metadata"]["name"] == *name)
+}
+
 /// The CNI install from a cluster's objects (items of `kubectl get … -o json` lists), if one
 /// is recognised.
 pub fn recognise(objects: &[Value]) -> Option<CniInstall> {

@@ -205,3 +205,24 @@ fn a_quote_in_the_patch_survives_the_shell() {
     assert_eq!(patch_argument(&c.commands[0]), c.patch);
     assert!(c.then.contains("the pods that talk across"), "{}", c.then);
 }
+
+#[test]
+fn a_snapshot_keeps_the_cni_objects_and_no_other_config_map() {
+    let mut list =
+        json!({"apiVersion": "v1", "kind": "List", "items": items("calico-manifest.json")});
+    let other = json!({"kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": ". {}"}});
+    list["items"].as_array_mut().unwrap().push(other);
+    let (inv, warnings) = crate::k8s::snapshot::parse(&list.to_string()).unwrap();
+    assert_eq!(inv.cni_objects.len(), 1, "{:?}", inv.cni_objects);
+    assert_eq!(recognise(&inv.cni_objects).unwrap().method, "manifest");
+    assert!(
+        warnings.iter().any(|w| w.contains("ConfigMap ×1")),
+        "{warnings:?}"
+    );
+    // A typed list's items carry no kind of their own: the list's names it.
+    let mut typed =
+        json!({"apiVersion": "v1", "kind": "ConfigMapList", "items": items("flannel.json")});
+    typed["items"][0].as_object_mut().unwrap().remove("kind");
+    let (inv, _) = crate::k8s::snapshot::parse(&typed.to_string()).unwrap();
+    assert_eq!(recognise(&inv.cni_objects).unwrap().cni, "flannel");
+}

@@ -43,6 +43,8 @@ pub struct Inventory {
     /// Another node's pod CIDR → the address its route goes through (that node's address or
     /// tunnel address), from the node's routing table. One entry per prefix.
     pub node_by_pod_cidr: Vec<(Prefix, IpAddr)>,
+    /// The objects that say how the CNI is configured (`crate::fix::recognise`), as listed.
+    pub cni_objects: Vec<serde_json::Value>,
 }
 
 /// An address prefix such as `10.244.1.0/24` (host bits cleared).
@@ -158,6 +160,7 @@ impl Inventory {
             self.node_by_pod_cidr.retain(|(p, _)| *p != prefix);
             self.node_by_pod_cidr.push((prefix, via));
         }
+        self.cni_objects.extend(other.cni_objects);
     }
 
     pub fn is_empty(&self) -> bool {

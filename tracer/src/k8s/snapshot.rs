@@ -144,6 +144,14 @@ impl Loader {
             }
             "EndpointSlice" => objects.slices.extend(endpoint_slice(&at, w)),
             "Node" => objects.nodes.extend(node(&at, w)),
+            // How the CNI is configured: kept whole for the fix (`crate::fix`), the rest of
+            // the cluster's ConfigMaps are not.
+            "Installation" | "ConfigMap" if crate::fix::describes_cni(kind, item) => {
+                // Items of a typed list (`ConfigMapList`) lack their own `kind`.
+                let mut o = item.clone();
+                o["kind"] = kind.into();
+                objects.cni.push(o)
+            }
             other => *self.ignored.entry(other.to_string()).or_default() += 1,
         }
     }
@@ -179,13 +187,14 @@ impl Loader {
             .values()
             .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
             .collect();
-        let inv = build(
+        let mut inv = build(
             objects.pods.iter(),
             &services,
             objects.slices.iter(),
             objects.nodes.iter(),
             &mut w,
         );
+        inv.cni_objects = objects.cni;
         if !ignored.is_empty() {
             let n: usize = ignored.values().sum();
             let kinds: Vec<String> = ignored.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
@@ -366,6 +375,7 @@ struct Objects {
     services: HashMap<(String, String), ParsedService>,
     slices: Vec<ParsedSlice>,
     nodes: Vec<ParsedNode>,
+    cni: Vec<Value>,
 }
 
 /// The [`Inventory`] of parsed objects. Shared by the snapshot file and the live API (which keeps

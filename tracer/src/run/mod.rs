@@ -158,6 +158,11 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
         &attached.report,
         audit.problems,
         attached.addresses.clone(),
+        facts
+            .names
+            .inventory
+            .as_ref()
+            .and_then(|i| crate::fix::recognise(&i.cni_objects)),
     );
     let mut fanout = Fanout::new(
         outputs.sinks,

@@ -83,6 +83,7 @@ pub fn start_line(
     hooks: &[Attempt],
     audit_problems: Vec<String>,
     addresses: Vec<std::net::IpAddr>,
+    cni: Option<crate::fix::CniInstall>,
 ) -> Start {
     Start {
         ts: crate::time::rfc3339_nanos(super::now_unix_ns()),
@@ -118,6 +119,7 @@ pub fn start_line(
         audit: audit_problems,
         pmtu_hook: hooks::pmtu::blind_spot(hooks).is_none(),
         addresses,
+        cni,
     }
 }
 

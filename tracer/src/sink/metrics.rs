@@ -549,6 +549,7 @@ mod tests {
             dies_at: None,
             nodes: Vec::new(),
             clock_skew_s: None,
+            change: None,
         };
         m.verdict(&v).unwrap();
         let text = m.render();

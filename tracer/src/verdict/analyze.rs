@@ -268,6 +268,8 @@ pub struct Analyzer {
     announced: HashMap<PathRef, Option<u32>>,
     /// The configuration audit's problems (arithmetic), given by the run.
     audit: Vec<String>,
+    /// The CNI install the run recognised (what a verdict's change patches).
+    cni: Option<crate::fix::CniInstall>,
     /// Events not analysed because [`MAX_CONNS`] connections were already tracked.
     untracked: u64,
     /// Each sending socket's stages (told, shrank, progressing or stuck again), by (protocol,
@@ -318,6 +320,7 @@ impl Analyzer {
         self.set_pmtu_hook(start.pmtu_hook);
         self.blind_spots = start.blind_spots.clone();
         self.nodes.extend(start.node.clone());
+        self.cni = start.cni.clone();
     }
 
     /// The node the evidence comes from, when it is one (logs of several nodes: none yet).

@@ -198,6 +198,9 @@ pub struct Verdict {
     /// The pod MTU to configure.
     pub recommended_mtu: Option<u32>,
     pub fix: Option<String>,
+    /// The fix as a ready change for the CNI in use (patch, commands, what follows): when the
+    /// run knew the CNI's objects and the verdict has a recommended MTU.
+    pub change: Option<crate::fix::Change>,
     pub stopgap: Option<String>,
     /// Time covered by the evidence (RFC 3339), and the run's length in seconds.
     pub first_ts: Option<String>,

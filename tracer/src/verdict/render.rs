@@ -100,6 +100,18 @@ pub fn render(v: &Verdict) -> Vec<String> {
     if let Some(fix) = &v.fix {
         out.push(format!("  fix         {fix}"));
     }
+    if let Some(c) = &v.change {
+        // The commands on lines of their own, to copy.
+        out.push(format!(
+            "  change      {} ({}): {} {} → {}",
+            c.cni, c.method, c.object, c.field, c.value
+        ));
+        for command in &c.commands {
+            out.push(format!("                {command}"));
+        }
+        out.push(format!("                {}", c.then));
+        out.push(format!("  risk        {}", c.risk));
+    }
     if let Some(s) = &v.stopgap {
         out.push(format!("  stopgap     {s}"));
     }

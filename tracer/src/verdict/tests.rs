@@ -881,3 +881,42 @@ fn a_probes_own_echo_requests_are_not_evidence() {
         1
     );
 }
+
+/// The run knew the cluster's CNI (its start line says so): the verdict's recommended MTU
+/// comes as the change to make, naming the stuck connections' pods to restart once each.
+#[test]
+fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let objects: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/src/fix/testdata/calico-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let install = crate::fix::recognise(objects["items"].as_array().unwrap()).unwrap();
+    let start = serde_json::json!({"ts": "2026-11-25T20:25:13Z", "kind": "start", "cni": install});
+    let events =
+        std::fs::read_to_string(format!("{dir}/src/verdict/testdata/l2vxlan.jsonl")).unwrap();
+    let log = std::env::temp_dir().join(format!("tracer-verdict-cni-{}.jsonl", std::process::id()));
+    std::fs::write(&log, format!("{start}\n{events}")).unwrap();
+    let result = crate::report::report(&log);
+    let _ = std::fs::remove_file(&log);
+    let (_, v) = result.unwrap();
+    let p = only_problem(&v);
+    let c = p.change.as_ref().expect("a change");
+    assert_eq!(Some(c.value), p.recommended_mtu);
+    assert_eq!(c.value, 1400);
+    assert!(
+        c.commands[0].contains(r#"{"data":{"veth_mtu":"1400"}}"#),
+        "{c:#?}"
+    );
+    assert_eq!(c.then.matches("order-api-7d9f8").count(), 1, "{}", c.then);
+    // The text shows the commands on lines of their own.
+    let text = super::render(p).join("\n");
+    assert!(
+        text.contains(
+            "\n                kubectl rollout restart daemonset/calico-node -n kube-system"
+        ),
+        "{text}"
+    );
+    // Without the start line, no change: the generic fix only.
+    assert!(recorded("l2vxlan").iter().all(|v| v.change.is_none()));
+}

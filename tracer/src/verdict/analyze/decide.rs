@@ -21,6 +21,7 @@ use super::texts::{
 };
 use super::{Analyzer, ConnAcc, ConnKey, MAX_FLOWS};
 use crate::event::probe::Probe;
+use crate::fix::Change;
 use crate::mtu::IPV6_MIN_MTU;
 use crate::verdict::stages::{Outcome, ShrinkCause, Stages};
 use crate::verdict::{
@@ -120,6 +121,8 @@ impl Analyzer {
         let limits = self.limits(&path, &judged, &sites, problem);
         let words = self.explain(&path, &judged, &sites, problem, &limits);
         let confidence = words.confidence;
+        let flows = self.flows(&judged);
+        let change = self.change(&path, &flows, limits.recommended);
         Verdict {
             ts: crate::time::rfc3339_nanos(now),
             kind: "verdict",
@@ -128,13 +131,14 @@ impl Analyzer {
             problem,
             summary: words.summary,
             evidence: self.evidence(&judged, &sites),
-            flows: self.flows(&judged),
+            flows,
             path,
             sites,
             path_mtu: limits.path_mtu,
             largest_passing: limits.largest_passing,
             recommended_mtu: limits.recommended,
             fix: words.fix,
+            change,
             stopgap: words.stopgap,
             first_ts: self.first_ns.map(crate::time::rfc3339_nanos),
             last_ts: self.last_ns.map(crate::time::rfc3339_nanos),
@@ -357,6 +361,22 @@ impl Analyzer {
         }
     }
 
+    /// The recommended MTU as a change of the CNI's configuration, restarting the pods whose
+    /// connections were stuck (their veths keep the old MTU).
+    fn change(&self, path: &PathRef, flows: &[FlowSummary], mtu: Option<u32>) -> Option<Change> {
+        let mut pods: Vec<(String, String)> = flows
+            .iter()
+            .filter(|f| f.stuck)
+            .filter_map(|f| {
+                let p = f.src_pod.as_ref()?;
+                Some((p.namespace.as_deref()?.to_string(), p.name.to_string()))
+            })
+            .collect();
+        pods.sort();
+        pods.dedup();
+        crate::fix::change(self.cni.as_ref()?, mtu?, path.overhead, &pods)
+    }
+
     fn evidence(&self, judged: &[Judged], sites: &[Site]) -> Evidence {
         let mut evidence = Evidence {
             lost_events: self.lost,
@@ -521,6 +541,7 @@ impl Analyzer {
             largest_passing: None,
             recommended_mtu: None,
             fix: None,
+            change: None,
             stopgap: None,
             first_ts: self.first_ns.map(crate::time::rfc3339_nanos),
             last_ts: self.last_ns.map(crate::time::rfc3339_nanos),
