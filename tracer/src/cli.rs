@@ -178,6 +178,11 @@ pub struct CheckArgs {
     #[arg(long)]
     pub no_probe: bool,
 
+    /// Confirm a fix: every pod veth, the CNI config, the tunnels and the probed paths agree
+    /// with this pod MTU (exit 3 otherwise, naming the pods still on another MTU).
+    #[arg(long, value_name = "MTU", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    pub expect_mtu: Option<u32>,
+
     /// Print the audit as JSON.
     #[arg(long)]
     pub json: bool,

@@ -149,9 +149,37 @@ fn finds_the_incident_without_traffic_and_accepts_the_fix() {
     assert_eq!(f["recommended_mtu"], 1400);
     assert!(ns(&a, old)["probes"].as_array().unwrap().is_empty());
 
+    // Asked to confirm a fix not applied yet: the pods still on 1500 are named, per node.
+    let expect = FIX_POD_MTU.to_string();
+    let out = check(&[
+        "--netns",
+        old,
+        "--netns",
+        new,
+        "--expect-mtu",
+        &expect,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let a = json_of(&out);
+    assert_eq!(a["expected_mtu"], FIX_POD_MTU);
+    for node in [old, new] {
+        let f = finding(&a, "pods_not_at_expected_mtu", node);
+        assert!(f["arithmetic"].as_str().unwrap().contains("(1500)"), "{f}");
+    }
+
     // The fix: pods at 1400. Consistent; only the tunnels' own size is left as a warning
     // (the lab, unlike Calico, leaves vxlan.calico at 1500).
     inc.apply_fix(FIX_POD_MTU).expect("apply fix");
+    let out = check(&["--netns", old, "--netns", new, "--expect-mtu", &expect]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "expected MTU {FIX_POD_MTU} holds: 2 pod veth(s) at {FIX_POD_MTU}, 2 tunnel(s) carry it"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
     let out = check(&["--netns", old, "--netns", new, "--json"]);
     let a = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{a:#}");
@@ -178,6 +206,14 @@ fn finds_the_incident_without_traffic_and_accepts_the_fix() {
 
 #[test]
 fn unknown_namespace_is_a_clear_error() {
+    // An MTU no link can have is refused before anything is read.
+    let out = check(&["--expect-mtu", "20"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("20 is not in 68..=65535"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = check(&["--netns", "no-such-ns-for-tracer-check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

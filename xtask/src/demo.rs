@@ -5,10 +5,11 @@
 //!    the audit finds the mismatch before any traffic.
 //! 1. Trace the lab's namespaces, live in the terminal, logging JSONL, while the clients run:
 //!    small requests pass, the large POST and Redis SET time out, the tracer shows where the
-//!    packets die and ends with the verdict (where, evidence, largest size that passes, fix).
+//!    packets die and ends with the verdict (where, evidence, largest size that passes, fix,
+//!    and the Calico change to make: the lab's snapshot lists its `calico-config`).
 //! 2. `tracer report` on the log: the same verdict, offline.
-//! 3. Apply the fix (pod MTU 1400 = 1450 − 50), audit again (consistent), trace the clients
-//!    again: all pass and the verdict says "no MTU problem".
+//! 3. Apply the fix (pod MTU 1400 = 1450 − 50), confirm it (`tracer check --expect-mtu 1400`),
+//!    trace the clients again: all pass and the verdict says "no MTU problem".
 //!
 //! The demo fails (non-zero exit) when the lab or the tracer does not behave like that, so it
 //! doubles as a check of the whole chain.
@@ -59,7 +60,7 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     let nodes = [incident.old_node_ns.as_str(), incident.new_node_ns.as_str()];
 
     heading("0. tracer check: the MTU audit of both nodes, before any traffic");
-    let audit_before = check(tracer, &nodes)?;
+    let audit_before = check(tracer, &nodes, None)?;
 
     heading(&format!(
         "1. misconfigured: pod MTU {} + 50 B of VXLAN > new node's {}: tracing the clients",
@@ -72,11 +73,13 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     let report_code = run_tool(tracer, "report", &["report".as_ref(), log.as_os_str()])?;
 
     heading(&format!(
-        "3. fix: pod MTU {FIXED_POD_MTU} (= {} − 50 B VXLAN), audit and trace again",
+        "3. fix: pod MTU {FIXED_POD_MTU} (= {} − 50 B VXLAN; in the lab, set on the pods' veths as \
+         the verdict's change and the pods' restart would), confirm it with tracer check \
+         --expect-mtu {FIXED_POD_MTU}, trace again",
         incident.opts.new_mtu
     ));
     incident.apply_fix(FIXED_POD_MTU)?;
-    let audit_after = check(tracer, &nodes)?;
+    let audit_after = check(tracer, &nodes, Some(FIXED_POD_MTU))?;
     let after = traced(tracer, &incident, &log_fixed, &snapshot)?;
     let verdict_after = final_verdicts(&log_fixed)?;
     drop(incident);
@@ -134,6 +137,15 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
             problem["recommended_mtu"]
         );
     }
+    // The lab's snapshot lists its Calico config: the fix must come as the change to make.
+    if problem["change"]["value"] != FIXED_POD_MTU
+        || problem["change"]["object"] != "configmap/calico-config"
+    {
+        bail!(
+            "the verdict does not give the Calico change for {FIXED_POD_MTU}: {}",
+            problem["change"]
+        );
+    }
     if report_code != EXIT_MTU_PROBLEM {
         bail!("tracer report did not find the problem in the log (exit {report_code})");
     }
@@ -143,12 +155,17 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `tracer check --netns …` on the nodes; its exit status.
-fn check(tracer: &Path, nodes: &[&str]) -> Result<i32> {
+/// `tracer check --netns …` on the nodes (`--expect-mtu` to confirm a fix); its exit status.
+fn check(tracer: &Path, nodes: &[&str], expect_mtu: Option<u32>) -> Result<i32> {
+    let expect = expect_mtu.map(|m| m.to_string());
     let mut args: Vec<&std::ffi::OsStr> = vec!["check".as_ref()];
     for n in nodes {
         args.push("--netns".as_ref());
         args.push(n.as_ref());
+    }
+    if let Some(m) = &expect {
+        args.push("--expect-mtu".as_ref());
+        args.push(m.as_ref());
     }
     run_tool(tracer, "check", &args)
 }

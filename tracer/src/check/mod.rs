@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::{host::HostRoot, ifaces::Iface, mtu::Overlay, netns::Namespaces};
 
 pub mod cni;
+pub mod expect;
 pub mod netlink;
 pub mod probe;
 pub mod report;
@@ -31,6 +32,8 @@ pub struct AuditOptions {
     pub host_root: HostRoot,
     /// `None`: static audit only (no packet is sent).
     pub probe: Option<ProbeOptions>,
+    /// `--expect-mtu`: the pod MTU a fix set, to confirm (`expect.rs`).
+    pub expect_mtu: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -149,9 +152,21 @@ pub struct Audit {
     pub namespaces: Vec<NsAudit>,
     pub cni: CniFacts,
     pub findings: Vec<Finding>,
+    /// The pod MTU `--expect-mtu` asked to confirm (its findings are among `findings`).
+    pub expected_mtu: Option<u32>,
 }
 
 impl Audit {
+    /// Add `--expect-mtu mtu`'s findings and judge again.
+    pub fn expect(&mut self, mtu: u32) {
+        self.findings.extend(expect::findings(self, mtu));
+        self.findings.sort_by_key(|f| f.severity);
+        let consistent = self.problems().next().is_none();
+        self.consistent = consistent;
+        self.recommended_pod_mtu = self.problems().filter_map(|f| f.recommended_mtu).min();
+        self.expected_mtu = Some(mtu);
+    }
+
     pub fn problems(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
@@ -164,7 +179,11 @@ impl Audit {
 /// missing file or an unanswered probe is a fact in the result.
 pub fn audit(opts: &AuditOptions) -> Result<Audit> {
     let namespaces = resolve(&opts.netns)?;
-    audit_namespaces(&namespaces, &opts.host_root, opts.probe.as_ref())
+    let mut audit = audit_namespaces(&namespaces, &opts.host_root, opts.probe.as_ref())?;
+    if let Some(mtu) = opts.expect_mtu {
+        audit.expect(mtu);
+    }
+    Ok(audit)
 }
 
 /// Devices, routes, cache and CNI only, of namespaces already resolved: cheap enough for a

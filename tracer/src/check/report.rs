@@ -25,6 +25,7 @@ pub fn command(args: CheckArgs) -> ExitCode {
             peers: args.peers.clone(),
             limits: ProbeLimits::default(),
         }),
+        expect_mtu: args.expect_mtu,
     };
     let audit = match super::audit(&opts) {
         Ok(a) => a,
@@ -102,6 +103,9 @@ pub fn render(a: &Audit) -> String {
                 if probes > 0 { " and probed path" } else { "" }
             )
         };
+        if let Some(mtu) = a.expected_mtu {
+            let _ = writeln!(o, "{}", super::expect::agreement(a, mtu));
+        }
         let _ = writeln!(
             o,
             "MTU consistent: {what} ({} namespace(s), {probes} path(s) probed){}",

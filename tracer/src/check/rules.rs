@@ -433,6 +433,7 @@ pub fn evaluate(namespaces: Vec<NsAudit>, cni: CniFacts, probed: bool) -> Audit 
         namespaces,
         cni,
         findings,
+        expected_mtu: None,
     }
 }
 
@@ -839,5 +840,77 @@ mod tests {
             CniFacts::default(),
         );
         assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    }
+
+    // `--expect-mtu` (check/expect.rs): after the fix, everything agrees or the stragglers
+    // are named.
+
+    fn calico_at(mtu: u32) -> CniFacts {
+        CniFacts {
+            mtus: vec![CniMtu {
+                cni: Cni::Calico,
+                mtu,
+                source: "/etc/cni/net.d/10-calico.conflist: mtu".into(),
+                active: true,
+            }],
+            ..CniFacts::default()
+        }
+    }
+
+    #[test]
+    fn expect_mtu_holds_when_pods_config_tunnel_and_path_agree() {
+        let n = probed(
+            node("n", 1500, Some((Overlay::Vxlan, 1450)), &[1400, 1400]),
+            "10.0.0.2",
+            1500,
+            1450,
+        );
+        let mut a = run(vec![n], calico_at(1400));
+        a.expect(1400);
+        assert!(a.consistent, "{:#?}", a.findings);
+        assert_eq!(a.expected_mtu, Some(1400));
+        let line = crate::check::expect::agreement(&a, 1400);
+        assert!(
+            line.starts_with("expected MTU 1400 holds: 2 pod veth(s) at 1400, 1 tunnel(s)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn expect_mtu_names_the_pods_still_on_the_old_mtu_and_the_config_that_lags() {
+        let n = node("n", 1500, Some((Overlay::Vxlan, 1450)), &[1400, 1500, 1500]);
+        let mut a = run(vec![n], calico_at(1500));
+        a.expect(1400);
+        assert!(!a.consistent);
+        let f = find(&a, "pods_not_at_expected_mtu");
+        assert_eq!(
+            f.arithmetic,
+            "pod veth MTU ≠ expected 1400: cali1 (1500), cali2 (1500)"
+        );
+        assert!(f.summary.starts_with("2 pod(s)"), "{}", f.summary);
+        assert_eq!(
+            find(&a, "cni_config_not_expected_mtu").severity,
+            Severity::Problem
+        );
+    }
+
+    #[test]
+    fn expect_mtu_refuses_a_number_the_tunnel_or_the_probed_path_cannot_carry() {
+        let n = probed(
+            node("n", 1500, Some((Overlay::Vxlan, 1350)), &[1420]),
+            "10.0.0.2",
+            1500,
+            1450,
+        );
+        let mut a = run(vec![n], CniFacts::default());
+        a.expect(1420);
+        find(&a, "tunnel_below_expected_mtu");
+        let f = find(&a, "path_below_expected_mtu");
+        assert_eq!(
+            f.arithmetic,
+            "expected pod MTU 1420 + 50 B overlay = 1470 > path MTU 1450 to 10.0.0.2 (probed)"
+        );
+        // The tightest of all: the tunnel (the base audit says so too).
+        assert_eq!(a.recommended_pod_mtu, Some(1350));
     }
 }
