@@ -98,18 +98,7 @@ fn path_findings(ns: &NsAudit, mtu: u32) -> Vec<Finding> {
 
 /// The line that says the fix holds, when it does.
 pub fn agreement(a: &Audit, mtu: u32) -> String {
-    let count =
-        |role: Role| -> usize { a.namespaces.iter().map(|n| n.by_role(role).count()).sum() };
-    let probes: usize = a
-        .namespaces
-        .iter()
-        .map(|n| {
-            n.probes
-                .iter()
-                .filter(|p| p.status == ProbeStatus::Ok)
-                .count()
-        })
-        .sum();
+    let probes = a.probes_answered();
     let cni = a
         .cni
         .active_mtu()
@@ -119,7 +108,7 @@ pub fn agreement(a: &Audit, mtu: u32) -> String {
     format!(
         "expected MTU {mtu} holds: {} pod veth(s) at {mtu}, {} tunnel(s) carry it, {cni}, {probes} \
          probed path(s) carry it with the overlay",
-        count(Role::Pod),
-        count(Role::Tunnel),
+        a.devices_of(Role::Pod),
+        a.devices_of(Role::Tunnel),
     )
 }

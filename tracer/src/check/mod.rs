@@ -167,6 +167,23 @@ impl Audit {
         self.expected_mtu = Some(mtu);
     }
 
+    /// Devices of `role` over every audited namespace.
+    pub fn devices_of(&self, role: Role) -> usize {
+        self.namespaces
+            .iter()
+            .map(|n| n.by_role(role).count())
+            .sum()
+    }
+
+    /// Probes that got an answer, over every audited namespace.
+    pub fn probes_answered(&self) -> usize {
+        self.namespaces
+            .iter()
+            .flat_map(|n| &n.probes)
+            .filter(|p| p.status == ProbeStatus::Ok)
+            .count()
+    }
+
     pub fn problems(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()

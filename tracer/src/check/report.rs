@@ -82,19 +82,8 @@ pub fn render(a: &Audit) -> String {
     let problems = a.problems().count();
     let warnings = a.findings.len() - problems;
     if a.consistent {
-        let probes: usize = a
-            .namespaces
-            .iter()
-            .map(|n| {
-                n.probes
-                    .iter()
-                    .filter(|p| p.status == ProbeStatus::Ok)
-                    .count()
-            })
-            .sum();
-        let count =
-            |role: Role| -> usize { a.namespaces.iter().map(|n| n.by_role(role).count()).sum() };
-        let (pods, tunnels) = (count(Role::Pod), count(Role::Tunnel));
+        let probes = a.probes_answered();
+        let (pods, tunnels) = (a.devices_of(Role::Pod), a.devices_of(Role::Tunnel));
         let what = if pods + tunnels == 0 {
             "no pod veths or tunnels here, nothing to compare".to_string()
         } else {

@@ -8,6 +8,7 @@
 //! one. A field is declared once, here; the fast writer (`sink/json.rs`) is checked against it.
 
 pub mod arrivals;
+pub mod fragments;
 mod names;
 pub mod node;
 pub mod probe;

@@ -110,6 +110,15 @@ impl Fanout {
         self.analyzer.probes_wanted()
     }
 
+    /// The end of a batch read from the ring (see [`Sink::batch_end`]).
+    pub fn batch_end(&mut self) {
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.batch_end() {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+    }
+
     /// About once a second: time-based output (the terminal's fold lines), and the verdicts
     /// that the evidence so far already supports.
     pub fn tick(&mut self, now_unix_ns: i128) {

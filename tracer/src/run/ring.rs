@@ -66,9 +66,11 @@ pub fn drain(
     edge: &mut Edge,
     fanout: &mut Fanout,
 ) -> bool {
+    let mut more = true;
     for _ in 0..limit {
         let Some(item) = ring.next() else {
-            return false;
+            more = false;
+            break;
         };
         let Some(ev) = read_event(&item) else {
             continue;
@@ -76,7 +78,8 @@ pub fn drain(
         drop(item);
         edge.take(&ev, names, fanout);
     }
-    true
+    fanout.batch_end();
+    more
 }
 
 /// Name a record the folding let through, and hand it to the outputs.

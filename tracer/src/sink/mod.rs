@@ -24,6 +24,11 @@ pub trait Sink {
     fn tick(&mut self, _now_unix_ns: i128) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The events read from the ring in one go are delivered: output held back for an event
+    /// that might follow at once (the terminal's line of a fragment's drop) goes out now.
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Write a verdict (live once the evidence is strong, and at the end of the run).
     fn verdict(&mut self, v: &Verdict) -> anyhow::Result<()>;
     /// What the run watches and cannot see, once before the first event. Only the event log

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 
 use super::Sink;
+use crate::event::fragments::DropPlace;
 use crate::event::{Encap, Kind, Record};
 use crate::time::hms_millis;
 
@@ -233,6 +234,11 @@ pub struct TerminalSink<W: Write> {
     /// Event time the current fold window started at.
     window_start: Option<i128>,
     ifname_width: usize,
+    /// The last drop seen, printed or folded: the fragmenter's drop of the same packet right
+    /// after it is not a second packet.
+    last_drop: Option<DropPlace>,
+    /// A drop's line held until the next output: the original's drop may follow and join it.
+    held: Option<String>,
 }
 
 impl<W: Write> TerminalSink<W> {
@@ -244,6 +250,16 @@ impl<W: Write> TerminalSink<W> {
             folds: FoldTable::default(),
             window_start: None,
             ifname_width: IFNAME_MIN_WIDTH,
+            last_drop: None,
+            held: None,
+        }
+    }
+
+    /// Print the held drop line, if any.
+    fn release(&mut self) -> anyhow::Result<()> {
+        match self.held.take() {
+            Some(line) => writeln!(self.out, "{line}").context("cannot write to the terminal"),
+            None => Ok(()),
         }
     }
 
@@ -258,6 +274,7 @@ impl<W: Write> TerminalSink<W> {
     /// Print the end-of-run summary line (after any pending fold lines). Output errors are
     /// ignored: this runs at exit, when the terminal may be gone and nothing is left to do.
     pub fn summary(&mut self, counts: &Summary) {
+        let _ = self.release();
         let _ = self.write_folds(false);
         let line = format!("{} {}", self.paint(BOLD, "summary:"), counts.line());
         let _ = writeln!(self.out, "{line}");
@@ -288,6 +305,7 @@ impl<W: Write> TerminalSink<W> {
     }
 
     fn write_folds(&mut self, end_window: bool) -> anyhow::Result<()> {
+        self.release()?;
         for (n, what) in self.folds.drain(end_window) {
             let text = if what.is_empty() {
                 format!("… {n} more from other flows (folded)")
@@ -544,6 +562,21 @@ fn icmp_text(rec: &Record, flow: &str) -> String {
 
 impl<W: Write> Sink for TerminalSink<W> {
     fn emit(&mut self, rec: &Record) -> anyhow::Result<()> {
+        // The original of a packet whose fragment just died: the same packet, one line (its
+        // fold, when the fragment's line was folded, already counts it).
+        if let Some(before) = self.last_drop.take() {
+            if before.original_follows(rec) {
+                if let Some(line) = self.held.take() {
+                    let len = rec.size.l3_len.or(rec.size.len).unwrap_or(0);
+                    let at = rec.drop.location.as_deref().unwrap_or("-");
+                    writeln!(self.out, "{line}  + original {len} B at {at}")
+                        .context("cannot write to the terminal")?;
+                }
+                return Ok(());
+            }
+        }
+        self.last_drop = DropPlace::of(rec);
+        self.release()?;
         self.roll_window(rec.ts_unix_ns)?;
         // Lost-event reports are rare and always matter: never folded.
         if rec.kind != Kind::Lost {
@@ -568,6 +601,10 @@ impl<W: Write> Sink for TerminalSink<W> {
             }
         }
         let line = self.line(rec);
+        if rec.kind == Kind::Drop {
+            self.held = Some(line);
+            return Ok(());
+        }
         writeln!(self.out, "{line}").context("cannot write to the terminal")
     }
 
@@ -577,7 +614,12 @@ impl<W: Write> Sink for TerminalSink<W> {
         self.out.flush().context("cannot write to the terminal")
     }
 
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        self.release()
+    }
+
     fn tick(&mut self, now_unix_ns: i128) -> anyhow::Result<()> {
+        self.release()?;
         self.roll_window(now_unix_ns)?;
         self.out.flush().context("cannot write to the terminal")
     }
@@ -873,6 +915,9 @@ mod tests {
         s.tick(T0 + 5_000 * MS).unwrap();
         s.tick(T0 + 7_000 * MS).unwrap();
         s.emit(&drop_rec(T0 + 8_000 * MS, 7)).unwrap();
+        // A drop's line waits for the next output (its original's drop may join it): the next
+        // tick prints it.
+        s.tick(T0 + 8_000 * MS).unwrap();
         let out = String::from_utf8(s.into_inner()).unwrap();
         assert!(
             out.lines()
@@ -881,6 +926,61 @@ mod tests {
                 .starts_with("18:09:49.123 DROP"),
             "{out}"
         );
+    }
+
+    /// A veth drops the first fragment, then `ip_do_fragment` drops the original: one packet.
+    fn fragment_then_original(ts: i128, gap: i128) -> [Record; 2] {
+        let mut frag = drop_rec(ts, 9);
+        frag.drop.location = Some("__dev_forward_skb2+0x87".into());
+        frag.size.l3_len = Some(1448);
+        frag.device.netns = Some(7);
+        frag.device.ifindex = Some(2);
+        let mut orig = frag.clone();
+        orig.ts_unix_ns = ts + gap;
+        orig.drop.location = Some("ip_do_fragment+0x5a2".into());
+        orig.size.l3_len = Some(1500);
+        [frag, orig]
+    }
+
+    #[test]
+    fn a_fragment_and_its_original_are_one_line_with_both_places() {
+        let out = render(&fragment_then_original(T0, 20_000), false);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("__dev_forward_skb2+0x87"), "{out}");
+        assert!(
+            out.trim_end()
+                .ends_with("  + original 1500 B at ip_do_fragment+0x5a2"),
+            "{out}"
+        );
+        // Further apart than one packet's two drops: two lines.
+        let out = render(&fragment_then_original(T0, 5 * MS), false);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        // Another flow's original does not join.
+        let [frag, mut orig] = fragment_then_original(T0, 20_000);
+        orig.flow.sport = Some(10);
+        assert_eq!(render(&[frag, orig], false).lines().count(), 2);
+    }
+
+    #[test]
+    fn a_folded_fragment_takes_its_original_with_it() {
+        let recs: Vec<Record> = (0..20)
+            .flat_map(|i| fragment_then_original(T0 + i * MS, 20_000))
+            .collect();
+        let out = render(&recs, false);
+        // The first three packets printed (one line each), the rest folded as one kind of line:
+        // no separate lines or folds for the fragmenter's drops.
+        assert_eq!(
+            out.lines().filter(|l| l.contains("+ original")).count(),
+            3,
+            "{out}"
+        );
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("18:") && l.contains("ip_do_fragment+0x5a2  ")),
+            "{out}"
+        );
+        assert!(!out.contains("at ip_do_fragment (folded)"), "{out}");
+        assert!(out.contains("… 17 more like: DROP eth0 tcp 10.0.1.2:9 → 10.0.2.2:6379 at __dev_forward_skb2 (folded)"), "{out}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::stages::{Outcome, ShrinkCause, Stages};
 use super::{Confidence, FlowSummary, PathRef, Problem, Severity, Verdict};
+use crate::event::fragments::{is_fragmenter, SAME_PACKET_NS};
 use crate::event::probe::Probe;
 use crate::event::start::Start;
 use crate::event::{Encap, Kind, Matched, MtuSource, ObjectRef, Outer, Record, ServiceRef};
@@ -22,8 +23,6 @@ use texts::problem_words;
 
 /// Drops this far apart belong to different sending attempts.
 const EPISODE_GAP_NS: i128 = 150_000_000;
-/// A fragment and the original it was cut from die within this of each other.
-const SAME_PACKET_NS: i128 = 100_000;
 /// How long a sender may take to act on an ICMP before its packets count as "still too big".
 const ICMP_REACTION_NS: i128 = 50_000_000;
 /// Connections a verdict lists (the counts cover all of them).
@@ -1039,10 +1038,4 @@ fn symbol(location: &str) -> &str {
 /// The `skb` field (`0xffff888100b84a00`) as a number.
 fn skb_address(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
-}
-
-/// Kernel functions that drop the original when sending one of its fragments failed.
-fn is_fragmenter(location: &str) -> bool {
-    let s = symbol(location);
-    s.starts_with("ip_do_fragment") || s.starts_with("ip_fragment") || s == "ip6_fragment"
 }
