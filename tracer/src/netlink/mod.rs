@@ -11,11 +11,17 @@
 //! Every socket is created in the calling thread's network namespace, so each question works
 //! inside `Netns::enter` and answers for that namespace.
 //!
-//! Hand-written rather than with the rust-netlink crates (netlink-sys, netlink-packet-route,
-//! netlink-packet-netfilter, rtnetlink): the tracer sends nine fixed requests and reads a few
-//! attributes of each answer, and their typed messages would still need this layer to turn
-//! them into the answers the tracer asks for. rtnetlink would also put every request on the
-//! async runtime, which the conntrack refresher and `tracer check` do not run.
+//! Hand-written rather than with the rust-netlink crates, although they cover every family
+//! here (netlink-packet-route 0.34: links, routes, addresses, neighbours, qdiscs;
+//! netlink-packet-netfilter 0.4: conntrack tuples; netlink-sys 0.9: the socket). Measured on a
+//! program that sends the tracer's requests both ways (release, stripped; December 2026):
+//! through the crates 1.19 MB above an empty program, through this module 0.06 MB; the tracer
+//! is 17.3 MB, so +7%. They add seven crates to the tree (with derive_more 0.99 and
+//! zerocopy-derive), about 25 s of CPU to a clean build (netlink-packet-route alone 15 s, on
+//! one core), for the ~900 lines here that send nine fixed requests and read a few attributes
+//! of each answer; and their typed messages would still have to be turned into the answers
+//! the tracer asks for, in a layer like this one. rtnetlink (0.24) would also put every
+//! request on an async runtime, which the conntrack refresher and `tracer check` do not run.
 pub mod addr;
 pub mod attr;
 pub mod conntrack;
