@@ -1,11 +1,11 @@
 //! Device addresses (RTM_GETADDR).
 use std::net::IpAddr;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use super::{
     attr::{attr_ip, attrs},
-    socket::{Socket, NLM_F_DUMP},
+    socket::{route_request, NLM_F_DUMP},
 };
 
 /// `RTM_NEWADDR` / `RTM_GETADDR` and the `ifaddrmsg` attributes read (linux/if_addr.h).
@@ -21,10 +21,8 @@ const RT_SCOPE_LINK: u8 = 253;
 /// families; link- and host-scope addresses left out.
 pub fn addresses() -> Result<Vec<(u32, IpAddr)>> {
     // ifaddrmsg with ifa_family AF_UNSPEC: every family.
-    let msgs = Socket::open(libc::NETLINK_ROUTE)
-        .context("netlink socket")?
-        .request(RTM_GETADDR, NLM_F_DUMP, &[0u8; IFADDRMSG_LEN], RTM_NEWADDR)
-        .context("netlink: RTM_GETADDR")?;
+    let header = [0u8; IFADDRMSG_LEN];
+    let msgs = route_request("RTM_GETADDR", RTM_GETADDR, NLM_F_DUMP, &header, RTM_NEWADDR)?;
     Ok(msgs.iter().filter_map(|m| parse_address(m)).collect())
 }
 

@@ -2,11 +2,11 @@
 //! remote VTEPs of a VXLAN device's forwarding entries (RTM_GETNEIGH, bridge family).
 use std::net::IpAddr;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use super::{
     attr::{attr_ip, attr_string, attr_u32, attrs},
-    socket::{messages, Socket, NLM_F_DUMP},
+    socket::{messages, route_request, Socket, NLM_F_DUMP},
 };
 
 const RTM_NEWLINK: u16 = 16;
@@ -68,18 +68,11 @@ fn unspecified_to_none(ip: Option<IpAddr>) -> Option<IpAddr> {
     ip.filter(|a| !a.is_unspecified())
 }
 
-fn route_socket() -> Result<Socket> {
-    Socket::open(libc::NETLINK_ROUTE).context("netlink socket")
-}
-
 /// Every device of the calling thread's namespace.
 pub fn links() -> Result<Vec<Link>> {
-    let sock = route_socket()?;
-    let mut ifi = [0u8; IFINFOMSG_LEN];
-    ifi[0] = libc::AF_UNSPEC as u8;
-    let msgs = sock
-        .request(RTM_GETLINK, NLM_F_DUMP, &ifi, RTM_NEWLINK)
-        .context("netlink: RTM_GETLINK")?;
+    // ifinfomsg with ifi_family AF_UNSPEC: every device.
+    let ifi = [0u8; IFINFOMSG_LEN];
+    let msgs = route_request("RTM_GETLINK", RTM_GETLINK, NLM_F_DUMP, &ifi, RTM_NEWLINK)?;
     Ok(msgs.iter().filter_map(|m| parse_link(m)).collect())
 }
 
@@ -170,12 +163,9 @@ fn parse_linkinfo(v: &[u8], l: &mut Link) {
 /// Remote VTEP addresses of VXLAN forwarding entries (`bridge fdb show dev vxlan.calico`:
 /// `... dst 10.33.44.208`): Calico and flannel program one per peer node.
 pub fn fdb_remotes(ifindex: u32) -> Result<Vec<IpAddr>> {
-    let sock = route_socket()?;
     let mut nd = [0u8; NDMSG_LEN];
     nd[0] = libc::AF_BRIDGE as u8;
-    let msgs = sock
-        .request(RTM_GETNEIGH, NLM_F_DUMP, &nd, RTM_NEWNEIGH)
-        .context("netlink: RTM_GETNEIGH")?;
+    let msgs = route_request("RTM_GETNEIGH", RTM_GETNEIGH, NLM_F_DUMP, &nd, RTM_NEWNEIGH)?;
     let mut out = Vec::new();
     for m in &msgs {
         let Some(head) = m.get(..NDMSG_LEN) else {

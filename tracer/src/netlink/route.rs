@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     attr::{align4, attr_ip, attr_u32, attrs},
-    socket::{Socket, NLM_F_DUMP},
+    socket::{route_request, NLM_F_DUMP},
 };
 
 /// `RT_TABLE_MAIN`: the table `ip route` shows.
@@ -68,33 +68,31 @@ fn rtmsg(family: u8, dst_len: u8, flags: u32) -> Vec<u8> {
     b
 }
 
-fn route_socket() -> Result<Socket> {
-    Socket::open(libc::NETLINK_ROUTE).context("netlink socket")
-}
-
 /// Every IPv4 and IPv6 route of the calling thread's namespace, of every table.
 pub fn routes() -> Result<Vec<Route>> {
     // rtm_family AF_UNSPEC: both families in one dump.
-    let msgs = route_socket()?
-        .request(RTM_GETROUTE, NLM_F_DUMP, &rtmsg(0, 0, 0), RTM_NEWROUTE)
-        .context("netlink: RTM_GETROUTE dump")?;
+    let msgs = route_request(
+        "RTM_GETROUTE dump",
+        RTM_GETROUTE,
+        NLM_F_DUMP,
+        &rtmsg(0, 0, 0),
+        RTM_NEWROUTE,
+    )?;
     Ok(msgs.iter().filter_map(|m| parse_route(m)).collect())
 }
 
 /// The route cache's learned exceptions of both families, but the `local` table's (`ip route
 /// show cache`: PMTU learned from ICMP, redirects).
 pub fn route_exceptions() -> Result<Vec<Route>> {
-    let sock = route_socket()?;
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        let msgs = sock
-            .request(
-                RTM_GETROUTE,
-                NLM_F_DUMP,
-                &rtmsg(family, 0, RTM_F_CLONED),
-                RTM_NEWROUTE,
-            )
-            .context("netlink: RTM_GETROUTE dump")?;
+        let msgs = route_request(
+            "RTM_GETROUTE dump",
+            RTM_GETROUTE,
+            NLM_F_DUMP,
+            &rtmsg(family, 0, RTM_F_CLONED),
+            RTM_NEWROUTE,
+        )?;
         out.extend(
             msgs.iter()
                 .filter_map(|m| parse_route(m))
@@ -116,9 +114,7 @@ pub fn route_to(dst: IpAddr) -> Result<Route> {
     body.extend_from_slice(&RTA_DST.to_ne_bytes());
     body.extend_from_slice(&bytes);
     body.resize(align4(body.len()), 0);
-    let msgs = route_socket()?
-        .request(RTM_GETROUTE, 0, &body, RTM_NEWROUTE)
-        .context("netlink: RTM_GETROUTE")?;
+    let msgs = route_request("RTM_GETROUTE", RTM_GETROUTE, 0, &body, RTM_NEWROUTE)?;
     msgs.first()
         .and_then(|m| parse_route(m))
         .with_context(|| format!("no route to {dst}"))

@@ -167,6 +167,22 @@ impl Socket {
     }
 }
 
+/// One request of `kind` over a new NETLINK_ROUTE socket of the calling thread's namespace (see
+/// [`Socket::request`]); `name` names it in errors.
+pub fn route_request(
+    name: &str,
+    kind: u16,
+    flags: u16,
+    body: &[u8],
+    reply: u16,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    use anyhow::Context as _;
+    Socket::open(libc::NETLINK_ROUTE)
+        .context("netlink socket")?
+        .request(kind, flags, body, reply)
+        .with_context(|| format!("netlink: {name}"))
+}
+
 /// Hand each payload of a `reply` message of one received datagram to `each`; `Ok(true)` once
 /// the answer is complete (`NLMSG_DONE`, or the acknowledgement of a request that is not a
 /// dump). An error answer is the error of its errno; a truncated datagram is `InvalidData`.
