@@ -1,7 +1,7 @@
 //! Network interfaces of a namespace: name, index, MTU, kind, which one carries the default
-//! route, and their addresses. Read with the kernel's own interfaces (if_nameindex, ioctl,
-//! /proc/thread-self/net, netlink) in the calling thread's namespace, so it works inside
-//! `Netns::enter`.
+//! route. Read with the kernel's own interfaces (if_nameindex, ioctl, /proc/thread-self/net)
+//! in the calling thread's namespace, so it works inside `Netns::enter`; their addresses are
+//! [`crate::netlink::addr`]'s.
 use std::{ffi::CStr, fs, os::fd::AsRawFd};
 
 use anyhow::{Context as _, Result};
@@ -15,6 +15,20 @@ pub struct Iface {
     pub driver: Option<String>,
     /// ARPHRD_* link type (1 Ethernet, 768 IPIP, 772 loopback, ...).
     pub link_type: u16,
+}
+
+/// A device as a netlink link notification or dump describes it: its kind stands for the
+/// driver (`veth`, `vxlan`, ...; none for NICs).
+impl From<crate::netlink::link::Link> for Iface {
+    fn from(l: crate::netlink::link::Link) -> Iface {
+        Iface {
+            name: l.name,
+            ifindex: l.ifindex,
+            mtu: l.mtu,
+            driver: l.kind,
+            link_type: l.link_type,
+        }
+    }
 }
 
 impl Iface {
@@ -183,87 +197,9 @@ pub fn parse_ipv6_default_routes(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `RTM_NEWADDR` / `RTM_GETADDR` and the `ifaddrmsg` attributes read (linux/if_addr.h).
-const RTM_NEWADDR: u16 = 20;
-const RTM_GETADDR: u16 = 22;
-const IFADDRMSG_LEN: usize = 8;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-/// `RT_SCOPE_LINK`: IPv6 link-local and the like, never a node's address toward its peers.
-const RT_SCOPE_LINK: u8 = 253;
-
-/// The addresses of the calling thread's namespace's devices, as (ifindex, address), over
-/// NETLINK_ROUTE (`RTM_GETADDR`, both families); link- and host-scope addresses left out.
-pub fn addresses() -> std::io::Result<Vec<(u32, std::net::IpAddr)>> {
-    use crate::netlink::{Socket, NLM_F_DUMP};
-    // ifaddrmsg with ifa_family AF_UNSPEC: every family.
-    let msgs = Socket::open(libc::NETLINK_ROUTE)?.request(
-        RTM_GETADDR,
-        NLM_F_DUMP,
-        &[0u8; IFADDRMSG_LEN],
-        RTM_NEWADDR,
-    )?;
-    Ok(msgs.iter().filter_map(|m| parse_address(m)).collect())
-}
-
-/// One `ifaddrmsg` and its attributes: the device's index and its own address (`IFA_LOCAL`
-/// where given: on a point-to-point link `IFA_ADDRESS` is the far end's).
-fn parse_address(body: &[u8]) -> Option<(u32, std::net::IpAddr)> {
-    let hdr = body.get(..IFADDRMSG_LEN)?;
-    let family = i32::from(hdr[0]);
-    if (family != libc::AF_INET && family != libc::AF_INET6) || hdr[3] >= RT_SCOPE_LINK {
-        return None;
-    }
-    let ifindex = u32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-    let (mut local, mut address) = (None, None);
-    for (kind, value) in crate::netlink::attrs(&body[IFADDRMSG_LEN..]) {
-        match kind {
-            IFA_LOCAL => local = crate::netlink::attr_ip(value),
-            IFA_ADDRESS => address = crate::netlink::attr_ip(value),
-            _ => {}
-        }
-    }
-    Some((ifindex, local.or(address)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_addresses_are_host_scope_and_left_out_and_messages_parse() {
-        // `lo` holds 127.0.0.1 (scope host) in every namespace: never an underlay address.
-        let all = addresses().unwrap();
-        assert!(all.iter().all(|(_, a)| !a.is_loopback()), "{all:?}");
-        let msg = |family: u8, scope: u8, attrs: &[(u16, &[u8])]| {
-            let mut m = vec![family, 24, 0, scope];
-            m.extend_from_slice(&7u32.to_ne_bytes());
-            for (kind, value) in attrs {
-                m.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
-                m.extend_from_slice(&kind.to_ne_bytes());
-                m.extend_from_slice(value);
-                m.resize(crate::netlink::align4(m.len()), 0);
-            }
-            m
-        };
-        let ptp = msg(
-            2,
-            0,
-            &[(IFA_ADDRESS, &[10, 0, 0, 9]), (IFA_LOCAL, &[10, 0, 0, 1])],
-        );
-        assert_eq!(parse_address(&ptp), Some((7, "10.0.0.1".parse().unwrap())));
-        let v6 = "2001:db8::2"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        assert_eq!(
-            parse_address(&msg(10, 0, &[(IFA_ADDRESS, &v6)])),
-            Some((7, "2001:db8::2".parse().unwrap()))
-        );
-        let fe80 = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        assert_eq!(parse_address(&msg(10, 253, &[(IFA_ADDRESS, &fe80)])), None);
-        assert_eq!(parse_address(&[2, 24, 0]), None);
-    }
 
     #[test]
     fn loopback_is_listed_with_its_mtu() {

@@ -17,7 +17,6 @@ pub mod netns;
 pub mod packet;
 pub mod privileges;
 pub mod report;
-pub mod routes;
 pub mod run;
 pub mod sink;
 pub mod time;

@@ -9,11 +9,19 @@ use std::{net::IpAddr, thread};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 
-use crate::{host::HostRoot, ifaces::Iface, mtu::Overlay, netns::Namespaces};
+use crate::{
+    host::HostRoot,
+    ifaces::Iface,
+    mtu::Overlay,
+    netlink::{
+        link::{self, Link},
+        route::{self, Route},
+    },
+    netns::Namespaces,
+};
 
 pub mod cni;
 pub mod expect;
-pub mod netlink;
 pub mod probe;
 pub mod report;
 pub mod rules;
@@ -255,10 +263,15 @@ fn resolve(names: &[String]) -> Result<Namespaces> {
 
 /// Everything about the calling thread's namespace.
 fn gather(label: &str, probe_opts: Option<&ProbeOptions>) -> Result<NsAudit> {
-    let links = netlink::links().context("listing devices (netlink)")?;
-    let routes = netlink::routes(false).context("listing routes (netlink)")?;
+    let links = link::links().context("listing devices (netlink)")?;
+    // The `local` table holds the node's own addresses, no path to anywhere.
+    let routes: Vec<Route> = route::routes()
+        .context("listing routes (netlink)")?
+        .into_iter()
+        .filter(|r| r.table != route::TABLE_LOCAL && !r.cloned)
+        .collect();
     let mut notes = Vec::new();
-    let cache = netlink::routes(true).unwrap_or_else(|e| {
+    let cache = route::route_exceptions().unwrap_or_else(|e| {
         notes.push(format!("route cache not readable: {e:#}"));
         Vec::new()
     });
@@ -292,7 +305,7 @@ fn gather(label: &str, probe_opts: Option<&ProbeOptions>) -> Result<NsAudit> {
             d.role = Role::Uplink;
         }
     }
-    let route_mtu = |r: &netlink::Route| RouteMtu {
+    let route_mtu = |r: &Route| RouteMtu {
         dst: match r.dst {
             Some(d) if r.dst_len > 0 => format!("{d}/{}", r.dst_len),
             Some(d) => format!("{d}"),
@@ -359,11 +372,7 @@ fn gather(label: &str, probe_opts: Option<&ProbeOptions>) -> Result<NsAudit> {
     })
 }
 
-fn classify(
-    l: &netlink::Link,
-    default_oifs: &[u32],
-    notes: &mut Vec<String>,
-) -> (Role, Option<Encap>) {
+fn classify(l: &Link, default_oifs: &[u32], notes: &mut Vec<String>) -> (Role, Option<Encap>) {
     let iface = Iface {
         name: l.name.clone(),
         ifindex: l.ifindex,
@@ -397,7 +406,7 @@ fn classify(
         // flannel program those), else an assumption that is said out loud.
         let mut outer = l.tunnel_local.or(l.tunnel_remote);
         if outer.is_none() && overlay == Overlay::Vxlan {
-            outer = netlink::fdb_remotes(l.ifindex)
+            outer = link::fdb_remotes(l.ifindex)
                 .ok()
                 .and_then(|v| v.first().copied());
         }
@@ -428,9 +437,9 @@ fn classify(
 
 /// Peer nodes as the namespace's own configuration names them.
 fn discover_peers(
-    links: &[netlink::Link],
+    links: &[Link],
     devices: &[Device],
-    routes: &[netlink::Route],
+    routes: &[Route],
     notes: &mut Vec<String>,
 ) -> Vec<Peer> {
     let mut peers: Vec<Peer> = Vec::new();
@@ -447,7 +456,7 @@ fn discover_peers(
             add(r, format!("remote of {}", d.name));
         }
         if l.kind.as_deref() == Some("vxlan") {
-            match netlink::fdb_remotes(l.ifindex) {
+            match link::fdb_remotes(l.ifindex) {
                 Ok(v) => v
                     .into_iter()
                     .filter(|r| !r.is_multicast())
@@ -479,7 +488,7 @@ fn discover_peers(
     peers
 }
 
-fn show_dst(r: &netlink::Route) -> String {
+fn show_dst(r: &Route) -> String {
     match r.dst {
         Some(d) => format!("{d}/{}", r.dst_len),
         None => "default".into(),

@@ -15,7 +15,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::netlink;
+use crate::netlink::{link::Link, route::route_to};
 
 /// Rounds of a search: the first tries common MTUs, the next ones narrow the gap.
 pub const MAX_ROUNDS: usize = 4;
@@ -173,7 +173,7 @@ impl PeerState {
 }
 
 /// Probe `peers` from the calling thread's namespace. `links` gives device names and MTUs.
-pub fn probe(peers: &[Peer], links: &[netlink::Link], limits: ProbeLimits) -> Vec<ProbeResult> {
+pub fn probe(peers: &[Peer], links: &[Link], limits: ProbeLimits) -> Vec<ProbeResult> {
     let start = Instant::now();
     let mut states: Vec<PeerState> = Vec::new();
     let mut done: Vec<ProbeResult> = Vec::new();
@@ -199,7 +199,7 @@ pub fn probe(peers: &[Peer], links: &[netlink::Link], limits: ProbeLimits) -> Ve
             done.push(r);
             continue;
         };
-        match netlink::route_get(p.addr) {
+        match route_to(p.addr) {
             Ok(route) => {
                 let dev = route
                     .oif

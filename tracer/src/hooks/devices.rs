@@ -19,82 +19,19 @@ use super::{
     },
     HookedDevice,
 };
-use crate::{ifaces::Iface, netlink, netns::Netns};
+use crate::{
+    ifaces::Iface,
+    netlink::{
+        link::{parse_link_changes, watch_links, Link, LinkChange},
+        Socket,
+    },
+    netns::Netns,
+};
 
-const RTMGRP_LINK: u32 = 1;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
 /// Attach failures printed before the rest are only counted: churn must not flood stderr.
 const MAX_ERROR_LINES: u32 = 10;
 /// Device names listed in one report line before "and N more".
 const MAX_NAMES_PER_LINE: usize = 8;
-
-/// A link notification, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkChange {
-    New(Iface),
-    Gone(u32),
-}
-
-/// Decode the link notifications of one rtnetlink datagram; anything malformed is skipped.
-pub fn parse_link_changes(datagram: &[u8]) -> Vec<LinkChange> {
-    let Ok(messages) = netlink::messages(datagram) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for m in messages {
-        if m.kind != RTM_NEWLINK && m.kind != RTM_DELLINK {
-            continue;
-        }
-        // struct ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32.
-        let Some(head) = m.payload.get(..16) else {
-            continue;
-        };
-        let link_type = u16::from_ne_bytes([head[2], head[3]]);
-        let ifindex = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
-        if ifindex == 0 {
-            continue;
-        }
-        if m.kind == RTM_DELLINK {
-            out.push(LinkChange::Gone(ifindex));
-            continue;
-        }
-        let mut iface = Iface {
-            name: String::new(),
-            ifindex,
-            mtu: 0,
-            driver: None,
-            link_type,
-        };
-        for (ty, value) in netlink::attrs(&m.payload[16..]) {
-            match ty {
-                IFLA_IFNAME => iface.name = c_string(value),
-                IFLA_MTU => iface.mtu = netlink::attr_u32(value).unwrap_or(0),
-                IFLA_LINKINFO => {
-                    for (ty, value) in netlink::attrs(value) {
-                        if ty == IFLA_INFO_KIND {
-                            iface.driver = Some(c_string(value)).filter(|k| !k.is_empty());
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !iface.name.is_empty() {
-            out.push(LinkChange::New(iface));
-        }
-    }
-    out
-}
-
-fn c_string(v: &[u8]) -> String {
-    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-    String::from_utf8_lossy(&v[..end]).into_owned()
-}
 
 /// One watched namespace: its tc program slot and its notification socket.
 struct Watched {
@@ -102,8 +39,8 @@ struct Watched {
     netns: Netns,
     /// The tracer's own namespace needs no `setns` (so no CAP_SYS_ADMIN) to attach in.
     is_own: bool,
-    socket: Option<netlink::Socket>,
-    fd: Option<AsyncFd<netlink::Socket>>,
+    socket: Option<Socket>,
+    fd: Option<AsyncFd<Socket>>,
 }
 
 /// The links the watcher made for one device, to detach when it goes.
@@ -145,11 +82,7 @@ impl DeviceWatcher {
                 }
             }
             let is_own = sel.netns.inode == own;
-            let socket = in_netns(&sel.netns, is_own, || {
-                let s = netlink::Socket::open(libc::NETLINK_ROUTE)?;
-                s.subscribe(RTMGRP_LINK, 1 << 20)?;
-                Ok(s)
-            });
+            let socket = in_netns(&sel.netns, is_own, || Ok(watch_links(1 << 20)?));
             match socket {
                 Ok(s) => watched.push(Watched {
                     slot,
@@ -269,7 +202,16 @@ impl DeviceWatcher {
                             changes.push(LinkChange::Gone(idx));
                         }
                     }
-                    changes.extend(now.into_iter().map(LinkChange::New));
+                    changes.extend(now.into_iter().map(|d| {
+                        LinkChange::New(Link {
+                            ifindex: d.ifindex,
+                            name: d.name,
+                            mtu: d.mtu,
+                            link_type: d.link_type,
+                            kind: d.driver,
+                            ..Link::default()
+                        })
+                    }));
                 }
                 Err(e) => lines.push(format!("hooks: link watcher resync failed: {e:#}")),
             }
@@ -278,7 +220,8 @@ impl DeviceWatcher {
         let mut forgotten = Vec::new();
         for change in changes {
             match change {
-                LinkChange::New(iface) => {
+                LinkChange::New(link) => {
+                    let iface = Iface::from(link);
                     let key = (self.watched[i].netns.inode, iface.ifindex);
                     if let Some(known) = devices.get_mut(&key) {
                         // Already hooked: keep its name and MTU current.
@@ -397,69 +340,4 @@ fn list(items: &[String]) -> String {
         items[..MAX_NAMES_PER_LINE].join(", "),
         items.len() - MAX_NAMES_PER_LINE
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn newlink(kind: u16, index: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut payload = vec![0u8; 16];
-        payload[2..4].copy_from_slice(&1u16.to_ne_bytes());
-        payload[4..8].copy_from_slice(&index.to_ne_bytes());
-        for (ty, v) in attrs {
-            let len = 4 + v.len();
-            payload.extend_from_slice(&(len as u16).to_ne_bytes());
-            payload.extend_from_slice(&ty.to_ne_bytes());
-            payload.extend_from_slice(v);
-            payload.resize(netlink::align4(payload.len()), 0);
-        }
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&[0u8; 10]);
-        msg.extend_from_slice(&payload);
-        msg
-    }
-
-    #[test]
-    fn link_notifications_are_decoded() {
-        let mut kind = Vec::new();
-        let v = b"veth\0";
-        kind.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        kind.extend_from_slice(&IFLA_INFO_KIND.to_ne_bytes());
-        kind.extend_from_slice(v);
-        let mut dgram = newlink(
-            RTM_NEWLINK,
-            7,
-            &[
-                (IFLA_IFNAME, b"cali7\0".to_vec()),
-                (IFLA_MTU, 1440u32.to_ne_bytes().to_vec()),
-                (IFLA_LINKINFO, kind),
-            ],
-        );
-        dgram.extend(newlink(RTM_DELLINK, 5, &[]));
-        let changes = parse_link_changes(&dgram);
-        assert_eq!(
-            changes,
-            vec![
-                LinkChange::New(Iface {
-                    name: "cali7".into(),
-                    ifindex: 7,
-                    mtu: 1440,
-                    driver: Some("veth".into()),
-                    link_type: 1,
-                }),
-                LinkChange::Gone(5),
-            ]
-        );
-    }
-
-    #[test]
-    fn truncated_notifications_are_skipped_not_a_panic() {
-        let dgram = newlink(RTM_NEWLINK, 7, &[(IFLA_IFNAME, b"cali7\0".to_vec())]);
-        for cut in 0..dgram.len() {
-            let _ = parse_link_changes(&dgram[..cut]);
-        }
-    }
 }

@@ -21,7 +21,7 @@ use aya::{
 };
 
 use super::{program, select::Selection, Attempt, HookedDevice, Outcome};
-use crate::{ifaces::Iface, netlink, netns::Netns};
+use crate::{ifaces::Iface, netlink::tc::delete_clsact, netns::Netns};
 
 /// Program `prog_name`, loaded (once: the link watcher asks again for what start-up loaded).
 pub(super) fn load_classifier<'a>(
@@ -284,14 +284,6 @@ pub(super) fn attach_selected(
     report
 }
 
-/// `RTM_DELQDISC` (linux/rtnetlink.h).
-const RTM_DELQDISC: u16 = 37;
-/// `NLM_F_ACK`: answer with an acknowledgement, so that a failure is seen.
-const NLM_F_ACK: u16 = 4;
-/// The clsact qdisc's handle (`ffff:`) and parent (`TC_H_CLSACT`).
-const CLSACT_HANDLE: u32 = 0xffff_0000;
-const TC_H_CLSACT: u32 = 0xffff_fff1;
-
 /// Filters and qdiscs attached through netlink, removed on drop.
 #[derive(Default)]
 pub struct LegacyTc {
@@ -326,7 +318,7 @@ impl LegacyTc {
             }
         }
         for (netns, ifindex, name) in self.qdiscs.drain(..) {
-            if let Err(e) = netns.enter(|| Ok(delete_clsact(ifindex)?)) {
+            if let Err(e) = netns.enter(|| delete_clsact(ifindex)) {
                 eprintln!(
                     "tracer: could not remove the clsact qdisc it added to {name} in {}: {e:#}",
                     netns.label
@@ -340,25 +332,6 @@ impl Drop for LegacyTc {
     fn drop(&mut self) {
         self.remove_all();
     }
-}
-
-/// `tc qdisc del dev IFINDEX clsact` in the calling thread's namespace.
-fn delete_clsact(ifindex: u32) -> std::io::Result<()> {
-    let sock = netlink::Socket::open(libc::NETLINK_ROUTE)?;
-    sock.set_receive_timeout(std::time::Duration::from_secs(2))?;
-    sock.request(RTM_DELQDISC, NLM_F_ACK, &tcmsg(ifindex), 0)?;
-    Ok(())
-}
-
-/// `struct tcmsg` for the clsact qdisc of `ifindex`: family, padding, ifindex, handle, parent,
-/// info.
-fn tcmsg(ifindex: u32) -> Vec<u8> {
-    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
-    b.extend_from_slice(&ifindex.to_ne_bytes());
-    b.extend_from_slice(&CLSACT_HANDLE.to_ne_bytes());
-    b.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b
 }
 
 #[cfg(test)]
@@ -387,15 +360,6 @@ mod tests {
     }
 
     #[test]
-    fn tcmsg_names_the_clsact_qdisc_of_the_device() {
-        let m = tcmsg(7);
-        assert_eq!(m.len(), 20, "sizeof(struct tcmsg)");
-        assert_eq!(&m[4..8], &7u32.to_ne_bytes());
-        assert_eq!(&m[8..12], &0xffff_0000u32.to_ne_bytes());
-        assert_eq!(&m[12..16], &0xffff_fff1u32.to_ne_bytes());
-    }
-
-    #[test]
     fn the_clsact_qdisc_is_deleted_in_its_namespace() {
         let (lab, ns, ifindex) = lab_with_eth0("ltc");
         lab.exec_ok(&ns, &["tc", "qdisc", "add", "dev", "eth0", "clsact"])
@@ -409,10 +373,10 @@ mod tests {
         assert!(qdiscs().contains("clsact"), "{}", qdiscs());
         let netns = Netns::resolve(&ns).unwrap();
         // From the tracer's own namespace, the device is not found: the bug this module fixes.
-        netns.enter(|| Ok(delete_clsact(ifindex)?)).unwrap();
+        netns.enter(|| delete_clsact(ifindex)).unwrap();
         assert!(!qdiscs().contains("clsact"), "{}", qdiscs());
         // Nothing left to delete: the failure is reported, not swallowed.
-        assert!(netns.enter(|| Ok(delete_clsact(ifindex)?)).is_err());
+        assert!(netns.enter(|| delete_clsact(ifindex)).is_err());
     }
 
     /// The kernel programs, as the binary embeds them.

@@ -2,10 +2,8 @@
 //! of a connection whose packets are seen after DNAT, when the backend's address alone does not
 //! name the service (no EndpointSlices: a snapshot without them, node-local facts; stale ones).
 //!
-//! [`dump`] reads the conntrack table of the calling thread's network namespace over
-//! NETLINK_NETFILTER (ctnetlink, `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`) through the project's
-//! own netlink plumbing ([`crate::netlink`]): one request and two nested tuples do not justify
-//! a netlink crate family and its version churn.
+//! The tables are read with [`crate::netlink::conntrack::dump`] (the netlink layer owns the
+//! socket and the ctnetlink messages).
 //!
 //! [`Conntrack`] keeps the NATed connections of the watched namespaces in memory for per-event
 //! lookups ([`Conntrack::original_destination`]: no netlink call per event). A background thread
@@ -18,7 +16,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io,
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -32,9 +29,7 @@ use rustc_hash::FxHashMap;
 
 use super::FlowKey;
 use crate::{
-    netlink::{
-        self, attr_ip as ip_from, attrs as attributes, Socket, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
-    },
+    netlink::conntrack::{dump, Entry, Tuple},
     netns::Netns,
 };
 
@@ -50,159 +45,15 @@ pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// more dump per flow).
 pub const MAX_MISSES: usize = 8_192;
 
-const NFGENMSG_LEN: usize = 4;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_NEW: u16 = 0;
-const IPCTNL_MSG_CT_GET: u16 = 1;
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
-
-/// One direction of a connection with ports (TCP, UDP, SCTP, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub proto: u8,
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-}
-
-impl Tuple {
-    /// The flow's tuple when it has every part (only those can be in a dump).
-    fn of(flow: &FlowKey) -> Option<Tuple> {
-        Some(Tuple {
-            proto: flow.proto?,
-            src: flow.src?,
-            sport: flow.sport?,
-            dst: flow.dst?,
-            dport: flow.dport?,
-        })
-    }
-
-    fn reversed(self) -> Tuple {
-        Tuple {
-            proto: self.proto,
-            src: self.dst,
-            sport: self.dport,
-            dst: self.src,
-            dport: self.sport,
-        }
-    }
-}
-
-/// A conntrack entry: what the client sent (`orig`) and what the answer looks like (`reply`;
-/// after DNAT its source is the backend).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub orig: Tuple,
-    pub reply: Tuple,
-}
-
-/// The conntrack entries of the calling thread's network namespace (both families). Entries
-/// without ports (ICMP, GRE) are left out.
-pub fn dump() -> io::Result<Vec<Entry>> {
-    let sock = Socket::open(libc::NETLINK_NETFILTER)?;
-    // The kernel always answers a dump; a bound on the wait keeps a surprise from stopping the
-    // refresher for good.
-    sock.set_receive_timeout(Duration::from_secs(5))?;
-    // nfgenmsg: family AF_UNSPEC (IPv4 and IPv6 in one dump), version 0, res_id 0.
-    let nfgenmsg = [0u8; NFGENMSG_LEN];
-    let msgs = sock.request(
-        NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET,
-        NLM_F_DUMP,
-        &nfgenmsg,
-        NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW,
-    )?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| m.get(NFGENMSG_LEN..).and_then(parse_entry))
-        .collect())
-}
-
-/// Parse one datagram of a dump into `out`; `Ok(true)` when the dump is complete. A message
-/// longer than the datagram or an error answer is an error; a malformed entry is skipped.
-pub fn parse_messages(buf: &[u8], out: &mut Vec<Entry>) -> io::Result<bool> {
-    for m in netlink::messages(buf)? {
-        match m.kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = netlink::error_code(m.payload);
-                if errno != 0 {
-                    return Err(io::Error::from_raw_os_error(-errno));
-                }
-            }
-            k if k == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW => {
-                out.extend(m.payload.get(NFGENMSG_LEN..).and_then(parse_entry))
-            }
-            _ => {}
-        }
-    }
-    Ok(false)
-}
-
-/// The two tuples of one entry's attributes.
-fn parse_entry(attrs: &[u8]) -> Option<Entry> {
-    let (mut orig, mut reply) = (None, None);
-    for (kind, value) in attributes(attrs) {
-        match kind {
-            CTA_TUPLE_ORIG => orig = parse_tuple(value),
-            CTA_TUPLE_REPLY => reply = parse_tuple(value),
-            _ => {}
-        }
-    }
-    Some(Entry {
-        orig: orig?,
-        reply: reply?,
-    })
-}
-
-fn parse_tuple(nested: &[u8]) -> Option<Tuple> {
-    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
-    for (kind, value) in attributes(nested) {
-        match kind {
-            CTA_TUPLE_IP => {
-                for (k, v) in attributes(value) {
-                    match k {
-                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => src = ip_from(v),
-                        CTA_IP_V4_DST | CTA_IP_V6_DST => dst = ip_from(v),
-                        _ => {}
-                    }
-                }
-            }
-            CTA_TUPLE_PROTO => {
-                for (k, v) in attributes(value) {
-                    match k {
-                        CTA_PROTO_NUM => proto = v.first().copied(),
-                        // Ports are in network byte order, unlike netlink's own fields.
-                        CTA_PROTO_SRC_PORT => sport = be16(v),
-                        CTA_PROTO_DST_PORT => dport = be16(v),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+/// The flow's tuple when it has every part (only those can be in a dump).
+fn tuple_of(flow: &FlowKey) -> Option<Tuple> {
     Some(Tuple {
-        proto: proto?,
-        src: src?,
-        sport: sport?,
-        dst: dst?,
-        dport: dport?,
+        proto: flow.proto?,
+        src: flow.src?,
+        sport: flow.sport?,
+        dst: flow.dst?,
+        dport: flow.dport?,
     })
-}
-
-fn be16(v: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
 }
 
 /// The NATed connections, keyed by the tuple their packets carry after DNAT (the reply tuple
@@ -245,7 +96,7 @@ impl NatTable {
     /// to, seen in either direction after DNAT: client → backend, or backend → client before
     /// the reply is translated back.
     pub fn get(&self, flow: &FlowKey) -> Option<(IpAddr, u16, u8)> {
-        let t = Tuple::of(flow)?;
+        let t = tuple_of(flow)?;
         self.map
             .get(&t)
             .or_else(|| self.map.get(&t.reversed()))
@@ -307,7 +158,7 @@ impl Conntrack {
         let found = self.shared.table.read().ok()?.get(flow);
         // Only a flow with a whole tuple can be in a dump.
         if found.is_none() {
-            if let Some(tuple) = Tuple::of(flow) {
+            if let Some(tuple) = tuple_of(flow) {
                 if self.dump_may_find(tuple) && !self.shared.wanted.swap(true, Ordering::Relaxed) {
                     if let Some(t) = self.shared.refresher.get() {
                         t.unpark();
@@ -364,10 +215,10 @@ fn refresher(weak: Weak<Shared>, namespaces: Vec<Netns>) {
         let mut table = NatTable::default();
         let mut dumps = Vec::new();
         if namespaces.is_empty() {
-            dumps.push(("root".to_string(), dump().map_err(anyhow::Error::from)));
+            dumps.push(("root".to_string(), dump()));
         }
         for ns in &namespaces {
-            dumps.push((ns.label.clone(), ns.enter(|| Ok(dump()?))));
+            dumps.push((ns.label.clone(), ns.enter(dump)));
         }
         for (label, result) in dumps {
             match result {

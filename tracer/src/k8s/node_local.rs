@@ -22,7 +22,7 @@ use std::{
 };
 
 use super::{Inventory, ObjectRef, PodInfo, Prefix};
-use crate::{host::HostRoot, ifaces, netns::Netns, routes};
+use crate::{host::HostRoot, ifaces, netlink::route as routes, netns::Netns};
 
 /// What node-local discovery found.
 #[derive(Clone, Debug, Default)]
@@ -104,7 +104,7 @@ pub fn discover(host: &HostRoot, watched: &[Netns]) -> Discovery {
     d.warnings.extend(warnings);
     let pod_networks = flannel_networks(host);
     for ns in watched {
-        let listed = ns.enter(|| Ok((ifaces::list()?, routes::dump()?)));
+        let listed = ns.enter(|| Ok((ifaces::list()?, routes::routes()?)));
         match listed {
             Ok((ifs, routes)) => {
                 for (prefix, via) in remote_pod_cidrs(&routes, &ifs, &pod_networks) {

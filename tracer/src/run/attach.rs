@@ -246,7 +246,7 @@ fn own_addresses(plan: &Plan, received_on: &[HookedDevice]) -> Vec<std::net::IpA
         if ifindexes.is_empty() {
             continue;
         }
-        let read = || Ok(crate::ifaces::addresses()?);
+        let read = crate::netlink::addr::addresses;
         let found = if plan.namespaces.named {
             ns.enter(read)
         } else {

@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::check::{netlink, probe};
 use crate::event::probe::{Probe, KIND};
 use crate::netns::Netns;
 use crate::verdict::ProbeWant;
+use crate::{
+    check::probe,
+    netlink::link::{links, Link},
+};
 
 /// The same address is probed again only after this long.
 pub const PROBE_EVERY: Duration = Duration::from_secs(300);
@@ -144,8 +147,8 @@ fn serve(
 fn measure(req: &Request, enter: bool) -> Probe {
     let mut failure = String::new();
     for ns in &req.from {
-        let run = || -> Result<(probe::ProbeResult, Vec<netlink::Link>)> {
-            let links = netlink::links().context("listing devices (netlink)")?;
+        let run = || -> Result<(probe::ProbeResult, Vec<Link>)> {
+            let links = links().context("listing devices (netlink)")?;
             let peer = probe::Peer {
                 addr: req.to,
                 source: req.why.clone(),
@@ -174,7 +177,7 @@ fn measure(req: &Request, enter: bool) -> Probe {
     }
 }
 
-fn line(ns: &Netns, req: &Request, r: &probe::ProbeResult, links: &[netlink::Link]) -> Probe {
+fn line(ns: &Netns, req: &Request, r: &probe::ProbeResult, links: &[Link]) -> Probe {
     let status = serde_json::to_value(r.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -5,7 +5,7 @@
 use std::{fs, net::IpAddr, path::PathBuf};
 
 use super::*;
-use crate::routes::{Route, PROTO_BIRD, TABLE_MAIN, TYPE_UNICAST};
+use crate::netlink::route::{Route, PROTO_BIRD, TABLE_MAIN, TYPE_UNICAST};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -243,6 +243,7 @@ fn route(dst: &str, len: u8, via: Option<&str>, oif: u32, protocol: u8) -> Route
         table: TABLE_MAIN,
         protocol,
         kind: TYPE_UNICAST,
+        ..Route::default()
     }
 }
 

@@ -1,19 +1,13 @@
-//! The netlink plumbing shared by the route dump (node-local names), the MTU audit's link,
-//! route, route-cache and FDB requests, and the conntrack dump: one socket type, one message
-//! splitter, one attribute parser.
-//!
-//! Hand-written rather than through rtnetlink / netlink-packet-*: the tracer sends a handful
-//! of requests and reads a few attributes of each answer; the crates bring a dozen more
-//! crates and their version churn for the same result. The parsers take untrusted bytes and
-//! never index past what they checked.
-//!
-//! Sockets are created in the calling thread's network namespace, so everything here works
-//! inside `Netns::enter`.
+//! The netlink socket and message framing every family shares: open a socket in the calling
+//! thread's namespace, send one request, read its answer (a dump or a single reply), listen to
+//! multicast groups. The datagram parsers take untrusted bytes and never index past what they
+//! checked.
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
+
+use super::attr::align4;
 
 pub const NLMSG_HDR_LEN: usize = 16;
 pub const NLMSG_ERROR: u16 = 2;
@@ -163,32 +157,61 @@ impl Socket {
             if n == 0 {
                 return Ok(out);
             }
-            for m in messages(&buf[..n as usize])? {
-                match m.kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = error_code(m.payload);
-                        if errno == 0 && !dump {
-                            return Ok(out);
-                        }
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
-                    t if t == reply => {
-                        if m.flags & NLM_F_DUMP_INTR != 0 {
-                            // The table changed mid-dump: what arrived is still a fair picture
-                            // for names and an audit, so keep it rather than loop.
-                            log::debug!("netlink dump interrupted by a change");
-                        }
-                        out.push(m.payload.to_vec());
-                    }
-                    _ => {}
-                }
-            }
-            if !dump && !out.is_empty() {
+            let complete = read_answer(&buf[..n as usize], reply, dump, |payload| {
+                out.push(payload.to_vec())
+            })?;
+            if complete || (!dump && !out.is_empty()) {
                 return Ok(out);
             }
         }
     }
+}
+
+/// One request of `kind` over a new NETLINK_ROUTE socket of the calling thread's namespace (see
+/// [`Socket::request`]); `name` names it in errors.
+pub fn route_request(
+    name: &str,
+    kind: u16,
+    flags: u16,
+    body: &[u8],
+    reply: u16,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    use anyhow::Context as _;
+    Socket::open(libc::NETLINK_ROUTE)
+        .context("netlink socket")?
+        .request(kind, flags, body, reply)
+        .with_context(|| format!("netlink: {name}"))
+}
+
+/// Hand each payload of a `reply` message of one received datagram to `each`; `Ok(true)` once
+/// the answer is complete (`NLMSG_DONE`, or the acknowledgement of a request that is not a
+/// dump). An error answer is the error of its errno; a truncated datagram is `InvalidData`.
+pub fn read_answer<'a>(
+    datagram: &'a [u8],
+    reply: u16,
+    dump: bool,
+    mut each: impl FnMut(&'a [u8]),
+) -> io::Result<bool> {
+    for m in messages(datagram)? {
+        match m.kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => match error_code(m.payload) {
+                0 if dump => {}
+                0 => return Ok(true),
+                errno => return Err(io::Error::from_raw_os_error(-errno)),
+            },
+            t if t == reply => {
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    // The table changed mid-dump: what arrived is still a fair picture for
+                    // names and an audit, so keep it rather than loop.
+                    log::debug!("netlink dump interrupted by a change");
+                }
+                each(m.payload);
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 impl Socket {
@@ -247,60 +270,15 @@ impl AsRawFd for Socket {
     }
 }
 
-pub fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// `(type, value)` of each attribute (`rtattr` / `nlattr`) in `data`, the nested/byte-order
-/// flag bits stripped from the type; stops at the first malformed one.
-pub fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut v = Vec::new();
-    while data.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([data[0], data[1]]));
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
-        if len < 4 || len > data.len() {
-            break;
-        }
-        v.push((ty, &data[4..len]));
-        data = &data[align4(len).min(data.len())..];
-    }
-    v
-}
-
-pub fn attr_u32(v: &[u8]) -> Option<u32> {
-    v.get(0..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// An IPv4 (4 bytes) or IPv6 (16 bytes) address attribute.
-pub fn attr_ip(v: &[u8]) -> Option<IpAddr> {
-    match v.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(v).ok()?))),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDR_LEN + payload.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&0u16.to_ne_bytes());
-        m.extend_from_slice(&[0; 8]);
-        m.extend_from_slice(payload);
-        m.resize(align4(m.len()), 0);
-        m
-    }
+    use crate::netlink::attr::testing::message;
 
     #[test]
     fn datagrams_split_and_truncation_is_an_error_not_a_panic() {
-        let mut d = msg(24, &[1, 2, 3]);
-        d.extend(msg(NLMSG_DONE, &[0; 4]));
+        let mut d = message(24, &[1, 2, 3]);
+        d.extend(message(NLMSG_DONE, &[0; 4]));
         let ms = messages(&d).unwrap();
         assert_eq!(ms.len(), 2);
         assert_eq!(ms[0].kind, 24);
@@ -310,23 +288,27 @@ mod tests {
             // Any prefix either splits or is refused; never a panic.
             let _ = messages(&d[..cut]);
         }
-        let mut bad = msg(24, &[0; 8]);
+        let mut bad = message(24, &[0; 8]);
         bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(messages(&bad).is_err());
     }
 
     #[test]
-    fn attributes_stop_at_garbage() {
-        let mut a = Vec::new();
-        a.extend_from_slice(&8u16.to_ne_bytes());
-        a.extend_from_slice(&(0x8000u16 | 4).to_ne_bytes()); // NLA_F_NESTED | 4
-        a.extend_from_slice(&1450u32.to_ne_bytes());
-        a.extend_from_slice(&[200, 0, 1, 0]); // claims 200 bytes
-        let v = attrs(&a);
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].0, 4);
-        assert_eq!(attr_u32(v[0].1), Some(1450));
-        assert_eq!(attr_ip(&[10, 0, 0, 1]), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(attr_ip(&[1, 2, 3]), None);
+    fn an_answer_ends_with_done_an_acknowledgement_or_an_error() {
+        let mut payloads = Vec::new();
+        let dump = [
+            message(24, &[1]),
+            message(24, &[2]),
+            message(NLMSG_DONE, &[0; 4]),
+        ]
+        .concat();
+        assert!(read_answer(&dump, 24, true, |p| payloads.push(p[0])).unwrap());
+        assert_eq!(payloads, [1, 2]);
+        let ack = message(NLMSG_ERROR, &0i32.to_ne_bytes());
+        assert!(read_answer(&ack, 24, false, |_| {}).unwrap());
+        assert!(!read_answer(&ack, 24, true, |_| {}).unwrap());
+        let eperm = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
+        let err = read_answer(&eperm, 24, true, |_| {}).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     }
 }
