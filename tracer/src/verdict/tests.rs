@@ -882,10 +882,9 @@ fn a_probes_own_echo_requests_are_not_evidence() {
     );
 }
 
-/// The run knew the cluster's CNI (its start line says so): the verdict's recommended MTU
-/// comes as the change to make, naming the stuck connections' pods to restart once each.
-#[test]
-fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
+/// The verdicts of recorded log `name` as if its run had recognised Calico's manifest install
+/// (a start line naming it first).
+fn recorded_with_calico(name: &str) -> Vec<Verdict> {
     let dir = env!("CARGO_MANIFEST_DIR");
     let objects: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{dir}/src/fix/testdata/calico-manifest.json")).unwrap(),
@@ -894,12 +893,34 @@ fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
     let install = crate::fix::recognise(objects["items"].as_array().unwrap()).unwrap();
     let start = serde_json::json!({"ts": "2026-11-25T20:25:13Z", "kind": "start", "cni": install});
     let events =
-        std::fs::read_to_string(format!("{dir}/src/verdict/testdata/l2vxlan.jsonl")).unwrap();
-    let log = std::env::temp_dir().join(format!("tracer-verdict-cni-{}.jsonl", std::process::id()));
+        std::fs::read_to_string(format!("{dir}/src/verdict/testdata/{name}.jsonl")).unwrap();
+    let log = std::env::temp_dir().join(format!(
+        "tracer-verdict-cni-{name}-{}.jsonl",
+        std::process::id()
+    ));
     std::fs::write(&log, format!("{start}\n{events}")).unwrap();
     let result = crate::report::report(&log);
     let _ = std::fs::remove_file(&log);
-    let (_, v) = result.unwrap();
+    result.unwrap().1
+}
+
+/// A path where path-MTU discovery worked: its fix is optional, so no command to paste.
+#[test]
+fn a_recovered_path_gets_no_change_to_make() {
+    let v = recorded_with_calico("df-unset");
+    let note = v
+        .iter()
+        .find(|v| v.problem == Problem::PmtudRecovered)
+        .unwrap();
+    assert!(note.recommended_mtu.is_some());
+    assert!(note.change.is_none(), "{:#?}", note.change);
+}
+
+/// The run knew the cluster's CNI (its start line says so): the verdict's recommended MTU
+/// comes as the change to make, naming the stuck connections' pods to restart once each.
+#[test]
+fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
+    let v = recorded_with_calico("l2vxlan");
     let p = only_problem(&v);
     let c = p.change.as_ref().expect("a change");
     assert_eq!(Some(c.value), p.recommended_mtu);

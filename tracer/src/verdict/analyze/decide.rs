@@ -122,7 +122,11 @@ impl Analyzer {
         let words = self.explain(&path, &judged, &sites, problem, &limits);
         let confidence = words.confidence;
         let flows = self.flows(&judged);
-        let change = self.change(&path, &flows, limits.recommended);
+        // A ready change only where something must change: a recovered path's fix is optional,
+        // and a command to paste would say otherwise.
+        let change = (severity >= Severity::Suspected)
+            .then(|| self.change(&path, &flows, limits.recommended))
+            .flatten();
         Verdict {
             ts: crate::time::rfc3339_nanos(now),
             kind: "verdict",
