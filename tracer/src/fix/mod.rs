@@ -70,79 +70,99 @@ pub struct Change {
     pub risk: String,
 }
 
-/// The objects [`recognise`] reads, by kind and name.
-const CNI_OBJECTS: [(&str, &str); 3] = [
-    ("Installation", "default"),
-    ("ConfigMap", "calico-config"),
-    ("ConfigMap", "kube-flannel-cfg"),
+/// An install [`recognise`] knows: the object that holds the MTU, and what its number means.
+struct Known {
+    kind: &'static str,
+    name: &'static str,
+    cni: &'static str,
+    method: &'static str,
+    /// `kind/name` as `kubectl` takes it.
+    object: &'static str,
+    field: &'static str,
+    meaning: MtuMeaning,
+    /// The DaemonSet to restart after the change and its usual namespace, when the CNI does
+    /// not roll it itself.
+    agent: Option<(&'static str, &'static str)>,
+    /// The number the object holds now, and for flannel the `net-conf.json` the patch rewrites;
+    /// none when the object cannot be patched field by field.
+    read: fn(&Value) -> Option<Found>,
+}
+
+/// What [`Known::read`] found: the number (none: the CNI detects it) and the text a patch
+/// rewrites whole, if any.
+type Found = (Option<u32>, Option<String>);
+
+/// First match wins: an operator's Installation over a leftover manifest ConfigMap.
+const KNOWN: [Known; 3] = [
+    Known {
+        kind: "Installation",
+        name: "default",
+        cni: "calico",
+        method: "operator",
+        object: "installation.operator.tigera.io/default",
+        field: "spec.calicoNetwork.mtu",
+        meaning: MtuMeaning::Pod,
+        agent: None,
+        read: |o| Some((number(&o["spec"]["calicoNetwork"]["mtu"]), None)),
+    },
+    Known {
+        kind: "ConfigMap",
+        name: "calico-config",
+        cni: "calico",
+        method: "manifest",
+        object: "configmap/calico-config",
+        field: "data.veth_mtu",
+        meaning: MtuMeaning::Pod,
+        agent: Some(("calico-node", "kube-system")),
+        read: |o| Some((number(&o["data"]["veth_mtu"]), None)),
+    },
+    Known {
+        kind: "ConfigMap",
+        name: "kube-flannel-cfg",
+        cni: "flannel",
+        method: "configmap",
+        object: "configmap/kube-flannel-cfg",
+        field: "data[\"net-conf.json\"].Backend.MTU",
+        meaning: MtuMeaning::Underlay,
+        agent: Some(("kube-flannel-ds", "kube-flannel")),
+        read: |o| {
+            let text = o["data"]["net-conf.json"].as_str()?;
+            let conf: Value = serde_json::from_str(text).ok()?;
+            Some((number(&conf["Backend"]["MTU"]), Some(text.to_string())))
+        },
+    },
 ];
 
 /// Whether `o`, of `kind`, is one of the objects that say how the CNI is configured.
 pub fn describes_cni(kind: &str, o: &Value) -> bool {
-    CNI_OBJECTS
+    KNOWN
         .iter()
-        .any(|(k, name)| kind == *k && o["metadata"]["name"] == *name)
+        .any(|k| kind == k.kind && o["metadata"]["name"] == k.name)
 }
 
 /// The CNI install from a cluster's objects (items of `kubectl get … -o json` lists), if one
 /// is recognised.
 pub fn recognise(objects: &[Value]) -> Option<CniInstall> {
-    let named = |kind: &str, name: &str| {
-        objects
+    KNOWN.iter().find_map(|k| {
+        let o = objects
             .iter()
-            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-    };
-    let namespace = |o: &Value| o["metadata"]["namespace"].as_str().map(str::to_string);
-    if let Some(i) = named("Installation", "default") {
-        return Some(CniInstall {
-            cni: "calico".into(),
-            method: "operator".into(),
-            object: "installation.operator.tigera.io/default".into(),
-            namespace: None,
-            field: "spec.calicoNetwork.mtu".into(),
-            meaning: MtuMeaning::Pod,
-            current: number(&i["spec"]["calicoNetwork"]["mtu"]),
-            restart_agent: None,
-            net_conf: None,
-        });
-    }
-    if let Some(c) = named("ConfigMap", "calico-config") {
-        let ns = namespace(c);
-        return Some(CniInstall {
-            cni: "calico".into(),
-            method: "manifest".into(),
-            object: "configmap/calico-config".into(),
-            restart_agent: Some(format!(
-                "{}/calico-node",
-                ns.as_deref().unwrap_or("kube-system")
-            )),
-            namespace: ns,
-            field: "data.veth_mtu".into(),
-            meaning: MtuMeaning::Pod,
-            current: number(&c["data"]["veth_mtu"]),
-            net_conf: None,
-        });
-    }
-    if let Some(c) = named("ConfigMap", "kube-flannel-cfg") {
-        let net_conf = c["data"]["net-conf.json"].as_str()?.to_string();
-        let parsed: Value = serde_json::from_str(&net_conf).ok()?;
-        let ns = namespace(c);
-        return Some(CniInstall {
-            cni: "flannel".into(),
-            method: "configmap".into(),
-            object: "configmap/kube-flannel-cfg".into(),
-            restart_agent: Some(format!(
-                "{}/kube-flannel-ds",
-                ns.as_deref().unwrap_or("kube-flannel")
-            )),
-            namespace: ns,
-            field: "data[\"net-conf.json\"].Backend.MTU".into(),
-            meaning: MtuMeaning::Underlay,
-            current: number(&parsed["Backend"]["MTU"]),
-            net_conf: Some(net_conf),
-        });
-    }
-    None
+            .find(|o| o["kind"] == k.kind && o["metadata"]["name"] == k.name)?;
+        let (current, net_conf) = (k.read)(o)?;
+        let namespace = o["metadata"]["namespace"].as_str().map(str::to_string);
+        Some(CniInstall {
+            cni: k.cni.into(),
+            method: k.method.into(),
+            object: k.object.into(),
+            restart_agent: k
+                .agent
+                .map(|(ds, usual)| format!("{}/{ds}", namespace.as_deref().unwrap_or(usual))),
+            namespace,
+            field: k.field.into(),
+            meaning: k.meaning,
+            current,
+            net_conf,
+        })
+    })
 }
 
 /// A JSON number or a numeric string (ConfigMap values are strings); 0 is "detect".
