@@ -3,8 +3,8 @@
 //! commands in order, and what else must happen (pods keep their old MTU until restarted: an
 //! MTU applies to new veths). The tracer never applies it.
 //!
-//! Recognised, first match wins, from the objects a snapshot lists
-//! (`kubectl get installations.operator.tigera.io,configmaps -A -o json`):
+//! Recognised, first match wins, from the objects a snapshot lists (`kubectl get … configmaps
+//! -A -o json`, with the `installations.operator.tigera.io` where Calico's operator runs):
 //! - Calico installed by the Tigera operator: the `Installation` `default`,
 //!   `spec.calicoNetwork.mtu` (the pod MTU; the operator rolls calico-node itself).
 //! - Calico installed from the manifest: the `calico-config` ConfigMap, `veth_mtu` (the pod MTU,
@@ -13,6 +13,9 @@
 //! - flannel: the `kube-flannel-cfg` ConfigMap, `Backend.MTU` in `net-conf.json`: the *underlay*
 //!   MTU (flannel subtracts its overhead for `flannel.1` and the pods), then a restart of the
 //!   `kube-flannel-ds` DaemonSet.
+//! - Cilium: the `cilium-config` ConfigMap, `mtu` (the agent's `--mtu`: the underlying network's
+//!   MTU, from which Cilium sizes its tunnel and routes), then a restart of the `cilium`
+//!   DaemonSet.
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -93,7 +96,7 @@ struct Known {
 type Found = (Option<u32>, Option<String>);
 
 /// First match wins: an operator's Installation over a leftover manifest ConfigMap.
-const KNOWN: [Known; 3] = [
+const KNOWN: [Known; 4] = [
     Known {
         kind: "Installation",
         name: "default",
@@ -130,6 +133,17 @@ const KNOWN: [Known; 3] = [
             let conf: Value = serde_json::from_str(text).ok()?;
             Some((number(&conf["Backend"]["MTU"]), Some(text.to_string())))
         },
+    },
+    Known {
+        kind: "ConfigMap",
+        name: "cilium-config",
+        cni: "cilium",
+        method: "configmap",
+        object: "configmap/cilium-config",
+        field: "data.mtu",
+        meaning: MtuMeaning::Underlay,
+        agent: Some(("cilium", "kube-system")),
+        read: |o| Some((number(&o["data"]["mtu"]), None)),
     },
 ];
 
@@ -191,6 +205,7 @@ pub fn change(
     let patch = match (install.cni.as_str(), install.method.as_str()) {
         ("calico", "operator") => json!({"spec": {"calicoNetwork": {"mtu": value}}}),
         ("calico", _) => json!({"data": {"veth_mtu": value.to_string()}}),
+        ("cilium", _) => json!({"data": {"mtu": value.to_string()}}),
         ("flannel", _) => {
             let mut conf: Value = serde_json::from_str(install.net_conf.as_deref()?).ok()?;
             let backend = conf.as_object_mut()?.entry("Backend").or_insert(json!({}));

@@ -168,6 +168,31 @@ fn flannel_sets_the_underlay_mtu_in_net_conf_and_keeps_the_rest() {
 }
 
 #[test]
+fn cilium_sets_the_underlay_mtu_and_restarts_the_agents() {
+    let (objects, c) = the_change("cilium.json", 1400, 50);
+    assert_eq!((c.cni.as_str(), c.method.as_str()), ("cilium", "configmap"));
+    // Cilium's `mtu` is the underlying network's: it sizes the VXLAN tunnel's routes from it.
+    assert_eq!(c.value, 1450);
+    assert_eq!(
+        c.commands,
+        [
+            r#"kubectl patch configmap/cilium-config -n kube-system --type merge -p '{"data":{"mtu":"1450"}}'"#,
+            "kubectl rollout restart daemonset/cilium -n kube-system",
+            "kubectl rollout status daemonset/cilium -n kube-system",
+        ]
+    );
+    // The recorded install detects the MTU (no `mtu` key); the patch adds it and keeps the rest.
+    assert_eq!(recognise(&objects).unwrap().current, None);
+    let mut cm = objects[0].clone();
+    merge(&mut cm, &c.patch);
+    let typed: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(cm).unwrap();
+    let data = typed.data.unwrap();
+    assert_eq!(data["mtu"], "1450");
+    assert_eq!(data["tunnel"], "vxlan");
+    assert_eq!(data.len(), 84);
+}
+
+#[test]
 fn the_operator_wins_over_a_leftover_manifest_config_and_the_current_number_is_read() {
     let mut objects = items("calico-manifest.json");
     let mut inst = items("calico-operator.json").remove(0);
