@@ -36,6 +36,8 @@ pub enum Line {
     Start(Start),
     Probe(Probe),
     Arrivals(Arrivals),
+    /// The CNI install the live API showed.
+    Cni(crate::fix::CniLine),
     /// A verdict the run wrote when it stopped: its time and node (the end of what it watched).
     Verdict {
         ts: i128,
@@ -51,6 +53,7 @@ impl Line {
             Line::Start(s) => s.node.as_deref(),
             Line::Probe(p) => p.node.as_deref(),
             Line::Arrivals(a) => a.node.as_deref(),
+            Line::Cni(c) => c.node.as_deref(),
             Line::Verdict { node, .. } => node.as_deref(),
         }
     }
@@ -62,6 +65,7 @@ impl Line {
             Line::Start(s) => crate::time::parse_rfc3339(&s.ts),
             Line::Probe(p) => crate::time::parse_rfc3339(&p.ts),
             Line::Arrivals(a) => crate::time::parse_rfc3339(&a.ts),
+            Line::Cni(c) => crate::time::parse_rfc3339(&c.ts),
             Line::Verdict { ts, .. } => Some(*ts),
         }
     }
@@ -74,6 +78,7 @@ impl Line {
             Line::Probe(p) => analyzer.apply_probe(&p),
             // The far end's side: read by the join across nodes, not by one node's analysis.
             Line::Arrivals(_) => {}
+            Line::Cni(c) => analyzer.set_cni(c.install),
             Line::Verdict { ts, .. } => analyzer.watched_until(ts),
         }
     }
@@ -108,6 +113,9 @@ pub fn read_lines(input: impl BufRead, mut take: impl FnMut(Line)) -> Result<Log
             Err(LineError::Probe) => serde_json::from_slice::<Probe>(line)
                 .map(Line::Probe)
                 .map_err(|e| format!("a probe line that does not read: {e}")),
+            Err(LineError::Cni) => serde_json::from_slice::<crate::fix::CniLine>(line)
+                .map(Line::Cni)
+                .map_err(|e| format!("a cni line that does not read: {e}")),
             Err(LineError::Arrivals) => {
                 stats.arrivals += 1;
                 serde_json::from_slice::<Arrivals>(line)

@@ -111,10 +111,23 @@ fn manifests_match_the_kubernetes_schema_and_hold_together() {
     assert_eq!(sa.metadata.namespace.as_deref(), Some(namespace.as_str()));
     assert_eq!(ds.metadata.namespace.as_deref(), Some(namespace.as_str()));
 
-    // RBAC: list and watch on exactly what the tracer names flows from, nothing more.
+    // RBAC: list and watch on exactly what the tracer names flows from, and get on exactly the
+    // CNI objects it reads by name (`tracer::fix`), nothing more.
     let mut granted = BTreeMap::new();
+    let mut named = BTreeSet::new();
     for rule in role.rules.unwrap() {
         let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        if let Some(names) = &rule.resource_names {
+            assert_eq!(verbs, BTreeSet::from(["get"]), "{rule:?}");
+            for group in rule.api_groups.clone().unwrap() {
+                for r in rule.resources.clone().unwrap() {
+                    for n in names {
+                        named.insert((group.clone(), r.clone(), n.clone()));
+                    }
+                }
+            }
+            continue;
+        }
         assert_eq!(verbs, BTreeSet::from(["list", "watch"]), "{rule:?}");
         for group in rule.api_groups.unwrap() {
             for r in rule.resources.clone().unwrap() {
@@ -131,6 +144,16 @@ fn manifests_match_the_kubernetes_schema_and_hold_together() {
             ("endpointslices".to_string(), "discovery.k8s.io".to_string()),
         ])
     );
+    let mut wanted: BTreeSet<(String, String, String)> = tracer::fix::CONFIG_MAPS
+        .iter()
+        .map(|(_, name)| (String::new(), "configmaps".to_string(), name.to_string()))
+        .collect();
+    wanted.insert((
+        "operator.tigera.io".into(),
+        "installations".into(),
+        "default".into(),
+    ));
+    assert_eq!(named, wanted);
     assert_eq!(binding.role_ref.kind, "ClusterRole");
     assert_eq!(Some(binding.role_ref.name), role.metadata.name);
     let subject = &binding.subjects.unwrap()[0];

@@ -448,6 +448,18 @@ fn names_come_live_from_the_kubernetes_api_too() {
     assert_eq!(drop["service"]["name"], "storage");
     assert_eq!(drop["src_node"]["name"], "worker-116");
     assert_eq!(drop["dst_node"]["name"], "worker-208");
+    // The CNI's config, read by name from the API: said, logged, and the verdict's change.
+    assert!(
+        stderr.contains("names: API: the CNI is calico (manifest, configmap/calico-config)"),
+        "{stderr}"
+    );
+    let cni = of_kind(&events, "cni");
+    assert_eq!(cni.len(), 1, "{}", dump(&events));
+    assert_eq!(cni[0]["object"], "configmap/calico-config");
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["change"]["value"], v["recommended_mtu"], "{v}");
+    assert_eq!(v["change"]["patch"]["data"]["veth_mtu"], "1400", "{v}");
 }
 
 #[test]

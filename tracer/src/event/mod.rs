@@ -394,6 +394,7 @@ impl Record {
                     Ok(Head { kind: Some(k) }) if k == start::KIND => LineError::Start,
                     Ok(Head { kind: Some(k) }) if k == probe::KIND => LineError::Probe,
                     Ok(Head { kind: Some(k) }) if k == arrivals::KIND => LineError::Arrivals,
+                    Ok(Head { kind: Some(k) }) if k == crate::fix::CNI_LINE_KIND => LineError::Cni,
                     Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
                         LineError::UnknownKind(k)
                     }
@@ -421,6 +422,8 @@ pub enum LineError {
     Probe,
     /// What arrived from a peer in a window ([`arrivals::Arrivals`]).
     Arrivals,
+    /// The CNI install the live API showed ([`crate::fix::CniLine`]).
+    Cni,
     UnknownKind(String),
     BadTimestamp(String),
 }
@@ -433,6 +436,7 @@ impl std::fmt::Display for LineError {
             LineError::Start => write!(f, "the run's start line, not an event"),
             LineError::Probe => write!(f, "a probe, not an event"),
             LineError::Arrivals => write!(f, "arrivals from a peer, not an event"),
+            LineError::Cni => write!(f, "the CNI install, not an event"),
             LineError::UnknownKind(k) => write!(f, "unknown kind `{k}`"),
             LineError::BadTimestamp(ts) => write!(f, "bad timestamp `{ts}`"),
         }

@@ -53,6 +53,21 @@ pub struct CniInstall {
     pub net_conf: Option<String>,
 }
 
+/// `kind` of a [`CniLine`].
+pub const CNI_LINE_KIND: &str = "cni";
+
+/// The log line that says which CNI install the live API showed (`kind: "cni"`; a snapshot's
+/// goes on the start line instead). `tracer report` applies it as the start line's `cni`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniLine {
+    pub ts: String,
+    pub kind: String,
+    /// The run's node, as its start line's (logs of several nodes are read apart by it).
+    pub node: Option<String>,
+    #[serde(flatten)]
+    pub install: CniInstall,
+}
+
 /// The change for one verdict: what to run, in order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Change {
@@ -145,6 +160,14 @@ const KNOWN: [Known; 4] = [
         agent: Some(("cilium", "kube-system")),
         read: |o| Some((number(&o["data"]["mtu"]), None)),
     },
+];
+
+/// Where the installs put their ConfigMaps (namespace, name): what the live API reads by name.
+pub const CONFIG_MAPS: [(&str, &str); 4] = [
+    ("kube-system", "calico-config"),
+    ("kube-flannel", "kube-flannel-cfg"),
+    ("kube-system", "kube-flannel-cfg"),
+    ("kube-system", "cilium-config"),
 ];
 
 /// Whether `o`, of `kind`, is one of the objects that say how the CNI is configured.

@@ -215,6 +215,8 @@ pub enum Update {
     /// 12 nodes"), a kind that cannot be listed ("API: listing pods refused (403 Forbidden:
     /// ...); continuing without pod names"), its recovery, odd objects.
     Status(String),
+    /// The CNI install the cluster's objects show ([`cni_objects`]), read once after connecting.
+    Cni(crate::fix::CniInstall),
 }
 
 /// List and watch Pods, Services, EndpointSlices and Nodes in all namespaces and send
@@ -261,6 +263,50 @@ pub async fn watch(client: Client, tx: mpsc::Sender<Update>) -> Result<()> {
             _ = tx.closed() => return Ok(()),
         }
     }
+}
+
+/// The objects that say how the CNI is configured ([`crate::fix`]), each read once by name
+/// where its install puts it; with the lines to tell the user (a refused read). An object that
+/// is not there (another CNI, no operator CRD) is no answer, and no line.
+pub async fn cni_objects(client: &Client) -> (Vec<serde_json::Value>, Vec<String>) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::core::{ApiResource, DynamicObject};
+    let mut objects = Vec::new();
+    let mut lines = Vec::new();
+    let mut keep =
+        |kind: &str, what: String, got: kube::Result<Option<serde_json::Value>>| match got {
+            Ok(Some(mut o)) => {
+                o["kind"] = kind.into();
+                objects.push(o);
+            }
+            Ok(None) => {}
+            Err(e) => lines.push(format!(
+                "API: reading {what} failed ({}); the fix stays generic",
+                cause(&e)
+            )),
+        };
+    for (ns, name) in crate::fix::CONFIG_MAPS {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+        let got = api
+            .get_opt(name)
+            .await
+            .map(|o| o.and_then(|o| serde_json::to_value(o).ok()));
+        keep("ConfigMap", format!("configmap {ns}/{name}"), got);
+    }
+    let installation = ApiResource {
+        group: "operator.tigera.io".into(),
+        version: "v1".into(),
+        api_version: "operator.tigera.io/v1".into(),
+        kind: "Installation".into(),
+        plural: "installations".into(),
+    };
+    let api = Api::<DynamicObject>::all_with(client.clone(), &installation);
+    let got = api
+        .get_opt("default")
+        .await
+        .map(|o| o.and_then(|o| serde_json::to_value(o).ok()));
+    keep("Installation", "installation default".into(), got);
+    (objects, lines)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -125,7 +125,11 @@ pub async fn event_loop(
             // ring is never empty.
             biased;
             () = stop.requested() => break,
-            update = api.recv(), if api.is_open() => api.apply(update, &mut names),
+            update = api.recv(), if api.is_open() => {
+                if let Some(install) = api.apply(update, &mut names) {
+                    fanout.cni(install, now_unix_ns());
+                }
+            }
             _ = tick.tick() => {
                 edge.folds.tick(|rec| ring::deliver(rec, &names, fanout));
                 lost.report(fanout);

@@ -17,6 +17,8 @@ pub struct Fanout {
     failed: Vec<bool>,
     summary: Summary,
     analyzer: Analyzer,
+    /// The run's node (its start line's): lines written later say it too.
+    node: Option<String>,
 }
 
 impl Fanout {
@@ -32,6 +34,7 @@ impl Fanout {
             sinks,
             summary,
             analyzer,
+            node: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl Fanout {
     /// know of the run (the same as `tracer report` reads back from it).
     pub fn start(&mut self, start: &Start) {
         self.analyzer.apply_start(start);
+        self.node = start.node.clone();
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             if let Err(e) = sink.start(start) {
                 fail(&mut self.failed, i, &e);
@@ -81,6 +85,25 @@ impl Fanout {
                 continue;
             }
             if let Err(e) = sink.probe(probe) {
+                fail(&mut self.failed, i, &e);
+            }
+        }
+    }
+
+    /// The CNI install the live API showed: logged, and what the verdicts' change patches.
+    pub fn cni(&mut self, install: crate::fix::CniInstall, now_unix_ns: i128) {
+        let line = crate::fix::CniLine {
+            ts: crate::time::rfc3339_nanos(now_unix_ns),
+            kind: crate::fix::CNI_LINE_KIND.to_string(),
+            node: self.node.clone(),
+            install,
+        };
+        self.analyzer.set_cni(line.install.clone());
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if self.failed[i] {
+                continue;
+            }
+            if let Err(e) = sink.cni(&line) {
                 fail(&mut self.failed, i, &e);
             }
         }

@@ -135,8 +135,13 @@ impl ApiFeed {
         self.rx.recv().await
     }
 
-    /// What `recv` gave: new names into `names`, a status line to stderr, or the end.
-    pub fn apply(&mut self, update: Option<Update>, names: &mut Names) {
+    /// What `recv` gave: new names into `names`, a status line to stderr, or the end; the CNI
+    /// install the API showed, for the caller to hand on.
+    pub fn apply(
+        &mut self,
+        update: Option<Update>,
+        names: &mut Names,
+    ) -> Option<crate::fix::CniInstall> {
         match update {
             Some(Update::Replace(api_view)) => {
                 // The API's view is newer than the snapshot file: it wins where both know.
@@ -145,8 +150,16 @@ impl ApiFeed {
                 names.inventory = Some(combined);
             }
             Some(Update::Status(line)) => eprintln!("names: {line}"),
+            Some(Update::Cni(install)) => {
+                eprintln!(
+                    "names: API: the CNI is {} ({}, {}): verdicts give the change to make",
+                    install.cni, install.method, install.object
+                );
+                return Some(install);
+            }
             None => self.open = false,
         }
+        None
     }
 }
 
@@ -159,6 +172,14 @@ async fn api_names(sources: Vec<ApiSource>, tx: mpsc::Sender<Update>) {
                     "Kubernetes API: connected via {source}"
                 )))
                 .await;
+            // How the CNI is configured: read once, before the names' watch begins.
+            let (objects, lines) = k8s::api::cni_objects(&client).await;
+            for line in lines {
+                let _ = tx.send(Update::Status(line)).await;
+            }
+            if let Some(install) = crate::fix::recognise(&objects) {
+                let _ = tx.send(Update::Cni(install)).await;
+            }
             if let Err(e) = k8s::api::watch(client, tx.clone()).await {
                 let _ = tx
                     .send(Update::Status(format!(

@@ -132,6 +132,10 @@ impl<W: LineOut> Sink for JsonlSink<W> {
         self.write_object(line, false)
     }
 
+    fn cni(&mut self, line: &crate::fix::CniLine) -> anyhow::Result<()> {
+        self.write_object(line, false)
+    }
+
     fn verdict(&mut self, v: &crate::verdict::Verdict) -> anyhow::Result<()> {
         self.write_object(v, false)
     }

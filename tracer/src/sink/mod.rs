@@ -40,6 +40,11 @@ pub trait Sink {
     fn probe(&mut self, _probe: &crate::event::probe::Probe) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The CNI install the live API showed. Only the event log keeps it (the terminal said it in
+    /// a `names:` line).
+    fn cni(&mut self, _line: &crate::fix::CniLine) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// What arrived from a peer in a window (`--arrivals-interval`). Only the event log keeps
     /// it: a window's worth of lines per peer is not for the terminal.
     fn arrivals(&mut self, _line: &crate::event::arrivals::ArrivalsLine) -> anyhow::Result<()> {

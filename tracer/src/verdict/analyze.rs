@@ -322,6 +322,11 @@ impl Analyzer {
         self.cni = start.cni.clone();
     }
 
+    /// The CNI install, learned after the start (the live API's `cni` line).
+    pub fn set_cni(&mut self, install: crate::fix::CniInstall) {
+        self.cni = Some(install);
+    }
+
     /// The node the evidence comes from, when it is one (logs of several nodes: none yet).
     fn node(&self) -> Option<String> {
         match self.nodes.len() {

@@ -885,13 +885,29 @@ fn a_probes_own_echo_requests_are_not_evidence() {
 /// The verdicts of recorded log `name` as if its run had recognised Calico's manifest install
 /// (a start line naming it first).
 fn recorded_with_calico(name: &str) -> Vec<Verdict> {
+    recorded_with_calico_in(name, "start")
+}
+
+/// The same, the install said by a line of `kind`: `start` (from a snapshot) or `cni` (from the
+/// live API, after the start).
+fn recorded_with_calico_in(name: &str, kind: &str) -> Vec<Verdict> {
     let dir = env!("CARGO_MANIFEST_DIR");
     let objects: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{dir}/src/fix/testdata/calico-manifest.json")).unwrap(),
     )
     .unwrap();
     let install = crate::fix::recognise(objects["items"].as_array().unwrap()).unwrap();
-    let start = serde_json::json!({"ts": "2026-11-25T20:25:13Z", "kind": "start", "cni": install});
+    let start = if kind == "start" {
+        serde_json::json!({"ts": "2026-11-25T20:25:13Z", "kind": "start", "cni": install})
+    } else {
+        let line = crate::fix::CniLine {
+            ts: "2026-11-25T20:25:13Z".into(),
+            kind: kind.into(),
+            node: None,
+            install,
+        };
+        serde_json::to_value(line).unwrap()
+    };
     let events =
         std::fs::read_to_string(format!("{dir}/src/verdict/testdata/{name}.jsonl")).unwrap();
     let log = std::env::temp_dir().join(format!(
@@ -902,6 +918,15 @@ fn recorded_with_calico(name: &str) -> Vec<Verdict> {
     let result = crate::report::report(&log);
     let _ = std::fs::remove_file(&log);
     result.unwrap().1
+}
+
+/// The live API told the CNI after the start (a `cni` line): `tracer report` gives the same change.
+#[test]
+fn a_cni_line_from_the_api_gives_the_change_as_the_start_line_does() {
+    let from_start = recorded_with_calico_in("l2vxlan", "start");
+    let from_line = recorded_with_calico_in("l2vxlan", "cni");
+    let change = |v: &[Verdict]| only_problem(v).change.clone().expect("a change");
+    assert_eq!(change(&from_line), change(&from_start));
 }
 
 /// A path where path-MTU discovery worked: its fix is optional, so no command to paste.

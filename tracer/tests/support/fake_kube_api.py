@@ -1,7 +1,8 @@
 """A stand-in Kubernetes API server for the tracer's end-to-end tests (no real API server can
 run on the test machines). It serves the list and watch endpoints the tracer uses from a
 kubectl-style List given on stdin: typed lists (PodList, ...) with a resourceVersion, and
-watches that stay open without events until the client goes away, as a quiet cluster's do.
+watches that stay open without events until the client goes away, as a quiet cluster's do;
+and the CNI's objects read by name (ConfigMaps, Calico's Installation), 404 when absent.
 It listens on 127.0.0.1 only and prints its port once ready."""
 import json
 import sys
@@ -32,16 +33,38 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def not_found(self):
+        return self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                    "message": "the server could not find the requested resource",
+                                    "reason": "NotFound", "code": 404})
+
+    @staticmethod
+    def named(path):
+        """(kind, apiVersion, namespace, name) of a GET of one object by name, else None."""
+        parts = path.strip("/").split("/")
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
+            return ("ConfigMap", "v1", parts[3], parts[5])
+        if len(parts) == 5 and parts[:4] == ["apis", "operator.tigera.io", "v1", "installations"]:
+            return ("Installation", "operator.tigera.io/v1", None, parts[4])
+        return None
+
     def do_GET(self):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         if url.path == "/version":
             return self.send_json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0"})
+        named = self.named(url.path)
+        if named is not None:
+            kind, api_version, namespace, name = named
+            for i in ITEMS:
+                meta = i.get("metadata", {})
+                if i.get("kind") == kind and meta.get("name") == name and \
+                        meta.get("namespace") == namespace:
+                    return self.send_json(200, dict(i, apiVersion=api_version))
+            return self.not_found()
         route = ROUTES.get(url.path)
         if route is None:
-            return self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                        "message": "the server could not find the requested resource",
-                                        "reason": "NotFound", "code": 404})
+            return self.not_found()
         kind, list_kind, api_version = route
         if query.get("watch") == ["true"]:
             # A quiet watch: headers and nothing else, until the client closes or it times out.

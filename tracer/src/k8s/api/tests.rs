@@ -227,6 +227,8 @@ async fn next_replace(rx: &mut mpsc::Receiver<Update>) -> (Inventory, Vec<String
         match timeout(PATIENCE, rx.recv()).await {
             Ok(Some(Update::Replace(inv))) => return (inv, statuses),
             Ok(Some(Update::Status(s))) => statuses.push(s),
+            // The install is read once by the caller of `watch`, never by the watch.
+            Ok(Some(Update::Cni(c))) => panic!("the watch sent a CNI install: {c:?}"),
             Ok(None) => panic!("watch ended; statuses: {statuses:?}"),
             Err(_) => panic!("no Replace within {PATIENCE:?}; statuses: {statuses:?}"),
         }
