@@ -251,3 +251,19 @@ fn a_snapshot_keeps_the_cni_objects_and_no_other_config_map() {
     let (inv, _) = crate::k8s::snapshot::parse(&typed.to_string()).unwrap();
     assert_eq!(recognise(&inv.cni_objects).unwrap().cni, "flannel");
 }
+
+/// The live API reads the Installation as a `DynamicObject`: what it serializes back to is
+/// recognised as the object itself is.
+#[test]
+fn an_installation_read_as_a_dynamic_object_is_recognised() {
+    let mut inst = items("calico-operator.json").remove(0);
+    inst["spec"]["calicoNetwork"]["mtu"] = json!(1500);
+    let dynamic: kube::core::DynamicObject = serde_json::from_value(inst.clone()).unwrap();
+    let back = serde_json::to_value(dynamic).unwrap();
+    let install = recognise(&[back]).expect("recognised");
+    assert_eq!(
+        (install.method.as_str(), install.current),
+        ("operator", Some(1500))
+    );
+    assert_eq!(Some(install), recognise(&[inst]));
+}
