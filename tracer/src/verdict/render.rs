@@ -111,6 +111,13 @@ pub fn render(v: &Verdict) -> Vec<String> {
         }
         out.push(format!("                {}", c.then));
         out.push(format!("  risk        {}", c.risk));
+    } else if v.severity >= Severity::Suspected && v.recommended_mtu.is_some() {
+        // Say why there is no command to paste, and how to get one.
+        out.push(
+            "  change      no CNI configuration recognised among the objects the run was given \
+             (a --k8s-snapshot listing configmaps, or the live API): make the fix above by hand"
+                .to_string(),
+        );
     }
     if let Some(s) = &v.stopgap {
         out.push(format!("  stopgap     {s}"));

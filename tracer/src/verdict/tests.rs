@@ -963,6 +963,14 @@ fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
         ),
         "{text}"
     );
-    // Without the start line, no change: the generic fix only.
-    assert!(recorded("l2vxlan").iter().all(|v| v.change.is_none()));
+    // Without the start line, no change: the generic fix only, and the text says why.
+    let v = recorded("l2vxlan");
+    assert!(v.iter().all(|v| v.change.is_none()));
+    let text = super::render(only_problem(&v)).join("\n");
+    assert!(
+        text.contains(
+            "  change      no CNI configuration recognised among the objects the run was given"
+        ),
+        "{text}"
+    );
 }
