@@ -239,8 +239,8 @@ fn push_hex(out: &mut String, v: u64) {
     for i in 0..digits {
         text[2 + digits - 1 - i] = b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf];
     }
-    // ASCII digits only: borrowed as is.
-    out.push_str(&String::from_utf8_lossy(&text[..2 + digits]));
+    // ASCII digits only: validated, never replaced.
+    out.push_str(std::str::from_utf8(&text[..2 + digits]).expect("ASCII"));
 }
 
 fn nonzero(v: u32) -> Option<u32> {

@@ -1575,8 +1575,12 @@ fn symbol(location: &str) -> &str {
 }
 
 /// The `skb` field (`0xffff888100b84a00`) as a number.
-fn skb_address(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+fn skb_address(mut s: &str) -> Option<u64> {
+    // `trim_start_matches("0x")` without its substring searcher (every size event has one).
+    while let Some(rest) = s.strip_prefix("0x") {
+        s = rest;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 /// Kernel functions that drop the original when sending one of its fragments failed.
