@@ -35,7 +35,7 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     out.extend_from_slice(b"{\"ts\":");
     string(out, &rec.ts);
     out.extend_from_slice(b",\"kind\":");
-    string(out, rec.kind.as_str());
+    plain(out, rec.kind.as_str());
     out.extend_from_slice(b",\"hook\":");
     string(out, &rec.hook);
     field!(out, "ifname", rec.device.ifname.as_deref(), string);
@@ -48,7 +48,7 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
         out,
         "mtu_source",
         rec.size.mtu_source.map(MtuSource::as_str),
-        string
+        plain
     );
     field!(out, "gso_size", rec.size.gso_size, number32);
     field!(out, "gso_segs", rec.size.gso_segs, number32);
@@ -60,7 +60,7 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
         if i > 0 {
             out.push(b',');
         }
-        string(out, m.as_str());
+        plain(out, m.as_str());
     }
     out.push(b']');
     field!(out, "out_ifname", rec.route.out_ifname.as_deref(), string);
@@ -270,15 +270,32 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| escapes(b))
-        .map(|i| at + i)
+    let tail = chunks.remainder();
+    if tail.is_empty() {
+        return None;
+    }
+    // The tail as the last 8 bytes, overlapping the chunks already checked: one word test
+    // instead of up to 7 byte tests (most names end in a partial chunk).
+    if bytes.len() >= 8 {
+        let last = bytes.len() - 8;
+        let w = u64::from_le_bytes(bytes[last..].try_into().expect("8 bytes"));
+        if !any_escape(w) {
+            return None;
+        }
+    }
+    tail.iter().position(|&b| escapes(b)).map(|i| at + i)
 }
 
 fn escapes(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// A string known to need no escape (the enums' names: lowercase ASCII), in quotes.
+fn plain(out: &mut Vec<u8>, s: &'static str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// A JSON string with serde_json's escapes: `\"`, `\\`, the short forms `\b \f \n \r \t`, and
