@@ -518,6 +518,7 @@ impl Analyzer {
             Some(c) => (c.last_drop.clone(), c.smallest_failed),
             None => (None, None),
         };
+        let prev_site = prev.as_ref().map(|p| p.site);
         if let Some(prev) = prev {
             if o.ts_unix_ns - prev.ts_ns <= SAME_PACKET_NS
                 && prev.netns == o.device.netns
@@ -552,7 +553,11 @@ impl Analyzer {
         site.packets += o.events();
         site.packet_len = site.packet_len.max(len);
         site.overhead = overhead;
-        site.conns.insert(key);
+        // A connection's drops mostly repeat at one site: when its last one was here, it is in
+        // the site's set already (sites are never removed), and hashing it again is wasted.
+        if prev_site != Some(site_key) {
+            site.conns.insert(key);
+        }
         if site.reason.is_none() {
             site.reason = o.drop.reason.as_deref().map(str::to_string);
         }
@@ -1697,6 +1702,34 @@ fn summary_text(
         // Their own texts (`probing_summary`, `unconfirmed_summary`) need the stages.
         Problem::ProbingRecovered | Problem::Unconfirmed => {
             format!("packets too big{between}{over}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod skb_address_tests {
+    /// The prefix stripped as `trim_start_matches("0x")` strips it.
+    #[test]
+    fn skb_addresses_parse_as_before() {
+        for s in [
+            "0xffff888100b84a00",
+            "ffff1",
+            "0x0xff",
+            "0xFFFF8881",
+            "0x+ff",
+            "+",
+            "0x",
+            "",
+            "0x-1",
+            "0xffffffffffffffff",
+            "0x10000000000000000",
+            "0x00000000000000000001",
+            "0xfg",
+            "0x ff",
+            "ünï",
+        ] {
+            let expected = u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            assert_eq!(super::skb_address(s), expected, "{s:?}");
         }
     }
 }
