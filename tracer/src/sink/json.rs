@@ -347,6 +347,14 @@ fn string(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
         return;
     };
+    escaped(out, bytes, first);
+}
+
+/// [`string`] of one that needs escapes from `first` on. Apart, so that the common case
+/// (nothing to escape) is a small function without this one's register saves.
+#[cold]
+#[inline(never)]
+fn escaped(out: &mut Vec<u8>, bytes: &[u8], first: usize) {
     out.push(b'"');
     out.extend_from_slice(&bytes[..first]);
     let mut start = first;
