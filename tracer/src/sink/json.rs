@@ -440,7 +440,7 @@ mod tests {
         r.size.mtu_source = Some(MtuSource::Peer);
         r.size.gso_size = Some(1448);
         r.size.gso_segs = Some(45);
-        r.drop.reason = Some(name.to_string());
+        r.drop.reason = Some(name.into());
         r.drop.reason_code = Some(2);
         r.drop.location = Some(format!("{name}+0x87"));
         r.drop.matched = vec![Matched::Location, Matched::Oversize];
@@ -592,7 +592,7 @@ mod tests {
     fn every_control_character_is_escaped_as_serde_does() {
         let all: String = (0u8..0x80).map(char::from).collect();
         let mut rec = Record::new(Kind::Drop, "x", 0);
-        rec.drop.reason = Some(all);
+        rec.drop.reason = Some(all.into());
         assert_eq!(fast_line(&rec), serde_line(&rec));
     }
 
