@@ -3,6 +3,9 @@
 //! not move: `valgrind --tool=cachegrind target/release/examples/pipeline_replay [ROUNDS]`, then
 //! Ir / (ROUNDS x 10,000) is the cost per event. Set-up (BTF, the 10,000-pod inventory) is counted
 //! too: run it with ROUNDS 0 and subtract.
+//!
+//! `pipeline_replay ROUNDS --print` writes the JSONL lines and then the verdicts to stdout instead,
+//! to compare two builds' output byte for byte.
 use std::{collections::HashMap, hint::black_box};
 
 use tracer::{
@@ -136,14 +139,21 @@ fn events(names: &Names) -> Vec<Event> {
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args
+        .next()
         .map(|a| a.parse().expect("ROUNDS is a number"))
         .unwrap_or(10);
+    let print = args.next().is_some_and(|a| a == "--print");
     let names = names();
     let events = events(&names);
     let mut analyzer = Analyzer::new();
-    let mut sink = JsonlSink::new(std::io::sink());
+    let out: Box<dyn std::io::Write> = if print {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::sink())
+    };
+    let mut sink = JsonlSink::new(out);
     for _ in 0..rounds {
         let mut folds = Folds::new(true);
         for ev in &events {
@@ -153,6 +163,13 @@ fn main() {
                 analyzer.observe_record(&rec);
                 sink.emit(&rec).expect("write");
             });
+        }
+    }
+    drop(sink);
+    if print {
+        let end = names.clock_offset_ns + (EVENTS as i128) * 1_000_000;
+        for v in analyzer.verdicts(end, None) {
+            println!("{}", serde_json::to_string(&v).expect("verdict"));
         }
     }
     black_box(&analyzer);
