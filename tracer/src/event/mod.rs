@@ -277,8 +277,9 @@ pub struct Size {
 /// Drops: why the kernel freed the packet, and why the filter kept the event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropCause {
-    /// Reason name from the running kernel's BTF (`PKT_TOO_BIG`, `NOT_SPECIFIED`, ...).
-    pub reason: Option<String>,
+    /// Reason name from the running kernel's BTF (`PKT_TOO_BIG`, `NOT_SPECIFIED`, ...). Shared
+    /// with the reason table: no copy per drop.
+    pub reason: Option<Arc<str>>,
     pub reason_code: Option<u32>,
     /// `symbol+0xoffset` from /proc/kallsyms.
     pub location: Option<String>,

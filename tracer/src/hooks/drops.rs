@@ -69,10 +69,10 @@ const VETH_RECEIVE_SITES: [&str; 3] =
 pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     rec.drop.reason_code = Some(ev.reason);
     rec.drop.reason = Some(if names.reasons.available() {
-        names.reasons.label(ev.reason).into_owned()
+        names.reasons.shared_label(ev.reason)
     } else {
         // Kernels before 5.17 have no drop reasons at all.
-        "UNAVAILABLE".to_string()
+        "UNAVAILABLE".into()
     });
     let symbol = names.kallsyms.symbolize_ref(ev.location);
     rec.drop.location = Some(match symbol {

@@ -234,13 +234,27 @@ fn hex_address(v: u64) -> String {
 
 /// Append `{:#x}` of `v`: the digits assembled on the stack, then one append.
 fn push_hex(out: &mut String, v: u64) {
-    let mut text = *b"0x0000000000000000";
+    let mut text = [0u8; 16];
+    text[..8].copy_from_slice(&hex_digits((v >> 32) as u32));
+    text[8..].copy_from_slice(&hex_digits(v as u32));
     let digits = (16 - v.leading_zeros() as usize / 4).max(1);
-    for i in 0..digits {
-        text[2 + digits - 1 - i] = b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf];
-    }
-    // ASCII digits only: borrowed as is.
-    out.push_str(&String::from_utf8_lossy(&text[..2 + digits]));
+    out.push_str("0x");
+    // ASCII digits only: validated, never replaced.
+    out.push_str(std::str::from_utf8(&text[16 - digits..]).expect("ASCII"));
+}
+
+/// The 8 lowercase hex digits of `v`, all at once: each nibble spread into a byte of its own,
+/// then turned into its ASCII digit in every byte together (a loop per digit was half of
+/// `push_hex`).
+fn hex_digits(v: u32) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut x = u64::from(v);
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in the bytes whose nibble is 10 or more: +6 carries them into bit 4.
+    let letters = ((x + ONES * 6) >> 4) & ONES;
+    (x + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
 }
 
 fn nonzero(v: u32) -> Option<u32> {
@@ -507,9 +521,20 @@ mod tests {
             0x10,
             0xdead_beef,
             0xffff_8881_0000_0100,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
             u64::MAX,
         ] {
             assert_eq!(hex_address(v), format!("{v:#x}"));
+        }
+        // Every digit value at every place.
+        for place in 0..16 {
+            for d in 0..16u64 {
+                let v = d << (place * 4);
+                assert_eq!(hex_address(v), format!("{v:#x}"));
+                let v = !(0xf << (place * 4)) | v;
+                assert_eq!(hex_address(v), format!("{v:#x}"));
+            }
         }
     }
 

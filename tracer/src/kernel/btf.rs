@@ -12,7 +12,7 @@ mod reader;
 #[cfg(test)]
 mod reference;
 
-use std::{borrow::Cow, collections::HashMap, io::ErrorKind, path::Path};
+use std::{borrow::Cow, collections::HashMap, io::ErrorKind, path::Path, sync::Arc};
 
 use anyhow::{anyhow, bail, Context, Result};
 pub use reader::Btf;
@@ -286,7 +286,8 @@ fn strip_reason_prefix(name: &str) -> &str {
 /// PKT_TOO_BIG is 64 on 6.1, 80 on 6.12, 93 on 6.18).
 #[derive(Clone, Debug, Default)]
 pub struct DropReasons {
-    by_value: HashMap<u32, String>,
+    /// Shared: every drop event's record carries its reason's name.
+    by_value: HashMap<u32, Arc<str>>,
     by_name: HashMap<String, u32>,
     available: bool,
 }
@@ -347,7 +348,7 @@ impl DropReasons {
         // On duplicate values the first declared name is the canonical one.
         self.by_value
             .entry(value)
-            .or_insert_with(|| name.to_string());
+            .or_insert_with(|| Arc::from(name));
         self.by_name.insert(name.to_string(), value);
     }
 
@@ -368,7 +369,7 @@ impl DropReasons {
     /// The name of `value` without its `SKB_DROP_REASON_`/`SKB_` prefix (`"PKT_TOO_BIG"`,
     /// `"CONSUMED"`).
     pub fn name(&self, value: u32) -> Option<&str> {
-        self.by_value.get(&value).map(String::as_str)
+        self.by_value.get(&value).map(AsRef::as_ref)
     }
 
     /// The value of a reason, named with or without its prefix (`SKB_DROP_REASON_`, or `SKB_` for
@@ -387,11 +388,23 @@ impl DropReasons {
         if let Some(name) = self.name(value) {
             return Cow::Borrowed(name);
         }
+        Cow::Owned(self.unnamed_label(value))
+    }
+
+    /// [`label`](Self::label) as a shared string: a named reason's costs no copy.
+    pub fn shared_label(&self, value: u32) -> Arc<str> {
+        match self.by_value.get(&value) {
+            Some(name) => Arc::clone(name),
+            None => self.unnamed_label(value).into(),
+        }
+    }
+
+    fn unnamed_label(&self, value: u32) -> String {
         let subsystem = value >> SUBSYS_SHIFT;
         if subsystem != 0 {
-            Cow::Owned(format!("SUBSYS_{subsystem}_{}", value & 0xffff))
+            format!("SUBSYS_{subsystem}_{}", value & 0xffff)
         } else {
-            Cow::Owned(format!("UNKNOWN_{value}"))
+            format!("UNKNOWN_{value}")
         }
     }
 }

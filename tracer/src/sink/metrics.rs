@@ -264,7 +264,10 @@ impl Sink for Metrics {
         let labels = self.events.admit(
             vec![
                 ("kind", rec.kind.as_str().to_string()),
-                ("reason", rec.drop.reason.clone().unwrap_or_default()),
+                (
+                    "reason",
+                    rec.drop.reason.as_deref().unwrap_or_default().to_string(),
+                ),
                 ("device", rec.device.ifname.clone().unwrap_or_default()),
                 ("netns", netns),
                 ("namespace", Self::namespace_of(rec)),

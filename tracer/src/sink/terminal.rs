@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -110,7 +111,7 @@ struct FoldKey {
     sport: Option<u16>,
     dst: Option<IpAddr>,
     dport: Option<u16>,
-    reason: Option<String>,
+    reason: Option<Arc<str>>,
     location: Option<String>,
 }
 
@@ -350,7 +351,7 @@ impl<W: Write> TerminalSink<W> {
             Kind::Drop => {
                 let location = rec.drop.location.as_deref().unwrap_or("-");
                 let reason = match (&rec.drop.reason, rec.drop.reason_code) {
-                    (Some(r), _) => r.clone(),
+                    (Some(r), _) => r.to_string(),
                     (None, Some(c)) => format!("reason {c}"),
                     (None, None) => "-".to_string(),
                 };

@@ -532,6 +532,7 @@ impl Analyzer {
             Some(c) => (c.last_drop.clone(), c.smallest_failed),
             None => (None, None),
         };
+        let prev_site = prev.as_ref().map(|p| p.site);
         if let Some(prev) = prev {
             if o.ts_unix_ns - prev.ts_ns <= SAME_PACKET_NS
                 && prev.netns == o.device.netns
@@ -566,7 +567,11 @@ impl Analyzer {
         site.packets += o.events();
         site.packet_len = site.packet_len.max(len);
         site.overhead = overhead;
-        site.conns.insert(key);
+        // A connection's drops mostly repeat at one site: when its last one was here, it is in
+        // the site's set already (sites are never removed), and hashing it again is wasted.
+        if prev_site != Some(site_key) {
+            site.conns.insert(key);
+        }
         if site.reason.is_none() {
             site.reason = o.drop.reason.as_deref().map(str::to_string);
         }
@@ -1041,6 +1046,38 @@ fn symbol(location: &str) -> &str {
 }
 
 /// The `skb` field (`0xffff888100b84a00`) as a number.
-fn skb_address(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+fn skb_address(mut s: &str) -> Option<u64> {
+    // `trim_start_matches("0x")` without its substring searcher (every size event has one).
+    while let Some(rest) = s.strip_prefix("0x") {
+        s = rest;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod skb_address_tests {
+    /// The prefix stripped as `trim_start_matches("0x")` strips it.
+    #[test]
+    fn skb_addresses_parse_as_before() {
+        for s in [
+            "0xffff888100b84a00",
+            "ffff1",
+            "0x0xff",
+            "0xFFFF8881",
+            "0x+ff",
+            "+",
+            "0x",
+            "",
+            "0x-1",
+            "0xffffffffffffffff",
+            "0x10000000000000000",
+            "0x00000000000000000001",
+            "0xfg",
+            "0x ff",
+            "ünï",
+        ] {
+            let expected = u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            assert_eq!(super::skb_address(s), expected, "{s:?}");
+        }
+    }
 }
