@@ -163,6 +163,9 @@ impl ApiFeed {
     }
 }
 
+/// How long the CNI's objects may take to read before the names' watch starts without them.
+const CNI_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connect to the API and stream its view; failures become status lines, never errors.
 async fn api_names(sources: Vec<ApiSource>, tx: mpsc::Sender<Update>) {
     match k8s::api::connect_any(&sources).await {
@@ -172,13 +175,27 @@ async fn api_names(sources: Vec<ApiSource>, tx: mpsc::Sender<Update>) {
                     "Kubernetes API: connected via {source}"
                 )))
                 .await;
-            // How the CNI is configured: read once, before the names' watch begins.
-            let (objects, lines) = k8s::api::cni_objects(&client).await;
-            for line in lines {
-                let _ = tx.send(Update::Status(line)).await;
-            }
-            if let Some(install) = crate::fix::recognise(&objects) {
-                let _ = tx.send(Update::Cni(install)).await;
+            // How the CNI is configured: read once, before the names' watch begins, and never
+            // for long (a slow answer must not hold the names back).
+            let read = tokio::time::timeout(CNI_READ_TIMEOUT, k8s::api::cni_objects(&client));
+            match read.await {
+                Ok((objects, lines)) => {
+                    for line in lines {
+                        let _ = tx.send(Update::Status(line)).await;
+                    }
+                    if let Some(install) = crate::fix::recognise(&objects) {
+                        let _ = tx.send(Update::Cni(install)).await;
+                    }
+                }
+                Err(_) => {
+                    let _ = tx
+                        .send(Update::Status(format!(
+                            "API: reading the CNI's configuration took over {} s; the fix stays \
+                             generic",
+                            CNI_READ_TIMEOUT.as_secs()
+                        )))
+                        .await;
+                }
             }
             if let Err(e) = k8s::api::watch(client, tx.clone()).await {
                 let _ = tx
