@@ -2,8 +2,9 @@
 //! every pod veth at N (a pod keeps its old MTU until it is recreated: those are named), the
 //! CNI configuration giving new pods N, the tunnels carrying N, and every probed path carrying
 //! N plus the overlay's overhead. Each disagreement is a problem, so the exit status says
-//! whether the fix holds.
-use super::{Audit, Finding, NsAudit, ProbeStatus, Role, Severity};
+//! whether the fix holds. Cilium keeps pods' veths at the device's MTU and sizes pod packets by
+//! its routes into the overlay: there the routes are judged instead of the veths.
+use super::{rules::cni_of, Audit, Cni, Finding, NsAudit, ProbeStatus, Role, Severity};
 
 /// The findings of `--expect-mtu mtu` over an audit's facts.
 pub fn findings(a: &Audit, mtu: u32) -> Vec<Finding> {
@@ -18,6 +19,26 @@ pub fn findings(a: &Audit, mtu: u32) -> Vec<Finding> {
         location,
     };
     for ns in &a.namespaces {
+        if cni_of(ns, &a.cni) == Cni::Cilium {
+            let old: Vec<String> = ns
+                .route_mtus
+                .iter()
+                .filter(|r| r.mtu != mtu && into_overlay(ns, r.dev.as_deref()))
+                .map(|r| format!("{} ({})", r.dst, r.mtu))
+                .collect();
+            if !old.is_empty() {
+                out.push(problem(
+                    "routes_not_at_expected_mtu",
+                    ns.netns.clone(),
+                    format!("route MTU into the overlay ≠ expected {mtu}: {}", old.join(", ")),
+                    "Cilium's routes still size pod packets otherwise: its agents have not applied \
+                     the new mtu yet (restart the cilium DaemonSet)"
+                        .into(),
+                ));
+            }
+            out.extend(path_findings(ns, mtu));
+            continue;
+        }
         let old: Vec<String> = ns
             .by_role(Role::Pod)
             .filter(|d| d.mtu != mtu)
@@ -61,6 +82,13 @@ pub fn findings(a: &Audit, mtu: u32) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// Whether a route's device leads into the overlay (a tunnel, or Cilium's `cilium_host`).
+fn into_overlay(ns: &NsAudit, dev: Option<&str>) -> bool {
+    ns.devices
+        .iter()
+        .any(|d| Some(d.name.as_str()) == dev && matches!(d.role, Role::Tunnel | Role::Other))
 }
 
 /// A probed path that cannot carry a pod packet of `mtu` bytes once encapsulated.

@@ -121,7 +121,7 @@ fn plus_overhead(encap: Option<&Encap>) -> (u32, String) {
 }
 
 /// Which CNI the fix is phrased for: the configured one, else the devices' naming.
-fn cni_of(ns: &NsAudit, cni: &CniFacts) -> Cni {
+pub(super) fn cni_of(ns: &NsAudit, cni: &CniFacts) -> Cni {
     if let Some(c) = cni.cnis.first() {
         return *c;
     }
@@ -912,5 +912,51 @@ mod tests {
         );
         // The tightest of all: the tunnel (the base audit says so too).
         assert_eq!(a.recommended_pod_mtu, Some(1350));
+    }
+
+    #[test]
+    fn expect_mtu_on_cilium_judges_the_routes_into_the_overlay_not_the_veths() {
+        // Cilium after `mtu: 1450`: veths stay at the device's 1500, the route into the overlay
+        // carries 1400 (1450 − 50).
+        let cilium = |route_mtu: u32| {
+            let mut n = node("n", 1500, None, &[1500]);
+            n.devices[2].name = "lxc0".into();
+            n.devices.push(dev(
+                "cilium_vxlan",
+                1500,
+                Role::Tunnel,
+                Some((Overlay::Vxlan, false)),
+            ));
+            n.devices.push(dev("cilium_host", 1500, Role::Other, None));
+            n.route_mtus.push(RouteMtu {
+                dst: "10.0.1.0/24".into(),
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                dev: Some("cilium_host".into()),
+                mtu: route_mtu,
+                locked: false,
+            });
+            n
+        };
+        let mut a = run(vec![cilium(1400)], CniFacts::default());
+        a.expect(1400);
+        assert!(
+            a.findings
+                .iter()
+                .all(|f| f.problem != "pods_not_at_expected_mtu"),
+            "{:#?}",
+            a.findings
+        );
+        assert!(a
+            .findings
+            .iter()
+            .all(|f| !f.problem.starts_with("routes_not")));
+        // Agents not restarted yet: the old route MTU is named.
+        let mut a = run(vec![cilium(1450)], CniFacts::default());
+        a.expect(1400);
+        let f = find(&a, "routes_not_at_expected_mtu");
+        assert_eq!(
+            f.arithmetic,
+            "route MTU into the overlay ≠ expected 1400: 10.0.1.0/24 (1450)"
+        );
     }
 }
