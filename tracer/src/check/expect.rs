@@ -133,10 +133,27 @@ pub fn agreement(a: &Audit, mtu: u32) -> String {
         .map_or("no CNI MTU found to compare".to_string(), |c| {
             format!("the CNI config ({})", c.source)
         });
+    // What was compared: the veths, or on Cilium its routes into the overlay (see `findings`).
+    let (mut veths, mut routes) = (0, 0);
+    for ns in &a.namespaces {
+        if cni_of(ns, &a.cni) == Cni::Cilium {
+            routes += ns
+                .route_mtus
+                .iter()
+                .filter(|r| into_overlay(ns, r.dev.as_deref()))
+                .count();
+        } else {
+            veths += ns.by_role(Role::Pod).count();
+        }
+    }
+    let pods = match (veths, routes) {
+        (v, 0) => format!("{v} pod veth(s) at {mtu}"),
+        (0, r) => format!("{r} route(s) into the overlay at {mtu} (Cilium)"),
+        (v, r) => format!("{v} pod veth(s) and {r} Cilium route(s) into the overlay at {mtu}"),
+    };
     format!(
-        "expected MTU {mtu} holds: {} pod veth(s) at {mtu}, {} tunnel(s) carry it, {cni}, {probes} \
-         probed path(s) carry it with the overlay",
-        a.devices_of(Role::Pod),
+        "expected MTU {mtu} holds: {pods}, {} tunnel(s) carry it, {cni}, {probes} probed path(s) \
+         carry it with the overlay",
         a.devices_of(Role::Tunnel),
     )
 }

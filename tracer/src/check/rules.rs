@@ -950,6 +950,14 @@ mod tests {
             .findings
             .iter()
             .all(|f| !f.problem.starts_with("routes_not")));
+        // What holds is said as what was compared: the route, not the 1500-byte veth.
+        let line = crate::check::expect::agreement(&a, 1400);
+        assert!(
+            line.starts_with(
+                "expected MTU 1400 holds: 1 route(s) into the overlay at 1400 (Cilium)"
+            ),
+            "{line}"
+        );
         // Agents not restarted yet: the old route MTU is named.
         let mut a = run(vec![cilium(1450)], CniFacts::default());
         a.expect(1400);
