@@ -787,9 +787,10 @@ mod tests {
         assert!(a.findings.is_empty(), "{:#?}", a.findings);
     }
 
-    #[test]
-    fn route_mtus_like_ciliums_are_checked() {
-        let mut n = node("n", 1450, None, &[1400]);
+    /// A Cilium node: uplink `uplink`, a pod veth `lxc0` at `pod`, `cilium_vxlan`, and the route
+    /// into the overlay on `cilium_host` at `route_mtu`.
+    fn cilium_node(uplink: u32, pod: u32, route_mtu: u32) -> NsAudit {
+        let mut n = node("n", uplink, None, &[pod]);
         n.devices[2].name = "lxc0".into();
         n.devices.push(dev(
             "cilium_vxlan",
@@ -802,9 +803,15 @@ mod tests {
             dst: "10.0.1.0/24".into(),
             gateway: Some("10.0.0.1".parse().unwrap()),
             dev: Some("cilium_host".into()),
-            mtu: 1450,
+            mtu: route_mtu,
             locked: false,
         });
+        n
+    }
+
+    #[test]
+    fn route_mtus_like_ciliums_are_checked() {
+        let mut n = cilium_node(1450, 1400, 1450);
         n.route_mtus.push(RouteMtu {
             dst: "default".into(),
             gateway: None,
@@ -918,25 +925,7 @@ mod tests {
     fn expect_mtu_on_cilium_judges_the_routes_into_the_overlay_not_the_veths() {
         // Cilium after `mtu: 1450`: veths stay at the device's 1500, the route into the overlay
         // carries 1400 (1450 − 50).
-        let cilium = |route_mtu: u32| {
-            let mut n = node("n", 1500, None, &[1500]);
-            n.devices[2].name = "lxc0".into();
-            n.devices.push(dev(
-                "cilium_vxlan",
-                1500,
-                Role::Tunnel,
-                Some((Overlay::Vxlan, false)),
-            ));
-            n.devices.push(dev("cilium_host", 1500, Role::Other, None));
-            n.route_mtus.push(RouteMtu {
-                dst: "10.0.1.0/24".into(),
-                gateway: Some("10.0.0.1".parse().unwrap()),
-                dev: Some("cilium_host".into()),
-                mtu: route_mtu,
-                locked: false,
-            });
-            n
-        };
+        let cilium = |route_mtu: u32| cilium_node(1500, 1500, route_mtu);
         let mut a = run(vec![cilium(1400)], CniFacts::default());
         a.expect(1400);
         assert!(
