@@ -13,6 +13,37 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Colours in the terminal: `auto` (a terminal, unless NO_COLOR, CLICOLOR=0 or TERM=dumb
+    /// says no; CLICOLOR_FORCE says yes), `always`, `never`.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+
+    /// More diagnostics on standard error: -v info, -vv debug, -vvv trace (RUST_LOG, when set,
+    /// decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Cli {
+    /// The log filter `-v` asks for.
+    pub fn log_level(&self) -> &'static str {
+        // The tracer's own records a level deeper than its dependencies' (kube, hyper, aya).
+        match self.verbose {
+            0 => "warn",
+            1 => "warn,tracer=info",
+            2 => "info,tracer=debug",
+            _ => "debug,tracer=trace",
+        }
+    }
 }
 
 /// Exit status of `check` and `report` when they found an MTU problem: not 2, which clap uses
@@ -29,6 +60,17 @@ pub enum Command {
     /// MTU audit without tracing: device, tunnel, pod, CNI and route MTUs, and a path-MTU
     /// probe to peer nodes. Exit 0: consistent, 3: problems found, 1: error.
     Check(CheckArgs),
+    /// Print the shell completion script for SHELL (`source <(tracer completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (tracer.1, tracer-run.1, …) into DIR (`cargo xtask build` puts
+    /// them in target/release/man).
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,8 +112,10 @@ pub struct RunArgs {
     pub log_keep: u32,
 
     /// Write the headers of every dropped, oversized and ICMP too-big packet to this pcapng
-    /// file (Wireshark, tshark), one interface per device, the event in each packet's comment.
-    #[arg(long, value_name = "FILE.pcapng")]
+    /// file (Wireshark, tshark), one interface per device, the event in each packet's comment;
+    /// `-` streams it to standard output (`| wireshark -k -i -`; the event lines then go to
+    /// standard error).
+    #[arg(long, value_name = "FILE.pcapng|-")]
     pub pcap: Option<PathBuf>,
 
     /// With --pcap: keep up to this many bytes of each packet from its network header instead of
@@ -84,8 +128,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_parser = crate::sink::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 
-    /// Stop by itself after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
+    /// Stop by itself after this long: seconds (`90`), or `30s`, `5m`, `1h30m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
 
     /// Report every dropped packet, not only those dropped for their size.
@@ -188,14 +232,42 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// `90`, `1.5` (seconds), or with a unit as other tools take it: `500ms`, `30s`, `5m`, `2h`,
+/// `1d`, also combined (`1m30s`).
 fn parse_duration(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let bad = || format!("`{s}` is not a number of seconds or a duration like 30s, 5m, 1h30m");
+    let t = s.trim();
+    let v = match t.parse::<f64>() {
+        Ok(v) => v,
+        Err(_) => {
+            let mut total = 0.0;
+            let mut rest = t;
+            while !rest.is_empty() {
+                let num_len = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .ok_or_else(bad)?;
+                let (num, tail) = rest.split_at(num_len);
+                let unit_len = tail
+                    .find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(tail.len());
+                let (unit, next) = tail.split_at(unit_len);
+                let n: f64 = num.parse().map_err(|_| bad())?;
+                let scale = match unit {
+                    "ms" => 0.001,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    "d" => 86400.0,
+                    _ => return Err(bad()),
+                };
+                total += n * scale;
+                rest = next;
+            }
+            total
+        }
+    };
     if !v.is_finite() || v <= 0.0 || v > 366.0 * 86400.0 {
-        return Err(format!(
-            "`{s}`: give a positive number of seconds (at most a year)"
-        ));
+        return Err(format!("`{s}`: give a positive duration (at most a year)"));
     }
     Ok(v)
 }
@@ -374,6 +446,41 @@ mod tests {
                 panic!("not run")
             };
             assert_eq!(a.metrics, Some(addr.parse().unwrap()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn colour_and_verbosity_are_global() {
+        for args in [
+            &["--color", "never", "-vv", "run"][..],
+            &["run", "--color", "never", "-v", "-v"][..],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.color, ColorWhen::Never, "{args:?}");
+            assert_eq!(cli.log_level(), "info,tracer=debug", "{args:?}");
+        }
+        let cli = parse(&["report", "x.jsonl"]).unwrap();
+        assert_eq!((cli.color, cli.log_level()), (ColorWhen::Auto, "warn"));
+        assert!(parse(&["--color", "sometimes", "run"]).is_err());
+    }
+
+    #[test]
+    fn durations_take_units() {
+        for (text, secs) in [
+            ("90", 90.0),
+            ("1.5", 1.5),
+            ("30s", 30.0),
+            ("5m", 300.0),
+            ("2h", 7200.0),
+            ("1d", 86400.0),
+            ("1m30s", 90.0),
+            ("500ms", 0.5),
+            ("1h30m", 5400.0),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in ["5x", "m", "5m3", "1.2.3s", "", "-5m", "0s", "400d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 

@@ -67,15 +67,41 @@ fn split_wide(unix_ns: i128) -> (i128, u32, u32) {
 
 /// RFC 3339 UTC timestamp with exactly nine fractional digits: `2026-11-25T18:09:41.123456789Z`.
 pub fn rfc3339_nanos(unix_ns: i128) -> String {
+    match rfc3339_text(unix_ns) {
+        // Only ASCII digits and separators were written: validated, never replaced (the lossy
+        // conversion's chunked scan cost more than the digits).
+        Some(buf) => std::str::from_utf8(&buf).expect("ASCII").to_owned(),
+        None => rfc3339_wide(unix_ns),
+    }
+}
+
+/// Append [`rfc3339_nanos`] of `unix_ns` to `out`: the event log writes every record's time
+/// from its number, with no string of its own (issue 18).
+pub fn push_rfc3339(out: &mut Vec<u8>, unix_ns: i128) {
+    match rfc3339_text(unix_ns) {
+        Some(buf) => out.extend_from_slice(&buf),
+        None => out.extend_from_slice(rfc3339_wide(unix_ns).as_bytes()),
+    }
+}
+
+/// [`rfc3339_nanos`] of years outside 0..=9999 (only a log can hold those).
+fn rfc3339_wide(unix_ns: i128) -> String {
+    let (days, sod, nanos) = split(unix_ns);
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// The text of [`rfc3339_nanos`] in a stack buffer, for years 0..=9999 (any clock's).
+fn rfc3339_text(unix_ns: i128) -> Option<[u8; 30]> {
     let (days, sod, nanos) = split(unix_ns);
     let (y, mo, d) = civil_from_days(days);
     if !(0..=9999).contains(&y) {
-        return format!(
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        );
+        return None;
     }
     // Every event's timestamp: digits written in place, not through the formatting machinery
     // (it was 6% of the event pipeline).
@@ -97,9 +123,23 @@ pub fn rfc3339_nanos(unix_ns: i128) -> String {
     put2(24, nanos / 1_000 % 100);
     put2(26, nanos / 10 % 100);
     buf[28] = b'0' + (nanos % 10) as u8;
-    // Only ASCII digits and separators were written: validated, never replaced (the lossy
-    // conversion's chunked scan cost more than the digits).
-    std::str::from_utf8(&buf).expect("ASCII").to_owned()
+    Some(buf)
+}
+
+/// serde for `Record`'s time: the number written as [`rfc3339_nanos`], read back with
+/// [`parse_rfc3339`].
+pub mod serde_rfc3339 {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ns: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339_nanos(*ns))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        super::parse_rfc3339(&text)
+            .ok_or_else(|| D::Error::custom(format_args!("bad timestamp `{text}`")))
+    }
 }
 
 /// Time of day in UTC with milliseconds, `18:09:41.123`, for the terminal (truncated, not
@@ -151,6 +191,17 @@ fn days_from_civil(y: i128, m: u32, d: u32) -> i128 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days of month `m` of year `y` (Gregorian: a year divisible by 4 is leap, by 100 not, by
+/// 400 again): `2026-02-31` is no date, not March 3rd.
+fn days_in_month(y: i128, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// Unix nanoseconds of a UTC RFC 3339 timestamp as [`rfc3339_nanos`] writes it (any number of
 /// fractional digits, `Z` or `+00:00`). `None` for anything else: logs are read, not trusted.
 pub fn parse_rfc3339(s: &str) -> Option<i128> {
@@ -160,7 +211,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
     let y: i128 = d.next()?.parse().ok()?;
     let mo: u32 = d.next()?.parse().ok()?;
     let day: u32 = d.next()?.parse().ok()?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+    if !(1..=12).contains(&mo) || !(1..=days_in_month(y, mo)).contains(&day) {
         return None;
     }
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
@@ -307,8 +358,22 @@ mod tests {
             "2026-11-25T25:00:00Z",
             "x-1-1T0:0:0Z",
             "2026-11-25T20:24:17.26",
+            // Impossible dates are refused, not rolled into the next month.
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-11-00T00:00:00Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        // Leap days that exist.
+        for good in [
+            "2028-02-29T00:00:00Z",
+            "2000-02-29T12:00:00Z",
+            "2026-12-31T23:59:60Z",
+        ] {
+            assert!(parse_rfc3339(good).is_some(), "{good}");
         }
     }
 }

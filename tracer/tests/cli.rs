@@ -38,6 +38,10 @@ fn bad_input_is_refused_clearly() {
             &["run", "--log", "/tmp/a.jsonl", "--log", "/tmp/b.jsonl"],
             "--log is given at most twice: one FILE and `-`",
         ),
+        (
+            &["run", "--log", "-", "--pcap", "-"],
+            "--log - and --pcap - both ask for standard output",
+        ),
         (&["run", "--duration", "abc"], "not a number of seconds"),
         (&["run", "--duration", "0"], "positive"),
         (&["run", "--ringbuf-kib", "1000"], "power of two"),
@@ -68,8 +72,8 @@ fn bad_input_is_refused_clearly() {
             "not an address to listen on",
         ),
         (&["run", "--duration", "1e400"], "at most a year"),
-        (&["run", "--duration", "-5"], "positive number of seconds"),
-        (&["run", "--duration", "nan"], "positive number of seconds"),
+        (&["run", "--duration", "-5"], "give a positive duration"),
+        (&["run", "--duration", "nan"], "give a positive duration"),
         (
             &["run", "--ringbuf-kib", "0"],
             "power of two between 64 and 1048576",
@@ -377,4 +381,90 @@ fn report_reads_a_rotated_log_as_one_run() {
     let split = json(&[a.0.to_str().unwrap(), b.0.to_str().unwrap()]);
     assert_eq!(whole, split);
     assert!(whole.contains(r#""recommended_mtu":1400"#), "{whole}");
+}
+
+/// `--color` decides, else the environment as the ecosystem reads it (NO_COLOR over
+/// CLICOLOR_FORCE), for output that is not a terminal here (a pipe): colour only when forced.
+#[test]
+fn colour_follows_the_flag_then_the_environment() {
+    let escapes = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(args).args(["run", "--duration", "0.5s"]);
+        for v in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout.windows(2).any(|w| w == b"\x1b[")
+    };
+    assert!(!escapes(&[], &[]), "a pipe gets no colour by default");
+    assert!(escapes(&["--color", "always"], &[]));
+    assert!(!escapes(&["--color", "never"], &[("CLICOLOR_FORCE", "1")]));
+    assert!(escapes(&[], &[("CLICOLOR_FORCE", "1")]));
+    assert!(!escapes(&[], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]));
+}
+
+/// Shell completions and man pages come from the parser's own definition: the bash script is
+/// valid bash and offers the options, and the man pages name them.
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let bash = Command::new(tracer_bin())
+        .args(["completion", "bash"])
+        .output()
+        .expect("completion");
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    for word in ["--netns", "--pcap", "--expect-mtu", "report", "check"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completion"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-man-{}", std::process::id()));
+    let path = dir.join("tracer.bash");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&path, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(tracer_bin())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    assert!(!Command::new(tracer_bin())
+        .args(["completion", "tcsh"])
+        .status()
+        .unwrap()
+        .success());
+
+    let pages = Command::new(tracer_bin())
+        .arg("manpages")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(pages.success());
+    let run = std::fs::read_to_string(dir.join("tracer-run.1")).unwrap();
+    assert!(
+        run.starts_with(".ie") && run.contains(".TH tracer-run 1"),
+        "{run}"
+    );
+    assert!(run.contains("\\-\\-netns"), "{run}");
+    let top = std::fs::read_to_string(dir.join("tracer.1")).unwrap();
+    for sub in ["tracer\\-run(1)", "tracer\\-report(1)", "tracer\\-check(1)"] {
+        assert!(top.contains(sub), "{sub} not referenced:\n{top}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

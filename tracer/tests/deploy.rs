@@ -206,56 +206,87 @@ fn manifests_match_the_kubernetes_schema_and_hold_together() {
         .collect();
     wanted.extend(["SYSLOG", "SYS_PTRACE", "NET_RAW"].map(String::from));
     assert_eq!(added, wanted);
+    // The one-off `kubectl debug --custom` profile grants exactly these too.
+    let text = std::fs::read_to_string(format!("{DEPLOY}/tracer-debug.yaml")).unwrap();
+    let custom: Value = serde_saphyr::from_str(&text).expect("tracer-debug.yaml is YAML");
+    let debug_sc: k8s_openapi::api::core::v1::SecurityContext =
+        serde_json::from_value(custom["securityContext"].clone()).expect("a securityContext");
+    let debug_caps = debug_sc.capabilities.expect("capabilities");
+    assert_eq!(debug_caps.drop.unwrap(), ["ALL"]);
+    let debug_added: BTreeSet<String> = debug_caps.add.unwrap().into_iter().collect();
+    assert_eq!(
+        debug_added, added,
+        "tracer-debug.yaml and the DaemonSet disagree"
+    );
+    assert_eq!(
+        custom.as_object().map(|o| o.len()),
+        Some(1),
+        "only the securityContext: {custom}"
+    );
+    // Linux nodes only.
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|s| s.get("kubernetes.io/os"))
+            .map(String::as_str),
+        Some("linux")
+    );
 
     // The arguments are the tracer's: they parse with its own command line, once the
     // $(VAR) references (each defined in env) are expanded as the kubelet does.
     assert!(c.command.is_none(), "the image's ENTRYPOINT is the tracer");
-    let env: BTreeMap<String, String> = c
-        .env
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let sample = match e.value_from {
-                Some(_) => "192.0.2.10".to_string(), // status.hostIP
-                None => e.value.unwrap(),
-            };
-            (e.name, sample)
-        })
-        .collect();
-    let args: Vec<String> = c
-        .args
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|a| {
-            let mut a = a;
-            while let Some(start) = a.find("$(") {
-                let end = start + a[start..].find(')').expect("closed $(");
-                let value = env
-                    .get(&a[start + 2..end])
-                    .unwrap_or_else(|| panic!("{a}: not in env"));
-                a.replace_range(start..=end, value);
-            }
-            a
-        })
-        .collect();
-    use clap::Parser as _;
-    let cli = tracer::cli::Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let tracer::cli::Command::Run(run) = cli.command else {
-        panic!("not `tracer run`")
+    // The kubelet's expansion for a node address of either family (`status.hostIP`): the
+    // arguments must parse for both, and the metrics listen on that address.
+    let run_on = |host_ip: &str| {
+        let env: BTreeMap<String, String> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let sample = match e.value_from {
+                    Some(_) => host_ip.to_string(), // status.hostIP
+                    None => e.value.unwrap(),
+                };
+                (e.name, sample)
+            })
+            .collect();
+        let args: Vec<String> = c
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                let mut a = a;
+                while let Some(start) = a.find("$(") {
+                    let end = start + a[start..].find(')').expect("closed $(");
+                    let value = env
+                        .get(&a[start + 2..end])
+                        .unwrap_or_else(|| panic!("{a}: not in env"));
+                    a.replace_range(start..=end, value);
+                }
+                a
+            })
+            .collect();
+        use clap::Parser as _;
+        let cli =
+            tracer::cli::Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args))
+                .unwrap_or_else(|e| panic!("with host IP {host_ip}: {e}"));
+        let tracer::cli::Command::Run(run) = cli.command else {
+            panic!("not `tracer run`")
+        };
+        let metrics = run.metrics.expect("--metrics");
+        assert_eq!(metrics.ip().to_string(), host_ip, "on the node's address");
+        assert_eq!(metrics.port(), tracer::sink::metrics::DEFAULT_PORT);
+        run
     };
+    run_on("2001:db8::10");
+    let run = run_on("192.0.2.10");
+    let metrics = run.metrics.expect("--metrics");
     assert!(
         run.log.iter().any(|p| p.as_os_str() == "-"),
         "JSONL on stdout: {:?}",
         run.log
-    );
-    let metrics = run.metrics.expect("--metrics");
-    assert_eq!(
-        metrics.ip().to_string(),
-        "192.0.2.10",
-        "on the node's address"
     );
     assert_eq!(run.host_root, std::path::Path::new("/host"));
 

@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap;
 
 use super::FlowKey;
 use crate::{
-    netlink::conntrack::{dump, Entry, Tuple},
+    netlink::conntrack::{dump_each, Entry, Tuple},
     netns::Netns,
 };
 
@@ -214,17 +214,20 @@ fn refresher(weak: Weak<Shared>, namespaces: Vec<Netns>) {
         last = Some(Instant::now());
         let mut table = NatTable::default();
         let mut dumps = Vec::new();
+        // Each entry goes into the bounded table as it is read: a node's table of any size
+        // costs what the table keeps.
         if namespaces.is_empty() {
-            dumps.push(("root".to_string(), dump()));
+            let result = dump_each(|e| table.add([e], MAX_ENTRIES));
+            dumps.push(("root".to_string(), result));
         }
         for ns in &namespaces {
-            dumps.push((ns.label.clone(), ns.enter(dump)));
+            let result = ns.enter(|| dump_each(|e| table.add([e], MAX_ENTRIES)));
+            dumps.push((ns.label.clone(), result));
         }
         for (label, result) in dumps {
             match result {
-                Ok(entries) => {
+                Ok(()) => {
                     failing.remove(&label);
-                    table.add(entries, MAX_ENTRIES);
                 }
                 Err(e) => {
                     if failing.insert(label.clone()) {

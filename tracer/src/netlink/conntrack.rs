@@ -63,16 +63,26 @@ pub struct Entry {
 /// The conntrack entries of the calling thread's network namespace (both families). Entries
 /// without ports (ICMP, GRE) are left out.
 pub fn dump() -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    dump_each(|e| entries.push(e))?;
+    Ok(entries)
+}
+
+/// [`dump`] handing each entry to `each` as it is read: what the caller keeps (a bounded
+/// table) is all the dump costs, however large the kernel's table is.
+pub fn dump_each(mut each: impl FnMut(Entry)) -> Result<()> {
     let sock = Socket::open(libc::NETLINK_NETFILTER).context("netlink socket")?;
     // The kernel always answers a dump; a bound on the wait keeps a surprise from stopping a
     // background refresher for good.
     sock.set_receive_timeout(Duration::from_secs(5))?;
     // nfgenmsg: family AF_UNSPEC (IPv4 and IPv6 in one dump), version 0, res_id 0.
     let nfgenmsg = [0u8; NFGENMSG_LEN];
-    let msgs = sock
-        .request(CT_GET, NLM_F_DUMP, &nfgenmsg, CT_NEW)
-        .context("netlink: IPCTNL_MSG_CT_GET dump")?;
-    Ok(msgs.iter().filter_map(|m| parse_entry(m)).collect())
+    sock.request_each(CT_GET, NLM_F_DUMP, &nfgenmsg, CT_NEW, |m| {
+        if let Some(e) = parse_entry(m) {
+            each(e)
+        }
+    })
+    .context("netlink: IPCTNL_MSG_CT_GET dump")
 }
 
 /// One `IPCTNL_MSG_CT_NEW` payload (nfgenmsg, then attributes): its two tuples, or `None`

@@ -115,6 +115,24 @@ impl Socket {
         body: &[u8],
         reply: u16,
     ) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.request_each(kind, flags, body, reply, |payload| {
+            out.push(payload.to_vec())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Socket::request`] handing each payload to `each` as it is read, in the receive
+    /// buffer: a dump of any size costs one 64 KiB buffer, not a copy of every message (the
+    /// conntrack table of a busy node holds hundreds of thousands).
+    pub fn request_each(
+        &self,
+        kind: u16,
+        flags: u16,
+        body: &[u8],
+        reply: u16,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         let len = NLMSG_HDR_LEN + body.len();
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -141,7 +159,7 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         let dump = flags & NLM_F_DUMP != 0;
-        let mut out = Vec::new();
+        let mut answered = false;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: `buf` is writable for its length.
@@ -155,13 +173,14 @@ impl Socket {
                 return Err(e);
             }
             if n == 0 {
-                return Ok(out);
+                return Ok(());
             }
             let complete = read_answer(&buf[..n as usize], reply, dump, |payload| {
-                out.push(payload.to_vec())
+                answered = true;
+                each(payload)
             })?;
-            if complete || (!dump && !out.is_empty()) {
-                return Ok(out);
+            if complete || (!dump && answered) {
+                return Ok(());
             }
         }
     }

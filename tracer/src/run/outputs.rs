@@ -31,11 +31,17 @@ impl Outputs {
     pub fn open(args: &RunArgs, plan: &Plan) -> Result<Outputs> {
         let log_file = log_file(args)?;
         let log_to_stdout = args.log.iter().any(|p| p.as_os_str() == "-");
+        let pcap_to_stdout = args.pcap.as_ref().is_some_and(|p| p.as_os_str() == "-");
+        if log_to_stdout && pcap_to_stdout {
+            anyhow::bail!(
+                "--log - and --pcap - both ask for standard output: give one of them a file"
+            );
+        }
         if let Some(p) = log_file {
             check_writable(p)
                 .with_context(|| format!("cannot create the event log {}", p.display()))?;
         }
-        if let Some(p) = &args.pcap {
+        if let Some(p) = args.pcap.as_ref().filter(|_| !pcap_to_stdout) {
             check_writable(p)
                 .with_context(|| format!("cannot create the capture {}", p.display()))?;
         }
@@ -68,11 +74,17 @@ impl Outputs {
         }
         desc.insert(0, logs.join(" and "));
         if let Some(p) = &args.pcap {
-            sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
-            desc.push(format!("packet headers to {}", p.display()));
+            if pcap_to_stdout {
+                sinks.push(Box::new(PcapSink::stdout(args.snaplen, labels)?));
+                desc.push("packet headers to stdout (pcapng)".to_string());
+            } else {
+                sinks.push(Box::new(PcapSink::create(p, args.snaplen, labels)?));
+                desc.push(format!("packet headers to {}", p.display()));
+            }
         }
-        // The event stream goes to stdout, or to stderr when the JSONL log is stdout.
-        if log_to_stdout {
+        // The event stream goes to stdout, or to stderr when the JSONL log or the capture is
+        // stdout.
+        if log_to_stdout || pcap_to_stdout {
             sinks.push(Box::new(TerminalSink::new(std::io::stderr(), false)));
         } else {
             sinks.push(Box::new(TerminalSink::new(

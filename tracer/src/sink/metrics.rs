@@ -10,8 +10,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::encoding::text::encode;
@@ -29,10 +30,12 @@ use crate::verdict::{PathRef, Verdict};
 pub const MAX_SERIES: usize = 1000;
 /// Port of `--metrics` given without a value, or with an address only.
 pub const DEFAULT_PORT: u16 = 9464;
-/// A scrape that sends nothing for this long is dropped (one thread serves scrapes in turn).
+/// A connection's whole life: its request read and its response written within this.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests longer than this (headers included) are refused.
 const MAX_REQUEST: usize = 8192;
+/// Connections served at once (each its own thread); more are closed unanswered.
+const MAX_CONNECTIONS: usize = 16;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -170,10 +173,29 @@ impl Metrics {
             .spawn(move || {
                 // Serving a bound socket needs no capability (see privileges.rs).
                 let _ = crate::privileges::keep_only(&[]);
+                let busy = Arc::new(AtomicUsize::new(0));
                 for mut stream in listener.incoming().flatten() {
-                    // A client's failure is its own: the next scrape is served all the same.
-                    let _ = answer(&mut stream, &registry);
-                    linger(&mut stream);
+                    // A connection per thread, each with a deadline: a client that trickles its
+                    // request (or never sends one) holds only its own thread, never the next
+                    // scrape or the liveness probe. Beyond the cap a connection is closed at
+                    // once: scrapes come seconds apart, so that many at a time is an attack.
+                    if busy.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        continue;
+                    }
+                    busy.fetch_add(1, Ordering::Relaxed);
+                    let (registry, mine) = (registry.clone(), busy.clone());
+                    let served = std::thread::Builder::new()
+                        .name("metrics-conn".into())
+                        .spawn(move || {
+                            let deadline = Instant::now() + IO_TIMEOUT;
+                            // A client's failure is its own.
+                            let _ = answer(&mut stream, &registry, deadline);
+                            linger(&mut stream, deadline);
+                            mine.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    if served.is_err() {
+                        busy.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             })
             .context("cannot start the metrics thread")?;
@@ -324,23 +346,34 @@ fn enum_name<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// What is left of `deadline`, as a socket timeout (never zero: that would mean none).
+fn left(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
 /// Answer one HTTP/1.x request: `GET /metrics` gets the exposition, anything else a
-/// 404/405/400/431. One request per connection.
-fn answer(stream: &mut TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+/// 404/405/400/431. One request per connection, read and answered before `deadline` (a
+/// request trickled a byte at a time gets no more time than a fast one).
+fn answer(stream: &mut TcpStream, registry: &Registry, deadline: Instant) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         if buf.len() > MAX_REQUEST {
+            stream.set_write_timeout(Some(left(deadline)?))?;
             return respond(stream, "431 Request Header Fields Too Large", "", b"");
         }
+        stream.set_read_timeout(Some(left(deadline)?))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    stream.set_write_timeout(Some(left(deadline)?))?;
     let text = String::from_utf8_lossy(&buf);
     let mut parts = text.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -370,14 +403,18 @@ fn answer(stream: &mut TcpStream, registry: &Registry) -> std::io::Result<()> {
 
 /// Close after the response without a reset: closing with unread request bytes (an oversized
 /// request) would make the kernel send RST, and the client could lose the response.
-fn linger(stream: &mut TcpStream) {
+fn linger(stream: &mut TcpStream, deadline: Instant) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut sink = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    while left > 0 {
+    let mut budget: usize = 64 * 1024;
+    while budget > 0 {
+        let Ok(t) = left(deadline) else { break };
+        if stream.set_read_timeout(Some(t)).is_err() {
+            break;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
-            Ok(n) => left = left.saturating_sub(n),
+            Ok(n) => budget = budget.saturating_sub(n),
         }
     }
 }
@@ -421,10 +458,7 @@ mod tests {
         r.device.ifname = Some(device.into());
         r.device.netns = Some(4026532178);
         r.drop.reason = Some("PKT_TOO_BIG".into());
-        r.names.src_pod = ns.map(|n| ObjectRef {
-            namespace: Some(n.into()),
-            name: "p".into(),
-        });
+        r.names.src_pod = ns.map(|n| ObjectRef::new(Some(n.into()), "p".into()));
         r
     }
 
@@ -643,6 +677,54 @@ mod tests {
         // The port is taken now: a second server says which address it could not use.
         let err = metrics().serve(addr).unwrap_err().to_string();
         assert!(err.contains(&addr.to_string()), "{err}");
+    }
+
+    /// A client that trickles its request a byte at a time (or sends nothing) holds its own
+    /// connection only: a scrape beside it is answered at once, and the trickler is cut off
+    /// at the deadline however steadily it sends.
+    #[test]
+    fn a_slow_client_does_not_hold_the_endpoint() {
+        let m = metrics();
+        let addr = m.serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let trickler = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            // One byte every 200 ms, never the end of the head: without a deadline this holds
+            // the connection as long as it likes.
+            for b in b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+                if s.write_all(&[*b]).is_err() {
+                    return started.elapsed();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            started.elapsed()
+        });
+        let idle = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t = std::time::Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        let answered = started.elapsed();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a scrape beside a slow client took {:?}",
+            t.elapsed()
+        );
+        // The trickler is cut off near the deadline, not after its 12 s of bytes, and after
+        // the scrape was answered (one connection at a time would have served it first).
+        let cut = trickler.join().unwrap();
+        assert!(
+            cut < IO_TIMEOUT + Duration::from_secs(3),
+            "cut after {cut:?}"
+        );
+        assert!(
+            answered < cut,
+            "answered at {answered:?}, trickler cut at {cut:?}"
+        );
+        drop(idle);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct PcapSink<W: Write> {
     netns_labels: HashMap<u32, String>,
     /// `None`: headers only (see [`crate::packet::headers_len`]); else at most this many bytes.
     snaplen: Option<u32>,
+    /// A stream someone reads as it comes (`--pcap -` into `wireshark -k -i -`): flushed after
+    /// every batch of events, not only when the buffer fills.
+    live: bool,
 }
 
 impl PcapSink<BufWriter<File>> {
@@ -54,6 +57,19 @@ impl PcapSink<BufWriter<File>> {
             .with_context(|| format!("cannot create the capture {}", path.display()))?;
         Self::new(BufWriter::new(file), snaplen, netns_labels)
             .with_context(|| format!("cannot write the capture {}", path.display()))
+    }
+}
+
+impl PcapSink<BufWriter<std::io::Stdout>> {
+    /// The capture as a stream on standard output (`--pcap -`), its section header written now.
+    pub fn stdout(
+        snaplen: Option<u32>,
+        netns_labels: HashMap<u32, String>,
+    ) -> anyhow::Result<Self> {
+        let mut sink = Self::new(BufWriter::new(std::io::stdout()), snaplen, netns_labels)
+            .context("cannot write the capture to standard output")?;
+        sink.live = true;
+        Ok(sink)
     }
 }
 
@@ -78,6 +94,7 @@ impl<W: Write> PcapSink<W> {
             interfaces: HashMap::new(),
             netns_labels,
             snaplen,
+            live: false,
         })
     }
 
@@ -326,6 +343,13 @@ impl<W: Write> Sink for PcapSink<W> {
             .context("cannot flush the capture")
     }
 
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        if self.live {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn verdict(&mut self, _v: &crate::verdict::Verdict) -> anyhow::Result<()> {
         // Verdicts are about flows, not packets: they go to the log and the terminal.
         Ok(())
@@ -362,10 +386,7 @@ mod tests {
     }
 
     fn named(ns: Option<&str>, name: &str) -> Option<ObjectRef> {
-        Some(ObjectRef {
-            namespace: ns.map(Into::into),
-            name: name.into(),
-        })
+        Some(ObjectRef::new(ns.map(Into::into), name.into()))
     }
 
     fn drop_record() -> Record {
@@ -379,7 +400,7 @@ mod tests {
         r.route.peer_ifname = Some("eth0".into());
         r.drop.reason = Some("NOT_SPECIFIED".into());
         r.drop.location = Some("__dev_forward_skb2+0x87".into());
-        r.drop.matched = vec![Matched::Location, Matched::Oversize];
+        r.drop.matched = [Matched::Location, Matched::Oversize].into();
         let bytes = vxlan_capture();
         r.set_decoded(&crate::packet::decode(0x0800, &bytes));
         r.packet = Some(Captured {

@@ -8,7 +8,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -46,12 +46,25 @@ const YELLOW: &str = "\x1b[33m";
 const MAGENTA: &str = "\x1b[35m";
 const CYAN: &str = "\x1b[36m";
 
-/// Colour when stdout is a terminal, unless NO_COLOR (https://no-color.org: set and non-empty)
-/// or TERM=dumb says otherwise.
+/// `--color`, set once by `main` (auto until then).
+static COLOR: std::sync::OnceLock<crate::cli::ColorWhen> = std::sync::OnceLock::new();
+
+/// What `--color` said, for [`want_color`].
+pub fn set_color(when: crate::cli::ColorWhen) {
+    let _ = COLOR.set(when);
+}
+
+/// Colour on standard output: as `--color` says; for `auto`, as the ecosystem decides
+/// (anstream: a terminal, NO_COLOR (https://no-color.org), CLICOLOR, CLICOLOR_FORCE, TERM).
 pub fn want_color() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-    std::io::stdout().is_terminal() && !no_color && !dumb
+    use crate::cli::ColorWhen;
+    match COLOR.get().copied().unwrap_or(ColorWhen::Auto) {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
+        }
+    }
 }
 
 /// End-of-run counts.
@@ -1049,10 +1062,7 @@ mod tests {
     #[test]
     fn kubernetes_names_follow_the_flow() {
         use crate::event::{ObjectRef, ServiceRef};
-        let obj = |ns: Option<&str>, name: &str| ObjectRef {
-            namespace: ns.map(Into::into),
-            name: name.into(),
-        };
+        let obj = |ns: Option<&str>, name: &str| ObjectRef::new(ns.map(Into::into), name.into());
         let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
         assert_eq!(names_text(&rec), None);
         rec.names.src_pod = Some(obj(Some("shop"), "order-api"));
