@@ -137,9 +137,15 @@ pub fn run(tracer: &Path, log: &Path) -> Result<()> {
             problem["recommended_mtu"]
         );
     }
-    // The lab's snapshot lists its Calico config: the fix must come as the change to make.
+    // The lab's snapshot lists its Calico config and the pods' controllers: the fix must come
+    // as the change to make, ending with the client's Deployment's rollout restart.
+    let restarts_the_client = problem["change"]["commands"]
+        .as_array()
+        .and_then(|c| c.last())
+        .is_some_and(|c| c == "kubectl rollout restart deployment/order-api -n shop");
     if problem["change"]["value"] != FIXED_POD_MTU
         || problem["change"]["object"] != "configmap/calico-config"
+        || !restarts_the_client
     {
         bail!(
             "the verdict does not give the Calico change for {FIXED_POD_MTU}: {}",

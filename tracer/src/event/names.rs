@@ -14,6 +14,23 @@ use serde::{Deserialize, Serialize};
 pub struct ObjectRef {
     pub namespace: Option<Arc<str>>,
     pub name: Arc<str>,
+    /// A pod's workload as `kubectl` names it (`deployment/order-api`, `statefulset/redis`,
+    /// `daemonset/…`, `job/…`; `pod/<name>` when nothing controls it), from its controller's
+    /// `ownerReferences`: what to restart so that the pod gets a new veth. Absent when unknown
+    /// (node-local names, nodes, logs of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Arc<str>>,
+}
+
+impl ObjectRef {
+    /// A node, or a pod whose workload is not known.
+    pub fn new(namespace: Option<Arc<str>>, name: Arc<str>) -> Self {
+        ObjectRef {
+            namespace,
+            name,
+            workload: None,
+        }
+    }
 }
 
 /// A service a packet was addressed to (by ClusterIP, external or LoadBalancer IP, node port)

@@ -212,14 +212,27 @@ fn number(v: &Value) -> Option<u32> {
     u32::try_from(n).ok().filter(|n| *n > 0)
 }
 
+/// A pod the verdict names, to be recreated so that it gets a veth with the new MTU.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodToRestart {
+    pub namespace: String,
+    pub name: String,
+    /// Its workload as `kubectl` names it (`deployment/order-api`; `pod/<name>` when nothing
+    /// controls it), when known.
+    pub workload: Option<String>,
+}
+
+/// Workload kinds `kubectl rollout restart` recreates one pod at a time.
+const ROLLABLE: [&str; 3] = ["deployment/", "statefulset/", "daemonset/"];
+
 /// The change that gives pods `pod_mtu` on a path whose overlay adds `overhead` bytes, for the
-/// pods `restart` (namespace, name) the verdict names. None when the install's object cannot
-/// carry it (a flannel `net-conf.json` that is not a JSON object).
+/// pods `restart` the verdict names. None when the install's object cannot carry it (a flannel
+/// `net-conf.json` that is not a JSON object).
 pub fn change(
     install: &CniInstall,
     pod_mtu: u32,
     overhead: u32,
-    restart: &[(String, String)],
+    restart: &[PodToRestart],
 ) -> Option<Change> {
     let value = match install.meaning {
         MtuMeaning::Pod => pod_mtu,
@@ -252,20 +265,9 @@ pub fn change(
         commands.push(format!("kubectl rollout restart daemonset/{ds} -n {ns}"));
         commands.push(format!("kubectl rollout status daemonset/{ds} -n {ns}"));
     }
-    let pods = if restart.is_empty() {
-        "the pods that talk across the changed path".to_string()
-    } else {
-        let named: Vec<String> = restart
-            .iter()
-            .map(|(ns, name)| format!("`kubectl delete pod -n {ns} {name}`"))
-            .collect();
-        format!("at least the pods the verdict names ({})", named.join(", "))
-    };
-    let then = format!(
-        "then restart {pods}: running pods keep the old MTU on their veths until they are \
-         recreated; restarting their Deployment or StatefulSet (`kubectl rollout restart`) does it \
-         one pod at a time"
-    );
+    let (rolled, others) = restarts(restart);
+    commands.extend(rolled);
+    let then = then_text(restart.is_empty(), &others);
     let agent = match install.restart_agent.as_deref() {
         Some(a) => format!("the {a} restart reprograms every node's networking for seconds"),
         None => "the operator restarts calico-node on every node, one at a time".to_string(),
@@ -286,6 +288,51 @@ pub fn change(
         then,
         risk,
     })
+}
+
+/// The pods' restarts: a `kubectl rollout restart` per workload that rolls (each once, in
+/// order), and for the other pods what recreates them.
+fn restarts(pods: &[PodToRestart]) -> (Vec<String>, Vec<String>) {
+    let mut rolled = std::collections::BTreeSet::new();
+    let mut others = Vec::new();
+    for p in pods {
+        let (ns, name) = (&p.namespace, &p.name);
+        match p.workload.as_deref() {
+            Some(w) if ROLLABLE.iter().any(|k| w.starts_with(k)) => {
+                rolled.insert(format!("kubectl rollout restart {w} -n {ns}"));
+            }
+            // Deleting a pod that nothing controls loses it.
+            Some(w) if w.starts_with("pod/") => others.push(format!(
+                "{ns}/{name} (no controller: recreate it from its manifest)"
+            )),
+            Some(w) => others.push(format!(
+                "`kubectl delete pod -n {ns} {name}` (its {w} recreates it)"
+            )),
+            None => others.push(format!(
+                "`kubectl delete pod -n {ns} {name}` if a controller recreates it (its \
+                 workload is not known)"
+            )),
+        }
+    }
+    others.dedup();
+    (rolled.into_iter().collect(), others)
+}
+
+/// What follows the commands: why the pods must be recreated, and the ones no command does.
+fn then_text(none_named: bool, others: &[String]) -> String {
+    let why = "a running pod keeps the old MTU on its veth until it is recreated";
+    if none_named {
+        return format!(
+            "then recreate the pods that talk across the changed path ({why}): `kubectl rollout \
+             restart` of their Deployment, StatefulSet or DaemonSet does it one pod at a time"
+        );
+    }
+    let rest = "recreate the other pods on the changed path the same way";
+    if others.is_empty() {
+        format!("these rollouts recreate the pods the verdict names ({why}); {rest}")
+    } else {
+        format!("then recreate {} ({why}); {rest}", others.join(", "))
+    }
 }
 
 /// `s` as one POSIX shell word.

@@ -3,7 +3,7 @@
 //! it valid for its schema, and commands whose patch argument is that patch.
 use serde_json::{json, Value};
 
-use super::{change, recognise, Change, MtuMeaning};
+use super::{change, recognise, Change, MtuMeaning, PodToRestart};
 
 fn items(name: &str) -> Vec<Value> {
     let path = format!("{}/src/fix/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -70,15 +70,17 @@ fn conforms(value: &Value, schema: &Value, at: &str) -> Result<(), String> {
 fn the_change(name: &str, pod_mtu: u32, overhead: u32) -> (Vec<Value>, Change) {
     let objects = items(name);
     let install = recognise(&objects).unwrap_or_else(|| panic!("{name}: not recognised"));
-    let pods = [("shop".to_string(), "order-api-7d9f8".to_string())];
+    let pods = [PodToRestart {
+        namespace: "shop".into(),
+        name: "order-api-7d9f8".into(),
+        workload: Some("deployment/order-api".into()),
+    }];
     let c = change(&install, pod_mtu, overhead, &pods).unwrap();
-    // The command carries the patch, and the restart names the pods.
+    // The command carries the patch, and the last one restarts the pod's workload.
     assert_eq!(patch_argument(&c.commands[0]), c.patch, "{c:#?}");
-    assert!(
-        c.then
-            .contains("kubectl delete pod -n shop order-api-7d9f8"),
-        "{}",
-        c.then
+    assert_eq!(
+        c.commands.last().unwrap(),
+        "kubectl rollout restart deployment/order-api -n shop"
     );
     (objects, c)
 }
@@ -91,7 +93,8 @@ fn calico_from_the_operator_sets_the_installation_pod_mtu() {
     assert_eq!(
         c.commands,
         [
-            r#"kubectl patch installation.operator.tigera.io/default --type merge -p '{"spec":{"calicoNetwork":{"mtu":1400}}}'"#
+            r#"kubectl patch installation.operator.tigera.io/default --type merge -p '{"spec":{"calicoNetwork":{"mtu":1400}}}'"#,
+            "kubectl rollout restart deployment/order-api -n shop",
         ]
     );
     // Applied to the recorded Installation: the MTU is set, the IP pools are kept, and the
@@ -125,6 +128,7 @@ fn calico_from_the_manifest_sets_veth_mtu_and_restarts_calico_node() {
             r#"kubectl patch configmap/calico-config -n kube-system --type merge -p '{"data":{"veth_mtu":"1400"}}'"#,
             "kubectl rollout restart daemonset/calico-node -n kube-system",
             "kubectl rollout status daemonset/calico-node -n kube-system",
+            "kubectl rollout restart deployment/order-api -n shop",
         ]
     );
     let mut cm = objects[0].clone();
@@ -152,6 +156,7 @@ fn flannel_sets_the_underlay_mtu_in_net_conf_and_keeps_the_rest() {
         [
             "kubectl rollout restart daemonset/kube-flannel-ds -n kube-flannel",
             "kubectl rollout status daemonset/kube-flannel-ds -n kube-flannel",
+            "kubectl rollout restart deployment/order-api -n shop",
         ]
     );
     assert!(c.commands[0].starts_with("kubectl patch configmap/kube-flannel-cfg -n kube-flannel"));
@@ -179,6 +184,7 @@ fn cilium_sets_the_underlay_mtu_and_restarts_the_agents() {
             r#"kubectl patch configmap/cilium-config -n kube-system --type merge -p '{"data":{"mtu":"1450"}}'"#,
             "kubectl rollout restart daemonset/cilium -n kube-system",
             "kubectl rollout status daemonset/cilium -n kube-system",
+            "kubectl rollout restart deployment/order-api -n shop",
         ]
     );
     // The recorded install detects the MTU (no `mtu` key); the patch adds it and keeps the rest.
@@ -218,6 +224,61 @@ fn unknown_objects_give_no_change() {
     let mut broken = items("flannel.json").remove(0);
     broken["data"]["net-conf.json"] = json!("{ not json");
     assert_eq!(recognise(&[broken]), None);
+}
+
+/// Each workload rolls once, after the CNI's agent; pods no rollout recreates are named with
+/// what does (or that nothing does).
+#[test]
+fn the_named_pods_restart_by_their_workloads() {
+    let install = recognise(&items("calico-manifest.json")).unwrap();
+    let pod = |ns: &str, name: &str, workload: Option<&str>| PodToRestart {
+        namespace: ns.into(),
+        name: name.into(),
+        workload: workload.map(Into::into),
+    };
+    let pods = [
+        pod("cache", "redis-0", Some("statefulset/redis")),
+        pod(
+            "shop",
+            "checkout-6b8f7d9c4-lm3np",
+            Some("deployment/checkout"),
+        ),
+        pod(
+            "shop",
+            "checkout-6b8f7d9c4-qq7rt",
+            Some("deployment/checkout"),
+        ),
+        pod(
+            "shop",
+            "db-migrate-28411520-9kx7z",
+            Some("job/db-migrate-28411520"),
+        ),
+        pod("shop", "debug-shell", Some("pod/debug-shell")),
+        pod("shop", "mystery", None),
+    ];
+    let c = change(&install, 1400, 50, &pods).unwrap();
+    assert_eq!(
+        c.commands[3..],
+        [
+            "kubectl rollout restart deployment/checkout -n shop",
+            "kubectl rollout restart statefulset/redis -n cache",
+        ]
+    );
+    for part in [
+        "`kubectl delete pod -n shop db-migrate-28411520-9kx7z` (its job/db-migrate-28411520 recreates it)",
+        "shop/debug-shell (no controller: recreate it from its manifest)",
+        "`kubectl delete pod -n shop mystery` if a controller recreates it (its workload is not known)",
+    ] {
+        assert!(c.then.contains(part), "{part}\n{}", c.then);
+    }
+    assert!(!c.then.contains("checkout"), "{}", c.then);
+    // All of them rolled: nothing left to name.
+    let c = change(&install, 1400, 50, &pods[..3]).unwrap();
+    assert!(
+        c.then.starts_with("these rollouts recreate the pods"),
+        "{}",
+        c.then
+    );
 }
 
 #[test]

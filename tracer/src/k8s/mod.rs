@@ -283,10 +283,7 @@ impl Inventory {
             .or_else(|| pod.and_then(|p| p.node.clone()))
             .or_else(|| by_ip(inner))
             .or_else(|| self.node_by_cidr(inner?))?;
-        Some(ObjectRef {
-            namespace: None,
-            name,
-        })
+        Some(ObjectRef::new(None, name))
     }
 
     fn node_by_cidr(&self, ip: IpAddr) -> Option<Arc<str>> {

@@ -399,6 +399,7 @@ pub(super) fn build<'a>(
             pod: ObjectRef {
                 namespace: p.info.pod.namespace.as_deref().map(|n| names.get(n)),
                 name: p.info.pod.name.clone(),
+                workload: p.info.pod.workload.as_deref().map(|n| names.get(n)),
             },
             node: p.info.node.as_deref().map(|n| names.get(n)),
         };
@@ -661,6 +662,7 @@ pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
     let info = PodInfo {
         pod: ObjectRef {
             namespace: Some(at.namespace().into()),
+            workload: Some(workload(at.value, &name).into()),
             name: name.into(),
         },
         node: at
@@ -673,6 +675,35 @@ pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
         info,
         describe: at.describe(),
     })
+}
+
+/// The pod's workload as `kubectl` names it, from its controller (the `ownerReferences` entry
+/// with `controller: true`): a ReplicaSet that a Deployment made (its name is the
+/// Deployment's plus `-<pod-template-hash>`, the label its pods carry) is that Deployment;
+/// other controllers are themselves (`statefulset/redis`, `daemonset/…`, `job/…`); a pod that
+/// nothing controls is `pod/<name>`.
+pub(super) fn workload(pod: &Value, name: &str) -> String {
+    let owners = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    let controller = owners.and_then(|o| {
+        o.iter()
+            .find(|r| r.get("controller") == Some(&Value::Bool(true)))
+    });
+    let owner = controller.and_then(|r| Some((r.get("kind")?.as_str()?, r.get("name")?.as_str()?)));
+    let Some((kind, owner)) = owner else {
+        return format!("pod/{name}");
+    };
+    if kind == "ReplicaSet" {
+        let hash = pod
+            .pointer("/metadata/labels/pod-template-hash")
+            .and_then(Value::as_str);
+        let deployment = hash.and_then(|h| owner.strip_suffix(h)?.strip_suffix('-'));
+        if let Some(d) = deployment.filter(|d| !d.is_empty()) {
+            return format!("deployment/{d}");
+        }
+    }
+    format!("{}/{owner}", kind.to_ascii_lowercase())
 }
 
 /// A service port: what ClusterIP keys and EndpointSlice port lookups need.

@@ -36,18 +36,23 @@ fn flow(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
     }
 }
 
+/// A fixture pod as attribution names it, with its workload as its controller names it in
+/// the fixture files.
 fn pod(ns: &str, name: &str) -> Option<ObjectRef> {
+    let workload = match name {
+        FRONTEND => "deployment/frontend",
+        CHECKOUT_C | CHECKOUT_B => "deployment/checkout",
+        "alertmanager-main-0" => "statefulset/alertmanager-main",
+        other => panic!("no workload known for fixture pod {other}"),
+    };
     Some(ObjectRef {
-        namespace: Some(ns.into()),
-        name: name.into(),
+        workload: Some(workload.into()),
+        ..ObjectRef::new(Some(ns.into()), name.into())
     })
 }
 
 fn node(name: &str) -> Option<ObjectRef> {
-    Some(ObjectRef {
-        namespace: None,
-        name: name.into(),
-    })
+    Some(ObjectRef::new(None, name.into()))
 }
 
 fn checkout_http() -> Option<ServiceRef> {
@@ -61,6 +66,7 @@ fn checkout_http() -> Option<ServiceRef> {
 
 const FRONTEND: &str = "frontend-7c9d8f6b5-x2x9k";
 const CHECKOUT_C: &str = "checkout-6b8f7d9c4-lm3np";
+const CHECKOUT_B: &str = "checkout-6b8f7d9c4-qq7rt";
 
 #[test]
 fn pre_dnat_pod_to_cluster_ip() {
@@ -288,6 +294,82 @@ fn flow_key_from_record() {
     want.outer_src = Some(ip("10.0.0.11"));
     want.outer_dst = Some(ip("10.0.0.12"));
     assert_eq!(FlowKey::from_record(&rec), want);
+}
+
+#[test]
+fn workloads_come_from_the_controllers_owner_references() {
+    // Every pod of the recorded cluster, by its controller (those left out of the inventory,
+    // terminated or on the host's network, too): a Deployment's ReplicaSet names the
+    // Deployment, other controllers name themselves, a pod without one is its own.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/k8s/testdata/cluster.json");
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut found: Vec<(String, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "Pod")
+        .map(|o| {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            (name.to_string(), snapshot::workload(o, name))
+        })
+        .collect();
+    found.sort();
+    let want = [
+        ("calico-node-8fq2z", "daemonset/calico-node"),
+        ("checkout-6b8f7d9c4-lm3np", "deployment/checkout"),
+        ("checkout-6b8f7d9c4-qq7rt", "deployment/checkout"),
+        ("coredns-7c65d6cfc9-4xk2p", "deployment/coredns"),
+        ("db-migrate-28411520-9kx7z", "job/db-migrate-28411520"),
+        ("debug-shell", "pod/debug-shell"),
+        ("frontend-7c9d8f6b5-tz5vd", "deployment/frontend"),
+        ("frontend-7c9d8f6b5-x2x9k", "deployment/frontend"),
+        ("kube-proxy-t7wq9", "daemonset/kube-proxy"),
+        ("memcached-0", "statefulset/memcached"),
+        ("redis-0", "statefulset/redis"),
+        ("redis-1", "statefulset/redis"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(p, w)| (p.to_string(), w.to_string()))
+        .collect();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn a_replica_set_is_its_deployment_only_by_its_pod_template_hash() {
+    let pod = |owners: serde_json::Value, labels: serde_json::Value| {
+        serde_json::json!({
+            "kind": "Pod",
+            "metadata": {"namespace": "shop", "name": "p", "ownerReferences": owners, "labels": labels},
+            "status": {"podIP": "10.244.9.9"}
+        })
+    };
+    let rs = |name: &str, controller: bool| serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "controller": controller}]);
+    let hash = serde_json::json!({"pod-template-hash": "5d8f"});
+    let cases = [
+        (pod(rs("web-5d8f", true), hash.clone()), "deployment/web"),
+        // A ReplicaSet made by hand: no hash label, or one its name does not end with.
+        (
+            pod(rs("web-5d8f", true), serde_json::json!({})),
+            "replicaset/web-5d8f",
+        ),
+        (
+            pod(rs("web-77aa", true), hash.clone()),
+            "replicaset/web-77aa",
+        ),
+        (pod(rs("5d8f", true), hash.clone()), "replicaset/5d8f"),
+        // An owner that is not the controller restarts nothing.
+        (pod(rs("web-5d8f", false), hash.clone()), "pod/p"),
+        (pod(serde_json::json!([]), hash), "pod/p"),
+    ];
+    for (object, want) in cases {
+        let list = serde_json::json!({"kind": "List", "items": [object]});
+        let (inv, warnings) = snapshot::parse(&list.to_string()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let p = &inv.pods_by_ip[&ip("10.244.9.9")];
+        assert_eq!(p.pod.workload.as_deref(), Some(want), "{object}");
+    }
 }
 
 #[test]

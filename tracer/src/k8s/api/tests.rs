@@ -47,6 +47,7 @@ fn pod_name(inv: &Inventory, addr: &str) -> Option<String> {
         ObjectRef {
             namespace: Some(ns),
             name,
+            ..
         } => format!("{ns}/{name}"),
         ObjectRef { name, .. } => name.to_string(),
     })

@@ -366,10 +366,7 @@ fn a_node_tree_gives_local_pods_node_addresses_and_the_cni() {
     let d = discover(&HostRoot::new(&f.0), &[]);
     let pod = |s: &str| d.inventory.pods_by_ip.get(&ip(s)).cloned();
     let order_api = Some(PodInfo {
-        pod: ObjectRef {
-            namespace: Some("shop".into()),
-            name: "order-api-7d9f8".into(),
-        },
+        pod: ObjectRef::new(Some("shop".into()), "order-api-7d9f8".into()),
         node: Some("worker-116".into()),
     });
     assert_eq!(pod("10.212.1.2"), order_api);
