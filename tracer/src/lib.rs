@@ -6,6 +6,7 @@ pub mod cli;
 pub mod event;
 pub mod fix;
 pub mod fuzzing;
+pub mod hex;
 pub mod hooks;
 pub mod host;
 pub mod ifaces;

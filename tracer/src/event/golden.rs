@@ -20,17 +20,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn node(name: &str) -> ObjectRef {
-    ObjectRef {
-        namespace: None,
-        name: name.into(),
-    }
+    ObjectRef::new(None, name.into())
 }
 
 fn pod(ns: &str, name: &str) -> ObjectRef {
-    ObjectRef {
-        namespace: Some(Arc::from(ns)),
-        name: name.into(),
-    }
+    ObjectRef::new(Some(Arc::from(ns)), name.into())
 }
 
 /// A record of `kind` with every field set, the values a real event of that kind would carry
@@ -66,12 +60,13 @@ fn full(kind: Kind, n: u32) -> Record {
     r.drop.reason = Some("PKT_TOO_BIG".into());
     r.drop.reason_code = Some(93);
     r.drop.location = Some("__dev_forward_skb2+0x87".into());
-    r.drop.matched = vec![
+    r.drop.matched = [
         Matched::Reason,
         Matched::Location,
         Matched::Oversize,
         Matched::IcmpTooBig,
-    ];
+    ]
+    .into();
     r.route.out_ifname = Some("vxlan.calico".into());
     r.route.out_ifindex = Some(7);
     r.route.out_mtu = Some(1500);
@@ -99,7 +94,7 @@ fn full(kind: Kind, n: u32) -> Record {
     r.tcp_state = Some("TCP_ESTABLISHED".into());
     r.tcp_seq = Some(3_217_031_337);
     r.count = Some(412);
-    r.skb = Some("0xffff88817ad5f4e0".into());
+    r.skb = Some(0xffff_8881_7ad5_f4e0);
     r.lost = Some(17);
     r.names.src_pod = Some(pod("shop", "order-api-7d9f8"));
     r.names.dst_pod = Some(pod("cache", "storage-0"));
@@ -156,7 +151,7 @@ pub(super) fn records() -> Vec<Record> {
     // A name with every kind of character serde escapes.
     let mut odd = Record::new(Kind::Drop, "tp_btf/kfree_skb", -1);
     odd.device.ifname = Some("tab\there\nnul\u{0}bell\u{7}ü🚀".into());
-    odd.drop.matched = vec![Matched::Oversize];
+    odd.drop.matched = [Matched::Oversize].into();
     all.push(odd);
     all
 }
@@ -245,7 +240,7 @@ fn lines_of_other_versions_read_and_lines_that_are_no_events_say_why() {
     assert_eq!(rec.kind, Kind::Drop);
     assert_eq!(rec.ts_unix_ns, 1_795_648_924_415_074_053);
     assert_eq!(rec.size.mtu_source, Some(MtuSource::Device));
-    assert_eq!(rec.drop.matched, vec![Matched::Reason]);
+    assert_eq!(rec.drop.matched, [Matched::Reason].into());
     assert_eq!(rec.flow.outer.unwrap().vni, Some(42));
     assert_eq!((rec.size.gso_size, rec.route.out_mtu), (None, None));
     let no_hook = Record::from_line(br#"{"ts":"2026-11-25T23:22:04Z","kind":"lost"}"#).unwrap();

@@ -133,6 +133,82 @@ impl Matched {
     }
 }
 
+/// JSONL `matched` of one drop: a set of [`Matched`], written as a list in declaration order
+/// (the order decoders always gave it). A byte instead of a `Vec`: every drop has one, and it
+/// was an allocation per event (issue 18).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MatchedSet(u8);
+
+impl MatchedSet {
+    /// Every member, in the order the list is written.
+    const ORDER: [Matched; 4] = [
+        Matched::Reason,
+        Matched::Location,
+        Matched::Oversize,
+        Matched::IcmpTooBig,
+    ];
+
+    fn bit(m: Matched) -> u8 {
+        // Exhaustive on purpose: a new variant does not compile here until `ORDER` lists it.
+        match m {
+            Matched::Reason | Matched::Location | Matched::Oversize | Matched::IcmpTooBig => {
+                1 << m as u8
+            }
+        }
+    }
+
+    pub fn insert(&mut self, m: Matched) {
+        self.0 |= Self::bit(m);
+    }
+
+    pub fn contains(self, m: Matched) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members, in the order the list is written.
+    pub fn iter(self) -> impl Iterator<Item = Matched> {
+        Self::ORDER.into_iter().filter(move |&m| self.contains(m))
+    }
+}
+
+impl FromIterator<Matched> for MatchedSet {
+    fn from_iter<I: IntoIterator<Item = Matched>>(iter: I) -> Self {
+        let mut set = MatchedSet::default();
+        for m in iter {
+            set.insert(m);
+        }
+        set
+    }
+}
+
+impl<const N: usize> From<[Matched; N]> for MatchedSet {
+    fn from(ms: [Matched; N]) -> Self {
+        ms.into_iter().collect()
+    }
+}
+
+impl std::fmt::Debug for MatchedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for MatchedSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchedSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Matched>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// Encapsulation of a tunnel packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,10 +277,10 @@ pub struct Decoded {
 /// null (logs of older versions): every field but `ts` and `kind` may be absent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
-    /// RFC 3339 UTC with nanoseconds.
-    pub ts: String,
-    /// Wall-clock nanoseconds since the Unix epoch (for sorting and joining): `ts` as a number.
-    #[serde(skip)]
+    /// JSONL `ts`: wall-clock nanoseconds since the Unix epoch (for sorting and joining),
+    /// written as RFC 3339 UTC with nanoseconds by the writers only: a string per event was an
+    /// allocation and its formatting even for records folded away (issue 18).
+    #[serde(rename = "ts", with = "crate::time::serde_rfc3339")]
     pub ts_unix_ns: i128,
     pub kind: Kind,
     /// Which kernel hook produced the event (`tp_btf/kfree_skb`, `tcx/egress`, ...). Borrowed
@@ -225,8 +301,10 @@ pub struct Record {
     pub icmp: Option<IcmpTooBig>,
     /// TCP retransmits: socket state (`TCP_ESTABLISHED`, ...), as the kernel names it.
     pub tcp_state: Option<String>,
-    /// Kernel `sk_buff` address (hex): joins events about the same packet.
-    pub skb: Option<String>,
+    /// Kernel `sk_buff` address: joins events about the same packet. Kept as the number (the
+    /// analyzer matches on it); written as hex text (`0xffff888100b84a00`) in the log.
+    #[serde(default, with = "crate::hex::serde_opt")]
+    pub skb: Option<u64>,
     /// `lost` events: how many events the kernel could not queue since the previous report.
     pub lost: Option<u64>,
     /// Kubernetes names of the flow's ends (`--k8s-snapshot`, the API, the node's own facts):
@@ -285,7 +363,7 @@ pub struct DropCause {
     pub location: Option<String>,
     /// Why the default filter kept it; empty with `--all-drops` when none applies.
     #[serde(default)]
-    pub matched: Vec<Matched>,
+    pub matched: MatchedSet,
 }
 
 /// The devices the packet was headed for.
@@ -326,7 +404,6 @@ impl Record {
     /// An empty record of `kind` at `ts_unix_ns`: decoders fill in what they know.
     pub fn new(kind: Kind, hook: &'static str, ts_unix_ns: i128) -> Self {
         Record {
-            ts: crate::time::rfc3339_nanos(ts_unix_ns),
             ts_unix_ns,
             kind,
             hook: Cow::Borrowed(hook),
@@ -376,38 +453,43 @@ impl Record {
 
     /// `drop.matched` has `m`.
     pub fn matched(&self, m: Matched) -> bool {
-        self.drop.matched.contains(&m)
+        self.drop.matched.contains(m)
     }
 
     /// One line of an event log. `kind: "verdict"` lines (the daemon's verdicts) are
     /// [`LineError::Verdict`]: not events.
     pub fn from_line(line: &[u8]) -> Result<Record, LineError> {
-        let mut rec: Record = match serde_json::from_slice(line) {
-            Ok(rec) => rec,
+        match serde_json::from_slice(line) {
+            Ok(rec) => Ok(rec),
             Err(e) => {
                 /// What a line that is no record says it is.
                 #[derive(Deserialize)]
                 struct Head {
                     kind: Option<String>,
+                    ts: Option<serde_json::Value>,
                 }
-                return Err(match serde_json::from_slice::<Head>(line) {
-                    Ok(Head { kind: Some(k) }) if k == "verdict" => LineError::Verdict,
-                    Ok(Head { kind: Some(k) }) if k == start::KIND => LineError::Start,
-                    Ok(Head { kind: Some(k) }) if k == probe::KIND => LineError::Probe,
-                    Ok(Head { kind: Some(k) }) if k == arrivals::KIND => LineError::Arrivals,
-                    Ok(Head { kind: Some(k) }) if k == crate::fix::CNI_LINE_KIND => LineError::Cni,
-                    Ok(Head { kind: Some(k) }) if !Kind::ALL.iter().any(|a| a.as_str() == k) => {
+                Err(match serde_json::from_slice::<Head>(line) {
+                    Ok(Head { kind: Some(k), .. }) if k == "verdict" => LineError::Verdict,
+                    Ok(Head { kind: Some(k), .. }) if k == start::KIND => LineError::Start,
+                    Ok(Head { kind: Some(k), .. }) if k == probe::KIND => LineError::Probe,
+                    Ok(Head { kind: Some(k), .. }) if k == arrivals::KIND => LineError::Arrivals,
+                    Ok(Head { kind: Some(k), .. }) if k == crate::fix::CNI_LINE_KIND => {
+                        LineError::Cni
+                    }
+                    Ok(Head { kind: Some(k), .. })
+                        if !Kind::ALL.iter().any(|a| a.as_str() == k) =>
+                    {
                         LineError::UnknownKind(k)
                     }
+                    // An event whose time is text but no RFC 3339 time.
+                    Ok(Head {
+                        ts: Some(serde_json::Value::String(ts)),
+                        ..
+                    }) if crate::time::parse_rfc3339(&ts).is_none() => LineError::BadTimestamp(ts),
                     _ => LineError::NotAnEvent(e.to_string()),
-                });
+                })
             }
-        };
-        match crate::time::parse_rfc3339(&rec.ts) {
-            Some(ns) => rec.ts_unix_ns = ns,
-            None => return Err(LineError::BadTimestamp(rec.ts)),
         }
-        Ok(rec)
     }
 }
 
@@ -446,3 +528,27 @@ impl std::fmt::Display for LineError {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod matched_set_tests {
+    use super::{Matched, MatchedSet};
+
+    /// Written in declaration order whatever order it was filled in; a log's list in another
+    /// order, or with a repeat, reads as the same set.
+    #[test]
+    fn matched_is_a_set_written_in_declaration_order() {
+        let set: MatchedSet = [Matched::IcmpTooBig, Matched::Reason, Matched::Oversize].into();
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"["reason","oversize","icmp_too_big"]"#
+        );
+        assert!(set.contains(Matched::Oversize) && !set.contains(Matched::Location));
+        let read: MatchedSet =
+            serde_json::from_str(r#"["oversize","icmp_too_big","reason","oversize"]"#).unwrap();
+        assert_eq!(read, set);
+        let empty: MatchedSet = serde_json::from_str("[]").unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "[]");
+        assert_eq!(format!("{set:?}"), "[Reason, Oversize, IcmpTooBig]");
+    }
+}

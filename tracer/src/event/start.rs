@@ -26,8 +26,9 @@ pub struct Start {
     pub namespaces: Vec<Watched>,
     /// The static MTU audit's problems at start (the `audit:` lines that are problems).
     pub audit: Vec<String>,
-    /// Whether path-MTU learning (`pmtu_update`) could be seen: only then does a missing update
-    /// mean an ICMP never reached a sender.
+    /// Whether path-MTU learning (`pmtu_update`) could be seen, in both families (IPv4 and IPv6
+    /// hooks attached): only then does a missing update mean an ICMP never reached a sender.
+    /// Logs written before the IPv6 hook say `true` for IPv4 alone.
     pub pmtu_hook: bool,
     /// The addresses of the devices the ingress hook is attached to in the watched namespaces
     /// (the node's own underlay addresses): what its peers' `arrivals` lines call it, so that

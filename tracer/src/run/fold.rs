@@ -398,7 +398,7 @@ mod tests {
         rec.flow.sport = Some(sport);
         rec.flow.dst = Some("10.0.0.2".parse().unwrap());
         rec.flow.dport = Some(80);
-        rec.skb = Some(format!("0x{ts_ns:x}"));
+        rec.skb = Some(ts_ns);
         (ev, rec)
     }
 

@@ -32,8 +32,9 @@ macro_rules! field {
 
 /// Append `rec` as one JSON object (no newline) to `out`.
 pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
-    out.extend_from_slice(b"{\"ts\":");
-    string(out, &rec.ts);
+    out.extend_from_slice(b"{\"ts\":\"");
+    crate::time::push_rfc3339(out, rec.ts_unix_ns);
+    out.push(b'"');
     out.extend_from_slice(b",\"kind\":");
     plain(out, rec.kind.as_str());
     out.extend_from_slice(b",\"hook\":");
@@ -77,7 +78,7 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     field!(out, "outer", rec.flow.outer.as_ref(), outer);
     field!(out, "icmp", rec.icmp.as_ref(), icmp);
     field!(out, "tcp_state", rec.tcp_state.as_deref(), string);
-    field!(out, "skb", rec.skb.as_deref(), string);
+    field!(out, "skb", rec.skb, hex);
     field!(out, "lost", rec.lost, number);
     field!(out, "src_pod", rec.names.src_pod.as_ref(), object);
     field!(out, "dst_pod", rec.names.dst_pod.as_ref(), object);
@@ -100,6 +101,11 @@ fn object(out: &mut Vec<u8>, o: &ObjectRef) {
     }
     out.extend_from_slice(b",\"name\":");
     string(out, &o.name);
+    // Skipped when absent, as serde does (`skip_serializing_if`).
+    if let Some(w) = o.workload.as_deref() {
+        out.extend_from_slice(b",\"workload\":");
+        string(out, w);
+    }
     out.push(b'}');
 }
 
@@ -122,7 +128,7 @@ fn outer(out: &mut Vec<u8>, o: &Outer) {
         Encap::Ipip => b",\"encap\":\"ipip\"",
         Encap::Vxlan => b",\"encap\":\"vxlan\"",
     });
-    // The one field serde skips when absent (`skip_serializing_if`).
+    // Skipped when absent, as serde does (`skip_serializing_if`).
     if let Some(vni) = o.vni {
         out.extend_from_slice(b",\"vni\":");
         number32(out, vni);
@@ -146,6 +152,14 @@ fn icmp(out: &mut Vec<u8>, i: &IcmpTooBig) {
     number32(out, u32::from(i.code));
     field!(out, "mtu", i.mtu, number32);
     out.push(b'}');
+}
+
+/// A kernel address as its `{:#x}` text in quotes: records keep the number (issue 18).
+fn hex(out: &mut Vec<u8>, v: u64) {
+    let (text, len) = crate::hex::text(v);
+    out.push(b'"');
+    out.extend_from_slice(&text[..len]);
+    out.push(b'"');
 }
 
 /// "00" to "99": two digits per step.
@@ -426,10 +440,7 @@ mod tests {
                 format!("10.244.{}.{last}", n % 256).parse().unwrap()
             }
         };
-        let obj = |ns: Option<&str>| ObjectRef {
-            namespace: ns.map(Arc::from),
-            name: name.into(),
-        };
+        let obj = |ns: Option<&str>| ObjectRef::new(ns.map(Arc::from), name.into());
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1_795_630_181_123_456_789);
         r.device.ifname = Some(name.to_string());
         r.device.ifindex = Some(u32::MAX);
@@ -443,7 +454,7 @@ mod tests {
         r.drop.reason = Some(name.into());
         r.drop.reason_code = Some(2);
         r.drop.location = Some(format!("{name}+0x87"));
-        r.drop.matched = vec![Matched::Location, Matched::Oversize];
+        r.drop.matched = [Matched::Location, Matched::Oversize].into();
         r.route.out_ifname = Some(name.to_string());
         r.route.out_ifindex = Some(3);
         r.route.out_mtu = Some(1500);
@@ -473,10 +484,19 @@ mod tests {
             mtu: (n % 3 != 1).then_some(1430),
         });
         r.tcp_state = Some(name.to_string());
-        r.skb = Some(format!("{:#x}", 0xffff_8881_0000_0000u64 + n));
+        r.skb = Some(0xffff_8881_0000_0000u64 + n);
         r.lost = Some(u64::MAX - n);
-        r.names.src_pod = Some(obj(Some(name)));
-        r.names.dst_pod = Some(obj(None));
+        r.names.src_pod = Some(ObjectRef {
+            workload: Some(name.into()),
+            ..obj(Some(name))
+        });
+        // Every other record's destination pod has no known workload (the field is skipped).
+        r.names.dst_pod = Some(ObjectRef {
+            workload: n
+                .is_multiple_of(2)
+                .then(|| Arc::from(format!("deployment/{name}"))),
+            ..obj(None)
+        });
         r.names.service = Some(ServiceRef {
             namespace: name.into(),
             name: name.into(),
@@ -516,9 +536,9 @@ mod tests {
                 1 => rec.icmp = None,
                 2 => rec.names.service = None,
                 3 => (rec.names.src_pod, rec.names.dst_node) = (None, None),
-                4 => rec.drop.matched.clear(),
+                4 => rec.drop.matched = Default::default(),
                 5 => (rec.flow.src, rec.flow.dst, rec.flow.sport) = (None, None, None),
-                6 => rec.drop.matched = vec![Matched::IcmpTooBig],
+                6 => rec.drop.matched = [Matched::IcmpTooBig].into(),
                 _ => (rec.device.ifname, rec.drop.reason, rec.skb) = (None, None, None),
             }
             let fast = fast_line(&rec);
@@ -601,14 +621,10 @@ mod tests {
     /// does not compile here until it is set, and then the test below checks its key.
     fn every_field() -> Record {
         let name: Arc<str> = Arc::from("n");
-        let obj = || ObjectRef {
-            namespace: Some(name.clone()),
-            name: name.clone(),
-        };
+        let obj = || ObjectRef::new(Some(name.clone()), name.clone());
         let ip = |last: u8| IpAddr::from([10, 244, 0, last]);
         Record {
-            ts: "2026-11-26T02:00:00.000000001Z".into(),
-            ts_unix_ns: 1,
+            ts_unix_ns: 1_795_658_400_000_000_001,
             kind: Kind::Drop,
             hook: "tp_btf/kfree_skb".into(),
             device: Device {
@@ -628,7 +644,7 @@ mod tests {
                 reason: Some("PKT_TOO_BIG".into()),
                 reason_code: Some(2),
                 location: Some("ip_forward+0x2c0".into()),
-                matched: vec![Matched::Reason],
+                matched: [Matched::Reason].into(),
             },
             route: Route {
                 out_ifname: Some("tunl0".into()),
@@ -661,7 +677,7 @@ mod tests {
             tcp_state: Some("TCP_ESTABLISHED".into()),
             tcp_seq: Some(4_000_000_000),
             count: Some(u64::MAX),
-            skb: Some("0xffff888100000000".into()),
+            skb: Some(0xffff_8881_0000_0000),
             lost: Some(1),
             names: Attribution {
                 src_pod: Some(obj()),

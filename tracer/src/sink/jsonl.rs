@@ -153,7 +153,7 @@ mod tests {
         r.size.l3_len = Some(1520);
         r.size.mtu = Some(1450);
         r.drop.reason = Some("PKT_TOO_BIG".into());
-        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
+        r.drop.matched = [Matched::Reason, Matched::Oversize].into();
         r.set_decoded(&Decoded {
             flow: Some(Flow {
                 proto: 6,
