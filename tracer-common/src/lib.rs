@@ -19,8 +19,9 @@ pub enum EventKind {
     OversizeTx = 4,
     /// TCP retransmitted a segment (`tcp:tcp_retransmit_skb`).
     TcpRetransmit = 5,
-    /// The kernel recorded a smaller path MTU toward a destination (`__ip_rt_update_pmtu`): an
-    /// ICMP too-big reached a stack that acted on it (a socket's, a tunnel's, a router's).
+    /// The kernel recorded a smaller path MTU toward a destination (`__ip_rt_update_pmtu` for
+    /// IPv4, `__ip6_rt_update_pmtu` for IPv6): an ICMP too-big reached a stack that acted on it
+    /// (a socket's, a tunnel's, a router's).
     PmtuUpdate = 6,
 }
 
@@ -52,10 +53,12 @@ pub enum Hook {
     Icmp6SendKprobe = 7,
     PmtuUpdateFentry = 8,
     PmtuUpdateKprobe = 9,
+    Pmtu6UpdateFentry = 10,
+    Pmtu6UpdateKprobe = 11,
 }
 
 /// Number of [`Hook`] values: the size of the per-CPU lost-event counter array.
-pub const HOOK_COUNT: u32 = 10;
+pub const HOOK_COUNT: u32 = 12;
 
 impl Hook {
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -70,6 +73,8 @@ impl Hook {
             7 => Self::Icmp6SendKprobe,
             8 => Self::PmtuUpdateFentry,
             9 => Self::PmtuUpdateKprobe,
+            10 => Self::Pmtu6UpdateFentry,
+            11 => Self::Pmtu6UpdateKprobe,
             _ => return None,
         })
     }
@@ -87,6 +92,8 @@ impl Hook {
             Self::Icmp6SendKprobe => "kprobe/icmp6_send",
             Self::PmtuUpdateFentry => "fentry/__ip_rt_update_pmtu",
             Self::PmtuUpdateKprobe => "kprobe/__ip_rt_update_pmtu",
+            Self::Pmtu6UpdateFentry => "fentry/__ip6_rt_update_pmtu",
+            Self::Pmtu6UpdateKprobe => "kprobe/__ip6_rt_update_pmtu",
         }
     }
 }
@@ -446,6 +453,37 @@ impl PmtuOffsets {
     }
 }
 
+/// Where `__ip6_rt_update_pmtu(struct dst_entry *dst, const struct sock *sk, const struct
+/// ipv6hdr *iph, u32 mtu, bool confirm_neigh)` finds the route's MTU and the flow: the quoted
+/// packet's header when the ICMP named one (`iph`, wire format), else the socket's addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pmtu6Offsets {
+    /// `dst_entry.dev` (the route's output device).
+    pub dst_dev: u32,
+    /// `dst_entry._metrics`: a pointer to the route's `u32` metrics, flags in its low 2 bits.
+    pub dst_metrics: u32,
+    /// `sock.__sk_common.skc_v6_daddr` and `skc_v6_rcv_saddr`.
+    pub sk_daddr: u32,
+    pub sk_saddr: u32,
+    /// `sock.sk_protocol` (a plain `u16` since 5.6).
+    pub sk_protocol: u32,
+    pub _pad: u32,
+}
+
+impl Pmtu6Offsets {
+    pub const fn unresolved() -> Self {
+        Self {
+            dst_dev: NO_FIELD,
+            dst_metrics: NO_FIELD,
+            sk_daddr: NO_FIELD,
+            sk_saddr: NO_FIELD,
+            sk_protocol: NO_FIELD,
+            _pad: 0,
+        }
+    }
+}
+
 /// How many network namespaces can have tc hooks at once. tc programs see only an ifindex,
 /// and namespaces reuse indexes, so each namespace gets its own copy of the tc programs whose
 /// slot says which namespace it serves.
@@ -552,6 +590,7 @@ pub struct Config {
     /// Network namespace inode served by the tc program copy of each slot.
     pub tc_netns: [u32; MAX_TC_NETNS],
     pub pmtu: PmtuOffsets,
+    pub pmtu6: Pmtu6Offsets,
 }
 
 /// The reader is woken once per this many waiting events, for a ring of `ring_bytes`: a
@@ -586,6 +625,7 @@ impl Config {
             veth: VethOffsets::unresolved(),
             tc_netns: [0; MAX_TC_NETNS],
             pmtu: PmtuOffsets::unresolved(),
+            pmtu6: Pmtu6Offsets::unresolved(),
         }
     }
 }

@@ -32,6 +32,8 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod pmtu;
 #[cfg(target_arch = "bpf")]
+mod pmtu6;
+#[cfg(target_arch = "bpf")]
 mod tcp;
 #[cfg(target_arch = "bpf")]
 mod transmit;

@@ -2,13 +2,23 @@
 //! disagree (1500 / 1450 on one L2 link), VXLAN at 1500, pods at 1500. No traffic runs: the
 //! audit must find the misconfiguration from devices and its own probe, then call the fixed lab
 //! consistent. Needs root (namespaces, raw ICMP).
+//!
+//! The IPv6 probe runs over a routed IPv6 path of its own (client → router → server), whose
+//! onward hop is changed between runs: healthy, a 1400 hop that says so (packet too big), the
+//! hop back at 1500 while the client remembers 1400, the 1400 hop with its packet too big
+//! dropped, a hop that drops IPv6 packets over 1200, and a VXLAN-over-IPv6 tunnel whose remote
+//! is found and probed without `--peer`.
 mod support;
 
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use support::tracer_bin;
-use xtask::incident::{Incident, IncidentOptions, FIX_POD_MTU};
+use xtask::{
+    incident::{Incident, IncidentOptions, FIX_POD_MTU},
+    lab::Lab,
+    routed::{self, Family, RoutedPath},
+};
 
 fn check(args: &[&str]) -> Output {
     Command::new(tracer_bin())
@@ -264,4 +274,265 @@ fn unprivileged_runs_say_what_needs_root() {
         .unwrap()
         .iter()
         .any(|d| d["name"] == "lo" && d["mtu"] == 65536));
+}
+
+/// client (`eth0` 1500, and a Calico-style pod veth `cali1` at 1500, so that the pod MTU is
+/// judged) —1500— router —`onward`— server, over IPv6 only: `xtask::routed`'s path.
+struct Ipv6Path {
+    lab: Lab,
+    cli: String,
+    rtr: String,
+}
+
+const V6_CLIENT: &str = "fd00:207:1::2";
+const V6_ROUTER_CLIENT_SIDE: &str = "fd00:207:1::1";
+const V6_SERVER: &str = "fd00:207:2::2";
+
+impl Ipv6Path {
+    fn up() -> Ipv6Path {
+        assert!(
+            std::path::Path::new("/proc/net/if_inet6").exists(),
+            "this kernel has IPv6 disabled: the IPv6 probe cannot be tested"
+        );
+        let _ = xtask::lab::cleanup_stale("tc6");
+        let routed = RoutedPath::up(&Lab::unique_prefix("tc6"), Family::V6).expect("lab");
+        assert_eq!(routed.client_ip.to_string(), V6_CLIENT);
+        assert_eq!(routed.server_ip.to_string(), V6_SERVER);
+        let RoutedPath {
+            mut lab,
+            client_ns: cli,
+            router_ns: rtr,
+            ..
+        } = routed;
+        let pod = lab.add_netns("pod").expect("netns");
+        lab.add_veth(&cli, "cali1", 1500, &pod, "eth0", 1500)
+            .expect("veth");
+        Ipv6Path { lab, cli, rtr }
+    }
+
+    /// The router's route onward at `mtu`, and no PMTU the client learned before.
+    fn onward_mtu(&self, mtu: u32) {
+        self.onward_mtu_keeping_pmtu(mtu);
+        self.lab
+            .ip(&self.cli, &["-6", "route", "flush", "cache"])
+            .expect("flush");
+    }
+
+    fn onward_mtu_keeping_pmtu(&self, mtu: u32) {
+        routed::limit_onward(&self.lab, &self.rtr, Family::V6, mtu).expect("mtu");
+    }
+
+    /// `tracer check` from the client toward the server: its JSON and its text.
+    fn check(&self) -> (Option<i32>, Value, String) {
+        let args = ["--netns", self.cli.as_str(), "--peer", V6_SERVER];
+        let out = check(&[&args[..], &["--json"]].concat());
+        let json = json_of(&out);
+        let human = check(&args);
+        assert_eq!(
+            out.status.code(),
+            human.status.code(),
+            "{}",
+            text(&human.stdout)
+        );
+        (out.status.code(), json, text(&human.stdout))
+    }
+}
+
+/// The probe closed on `mtu` to the byte: `mtu` passed, one more did not.
+fn closed_on(p: &Value, mtu: u32) {
+    assert_eq!(
+        (
+            &p["path_mtu"],
+            &p["largest_ok"],
+            &p["smallest_lost"],
+            &p["exact"]
+        ),
+        (&mtu.into(), &mtu.into(), &(mtu + 1).into(), &true.into()),
+        "{p}"
+    );
+}
+
+fn only_probe(a: &Value) -> &Value {
+    let probes = a["namespaces"][0]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 1, "{a:#}");
+    assert_eq!(probes[0]["peer"], V6_SERVER);
+    assert_eq!(probes[0]["via"], "eth0");
+    assert_eq!(probes[0]["local_mtu"], 1500);
+    &probes[0]
+}
+
+#[test]
+fn probes_an_ipv6_path_and_finds_its_mtu_with_and_without_packet_too_big() {
+    let path = Ipv6Path::up();
+    // The server answers, directly and through the router.
+    path.lab
+        .exec_ok(&path.cli, &["ping", "-6", "-c1", "-W2", V6_SERVER])
+        .expect("the lab's IPv6 path works");
+
+    // Healthy: every link 1500, the probe gets through at the device MTU.
+    let (code, a, human) = path.check();
+    let p = only_probe(&a);
+    assert_eq!(p["status"], "ok", "{p}");
+    assert_eq!(p["path_mtu"], 1500, "{p}");
+    assert_eq!(p["largest_ok"], 1500, "{p}");
+    assert_eq!(p["exact"], true, "{p}");
+    assert!(
+        p["smallest_lost"].is_null() && p["icmp_mtu"].is_null(),
+        "{p}"
+    );
+    assert!(p["sent"].as_u64().unwrap() <= 24, "{p}");
+    assert_eq!(code, Some(0), "{human}");
+    assert!(
+        human.contains(&format!(
+            "probe    {V6_SERVER} (--peer) via eth0 mtu 1500: path MTU 1500;"
+        )),
+        "{human}"
+    );
+    assert!(human.contains("MTU consistent: 1 pod veth(s)"), "{human}");
+
+    // A 1400 hop that says so: the router's packet too big names it, and the search closes on
+    // it to the byte.
+    path.onward_mtu(1400);
+    let (code, a, human) = path.check();
+    let p = only_probe(&a);
+    assert_eq!(p["status"], "ok", "{p}");
+    closed_on(p, 1400);
+    assert_eq!(p["icmp_mtu"], 1400, "{p}");
+    assert_eq!(p["icmp_from"], V6_ROUTER_CLIENT_SIDE, "{p}");
+    assert_eq!(code, Some(3), "{human}");
+    let f = finding(&a, "pod_mtu_exceeds_path", &format!("{}/cali1", path.cli));
+    assert_eq!(
+        f["arithmetic"],
+        format!("pod veth MTU 1500 (cali1) > path MTU 1400 to {V6_SERVER} (probed)")
+    );
+    assert_eq!(f["recommended_mtu"], 1400);
+    for needle in [
+        "path MTU 1400 (1401 and larger got no answer)".to_string(),
+        format!("{V6_ROUTER_CLIENT_SIDE} sent packet too big mtu 1400"),
+        "largest pod MTU that fits every path seen: 1400".into(),
+    ] {
+        assert!(human.contains(&needle), "missing {needle:?} in:\n{human}");
+    }
+
+    // The hop back at 1500 while the client still remembers 1400 from that packet too big:
+    // the probe ignores what the namespace learned (IPV6_PMTUDISC_PROBE) and measures 1500.
+    path.onward_mtu_keeping_pmtu(1500);
+    let out = check(&["--netns", path.cli.as_str(), "--peer", V6_SERVER, "--json"]);
+    let a = json_of(&out);
+    let learned = a["namespaces"][0]["learned_pmtu"].as_array().unwrap();
+    assert!(
+        learned
+            .iter()
+            .any(|l| l["dst"] == format!("{V6_SERVER}/128") && l["mtu"] == 1400),
+        "the client did not learn 1400 from the packet too big:\n{a:#}"
+    );
+    let p = only_probe(&a);
+    assert_eq!(
+        (&p["path_mtu"], &p["exact"]),
+        (&1500.into(), &true.into()),
+        "{p}"
+    );
+    assert!(p["icmp_mtu"].is_null(), "{p}");
+
+    // The same hop with its packet too big dropped on the way out of the router: a black
+    // hole. Silence above 1400 still bounds it; the path is not called fine.
+    path.onward_mtu(1400);
+    path.lab
+        .nft(
+            &path.rtr,
+            "table ip6 tracer_test {\n chain out {\n type filter hook output priority 0;\n \
+             icmpv6 type packet-too-big counter drop\n }\n}\n",
+        )
+        .expect("nft");
+    let (code, a, human) = path.check();
+    let p = only_probe(&a);
+    closed_on(p, 1400);
+    assert!(p["icmp_mtu"].is_null() && p["icmp_from"].is_null(), "{p}");
+    assert_eq!(code, Some(3), "{human}");
+    assert_eq!(
+        finding(&a, "pod_mtu_exceeds_path", &path.cli)["recommended_mtu"],
+        1400
+    );
+    assert!(!human.contains("packet too big"), "{human}");
+    // The router did generate packet too big, and nft ate it: the black hole is real.
+    let rules = path
+        .lab
+        .exec_ok(&path.rtr, &["nft", "list", "table", "ip6", "tracer_test"])
+        .expect("nft list");
+    let rules = text(&rules.stdout);
+    assert!(!rules.contains("counter packets 0 "), "{rules}");
+
+    // A hop that drops every IPv6 packet over 1200 B, silently: the path is below IPv6's
+    // minimum. Nothing under 1280 but the reachability probe is tried, and no path MTU is made up.
+    path.onward_mtu(1500);
+    path.lab
+        .nft(
+            &path.rtr,
+            "table ip6 tracer_test_small {\n chain big {\n type filter hook forward priority 0;\n \
+             meta length > 1200 drop\n }\n}\n",
+        )
+        .expect("nft");
+    let (code, a, human) = path.check();
+    let p = only_probe(&a);
+    assert_eq!(p["status"], "ok", "{p}");
+    assert!(p["path_mtu"].is_null(), "{p}");
+    assert_eq!(
+        (&p["largest_ok"], &p["smallest_lost"]),
+        (&96.into(), &1280.into()),
+        "{p}"
+    );
+    // Round one only (11 sizes, the lost ones re-sent once): no narrowing below 1280 followed,
+    // which would have cost a round of up to 24 sizes more.
+    assert!(p["sent"].as_u64().unwrap() < 24, "{p}");
+    assert_eq!(code, Some(3), "{human}");
+    let f = finding(&a, "ipv6_path_below_minimum", &format!("{}/eth0", path.cli));
+    assert_eq!(f["severity"], "problem");
+    assert_eq!(
+        f["arithmetic"],
+        format!("path to {V6_SERVER} via eth0 (probed): 1280 B got no answer, 96 B did < 1280 (IPv6 minimum MTU, RFC 8200)")
+    );
+    assert!(a["recommended_pod_mtu"].is_null(), "{a:#}");
+    assert!(
+        human.contains("path below IPv6's minimum MTU (1280 got no answer, 96 did)"),
+        "{human}"
+    );
+
+    // A VXLAN tunnel over IPv6 toward the server, behind the 1400 hop: the tunnel's remote is
+    // probed without being named, and the pods are judged with the IPv6 underlay's 70 B.
+    path.lab
+        .exec_ok(
+            &path.rtr,
+            &["nft", "delete", "table", "ip6", "tracer_test_small"],
+        )
+        .expect("nft delete");
+    path.onward_mtu(1400);
+    path.lab
+        .ip(
+            &path.cli,
+            &[
+                "link", "add", "vxlan0", "type", "vxlan", "id", "42", "local", V6_CLIENT, "remote",
+                V6_SERVER, "dstport", "4789",
+            ],
+        )
+        .expect("vxlan");
+    path.lab.set_mtu_up(&path.cli, "vxlan0", 1500).expect("mtu");
+    let out = check(&["--netns", path.cli.as_str(), "--json"]);
+    let a = json_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{a:#}");
+    let p = only_probe(&a);
+    assert_eq!(p["source"], "remote of vxlan0", "{p}");
+    assert_eq!(
+        (&p["path_mtu"], &p["exact"]),
+        (&1400.into(), &true.into()),
+        "{p}"
+    );
+    let f = finding(&a, "pod_mtu_exceeds_path", &format!("{}/cali1", path.cli));
+    assert_eq!(
+        f["arithmetic"],
+        format!(
+            "pod veth MTU 1500 (cali1) + VXLAN 70 = 1570 > path MTU 1400 to {V6_SERVER} (probed)"
+        )
+    );
+    assert_eq!(f["recommended_mtu"], 1330);
+    assert_eq!(a["recommended_pod_mtu"], 1330);
 }

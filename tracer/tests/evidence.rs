@@ -301,3 +301,86 @@ fn one_lab_run_gives_a_log_a_capture_and_metrics() {
     }
     let _ = std::fs::remove_file(&pcap);
 }
+
+/// `--pcap -` streams the capture to standard output, read as it comes by Wireshark's own
+/// reader on the other end of a pipe (`tracer run --pcap - | capinfos -`): every packet the run
+/// reports as a drop is in it, and the event lines go to standard error.
+#[test]
+fn the_capture_streams_to_standard_output_through_a_pipe() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let _ = xtask::lab::cleanup_stale("tev");
+    let (lab, s) = xtask::lab::veth_mismatch(&xtask::lab::Lab::unique_prefix("tev")).expect("lab");
+    let log = TempLog::new("pcap-stdout");
+    let mut tracer = Command::new(support::tracer_bin())
+        .args([
+            "run",
+            "--netns",
+            &s.a_ns,
+            "--pcap",
+            "-",
+            "--no-fold",
+            "--log",
+        ])
+        .arg(&log.0)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tracer");
+    let capinfos = Command::new("capinfos")
+        .args(["-c", "-"])
+        .stdin(tracer.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("capinfos (`cargo xtask setup` installs tshark)");
+    // Ready once it says so on standard error (where its terminal lines go now).
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in stderr.by_ref().map_while(Result::ok) {
+        let ready = line.starts_with("tracing");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("packet headers to stdout")),
+        "{seen:#?}"
+    );
+    let ping = xtask::lab::ping_df(&lab, &s.a_ns, s.b_ip, 1472, 3).expect("ping");
+    assert_eq!(
+        ping.received, 0,
+        "1500-byte pings into the 1450 end must die: {ping:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGINT: the run ends as Ctrl-C ends it, flushing the stream and closing the pipe.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    let status = tracer.wait().expect("tracer exit");
+    assert!(status.success(), "{status:?}\n{seen:#?}\n{rest:#?}");
+    assert!(
+        rest.iter().chain(&seen).any(|l| l.contains("DROP")),
+        "the event lines go to standard error:\n{seen:#?}\n{rest:#?}"
+    );
+    let out = capinfos.wait_with_output().expect("capinfos");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packets: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Number of packets:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no packet count from capinfos:\n{text}"));
+    // Every drop the log holds is a packet of the stream (one event each: --no-fold).
+    let drops = support::read_events(&log.0)
+        .iter()
+        .filter(|e| e["kind"] == "drop")
+        .count() as u64;
+    assert!(drops >= 3, "{drops} drops");
+    assert_eq!(packets, drops, "{text}");
+}

@@ -27,20 +27,27 @@ const SIZE_KINDS: [&str; 4] = [
 ];
 
 fn up(path: Path, outer_df: OuterDf, filter_icmp: bool) -> Incident {
-    let _ = xtask::lab::cleanup_stale("tri");
     // Behind a router the old node's overlay is sized for its own uplink (1500 − 50), as
     // Calico's auto-detection would size it; only the new subnet's smaller MTU is missed.
     let tunnel_mtu = match path {
         Path::Router => 1450,
         Path::L2 => 1500,
     };
-    Incident::up(IncidentOptions {
-        prefix: xtask::lab::Lab::unique_prefix("tri"),
+    up_with(IncidentOptions {
         path,
         outer_df,
         filter_icmp,
         tunnel_mtu,
         ..IncidentOptions::default()
+    })
+}
+
+/// The incident lab of `opts`, under a prefix of this test process's own.
+fn up_with(opts: IncidentOptions) -> Incident {
+    let _ = xtask::lab::cleanup_stale("tri");
+    Incident::up(IncidentOptions {
+        prefix: xtask::lab::Lab::unique_prefix("tri"),
+        ..opts
     })
     .expect("incident lab")
 }
@@ -183,6 +190,7 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
             .unwrap_or_else(|| panic!("no flow to {port}: {v:#}"));
         assert_eq!(f["stuck"], true);
         assert_eq!(f["src_pod"]["name"], "order-api-7d9f8");
+        assert_eq!(f["src_pod"]["workload"], "deployment/order-api");
         assert_eq!(f["service"]["name"], "storage");
         assert!(f["retransmits"].as_u64().unwrap() > 0, "{f}");
     }
@@ -202,13 +210,13 @@ fn l2_mismatch_vxlan_large_transfers_die_at_the_new_nodes_link() {
         change["commands"][1],
         "kubectl rollout restart daemonset/calico-node -n kube-system"
     );
-    assert!(
-        change["then"]
-            .as_str()
-            .unwrap()
-            .contains("kubectl delete pod -n shop order-api-7d9f8"),
+    // The stuck connections' pod restarts by its workload (from the snapshot's
+    // ownerReferences: a Deployment's ReplicaSet), after the agent.
+    assert_eq!(
+        change["commands"][3], "kubectl rollout restart deployment/order-api -n shop",
         "{change}"
     );
+    assert_eq!(change["commands"].as_array().unwrap().len(), 4, "{change}");
     // The start-up audit's arithmetic for the new node (its uplink is 1450) backs it.
     let audit: Vec<&str> = v["audit"]
         .as_array()
@@ -360,9 +368,26 @@ fn router_without_outer_df_fragments_and_recovers() {
 #[test]
 fn the_fix_ends_the_timeouts_and_the_size_events() {
     let incident = up(Path::L2, OuterDf::Unset, false);
-    incident.apply_fix(1400).expect("fix");
+    assert_fixed_is_no_problem(&incident, 1400);
+}
+
+/// The IPv6 incident over an IPv6 underlay, fixed with the verdict's 1380: nothing to say.
+#[test]
+fn ipv6_fixed_with_1380_over_an_ipv6_underlay_is_no_problem() {
+    let incident = up_with(IncidentOptions {
+        ipv6: true,
+        ipv6_underlay: true,
+        ..IncidentOptions::default()
+    });
+    assert_fixed_is_no_problem(&incident, 1380);
+}
+
+/// With the pods at `pod_mtu` every client passes, no size event happens, and the verdict says
+/// so.
+fn assert_fixed_is_no_problem(incident: &Incident, pod_mtu: u32) {
+    incident.apply_fix(pod_mtu).expect("fix");
     let log = TempLog::new("inc-fixed");
-    let t = trace(&incident, &log);
+    let t = trace(incident, &log);
     for r in incident.run_clients(timeout()).expect("clients") {
         assert!(r.ok, "after the fix: {r}");
     }
@@ -383,15 +408,12 @@ fn the_fix_ends_the_timeouts_and_the_size_events() {
 fn a_healthy_cluster_with_equal_mtus_gets_no_mtu_verdict() {
     // Both uplinks 1500 and pods at 1450 (1500 − 50 VXLAN): what Calico's auto-detection
     // gives a cluster on one subnet. The audit agrees and the large transfers pass.
-    let _ = xtask::lab::cleanup_stale("tri");
-    let incident = Incident::up(IncidentOptions {
-        prefix: xtask::lab::Lab::unique_prefix("tri"),
+    let incident = up_with(IncidentOptions {
         new_mtu: 1500,
         pod_mtu: 1450,
         tunnel_mtu: 1450,
         ..IncidentOptions::default()
-    })
-    .expect("incident lab");
+    });
     let check = std::process::Command::new(tracer_bin())
         .args(["check", "--netns", &incident.old_node_ns])
         .args(["--netns", &incident.new_node_ns])
@@ -445,6 +467,12 @@ fn names_come_live_from_the_kubernetes_api_too() {
     });
     assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8");
     assert_eq!(drop["dst_pod"]["name"], "storage-0");
+    // The pods' workloads from the API's ownerReferences, as from a snapshot.
+    assert_eq!(
+        drop["src_pod"]["workload"], "deployment/order-api",
+        "{drop}"
+    );
+    assert_eq!(drop["dst_pod"]["workload"], "statefulset/storage", "{drop}");
     assert_eq!(drop["service"]["name"], "storage");
     assert_eq!(drop["src_node"]["name"], "worker-116");
     assert_eq!(drop["dst_node"]["name"], "worker-208");
@@ -689,4 +717,155 @@ fn names_come_from_node_local_facts_without_api_or_snapshot() {
         |e| e["dport"] == incident.http_port && e["src"] == incident.client_ip.to_string(),
     );
     assert_eq!(rtx["src_pod"]["name"], "order-api-7d9f8", "{rtx}");
+}
+
+/// The incident with dual-stack pods, the clients talking IPv6 (issue 21): IPv6 pod packets in
+/// VXLAN over the IPv4 underlay die at the new node's 1450 link as the IPv4 ones do; the drops,
+/// the retransmissions to the IPv6 ClusterIP and the verdict name the IPv6 flows and their pods,
+/// and the fix is the same 1400 (1450 − 50 B VXLAN), with the Calico change.
+#[test]
+fn ipv6_pods_large_transfers_die_at_the_new_nodes_link_too() {
+    let incident = up_with(IncidentOptions {
+        ipv6: true,
+        ..IncidentOptions::default()
+    });
+    let (client, server, service) = (
+        incident.client_addr().to_string(),
+        incident.server_addr().to_string(),
+        incident.service_addr().to_string(),
+    );
+    assert!(client.contains(':') && server.contains(':') && service.contains(':'));
+    let log = TempLog::new("inc-v6");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    for port in [incident.http_port, incident.redis_port] {
+        let drop = find(
+            &events,
+            "drop",
+            "no drop of the IPv6 pod flow to port {port}",
+            |e| e["dport"] == port && e["src"] == client.as_str(),
+        );
+        assert_eq!(drop["dst"], server.as_str(), "after DNAT: {drop}");
+        assert_eq!(drop["outer"]["encap"], "vxlan", "{drop}");
+        assert_eq!(drop["outer"]["src"], incident.old_node_ip.to_string());
+        assert_eq!(drop["mtu"], incident.opts.new_mtu, "{drop}");
+        assert_eq!(drop["src_pod"]["name"], "order-api-7d9f8", "{drop}");
+        assert_eq!(drop["dst_pod"]["name"], "storage-0", "{drop}");
+        assert_eq!(drop["service"]["name"], "storage", "{drop}");
+        // The client's own retransmissions go to the IPv6 ClusterIP and name the service.
+        let rtx = find(
+            &events,
+            "tcp_retransmit",
+            "no retransmission to the IPv6 ClusterIP port {port}",
+            |e| e["dport"] == port && e["dst"] == service.as_str(),
+        );
+        assert_eq!(rtx["service"]["name"], "storage", "{rtx}\n{all}");
+    }
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["problem"], "mtu_black_hole", "{v:#}");
+    assert_eq!(v["largest_passing"], 1400, "{v:#}");
+    assert_eq!(v["recommended_mtu"], 1400, "{v:#}");
+    for port in [incident.http_port, incident.redis_port] {
+        let f = v["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["dport"] == port)
+            .unwrap_or_else(|| panic!("no flow to {port}: {v:#}"));
+        assert_eq!(f["stuck"], true, "{f}");
+        assert_eq!(f["src"], client.as_str(), "{f}");
+        assert_eq!(f["src_pod"]["workload"], "deployment/order-api", "{f}");
+    }
+    assert_eq!(v["change"]["value"], 1400, "{v:#}");
+}
+
+/// The same incident over an IPv6 underlay (issue 21): VXLAN over IPv6 costs 70 bytes, so the
+/// 1500-byte pod packets leave as 1570-byte ones, the new node's 1450 link refuses them, and
+/// what passes is 1450 − 70 = 1380 — not the IPv4 underlay's 1400.
+#[test]
+fn over_an_ipv6_underlay_vxlan_costs_70_bytes_and_the_fix_is_1380() {
+    let incident = up_with(IncidentOptions {
+        ipv6: true,
+        ipv6_underlay: true,
+        ..IncidentOptions::default()
+    });
+    let (old6, new6) = incident.node_addrs();
+    assert!(old6.is_ipv6() && new6.is_ipv6());
+    let client = incident.client_addr().to_string();
+    let log = TempLog::new("inc-u6");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    for port in [incident.http_port, incident.redis_port] {
+        let drop = find(
+            &events,
+            "drop",
+            "no drop of the IPv6 pod flow to port {port} in VXLAN over IPv6",
+            |e| e["dport"] == port && e["src"] == client.as_str() && !e["outer"].is_null(),
+        );
+        assert_eq!(drop["outer"]["encap"], "vxlan", "{drop}");
+        assert_eq!(drop["outer"]["src"], old6.to_string(), "{drop}");
+        assert_eq!(drop["outer"]["dst"], new6.to_string(), "{drop}");
+        assert_eq!(drop["src_node"]["name"], "worker-116", "{drop}");
+        assert_eq!(drop["dst_node"]["name"], "worker-208", "{drop}");
+        assert_eq!(drop["mtu"], incident.opts.new_mtu, "{drop}");
+    }
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["problem"], "mtu_black_hole", "{v:#}");
+    assert_eq!(v["path"]["overhead"], 70, "{v:#}");
+    assert_eq!(v["largest_passing"], 1380, "{v:#}");
+    assert_eq!(v["recommended_mtu"], 1380, "{v:#}");
+    assert_eq!(v["change"]["value"], 1380, "{v:#}");
+    assert!(
+        v["sites"][0]["packet_len"].as_u64().unwrap() > 1450,
+        "{v:#}"
+    );
+}
+
+/// Behind a router, over an IPv6 underlay, with the router's packet too big eaten by a
+/// firewall (issue 21): IPv6 routers never fragment, so the 1570-byte VXLAN packets die at the
+/// router (PKT_TOO_BIG) and the ICMPv6 that would tell the node dies in the filter. The verdict
+/// is a problem with 1380 (1450 − 70), and the eaten packet too big is evidence.
+#[test]
+fn behind_a_router_over_ipv6_the_eaten_packet_too_big_is_a_black_hole() {
+    let incident = up_with(IncidentOptions {
+        path: Path::Router,
+        filter_icmp: true,
+        ipv6: true,
+        ipv6_underlay: true,
+        // Sized for the old node's own uplink, as Calico's auto-detection would: 1500 − 70.
+        tunnel_mtu: 1430,
+        ..IncidentOptions::default()
+    });
+    let log = TempLog::new("inc-r6");
+    let t = trace(&incident, &log);
+    assert_incident_symptom(&incident);
+    let events = stop(t, &log);
+    let all = dump(&events);
+    assert!(
+        of_kind(&events, "drop")
+            .iter()
+            .any(|e| e["reason"] == "PKT_TOO_BIG" && e["outer"]["encap"] == "vxlan"),
+        "no PKT_TOO_BIG drop of a VXLAN packet at the router:\n{all}"
+    );
+    let eaten = find(
+        &events,
+        "drop",
+        "the router's filtered ICMPv6 was not reported",
+        |e| matched(e, "icmp_too_big") && e["icmp"]["mtu"] == incident.opts.new_mtu,
+    );
+    assert_eq!(eaten["reason"], "NETFILTER_DROP", "{eaten}");
+    assert_eq!(
+        eaten["icmp"]["type"], 2,
+        "an ICMPv6 packet too big: {eaten}"
+    );
+    let verdicts = final_verdicts(&events, &log);
+    let v = the_problem(&verdicts);
+    assert_eq!(v["problem"], "mtu_black_hole", "{v:#}");
+    assert_eq!(v["recommended_mtu"], 1380, "{v:#}");
+    assert!(v["evidence"]["icmp_dropped"].as_u64().unwrap() > 0, "{v:#}");
 }

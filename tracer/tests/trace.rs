@@ -11,6 +11,7 @@ use support::{
     TempLog, Tracer,
 };
 use xtask::lab::{self, Lab};
+use xtask::routed::{Family, RoutedPath};
 
 fn prefix() -> String {
     let _ = lab::cleanup_stale("trt");
@@ -962,6 +963,131 @@ fn path_mtu_learning_is_reported_or_declared_blind() {
         assert_eq!(ev["out_ifname"], s.client_if.as_str());
         assert_eq!(ev["out_mtu"], s.client_mtu);
         drop(lab);
+    }
+}
+
+/// Client —1500— router —1500— server over IPv6 (`xtask::routed`), the router's route onward
+/// limited to `onward_mtu`: a 1500-byte ping draws its packet too big, and the client's stack
+/// records it (`__ip6_rt_update_pmtu` from `icmpv6_err`).
+fn ipv6_routed_hop(prefix: &str, onward_mtu: u32) -> RoutedPath {
+    let path = RoutedPath::up(prefix, Family::V6).expect("lab");
+    path.limit_onward(onward_mtu).expect("onward route");
+    path
+}
+
+/// The IPv6 twin of `path_mtu_learning_is_reported_or_declared_blind`: where fentry or a kprobe
+/// attaches to `__ip6_rt_update_pmtu`, the client's stack is seen recording the router's 1400;
+/// where neither does, the start says so (its own `blind:` line, `pmtu_hook` false).
+#[test]
+fn ipv6_path_mtu_learning_is_reported_or_declared_blind() {
+    let modes: &[Option<&str>] = if kernel_has_kprobes() {
+        &[None, Some("kprobe")]
+    } else {
+        &[None]
+    };
+    for &forced in modes {
+        // A fresh lab per mode: the client's learned exception would stop the next ping at the
+        // client itself, before any packet too big.
+        let path = ipv6_routed_hop(&prefix(), 1400);
+        let (lab, cli, rtr, srv) = (&path.lab, &path.client_ns, &path.router_ns, &path.server_ns);
+        let server = path.server_ip.to_string();
+        let log = TempLog::new("pmtu6");
+        let env: Vec<(&str, &str)> = forced
+            .map(|m| ("TRACER_PMTU_HOOK", m))
+            .into_iter()
+            .collect();
+        let mut args = ns_args(&[cli, rtr, srv]);
+        args.extend(["--log".to_string(), log.0.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t = Tracer::start_within(&args, &env, Duration::from_secs(180));
+        // 1452 + 8 + 40 = 1500 bytes: too big for the 1400 hop.
+        let ping = lab
+            .exec(
+                cli,
+                &[
+                    "ping", "-6", "-n", "-M", "do", "-s", "1452", "-c", "1", "-W", "1", &server,
+                ],
+            )
+            .unwrap();
+        assert!(
+            !ping.status.success(),
+            "a 1500-byte ping must not pass a 1400 hop"
+        );
+        settle();
+        let stderr = stop_ok(t);
+        let report = stderr.join("\n");
+        let events = read_events(&log.0);
+        let all = dump(&events);
+        let line = |method: &str| {
+            stderr
+                .iter()
+                .find(|l| l.contains("pmtu6-learned") && l.contains(method))
+                .unwrap_or_else(|| panic!("no {method} line in the hook report:\n{report}"))
+                .clone()
+        };
+        let fentry = line("fentry/__ip6_rt_update_pmtu");
+        let kprobe = line("kprobe/__ip6_rt_update_pmtu");
+        let start = events
+            .iter()
+            .find(|e| e["kind"] == "start")
+            .unwrap_or_else(|| panic!("no start line:\n{all}"));
+        let learned: Vec<&Value> = of_kind(&events, "pmtu_update")
+            .into_iter()
+            .filter(|e| e["hook"].as_str().is_some_and(|h| h.contains("ip6")))
+            .collect();
+        if !kernel_has_kprobes() {
+            assert!(fentry.contains('✘'), "{report}");
+            assert!(
+                kprobe.contains("✘ kernel without kprobes"),
+                "the kprobe refusal must say why:\n{report}"
+            );
+            assert!(
+                stderr
+                    .iter()
+                    .any(|l| l.starts_with("blind: IPv6 path-MTU learning")),
+                "no blind-spot line:\n{report}"
+            );
+            let blind = start["blind_spots"].as_array().expect("blind_spots");
+            assert!(
+                blind
+                    .iter()
+                    .any(|b| b.as_str().is_some_and(|b| b.starts_with("IPv6 path-MTU"))),
+                "{start}"
+            );
+            assert_eq!(start["pmtu_hook"], false, "{start}");
+            assert!(learned.is_empty(), "{all}");
+            continue;
+        }
+        let expected_hook = match forced {
+            Some(_) => {
+                assert!(fentry.contains("✘ skipped: TRACER_PMTU_HOOK"), "{report}");
+                assert!(kprobe.contains('✔'), "{report}");
+                "kprobe/__ip6_rt_update_pmtu"
+            }
+            None => {
+                assert!(fentry.contains('✔'), "fentry should load here:\n{report}");
+                assert!(kprobe.contains("– fentry attached"), "{report}");
+                "fentry/__ip6_rt_update_pmtu"
+            }
+        };
+        assert!(
+            !stderr.iter().any(|l| l.starts_with("blind: IPv6 path-MTU")),
+            "{report}"
+        );
+        let client = netns_inode(cli);
+        let ev = learned
+            .iter()
+            .find(|e| e["netns"] == client)
+            .unwrap_or_else(|| panic!("no IPv6 pmtu_update in the client's namespace:\n{all}"));
+        assert_eq!(ev["hook"], expected_hook);
+        assert_eq!(ev["mtu"], 1400);
+        assert_eq!(ev["mtu_source"], "pmtu");
+        assert_eq!(ev["src"], path.client_ip.to_string());
+        assert_eq!(ev["dst"], server);
+        assert_eq!(ev["proto"], 58, "the quoted ICMPv6 echo");
+        assert_eq!(ev["out_ifname"], "eth0");
+        assert_eq!(ev["out_mtu"], 1500);
+        drop(path);
     }
 }
 

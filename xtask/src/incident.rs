@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -48,6 +48,24 @@ const SERVER_HOST_IF: &str = "calisrv";
 const POD_GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 const OLD_POD_CIDR: &str = "10.212.1.0/24";
 const NEW_POD_CIDR: &str = "10.212.2.0/24";
+// Dual stack (`ipv6`): the pods' IPv6 addresses, blocks and service address, and the tunnel's.
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x212, 1, 0, 0, 0, 0, 2);
+const SERVER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x212, 2, 0, 0, 0, 0, 2);
+const SERVICE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0xa);
+const OLD_POD_CIDR6: &str = "fd00:212:1::/64";
+const NEW_POD_CIDR6: &str = "fd00:212:2::/64";
+const OLD_TUNNEL_IP6: &str = "fd00:213::1";
+const NEW_TUNNEL_IP6: &str = "fd00:213::2";
+/// The pods' IPv6 gateway: the host veth's link-local address (Calico uses one derived from
+/// its ee:ee:ee:ee:ee:ee MAC).
+const POD_GW6: &str = "fe80::1";
+// IPv6 underlay (`ipv6_underlay`): the nodes' addresses on one link, or behind the router.
+const OLD_NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x210, 0, 0, 0, 0, 0, 1);
+const NEW_NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x210, 0, 0, 0, 0, 0, 2);
+const OLD_NODE_IP6_ROUTED: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x211, 1, 0, 0, 0, 0, 2);
+const NEW_NODE_IP6_ROUTED: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x211, 2, 0, 0, 0, 0, 2);
+const ROUTER_OLD_IP6: &str = "fd00:211:1::1";
+const ROUTER_NEW_IP6: &str = "fd00:211:2::1";
 const KUBE_PROXY_TABLE: &str = "lab-kube-proxy";
 const ICMP_FILTER_TABLE: &str = "lab-icmp-filter";
 /// Values up to this size are passed to redis-cli as an argument, larger ones on stdin.
@@ -138,6 +156,12 @@ pub struct IncidentOptions {
     pub new_mtu: u32,
     /// MTU of the tunnel device on both nodes.
     pub tunnel_mtu: u32,
+    /// Dual-stack pods (IPv6 beside IPv4, over the same overlay and IPv4 underlay, with an IPv6
+    /// ClusterIP): the clients then talk IPv6. VXLAN only (IPIP carries IPv4 alone).
+    pub ipv6: bool,
+    /// The nodes talk IPv6 on the underlay (fd00:210::/64, behind a router fd00:211:1::/64 and
+    /// fd00:211:2::/64): VXLAN over IPv6 costs 70 bytes, not 50. VXLAN only.
+    pub ipv6_underlay: bool,
 }
 
 impl Default for IncidentOptions {
@@ -152,6 +176,8 @@ impl Default for IncidentOptions {
             old_mtu: 1500,
             new_mtu: 1450,
             tunnel_mtu: 1500,
+            ipv6: false,
+            ipv6_underlay: false,
         }
     }
 }
@@ -166,6 +192,9 @@ impl IncidentOptions {
         ] {
             check_mtu(what, mtu)?;
         }
+        if (self.ipv6 || self.ipv6_underlay) && self.overlay != Overlay::Vxlan {
+            bail!("IPv6 pods or underlay need the VXLAN overlay: IPIP carries IPv4 only");
+        }
         Ok(())
     }
 
@@ -173,7 +202,8 @@ impl IncidentOptions {
     fn to_json(&self) -> String {
         format!(
             "{{\"prefix\":\"{}\",\"path\":\"{}\",\"overlay\":\"{}\",\"outer_df\":\"{}\",\
-             \"filter_icmp\":{},\"pod_mtu\":{},\"old_mtu\":{},\"new_mtu\":{},\"tunnel_mtu\":{}}}\n",
+             \"filter_icmp\":{},\"pod_mtu\":{},\"old_mtu\":{},\"new_mtu\":{},\"tunnel_mtu\":{},\
+             \"ipv6\":{},\"ipv6_underlay\":{}}}\n",
             self.prefix,
             self.path,
             self.overlay,
@@ -182,7 +212,9 @@ impl IncidentOptions {
             self.pod_mtu,
             self.old_mtu,
             self.new_mtu,
-            self.tunnel_mtu
+            self.tunnel_mtu,
+            self.ipv6,
+            self.ipv6_underlay
         )
     }
 
@@ -222,6 +254,16 @@ impl IncidentOptions {
                 "old_mtu" => o.old_mtu = mtu()?,
                 "new_mtu" => o.new_mtu = mtu()?,
                 "tunnel_mtu" => o.tunnel_mtu = mtu()?,
+                "ipv6" | "ipv6_underlay" => {
+                    let b = value
+                        .parse()
+                        .with_context(|| format!("{key}: bad boolean {value:?}"))?;
+                    if key == "ipv6" {
+                        o.ipv6 = b;
+                    } else {
+                        o.ipv6_underlay = b;
+                    }
+                }
                 _ => bail!("unknown key {key:?}"),
             }
         }
@@ -337,6 +379,14 @@ pub struct Incident {
     pub new_pod_cidr: String,
     /// The pods' default gateway, answered by proxy ARP on the host veth.
     pub pod_gw: Ipv4Addr,
+    /// The pods' and the service's IPv6 addresses ([`IncidentOptions::ipv6`] only).
+    pub client_ip6: Option<Ipv6Addr>,
+    pub server_ip6: Option<Ipv6Addr>,
+    pub service_ip6: Option<Ipv6Addr>,
+    /// The nodes' IPv6 underlay addresses, the VXLAN's local and remote
+    /// ([`IncidentOptions::ipv6_underlay`] only).
+    pub old_node_ip6: Option<Ipv6Addr>,
+    pub new_node_ip6: Option<Ipv6Addr>,
 }
 
 impl Incident {
@@ -362,7 +412,13 @@ impl Incident {
         let mut lab = Lab::new(&opts.prefix)?;
         remove_files(&opts.prefix);
         for role in roles(opts.path) {
-            lab.add_netns(role)?;
+            let ns = lab.add_netns(role)?;
+            if opts.ipv6 || opts.ipv6_underlay {
+                // Before any link exists: addresses usable at once, without duplicate address
+                // detection's wait.
+                lab.sysctl(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
+                lab.sysctl(&ns, "net.ipv6.conf.default.accept_dad", "0")?;
+            }
         }
         let guard = Guard {
             prefix: opts.prefix.clone(),
@@ -451,9 +507,45 @@ impl Incident {
             old_pod_cidr: OLD_POD_CIDR.into(),
             new_pod_cidr: NEW_POD_CIDR.into(),
             pod_gw: POD_GW,
+            client_ip6: opts.ipv6.then_some(CLIENT_IP6),
+            server_ip6: opts.ipv6.then_some(SERVER_IP6),
+            service_ip6: opts.ipv6.then_some(SERVICE_IP6),
+            old_node_ip6: opts.ipv6_underlay.then_some(if routed {
+                OLD_NODE_IP6_ROUTED
+            } else {
+                OLD_NODE_IP6
+            }),
+            new_node_ip6: opts.ipv6_underlay.then_some(if routed {
+                NEW_NODE_IP6_ROUTED
+            } else {
+                NEW_NODE_IP6
+            }),
             guard,
             lab,
             opts,
+        }
+    }
+
+    /// The client pod's address the clients use: IPv6 in a dual-stack lab.
+    pub fn client_addr(&self) -> IpAddr {
+        self.client_ip6.map_or(self.client_ip.into(), IpAddr::V6)
+    }
+
+    /// The server pod's address the clients reach (after DNAT): IPv6 in a dual-stack lab.
+    pub fn server_addr(&self) -> IpAddr {
+        self.server_ip6.map_or(self.server_ip.into(), IpAddr::V6)
+    }
+
+    /// The ClusterIP the clients dial: IPv6 in a dual-stack lab.
+    pub fn service_addr(&self) -> IpAddr {
+        self.service_ip6.map_or(self.service_ip.into(), IpAddr::V6)
+    }
+
+    /// The nodes' underlay addresses the tunnel uses (old, new): IPv6 with `ipv6_underlay`.
+    pub fn node_addrs(&self) -> (IpAddr, IpAddr) {
+        match (self.old_node_ip6, self.new_node_ip6) {
+            (Some(o), Some(n)) => (o.into(), n.into()),
+            _ => (self.old_node_ip.into(), self.new_node_ip.into()),
         }
     }
 
@@ -482,54 +574,95 @@ impl Incident {
     /// host-network `calico-node` pod per node (whose IP is the node's, so it must not name
     /// packets). Given to the tracer with `--k8s-snapshot`.
     pub fn k8s_snapshot(&self) -> String {
-        let node = |name: &str, ip: Ipv4Addr| {
+        let node = |name: &str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>| {
+            // Dual stack: an InternalIP per family.
+            let v6 = ip6.map_or(String::new(), |a| {
+                format!(r#",{{"type":"InternalIP","address":"{a}"}}"#)
+            });
             format!(
-                r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}},{{"type":"Hostname","address":"{name}"}}]}}}}"#
+                r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}{v6},{{"type":"Hostname","address":"{name}"}}]}}}}"#
             )
         };
-        let pod = |ns: &str, name: &str, node: &str, ip: Ipv4Addr, host_network: bool| {
+        // `owner`: the controller's kind and name, as the API lists it in `ownerReferences`
+        // (a Deployment's pods are its ReplicaSet's, with the `pod-template-hash` label).
+        let pod = |ns: &str,
+                   name: &str,
+                   node: &str,
+                   (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
+                   host_network: bool,
+                   (kind, owner): (&str, &str)| {
+            // Dual stack: podIP is the first of podIPs.
+            let v6 = ip6.map_or(String::new(), |a| format!(r#",{{"ip":"{a}"}}"#));
+            let labels = match owner.rsplit_once('-') {
+                Some((_, hash)) if kind == "ReplicaSet" => {
+                    format!(r#","labels":{{"pod-template-hash":"{hash}"}}"#)
+                }
+                _ => String::new(),
+            };
             format!(
-                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"namespace":"{ns}","name":"{name}","uid":"{ns}-{name}"}},"spec":{{"nodeName":"{node}","hostNetwork":{host_network}}},"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"namespace":"{ns}","name":"{name}","uid":"{ns}-{name}"{labels},"ownerReferences":[{{"apiVersion":"apps/v1","kind":"{kind}","name":"{owner}","uid":"{owner}-uid","controller":true,"blockOwnerDeletion":true}}]}},"spec":{{"nodeName":"{node}","hostNetwork":{host_network}}},"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}{v6}]}}}}"#
             )
         };
+        let calico_node = ("DaemonSet", "calico-node");
         let (svc_ns, svc) = ("cache", "storage");
+        let slice = |family: &str, suffix: &str, ip: IpAddr| {
+            format!(
+                r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"namespace":"{svc_ns}","name":"{svc}-{suffix}","labels":{{"kubernetes.io/service-name":"{svc}"}}}},"addressType":"{family}","endpoints":[{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"worker-208","targetRef":{{"kind":"Pod","namespace":"{svc_ns}","name":"storage-0"}}}}],"ports":[{{"name":"http","protocol":"TCP","port":{http}}},{{"name":"redis","protocol":"TCP","port":{redis}}}]}}"#,
+                http = self.http_port,
+                redis = self.redis_port
+            )
+        };
         let items = [
-            node("worker-116", self.old_node_ip),
-            node("worker-208", self.new_node_ip),
+            node("worker-116", self.old_node_ip, self.old_node_ip6),
+            node("worker-208", self.new_node_ip, self.new_node_ip6),
             pod(
                 "kube-system",
                 "calico-node-a1",
                 "worker-116",
-                self.old_node_ip,
+                (self.old_node_ip, None),
                 true,
+                calico_node,
             ),
             pod(
                 "kube-system",
                 "calico-node-b2",
                 "worker-208",
-                self.new_node_ip,
+                (self.new_node_ip, None),
                 true,
+                calico_node,
             ),
             pod(
                 "shop",
                 "order-api-7d9f8",
                 "worker-116",
-                self.client_ip,
+                (self.client_ip, self.client_ip6),
                 false,
+                ("ReplicaSet", "order-api-7d9f8"),
             ),
-            pod(svc_ns, "storage-0", "worker-208", self.server_ip, false),
+            pod(
+                svc_ns,
+                "storage-0",
+                "worker-208",
+                (self.server_ip, self.server_ip6),
+                false,
+                ("StatefulSet", "storage"),
+            ),
             format!(
-                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"{svc_ns}","name":"{svc}"}},"spec":{{"type":"ClusterIP","clusterIP":"{ip}","clusterIPs":["{ip}"],"ports":[{{"name":"http","protocol":"TCP","port":{http},"targetPort":{http}}},{{"name":"redis","protocol":"TCP","port":{redis},"targetPort":{redis}}}]}}}}"#,
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"{svc_ns}","name":"{svc}"}},"spec":{{"type":"ClusterIP","clusterIP":"{ip}","clusterIPs":["{ip}"{ip6}],"ipFamilies":[{families}],"ports":[{{"name":"http","protocol":"TCP","port":{http},"targetPort":{http}}},{{"name":"redis","protocol":"TCP","port":{redis},"targetPort":{redis}}}]}}}}"#,
                 ip = self.service_ip,
+                ip6 = self
+                    .service_ip6
+                    .map_or(String::new(), |a| format!(r#","{a}""#)),
+                families = if self.opts.ipv6 {
+                    r#""IPv4","IPv6""#
+                } else {
+                    r#""IPv4""#
+                },
                 http = self.http_port,
                 redis = self.redis_port
             ),
-            format!(
-                r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{{"namespace":"{svc_ns}","name":"{svc}-x7k2p","labels":{{"kubernetes.io/service-name":"{svc}"}}}},"addressType":"IPv4","endpoints":[{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"worker-208","targetRef":{{"kind":"Pod","namespace":"{svc_ns}","name":"storage-0"}}}}],"ports":[{{"name":"http","protocol":"TCP","port":{http}}},{{"name":"redis","protocol":"TCP","port":{redis}}}]}}"#,
-                ip = self.server_ip,
-                http = self.http_port,
-                redis = self.redis_port
-            ),
+            // One EndpointSlice per family, as the EndpointSlice controller makes them.
+            slice("IPv4", "x7k2p", self.server_ip.into()),
             // The lab's CNI as a manifest install of Calico would configure it: `veth_mtu` set
             // to the pods' MTU (the incident's misconfiguration), which the tracer's fix
             // patches (`tracer::fix`).
@@ -538,6 +671,11 @@ impl Incident {
                 mtu = self.opts.pod_mtu
             ),
         ];
+        let mut items = items.to_vec();
+        items.extend(
+            self.server_ip6
+                .map(|a| slice("IPv6", "v6m4q", IpAddr::V6(a))),
+        );
         format!(
             "{{\"apiVersion\":\"v1\",\"kind\":\"List\",\"metadata\":{{\"resourceVersion\":\"\"}},\"items\":[\n{}\n]}}\n",
             items.join(",\n")
@@ -650,6 +788,21 @@ impl Incident {
             self.redis_port,
             sip = self.service_ip,
         ));
+        if let (Some(o), Some(n)) = (self.old_node_ip6, self.new_node_ip6) {
+            line(format!(
+                "{:<11}nodes {o} and {n} on eth0: VXLAN runs over IPv6 (70 B)",
+                "underlay6"
+            ));
+        }
+        if let (Some(c), Some(sv), Some(sip)) = (self.client_ip6, self.server_ip6, self.service_ip6)
+        {
+            line(format!(
+                "{:<11}pods {c}/128 and {sv}/128 (gateway {POD_GW6}), tunnels {OLD_TUNNEL_IP6} and \
+                 {NEW_TUNNEL_IP6}, ClusterIP [{sip}] -> [{sv}] (nft table ip6 {KUBE_PROXY_TABLE}): \
+                 the clients talk IPv6",
+                "ipv6"
+            ));
+        }
         if self.opts.filter_icmp {
             let mut hooks = vec![format!("{} input", self.old_node_ns)];
             if let Some(r) = &self.router_ns {
@@ -699,6 +852,9 @@ impl Incident {
                 l.add_addr(new, UPLINK_IF, &format!("{}/24", self.new_node_ip))?;
             }
         }
+        if let (Some(o6), Some(n6)) = (self.old_node_ip6, self.new_node_ip6) {
+            self.build_underlay6(o6, n6)?;
+        }
         for ns in [old, new] {
             // veth skips its MTU check for GSO packets: without this a real NIC's drop is hidden.
             l.disable_offloads(ns, UPLINK_IF)?;
@@ -706,6 +862,50 @@ impl Incident {
             // Proxy ARP answers only for an address routed out of another device; real nodes
             // have a default route for that, these have none, so route the gateway to lo.
             l.ip(ns, &["route", "add", &format!("{POD_GW}/32"), "dev", "lo"])?;
+        }
+        Ok(())
+    }
+
+    /// The nodes' IPv6 underlay beside the IPv4 one: on the same link, or each on its side of
+    /// the router (which forwards IPv6 too), with only the other node's subnet routed.
+    fn build_underlay6(&self, old6: Ipv6Addr, new6: Ipv6Addr) -> Result<()> {
+        let l = &self.lab;
+        let (old, new) = (&self.old_node_ns, &self.new_node_ns);
+        let add = |ns: &str, dev: &str, a: &str| -> Result<()> {
+            l.ip(
+                ns,
+                &["-6", "addr", "add", &format!("{a}/64"), "dev", dev, "nodad"],
+            )?;
+            Ok(())
+        };
+        add(old, UPLINK_IF, &old6.to_string())?;
+        add(new, UPLINK_IF, &new6.to_string())?;
+        if let Some(rtr) = &self.router_ns {
+            add(rtr, ROUTER_OLD_IF, ROUTER_OLD_IP6)?;
+            add(rtr, ROUTER_NEW_IF, ROUTER_NEW_IP6)?;
+            l.sysctl(rtr, "net.ipv6.conf.all.forwarding", "1")?;
+            l.ip(
+                old,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "fd00:211:2::/64",
+                    "via",
+                    ROUTER_OLD_IP6,
+                ],
+            )?;
+            l.ip(
+                new,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "fd00:211:1::/64",
+                    "via",
+                    ROUTER_NEW_IP6,
+                ],
+            )?;
         }
         Ok(())
     }
@@ -748,6 +948,12 @@ impl Incident {
         peer_pods: &str,
     ) -> Result<()> {
         let l = &self.lab;
+        // Over an IPv6 underlay, its addresses are the tunnel's ends.
+        let (local, remote): (IpAddr, IpAddr) = match (self.old_node_ip6, self.new_node_ip6) {
+            (Some(o), Some(n)) if ns == self.old_node_ns => (o.into(), n.into()),
+            (Some(o), Some(n)) => (n.into(), o.into()),
+            _ => (local.into(), remote.into()),
+        };
         // No `dev`: with a lower device the kernel caps the VXLAN MTU at lower MTU − 50, and
         // the point is Calico's misconfigured 1500 (set_mtu_up checks that it took).
         l.ip(
@@ -773,6 +979,24 @@ impl Incident {
         )?;
         l.set_mtu_up(ns, VXLAN_IF, self.opts.tunnel_mtu)?;
         l.add_addr(ns, VXLAN_IF, &format!("{tip}/24"))?;
+        if self.opts.ipv6 {
+            // IPv6 pod frames over the same VXLAN (an IPv4 underlay): the tunnel's own IPv6
+            // address, the other node's IPv6 pod block through it.
+            let (tip6, peer_tip6, peer_pods6) = if ns == self.old_node_ns {
+                (OLD_TUNNEL_IP6, NEW_TUNNEL_IP6, NEW_POD_CIDR6)
+            } else {
+                (NEW_TUNNEL_IP6, OLD_TUNNEL_IP6, OLD_POD_CIDR6)
+            };
+            l.sysctl(ns, "net.ipv6.conf.all.forwarding", "1")?;
+            let cidr = format!("{tip6}/64");
+            l.ip(ns, &["-6", "addr", "add", &cidr, "dev", VXLAN_IF, "nodad"])?;
+            l.ip(
+                ns,
+                &[
+                    "-6", "route", "add", peer_pods6, "via", peer_tip6, "dev", VXLAN_IF,
+                ],
+            )?;
+        }
         l.ip(
             ns,
             &[
@@ -835,10 +1059,56 @@ impl Incident {
             ),
         ] {
             l.add_calico_pod(node, host_if, pod, &self.pod_if, ip, self.pod_gw, mtu)?;
+            if self.opts.ipv6 {
+                self.add_pod_ip6(node, host_if, pod)?;
+            }
             // Pod TCP then sends MSS-sized segments: the result does not depend on GSO.
             l.disable_offloads(node, host_if)?;
             l.disable_offloads(pod, &self.pod_if)?;
         }
+        Ok(())
+    }
+
+    /// The pod's IPv6 address, Calico-style: a /128 route to it on the node, its default route
+    /// via the host veth's link-local address.
+    fn add_pod_ip6(&self, node: &str, host_if: &str, pod: &str) -> Result<()> {
+        let l = &self.lab;
+        let ip = if pod == self.client_ns {
+            CLIENT_IP6
+        } else {
+            SERVER_IP6
+        };
+        let host = format!("{ip}/128");
+        l.ip(
+            node,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{POD_GW6}/64"),
+                "dev",
+                host_if,
+                "nodad",
+            ],
+        )?;
+        l.ip(node, &["-6", "route", "add", &host, "dev", host_if])?;
+        l.ip(
+            pod,
+            &["-6", "addr", "add", &host, "dev", &self.pod_if, "nodad"],
+        )?;
+        l.ip(
+            pod,
+            &[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                POD_GW6,
+                "dev",
+                &self.pod_if,
+            ],
+        )?;
         Ok(())
     }
 
@@ -857,7 +1127,23 @@ impl Incident {
              \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{rules}\t}}\n\
              }}\n"
         );
-        self.lab.nft(&self.old_node_ns, &ruleset)
+        self.lab.nft(&self.old_node_ns, &ruleset)?;
+        if let (Some(svc), Some(backend)) = (self.service_ip6, self.server_ip6) {
+            let mut rules = String::new();
+            for port in [self.http_port, self.redis_port] {
+                rules.push_str(&format!(
+                    "\t\tip6 daddr {svc} tcp dport {port} dnat to [{backend}]:{port}\n"
+                ));
+            }
+            let ruleset = format!(
+                "table ip6 {KUBE_PROXY_TABLE} {{\n\
+                 \tchain prerouting {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n{rules}\t}}\n\
+                 \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{rules}\t}}\n\
+                 }}\n"
+            );
+            self.lab.nft(&self.old_node_ns, &ruleset)?;
+        }
+        Ok(())
     }
 
     /// The classic PMTUD black hole: a firewall dropping ICMP frag-needed.
@@ -873,6 +1159,20 @@ impl Incident {
         if let Some(rtr) = &self.router_ns {
             self.lab.nft(rtr, &table("output"))?;
         }
+        if self.opts.ipv6_underlay {
+            // Over an IPv6 underlay the router's message is an ICMPv6 packet too big.
+            let table6 = |hook: &str| {
+                format!(
+                    "table ip6 {ICMP_FILTER_TABLE} {{\n\tchain {hook} {{\n\
+                     \t\ttype filter hook {hook} priority 0; policy accept;\n\
+                     \t\ticmpv6 type packet-too-big counter drop\n\t}}\n}}\n"
+                )
+            };
+            self.lab.nft(&self.old_node_ns, &table6("input"))?;
+            if let Some(rtr) = &self.router_ns {
+                self.lab.nft(rtr, &table6("output"))?;
+            }
+        }
         Ok(())
     }
 
@@ -885,34 +1185,19 @@ impl Incident {
     // Servers
 
     fn start_servers(&mut self) -> Result<()> {
-        let redis = redis_server()?;
         let py = python3()?;
-        let (ip, redis_port, http_port) = (
-            self.server_ip.to_string(),
-            self.redis_port.to_string(),
-            self.http_port.to_string(),
-        );
-        self.start_server(
-            "redis",
-            &[
-                &redis.to_string_lossy(),
-                "--bind",
-                &ip,
-                "--port",
-                &redis_port,
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            self.redis_port,
-        )?;
+        let http_port = self.http_port.to_string();
+        let mut ips = vec![self.server_ip.to_string()];
+        ips.extend(self.server_ip6.map(|a| a.to_string()));
+        let redis = redis_argv(&ips, self.redis_port)?;
+        // Dual stack: one HTTP socket for both families (`::` accepts IPv4 too).
+        let ip = if self.opts.ipv6 {
+            "::".to_string()
+        } else {
+            self.server_ip.to_string()
+        };
+        let redis: Vec<&str> = redis.iter().map(String::as_str).collect();
+        self.start_server("redis", &redis, self.redis_port)?;
         self.start_server(
             "http",
             &[&py.to_string_lossy(), "-c", HTTP_SERVER, &ip, &http_port],
@@ -976,7 +1261,10 @@ impl Incident {
 
     /// `GET http://10.96.0.10:8080/small` (python urllib) from the client pod.
     pub fn http_get_small(&self, timeout: Duration) -> Result<ClientResult> {
-        let url = format!("http://{}:{}/small", self.service_ip, self.http_port);
+        let url = format!(
+            "http://{}/small",
+            SocketAddr::new(self.service_addr(), self.http_port)
+        );
         let py = python3()?;
         let secs = secs_arg(timeout)?;
         self.run_client(
@@ -991,7 +1279,10 @@ impl Incident {
     /// `POST http://10.96.0.10:8080/upload` with `bytes` bytes (python urllib); ok when the
     /// server answers 200 with the byte count.
     pub fn http_post(&self, bytes: usize, timeout: Duration) -> Result<ClientResult> {
-        let url = format!("http://{}:{}/upload", self.service_ip, self.http_port);
+        let url = format!(
+            "http://{}/upload",
+            SocketAddr::new(self.service_addr(), self.http_port)
+        );
         let py = python3()?;
         let secs = secs_arg(timeout)?;
         let name = match bytes {
@@ -1020,7 +1311,7 @@ impl Incident {
     /// values over 1 KiB go through stdin with `-x`); ok when Redis answers `OK`.
     pub fn redis_set(&self, bytes: usize, timeout: Duration) -> Result<ClientResult> {
         secs_arg(timeout)?;
-        let (host, port) = (self.service_ip.to_string(), self.redis_port.to_string());
+        let (host, port) = (self.service_addr().to_string(), self.redis_port.to_string());
         let name = match bytes {
             MIB => "Redis SET 1 MiB",
             0..=REDIS_ARG_MAX => "Redis SET small",
@@ -1048,71 +1339,7 @@ impl Incident {
         timeout: Duration,
         ok: impl Fn(&str) -> bool,
     ) -> Result<ClientResult> {
-        let mut cmd = self.lab.command(&self.client_ns, argv)?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting client {name:?}"))?;
-        // Threads for the pipes: a client stuck on a black hole must not block us, nor we it.
-        let writer = match (stdin, child.stdin.take()) {
-            (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
-                // Fails with EPIPE when the client is killed: that is expected.
-                let _ = pipe.write_all(&data);
-            })),
-            _ => None,
-        };
-        let stdout = read_in_thread(child.stdout.take());
-        let stderr = read_in_thread(child.stderr.take());
-        // None: a timeout too large to add never expires.
-        let deadline = start.checked_add(timeout);
-        let mut killed = false;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let _ = child.kill();
-                killed = true;
-                break child.wait()?;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = start.elapsed();
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        let out = stdout.join().unwrap_or_default();
-        let err = stderr.join().unwrap_or_default();
-        let out = out.trim();
-        let succeeded = !killed && status.success() && ok(out);
-        // The python clients print "timeout ..." when their own socket timeout fires first.
-        let timed_out = killed || out.starts_with("timeout");
-        let detail = if killed {
-            format!(
-                "no answer within {:.1} s: killed{}",
-                timeout.as_secs_f64(),
-                if out.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({out})")
-                }
-            )
-        } else if succeeded || err.trim().is_empty() {
-            out.to_string()
-        } else {
-            format!("{out} {}", err.trim()).trim().to_string()
-        };
-        Ok(ClientResult {
-            name,
-            ok: succeeded,
-            timed_out: timed_out && !succeeded,
-            elapsed,
-            detail,
-        })
+        run_client(&self.lab, &self.client_ns, name, argv, stdin, timeout, ok)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1134,6 +1361,9 @@ impl Incident {
         }
         for ns in self.namespaces() {
             l.ip(&ns, &["route", "flush", "cache"])?;
+            if self.opts.ipv6 || self.opts.ipv6_underlay {
+                l.ip(&ns, &["-6", "route", "flush", "cache"])?;
+            }
         }
         if options_path(&self.opts.prefix).is_file() {
             let mut opts = self.opts.clone();
@@ -1270,6 +1500,85 @@ fn tcp_probe(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<bool> {
         .with_context(|| format!("entering namespace {ns}"))
 }
 
+/// Runs `argv` in `ns` (a client), killing it at `timeout`; `ok` judges its trimmed stdout.
+/// `stdin`, when given, is written from a thread: a client stuck on a black hole must not block
+/// the caller.
+pub fn run_client(
+    lab: &Lab,
+    ns: &str,
+    name: &'static str,
+    argv: &[&str],
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<ClientResult> {
+    let mut cmd = lab.command(ns, argv)?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting client {name:?}"))?;
+    // Threads for the pipes: a client stuck on a black hole must not block us, nor we it.
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
+            // Fails with EPIPE when the client is killed: that is expected.
+            let _ = pipe.write_all(&data);
+        })),
+        _ => None,
+    };
+    let stdout = read_in_thread(child.stdout.take());
+    let stderr = read_in_thread(child.stderr.take());
+    // None: a timeout too large to add never expires.
+    let deadline = start.checked_add(timeout);
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            killed = true;
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let out = out.trim();
+    let succeeded = !killed && status.success() && ok(out);
+    // The python clients print "timeout ..." when their own socket timeout fires first.
+    let timed_out = killed || out.starts_with("timeout");
+    let detail = if killed {
+        format!(
+            "no answer within {:.1} s: killed{}",
+            timeout.as_secs_f64(),
+            if out.is_empty() {
+                String::new()
+            } else {
+                format!(" ({out})")
+            }
+        )
+    } else if succeeded || err.trim().is_empty() {
+        out.to_string()
+    } else {
+        format!("{out} {}", err.trim()).trim().to_string()
+    };
+    Ok(ClientResult {
+        name,
+        ok: succeeded,
+        timed_out: timed_out && !succeeded,
+        elapsed,
+        detail,
+    })
+}
+
 fn read_in_thread<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -1299,6 +1608,30 @@ fn secs_arg(timeout: Duration) -> Result<String> {
     Ok(format!("{:.3}", timeout.as_secs_f64()))
 }
 
+/// redis-server in the foreground on `ips` and `port`, a cache that writes nothing to disk.
+pub fn redis_argv(ips: &[String], port: u16) -> Result<Vec<String>> {
+    let server = redis_server()?.to_string_lossy().into_owned();
+    let bind = ["--bind".to_string()]
+        .into_iter()
+        .chain(ips.iter().cloned());
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
+    .map(String::from);
+    Ok([server].into_iter().chain(bind).chain(args).collect())
+}
+
 fn redis_server() -> Result<PathBuf> {
     let debian = PathBuf::from("/usr/bin/redis-server");
     if debian.is_file() {
@@ -1323,7 +1656,7 @@ fn python3() -> Result<PathBuf> {
 
 /// The server pod's HTTP endpoint: GET /small, POST /upload (answers the byte count).
 const HTTP_SERVER: &str = r#"
-import socketserver, sys
+import socket, socketserver, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ip, port = sys.argv[1], int(sys.argv[2])
 class Handler(BaseHTTPRequestHandler):
@@ -1362,6 +1695,8 @@ class Server(ThreadingHTTPServer):
         # HTTPServer's own server_bind calls getfqdn(), a DNS lookup: slow without a network.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+if ":" in ip:
+    Server.address_family = socket.AF_INET6
 Server((ip, port), Handler).serve_forever()
 "#;
 
@@ -1415,6 +1750,19 @@ mod tests {
         assert_eq!(IncidentOptions::from_json(&o.to_json()).unwrap(), o);
         let d = IncidentOptions::default();
         assert_eq!(IncidentOptions::from_json(&d.to_json()).unwrap(), d);
+        let v6 = IncidentOptions {
+            ipv6: true,
+            ipv6_underlay: true,
+            ..IncidentOptions::default()
+        };
+        assert_eq!(IncidentOptions::from_json(&v6.to_json()).unwrap(), v6);
+        // Options files of earlier versions have no `ipv6`: IPv4 only.
+        let old = d
+            .to_json()
+            .replace(",\"ipv6\":false", "")
+            .replace(",\"ipv6_underlay\":false", "");
+        assert!(!old.contains("ipv6"), "{old}");
+        assert_eq!(IncidentOptions::from_json(&old).unwrap(), d);
         assert!(IncidentOptions::from_json("").is_err());
         assert!(IncidentOptions::from_json("{\"prefix\":\"a\",\"path\":\"bus\"}").is_err());
         assert!(IncidentOptions::from_json("{\"prefix\":\"a\",\"pod_mtu\":\"-1\"}").is_err());
@@ -1456,6 +1804,13 @@ mod tests {
             ..IncidentOptions::default()
         };
         assert!(Incident::up(o).is_err());
+        let o = IncidentOptions {
+            overlay: Overlay::Ipip,
+            ipv6: true,
+            ..IncidentOptions::default()
+        };
+        let e = Incident::up(o).unwrap_err();
+        assert!(e.to_string().contains("VXLAN"), "{e:#}");
         assert!(secs_arg(Duration::ZERO).is_err());
     }
 }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod docs;
 pub mod incident;
 pub mod lab;
+pub mod routed;
 pub mod setup;
 pub mod vm;
 pub mod vm_scenario;

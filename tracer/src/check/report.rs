@@ -4,10 +4,10 @@
 use std::{collections::BTreeMap, fmt::Write as _, process::ExitCode};
 
 use super::{
-    probe::ProbeStatus, Audit, AuditOptions, Device, NsAudit, ProbeLimits, ProbeOptions, Role,
-    Severity,
+    probe::ProbeStatus, Audit, AuditOptions, Device, NsAudit, ProbeLimits, ProbeOptions,
+    ProbeResult, Role, Severity,
 };
-use crate::{cli::CheckArgs, host::HostRoot};
+use crate::{cli::CheckArgs, host::HostRoot, mtu::IPV6_MIN_MTU};
 
 /// Exit status when the audit found at least one problem.
 pub use crate::cli::EXIT_MTU_PROBLEM as EXIT_PROBLEMS;
@@ -183,6 +183,16 @@ fn render_ns(o: &mut String, ns: &NsAudit) {
     for p in &ns.probes {
         let head = format!("{} ({})", p.peer, p.source);
         let body = match p.status {
+            ProbeStatus::Ok if p.below_ipv6_minimum() => format!(
+                "via {} mtu {}: path below IPv6's minimum MTU ({} got no answer, {} did){}; {} probes, {:.1} s",
+                p.via.as_deref().unwrap_or("?"),
+                p.local_mtu.unwrap_or(0),
+                p.smallest_lost.unwrap_or(IPV6_MIN_MTU),
+                p.largest_ok.unwrap_or(0),
+                too_big(p),
+                p.sent,
+                p.elapsed_ms as f64 / 1e3
+            ),
             ProbeStatus::Ok => {
                 let m = p.path_mtu.unwrap_or(0);
                 let local = p.local_mtu.unwrap_or(0);
@@ -208,9 +218,7 @@ fn render_ns(o: &mut String, ns: &NsAudit) {
                         let _ = write!(s, " ({} and larger got no answer)", m + 1);
                     }
                 }
-                if let (Some(im), Some(from)) = (p.icmp_mtu, p.icmp_from) {
-                    let _ = write!(s, "; {from} sent frag-needed mtu {im}");
-                }
+                s.push_str(&too_big(p));
                 let _ = write!(s, "; {} probes, {:.1} s", p.sent, p.elapsed_ms as f64 / 1e3);
                 s
             }
@@ -232,6 +240,22 @@ fn render_ns(o: &mut String, ns: &NsAudit) {
     }
     for n in &ns.notes {
         let _ = writeln!(o, "  {:<8} {n}", "note");
+    }
+}
+
+/// The router's own word on the path, if one spoke: `; 10.0.0.1 sent frag-needed mtu 1450`
+/// (IPv6: `packet too big`).
+fn too_big(p: &ProbeResult) -> String {
+    match (p.icmp_mtu, p.icmp_from) {
+        (Some(m), Some(from)) => format!(
+            "; {from} sent {} mtu {m}",
+            if from.is_ipv6() {
+                "packet too big"
+            } else {
+                "frag-needed"
+            }
+        ),
+        _ => String::new(),
     }
 }
 

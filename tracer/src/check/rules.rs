@@ -414,11 +414,51 @@ pub fn ns_findings(ns: &NsAudit, all: &[NsAudit], cni: &CniFacts) -> Vec<Finding
     out
 }
 
+/// Probed IPv6 paths that do not carry 1280 bytes: broken for every IPv6 packet of full size,
+/// whatever the pods' MTU, so judged in any namespace (a node or not), and no MTU is the fix.
+pub fn ipv6_path_findings(ns: &NsAudit) -> Vec<Finding> {
+    ns.probes
+        .iter()
+        .filter(|p| p.below_ipv6_minimum())
+        .map(|p| {
+            let via = p.via.as_deref().unwrap_or("?");
+            let lost = p.smallest_lost.unwrap_or(IPV6_MIN_MTU);
+            let router = match (p.icmp_mtu, p.icmp_from) {
+                (Some(m), Some(from)) => format!("; {from} sent packet too big mtu {m}"),
+                _ => String::new(),
+            };
+            Finding {
+                problem: "ipv6_path_below_minimum".into(),
+                severity: Severity::Problem,
+                summary: format!(
+                    "The path to {} does not carry {IPV6_MIN_MTU}-byte packets, the least every IPv6 link must carry: IPv6 senders never go below it, so their full-size packets to it are lost.",
+                    p.peer
+                ),
+                arithmetic: format!(
+                    "path to {} via {via} (probed): {lost} B got no answer, {} B did{router} < {IPV6_MIN_MTU} (IPv6 minimum MTU, RFC 8200)",
+                    p.peer,
+                    p.largest_ok.unwrap_or(0)
+                ),
+                recommended_mtu: None,
+                fix: Some(format!(
+                    "raise the MTU of the link below {IPV6_MIN_MTU} on the way to {} (a tunnel or a misconfigured hop); no pod MTU can fix it",
+                    p.peer
+                )),
+                location: format!("{}/{via}", ns.netns),
+            }
+        })
+        .collect()
+}
+
 /// All namespaces' findings, the overall recommendation and the verdict.
 pub fn evaluate(namespaces: Vec<NsAudit>, cni: CniFacts, probed: bool) -> Audit {
     let mut findings: Vec<Finding> = namespaces
         .iter()
-        .flat_map(|ns| ns_findings(ns, &namespaces, &cni))
+        .flat_map(|ns| {
+            let mut v = ipv6_path_findings(ns);
+            v.extend(ns_findings(ns, &namespaces, &cni));
+            v
+        })
         .collect();
     findings.sort_by_key(|f| f.severity);
     let recommended_pod_mtu = findings
@@ -747,6 +787,93 @@ mod tests {
         n.ipv6_in_use = false;
         let a = run(vec![n], CniFacts::default());
         assert_eq!(find(&a, "ipv6_pod_mtu_below_minimum").severity, W);
+    }
+
+    #[test]
+    fn a_probed_ipv6_path_is_judged_with_the_ipv6_underlay_overhead() {
+        // VXLAN over IPv6 (70 B), pods at 1400, the probe to the IPv6 peer finds 1400.
+        let mut n = node("a", 1500, None, &[1400]);
+        n.devices.push(dev(
+            "vxlan.calico",
+            1400,
+            Role::Tunnel,
+            Some((Overlay::Vxlan, true)),
+        ));
+        let n = probed(n, "fd00:203::2", 1500, 1400);
+        let a = run(vec![n.clone()], CniFacts::default());
+        let f = find(&a, "pod_mtu_exceeds_path");
+        assert_eq!(
+            f.arithmetic,
+            "pod veth MTU 1400 (cali0) + VXLAN 70 = 1470 > path MTU 1400 to fd00:203::2 (probed)"
+        );
+        assert_eq!(f.recommended_mtu, Some(1330));
+        assert_eq!(a.recommended_pod_mtu, Some(1330));
+        // A path at 1340 leaves 1270 for IPv6 pods: below the floor.
+        let mut low = n.clone();
+        low.probes[0].path_mtu = Some(1340);
+        low.probes[0].largest_ok = Some(1340);
+        low.probes[0].smallest_lost = Some(1341);
+        low.ipv6_in_use = true;
+        let a = run(vec![low], CniFacts::default());
+        let f = find(&a, "ipv6_pod_mtu_below_minimum");
+        assert_eq!(f.severity, P);
+        assert_eq!(
+            f.arithmetic,
+            "path MTU 1340 to fd00:203::2 (probed) − VXLAN 70 = 1270 < 1280 (IPv6 minimum MTU, RFC 8200)"
+        );
+        // Pods and tunnel at 1430 over a 1500 path: 1430 + 70 fits exactly.
+        let mut ok = n;
+        ok.devices[2].mtu = 1430;
+        ok.devices[3].mtu = 1430;
+        ok.probes[0].path_mtu = Some(1500);
+        ok.probes[0].largest_ok = Some(1500);
+        ok.probes[0].smallest_lost = None;
+        let a = run(vec![ok], CniFacts::default());
+        assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    }
+
+    #[test]
+    fn an_ipv6_path_below_1280_is_a_problem_on_its_own() {
+        // The small probe passed, 1280 did not: no path MTU is claimed, and no pod MTU is
+        // recommended from it; even a namespace without pods gets the finding.
+        let below = |ns: NsAudit| {
+            let mut ns = probed(ns, "fd00:203::2", 1500, 1500);
+            let p = &mut ns.probes[0];
+            p.path_mtu = None;
+            p.largest_ok = Some(96);
+            p.smallest_lost = Some(1280);
+            p.exact = false;
+            p.icmp_mtu = Some(1200);
+            p.icmp_from = Some("fd00:202::1".parse().unwrap());
+            ns
+        };
+        let a = run(
+            vec![below(node("a", 1500, None, &[1500]))],
+            CniFacts::default(),
+        );
+        assert!(!a.consistent);
+        let f = find(&a, "ipv6_path_below_minimum");
+        assert_eq!(f.severity, P);
+        assert_eq!(f.location, "a/eth0");
+        assert_eq!(
+            f.arithmetic,
+            "path to fd00:203::2 via eth0 (probed): 1280 B got no answer, 96 B did; fd00:202::1 sent packet too big mtu 1200 < 1280 (IPv6 minimum MTU, RFC 8200)"
+        );
+        assert_eq!(f.recommended_mtu, None);
+        assert_eq!(a.recommended_pod_mtu, None);
+        // The pods (1500 on a 1500 uplink) are not judged against an unknown path MTU.
+        assert_eq!(ids(&a).len(), 1, "{:#?}", a.findings);
+        let router = below(node("rtr", 1500, None, &[]));
+        let a = run(vec![router], CniFacts::default());
+        assert_eq!(find(&a, "ipv6_path_below_minimum").location, "rtr/eth0");
+        // An IPv4 path answered only at 96 bytes is an ordinary (tiny) path MTU.
+        let mut v4 = below(node("a", 1500, None, &[1500]));
+        v4.probes[0].peer = "10.0.0.2".parse().unwrap();
+        let a = run(vec![v4], CniFacts::default());
+        assert!(a
+            .findings
+            .iter()
+            .all(|f| f.problem != "ipv6_path_below_minimum"));
     }
 
     #[test]

@@ -77,19 +77,19 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     let symbol = names.kallsyms.symbolize_ref(ev.location);
     rec.drop.location = Some(match symbol {
         Some((name, offset, module)) => location(name, offset, module),
-        None => super::hex_address(ev.location),
+        None => crate::hex::string(ev.location),
     });
     if ev.flags & flags::MATCH_REASON != 0 {
-        rec.drop.matched.push(Matched::Reason);
+        rec.drop.matched.insert(Matched::Reason);
     }
     if ev.flags & flags::MATCH_LOCATION != 0 {
-        rec.drop.matched.push(Matched::Location);
+        rec.drop.matched.insert(Matched::Location);
     }
     if ev.flags & flags::MATCH_OVERSIZE != 0 {
-        rec.drop.matched.push(Matched::Oversize);
+        rec.drop.matched.insert(Matched::Oversize);
     }
     if ev.flags & flags::MATCH_ICMP_TOO_BIG != 0 {
-        rec.drop.matched.push(Matched::IcmpTooBig);
+        rec.drop.matched.insert(Matched::IcmpTooBig);
     }
     let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
         rec.route.peer_ifindex = nonzero(ev.peer_ifindex);
@@ -124,7 +124,7 @@ fn location(name: &str, offset: u64, module: Option<&str>) -> String {
     let mut s = String::with_capacity(name.len() + 19 + module.map_or(0, |m| m.len() + 3));
     s.push_str(name);
     s.push('+');
-    super::push_hex(&mut s, offset);
+    crate::hex::push(&mut s, offset);
     if let Some(m) = module {
         s.push_str(" [");
         s.push_str(m);

@@ -6,6 +6,7 @@ pub mod drops;
 pub mod icmp;
 pub mod ingress;
 pub mod pmtu;
+pub mod pmtu6;
 pub mod select;
 pub mod tc;
 pub mod tcp;
@@ -199,7 +200,10 @@ pub fn decode_unnamed(ev: &Event, names: &Names) -> Option<Record> {
         EventKind::IcmpTooBigSent | EventKind::IcmpTooBigReceived => icmp::decode(rec, ev),
         EventKind::OversizeTx => transmit::decode(rec, ev),
         EventKind::TcpRetransmit => tcp::decode(rec, ev),
-        EventKind::PmtuUpdate => pmtu::decode(rec, ev),
+        EventKind::PmtuUpdate => match hook {
+            Hook::Pmtu6UpdateFentry | Hook::Pmtu6UpdateKprobe => pmtu6::decode(rec, ev),
+            _ => pmtu::decode(rec, ev),
+        },
     }
     out
 }
@@ -223,38 +227,6 @@ pub fn c_name(raw: &[u8]) -> Option<String> {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(raw).into_owned(),
     })
-}
-
-/// `{:#x}` of an address, without the formatting machinery (every event has one).
-fn hex_address(v: u64) -> String {
-    let mut s = String::with_capacity(18);
-    push_hex(&mut s, v);
-    s
-}
-
-/// Append `{:#x}` of `v`: the digits assembled on the stack, then one append.
-fn push_hex(out: &mut String, v: u64) {
-    let mut text = [0u8; 16];
-    text[..8].copy_from_slice(&hex_digits((v >> 32) as u32));
-    text[8..].copy_from_slice(&hex_digits(v as u32));
-    let digits = (16 - v.leading_zeros() as usize / 4).max(1);
-    out.push_str("0x");
-    // ASCII digits only: validated, never replaced.
-    out.push_str(std::str::from_utf8(&text[16 - digits..]).expect("ASCII"));
-}
-
-/// The 8 lowercase hex digits of `v`, all at once: each nibble spread into a byte of its own,
-/// then turned into its ASCII digit in every byte together (a loop per digit was half of
-/// `push_hex`).
-fn hex_digits(v: u32) -> [u8; 8] {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut x = u64::from(v);
-    x = (x | x << 16) & 0x0000_ffff_0000_ffff;
-    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
-    x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
-    // 1 in the bytes whose nibble is 10 or more: +6 carries them into bit 4.
-    let letters = ((x + ONES * 6) >> 4) & ONES;
-    (x + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
 }
 
 fn nonzero(v: u32) -> Option<u32> {
@@ -292,7 +264,7 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         rec.route.out_mtu = nonzero(ev.out_mtu);
     }
     if ev.skb != 0 {
-        rec.skb = Some(hex_address(ev.skb));
+        rec.skb = Some(ev.skb);
     }
     if ev.flags & flags::HAS_PACKET != 0 {
         let n = (ev.cap_len as usize).min(ev.packet.len());
@@ -381,7 +353,10 @@ mod tests {
             rec.drop.location.as_deref(),
             Some("__dev_forward_skb2+0x87")
         );
-        assert_eq!(rec.drop.matched, vec![Matched::Location, Matched::Oversize]);
+        assert_eq!(
+            rec.drop.matched,
+            [Matched::Location, Matched::Oversize].into()
+        );
         assert_eq!(
             (rec.size.mtu, rec.size.mtu_source),
             (Some(1450), Some(MtuSource::Peer))
@@ -419,7 +394,7 @@ mod tests {
             (Some(1450), Some(MtuSource::Route))
         );
         assert_eq!(rec.route.out_ifname.as_deref(), Some("r1"));
-        assert_eq!(rec.drop.matched, vec![Matched::Reason]);
+        assert_eq!(rec.drop.matched, [Matched::Reason].into());
     }
 
     #[test]
@@ -510,32 +485,6 @@ mod tests {
             (rec.size.mtu, rec.size.mtu_source),
             (Some(1450), Some(MtuSource::Device))
         );
-    }
-
-    #[test]
-    fn skb_addresses_are_written_as_format_would() {
-        for v in [
-            0,
-            1,
-            0xf,
-            0x10,
-            0xdead_beef,
-            0xffff_8881_0000_0100,
-            0x0123_4567_89ab_cdef,
-            0xfedc_ba98_7654_3210,
-            u64::MAX,
-        ] {
-            assert_eq!(hex_address(v), format!("{v:#x}"));
-        }
-        // Every digit value at every place.
-        for place in 0..16 {
-            for d in 0..16u64 {
-                let v = d << (place * 4);
-                assert_eq!(hex_address(v), format!("{v:#x}"));
-                let v = !(0xf << (place * 4)) | v;
-                assert_eq!(hex_address(v), format!("{v:#x}"));
-            }
-        }
     }
 
     #[test]

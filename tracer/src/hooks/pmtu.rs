@@ -18,7 +18,7 @@ use crate::{
 pub const FUNCTION: &str = "__ip_rt_update_pmtu";
 
 /// How the hook is reported.
-const CONCERN: &str = "pmtu-learned";
+pub const CONCERN: &str = "pmtu-learned";
 
 /// Where the program finds the route's MTU and the flow on this kernel.
 pub fn offsets(vmlinux: &btf::Btf) -> PmtuOffsets {
@@ -51,40 +51,55 @@ pub fn offsets(vmlinux: &btf::Btf) -> PmtuOffsets {
 /// Attach the path-MTU hook. `offsets` are what [`offsets`] found: without the route's device
 /// and the flow's destination nothing is worth attaching.
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf, offsets: &PmtuOffsets) -> Vec<Attempt> {
-    let fentry_method = format!("fentry/{FUNCTION}");
-    let kprobe_method = format!("kprobe/{FUNCTION}");
-    if offsets.rt_dev == NO_FIELD || offsets.fl4_daddr == NO_FIELD {
-        let why = "this kernel's BTF has no rtable.dst.dev / flowi4.daddr".to_string();
+    let missing = (offsets.rt_dev == NO_FIELD || offsets.fl4_daddr == NO_FIELD)
+        .then_some("this kernel's BTF has no rtable.dst.dev / flowi4.daddr");
+    attach_learning(ebpf, btf, CONCERN, FUNCTION, "pmtu_update", missing)
+}
+
+/// A path-MTU learning hook of either family on `function`: `fentry` (program
+/// `{program_stem}_fentry`), else a kprobe (`{program_stem}_kprobe`), each outcome reported under
+/// `concern`; both failed with `missing` when the BTF lacks what the programs read.
+/// TRACER_PMTU_HOOK=kprobe (troubleshooting, and the test of the fallback) skips fentry.
+pub(super) fn attach_learning(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    concern: &'static str,
+    function: &str,
+    program_stem: &str,
+    missing: Option<&str>,
+) -> Vec<Attempt> {
+    let fentry_method = format!("fentry/{function}");
+    let kprobe_method = format!("kprobe/{function}");
+    if let Some(why) = missing {
         return vec![
-            Attempt::new(CONCERN, &fentry_method, Outcome::Failed(why.clone())),
-            Attempt::new(CONCERN, &kprobe_method, Outcome::Failed(why)),
+            Attempt::new(concern, &fentry_method, Outcome::Failed(why.to_string())),
+            Attempt::new(concern, &kprobe_method, Outcome::Failed(why.to_string())),
         ];
     }
-    // Troubleshooting (and the test of the fallback): TRACER_PMTU_HOOK=kprobe skips fentry.
     let forced = std::env::var("TRACER_PMTU_HOOK").is_ok_and(|v| v == "kprobe");
     let fentry = (|| -> anyhow::Result<()> {
         if forced {
             anyhow::bail!("skipped: TRACER_PMTU_HOOK=kprobe");
         }
-        let prog: &mut FEntry = program(ebpf, "pmtu_update_fentry")?.try_into()?;
-        prog.load(FUNCTION, btf)?;
+        let prog: &mut FEntry = program(ebpf, &format!("{program_stem}_fentry"))?.try_into()?;
+        prog.load(function, btf)?;
         prog.attach()?;
         Ok(())
     })();
     let fentry = Outcome::of(fentry).explained(explain_fentry);
     let attached = fentry == Outcome::Attached;
-    let mut report = vec![Attempt::new(CONCERN, fentry_method, fentry)];
+    let mut report = vec![Attempt::new(concern, fentry_method, fentry)];
     if attached {
         report.push(Attempt::new(
-            CONCERN,
+            concern,
             kprobe_method,
             Outcome::Skipped("fentry attached".into()),
         ));
         return report;
     }
-    let kprobe = attach_kprobe(ebpf, "pmtu_update_kprobe", FUNCTION);
+    let kprobe = attach_kprobe(ebpf, &format!("{program_stem}_kprobe"), function);
     report.push(Attempt::new(
-        CONCERN,
+        concern,
         kprobe_method,
         Outcome::of(kprobe).explained(explain_kprobe),
     ));

@@ -426,7 +426,7 @@ mod tests {
     }
 
     /// Every struct member the daemon reads (`kernel_offsets`, `run::attach::veth_offsets`,
-    /// `hooks::pmtu::offsets`), as (struct, path).
+    /// `hooks::pmtu::offsets`, `hooks::pmtu6::offsets`), as (struct, path).
     const FIELDS_USED: &[(&str, &str)] = &[
         ("sk_buff", "len"),
         ("sk_buff", "dev"),
@@ -441,6 +441,10 @@ mod tests {
         ("skb_shared_info", "gso_size"),
         ("skb_shared_info", "gso_segs"),
         ("dst_entry", "dev"),
+        ("dst_entry", "_metrics"),
+        ("sock", "__sk_common.skc_v6_daddr"),
+        ("sock", "__sk_common.skc_v6_rcv_saddr"),
+        ("sock", "sk_protocol"),
         ("net_device", "name"),
         ("net_device", "ifindex"),
         ("net_device", "mtu"),

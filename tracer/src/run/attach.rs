@@ -59,6 +59,7 @@ impl KernelFacts {
         }
         config.veth = veth_offsets(&btf, &kallsyms);
         config.pmtu = hooks::pmtu::offsets(&btf);
+        config.pmtu6 = hooks::pmtu6::offsets(&btf);
         if config.veth.xmit_addr == 0 {
             notes.push(
                 "veth peers unknown (no veth_xmit/veth_priv): veth drops show the sending end's MTU"
@@ -214,6 +215,11 @@ pub fn attach_all(
     hooked.extend(received_on);
     report.extend(hooks::tcp::attach(&mut ebpf));
     report.extend(hooks::pmtu::attach(&mut ebpf, &aya_btf, &facts.config.pmtu));
+    report.extend(hooks::pmtu6::attach(
+        &mut ebpf,
+        &aya_btf,
+        &facts.config.pmtu6,
+    ));
     // Attached: the run never needs it again.
     drop(aya_btf);
     release_freed_heap();

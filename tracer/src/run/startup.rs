@@ -70,7 +70,8 @@ impl Startup<'_> {
             eprintln!("{line}");
         }
         eprintln!("log: {}", self.log);
-        eprintln!("tracing… (Ctrl-C to stop)");
+        // The event lines' clock is UTC, as the log's: said once, not on every line.
+        eprintln!("tracing… (Ctrl-C to stop; times are UTC)");
         let _ = std::io::stderr().flush();
     }
 }
@@ -117,7 +118,10 @@ pub fn start_line(
             })
             .collect(),
         audit: audit_problems,
-        pmtu_hook: hooks::pmtu::blind_spot(hooks).is_none(),
+        // Both families: the verdict says "the ICMP never reached the sender" from the absence of
+        // an update, which only holds where the sender's family was hooked.
+        pmtu_hook: hooks::pmtu::blind_spot(hooks).is_none()
+            && hooks::pmtu6::blind_spot(hooks).is_none(),
         addresses,
         cni,
     }
@@ -157,6 +161,7 @@ fn blind_spots(report: &[Attempt]) -> Vec<String> {
         out.push("TCP retransmissions".to_string());
     }
     out.extend(hooks::pmtu::blind_spot(report));
+    out.extend(hooks::pmtu6::blind_spot(report));
     out
 }
 

@@ -411,7 +411,12 @@ impl Analyzer {
         let flow = v
             .flows
             .iter()
-            .filter(|f| f.stuck || v.problem == Problem::ProbingRecovered)
+            .filter(|f| {
+                f.stuck
+                    || v.problem == Problem::ProbingRecovered
+                    // Suspected from timeouts at full size: a measurement settles it.
+                    || (v.problem == Problem::SuspectedBlackHole && f.timeout_retransmits > 0)
+            })
             .find(|f| {
                 f.service.is_none()
                     || f.dropped > 0
@@ -483,7 +488,7 @@ impl Analyzer {
             Kind::Drop if o.matched(Matched::IcmpTooBig) || o.icmp.as_ref().is_some() => {
                 self.icmp_drop(o)
             }
-            Kind::Drop if o.drop.matched.iter().any(|m| m.is_size()) => self.size_event(o, kind),
+            Kind::Drop if o.drop.matched.iter().any(Matched::is_size) => self.size_event(o, kind),
             Kind::Drop => {}
             Kind::OversizeTx => self.size_event(o, kind),
             Kind::IcmpTooBigSent => self.icmp_sent(o),
@@ -578,12 +583,7 @@ impl Analyzer {
         if site.limit_source.is_none() {
             site.limit_source = limit_source.map(LimitSource::describe);
         }
-        if let Some((_, mtu)) = o
-            .skb
-            .as_deref()
-            .and_then(skb_address)
-            .and_then(|skb| self.pending_icmp.remove(&skb))
-        {
+        if let Some((_, mtu)) = o.skb.and_then(|skb| self.pending_icmp.remove(&skb)) {
             site.icmp_sent += 1;
             if let Some(m) = mtu.or(limit) {
                 site.icmp_mtu = Some(site.icmp_mtu.map_or(m, |s| s.min(m)));
@@ -662,7 +662,7 @@ impl Analyzer {
         let Some(key) = o.conn() else { return };
         let mtu = o.advertised_mtu();
         if o.is_icmp_generator() {
-            if let Some(skb) = o.skb.as_deref().and_then(skb_address) {
+            if let Some(skb) = o.skb {
                 // Bounded: entries are removed by their drop; a flood without drops is capped.
                 if self.pending_icmp.len() < 4096 {
                     self.pending_icmp.insert(skb, (o.ts_unix_ns, mtu));
@@ -1043,41 +1043,4 @@ fn overlay_of(outer: Option<&Outer>) -> (Option<Encap>, u32) {
 /// `ip_forward+0x2c0` → `ip_forward`.
 fn symbol(location: &str) -> &str {
     location.split('+').next().unwrap_or(location)
-}
-
-/// The `skb` field (`0xffff888100b84a00`) as a number.
-fn skb_address(mut s: &str) -> Option<u64> {
-    // `trim_start_matches("0x")` without its substring searcher (every size event has one).
-    while let Some(rest) = s.strip_prefix("0x") {
-        s = rest;
-    }
-    u64::from_str_radix(s, 16).ok()
-}
-
-#[cfg(test)]
-mod skb_address_tests {
-    /// The prefix stripped as `trim_start_matches("0x")` strips it.
-    #[test]
-    fn skb_addresses_parse_as_before() {
-        for s in [
-            "0xffff888100b84a00",
-            "ffff1",
-            "0x0xff",
-            "0xFFFF8881",
-            "0x+ff",
-            "+",
-            "0x",
-            "",
-            "0x-1",
-            "0xffffffffffffffff",
-            "0x10000000000000000",
-            "0x00000000000000000001",
-            "0xfg",
-            "0x ff",
-            "ünï",
-        ] {
-            let expected = u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-            assert_eq!(super::skb_address(s), expected, "{s:?}");
-        }
-    }
 }

@@ -314,6 +314,9 @@ fn flow_line(f: &FlowSummary) -> String {
         "stuck"
     } else if f.size_reduced {
         "shrank"
+    } else if f.timeout_retransmits > 0 {
+        // Not (yet) judged stuck, but not shown to have adapted either.
+        "retransmitted at timeouts"
     } else {
         "adapted"
     };

@@ -206,10 +206,10 @@ fn flow_record(kind: Kind, hook: &'static str, ts: i128) -> Record {
 
 /// The router (namespace 1) telling the test flow's sender, with an ICMP too-big about packet
 /// `skb`, that the next hop takes `mtu`.
-fn icmp_told(hook: &'static str, ts: i128, skb: &str, mtu: u32) -> Record {
+fn icmp_told(hook: &'static str, ts: i128, skb: u64, mtu: u32) -> Record {
     let mut icmp = flow_record(Kind::IcmpTooBigSent, hook, ts);
     icmp.device.netns = Some(1);
-    icmp.skb = Some(skb.into());
+    icmp.skb = Some(skb);
     icmp.icmp = Some(IcmpTooBig {
         from: None,
         to: ip("10.0.1.2"),
@@ -220,10 +220,10 @@ fn icmp_told(hook: &'static str, ts: i128, skb: &str, mtu: u32) -> Record {
     icmp
 }
 
-/// The router's ICMP about packet `ffff1` of the test flow (`hook` says how it was seen),
+/// The router's ICMP about packet `0xffff1` of the test flow (`hook` says how it was seen),
 /// then its forwarding drop of that 1500-byte packet for a 1460-byte route.
 fn told_and_dropped(icmp_hook: &'static str) -> (Record, Record) {
-    let icmp = icmp_told(icmp_hook, 1_000, "ffff1", 1460);
+    let icmp = icmp_told(icmp_hook, 1_000, 0xffff1, 1460);
     let mut drop = flow_record(Kind::Drop, "tp_btf/kfree_skb", 2_000);
     drop.device.netns = Some(1);
     drop.device.ifname = Some("eth0".into());
@@ -231,8 +231,8 @@ fn told_and_dropped(icmp_hook: &'static str) -> (Record, Record) {
     drop.route.out_ifname = Some("eth1".into());
     drop.route.out_mtu = Some(1460);
     drop.drop.location = Some("ip_forward+0x1".into());
-    drop.drop.matched = vec![Matched::Oversize];
-    drop.skb = Some("ffff1".into());
+    drop.drop.matched = [Matched::Oversize].into();
+    drop.skb = Some(0xffff1);
     (icmp, drop)
 }
 
@@ -260,7 +260,7 @@ fn stuck_drops(
         r.route.out_mtu = Some(out_mtu);
         r.drop.reason = Some("PKT_TOO_BIG".into());
         r.drop.location = Some("ip_forward+0x2c0".into());
-        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
+        r.drop.matched = [Matched::Reason, Matched::Oversize].into();
         r.flow.src = Some(ip(src));
         r.flow.dst = Some(ip(dst));
         r.flow.outer = outer.clone();
@@ -334,7 +334,7 @@ fn icmp_told_and_obeyed_is_recovery_not_a_problem() {
     assert_eq!(v[0].sites[0].icmp_mtu, Some(1460));
     // A second drop of the same size well after the ICMP: the sender did not shrink.
     drop.ts_unix_ns = 2_000 + 300_000_000;
-    drop.skb = Some("ffff2".into());
+    drop.skb = Some(0xffff2);
     a.observe_record(&drop);
     let v = a.verdicts(0, None);
     assert_eq!(v[0].problem, Problem::MtuBlackHole);
@@ -342,24 +342,66 @@ fn icmp_told_and_obeyed_is_recovery_not_a_problem() {
 
 #[test]
 fn retransmissions_with_backoff_and_no_size_event_are_suspected() {
-    let mut a = Analyzer::new();
-    // RTO backoff: 0.2, 0.4, 0.8, 1.6 s; full-size segments.
-    let mut t = 0i128;
-    for gap in [0i128, 200, 400, 800, 1600] {
-        t += gap * 1_000_000;
-        let mut r = Record::new(Kind::TcpRetransmit, "tracepoint/tcp/tcp_retransmit_skb", t);
-        r.flow.proto = Some(6);
-        r.flow.src = Some(ip("10.0.1.2"));
-        r.flow.sport = Some(40001);
-        r.flow.dst = Some(ip("10.96.0.10"));
-        r.flow.dport = Some(6379);
-        r.size.len = Some(1448);
-        a.observe_record(&r);
-    }
+    let timing_out = || {
+        let mut a = Analyzer::new();
+        // RTO backoff: 0.2, 0.4, 0.8, 1.6 s; full-size segments.
+        let mut t = 0i128;
+        for gap in [0i128, 200, 400, 800, 1600] {
+            t += gap * 1_000_000;
+            let mut r = Record::new(Kind::TcpRetransmit, "tracepoint/tcp/tcp_retransmit_skb", t);
+            r.flow.proto = Some(6);
+            r.flow.src = Some(ip("10.0.1.2"));
+            r.flow.sport = Some(40001);
+            r.flow.dst = Some(ip("10.96.0.10"));
+            r.flow.dport = Some(6379);
+            r.size.len = Some(1448);
+            r.device.netns = Some(4026532001);
+            a.observe_record(&r);
+        }
+        a
+    };
+    let t_end = || 3_000 * 1_000_000i128;
+    let mut a = timing_out();
     let v = a.verdicts(0, None);
     assert_eq!(v[0].problem, Problem::SuspectedBlackHole, "{v:#?}");
     assert_eq!(v[0].severity, Severity::Suspected);
     assert_eq!(v[0].recommended_mtu, None);
+    // It says what it lacks: a size.
+    assert!(
+        v[0].summary.contains("No size is known"),
+        "{}",
+        v[0].summary
+    );
+    // It asks for a probe, from the sender's namespace toward the address the segments time
+    // out to (the live verdicts of a tick say what to probe).
+    a.live(t_end());
+    let wants = a.probes_wanted();
+    assert!(wants.iter().any(|w| w.to == ip("10.96.0.10")), "{wants:?}");
+    let probe = |path_mtu: u32| crate::event::probe::Probe {
+        kind: crate::event::probe::KIND.into(),
+        to: Some(ip("10.96.0.10")),
+        status: "ok".into(),
+        largest_ok: Some(path_mtu),
+        smallest_lost: Some(path_mtu + 1),
+        path_mtu: Some(path_mtu),
+        exact: true,
+        ..Default::default()
+    };
+    // Measured: 1500 B pass, so the 1448-byte segments fit — still only a suspicion, which now
+    // says the size may not be the cause.
+    let mut fits = timing_out();
+    fits.apply_probe(&probe(1500));
+    let v = fits.verdicts(0, None);
+    assert_eq!(v[0].problem, Problem::SuspectedBlackHole, "{v:#?}");
+    assert!(v[0].summary.contains("another cause"), "{}", v[0].summary);
+    // Measured: only 1400 B pass: the timing-out segments cannot — a problem, with that number.
+    a.apply_probe(&probe(1400));
+    let v = a.verdicts(0, None);
+    assert_eq!(v[0].problem, Problem::MtuBlackHole, "{v:#?}");
+    assert_eq!(v[0].severity, Severity::Problem);
+    assert_eq!(v[0].confidence, Confidence::Measured);
+    assert_eq!(v[0].recommended_mtu, Some(1400));
+    assert!(v[0].flows.iter().all(|f| f.stuck), "{v:#?}");
 }
 
 #[test]
@@ -397,7 +439,7 @@ fn a_flood_of_distinct_connections_is_bounded_and_counted() {
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", i as i128);
         r.size.l3_len = Some(1500);
         r.route.out_mtu = Some(1450);
-        r.drop.matched = vec![Matched::Oversize];
+        r.drop.matched = [Matched::Oversize].into();
         r.flow.proto = Some(17);
         r.flow.src = Some(ip("10.0.0.1"));
         r.flow.sport = Some((i % 65_000) as u16);
@@ -440,8 +482,8 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
         .into_iter()
         .enumerate()
     {
-        let skb = format!("0xffff{i}");
-        a.observe_record(&icmp_told("kprobe/__icmp_send", t, &skb, mtu));
+        let skb = 0xffff0 + i as u64;
+        a.observe_record(&icmp_told("kprobe/__icmp_send", t, skb, mtu));
         let mut drop = flow_record(Kind::Drop, "kprobe/kfree_skb", t + 1_000);
         drop.device.netns = Some(1);
         drop.device.ifname = Some("tunl0".into());
@@ -449,7 +491,7 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
         drop.route.out_ifname = Some("tunl0".into());
         drop.route.out_mtu = Some(mtu);
         drop.drop.location = Some("ip_tunnel_xmit+0x1".into());
-        drop.drop.matched = vec![Matched::Location, Matched::Oversize];
+        drop.drop.matched = [Matched::Location, Matched::Oversize].into();
         drop.skb = Some(skb);
         a.observe_record(&drop);
         // The next attempt comes after a retransmission timeout.
@@ -464,7 +506,7 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
 /// The sender of 10.0.1.2:40000 → 10.0.2.2:443 told MTU 1460 for a 1500-byte packet that
 /// died, then retransmitting full-size at timeouts (stuck unless it learned).
 fn told_then_retransmitting(a: &mut Analyzer) {
-    a.observe_record(&icmp_told("kprobe/__icmp_send", 1_000, "0xffff1", 1460));
+    a.observe_record(&icmp_told("kprobe/__icmp_send", 1_000, 0xffff1, 1460));
     stuck_drops(a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
     for i in 0..3i128 {
         let mut r = flow_record(
@@ -673,6 +715,14 @@ fn the_router_icmp_reaching_the_node_is_a_black_hole_at_its_fragmenter() {
     let p = only_problem(&v);
     assert_eq!(p.confidence, super::Confidence::Observed);
     assert_eq!(p.recommended_mtu, Some(1400), "{p:#?}");
+    // The pod was told the tunnel's 1450, not the 1400 that passes: said as such, not
+    // "never learn it".
+    assert!(
+        p.summary
+            .ends_with("the senders were told 1450 B (ICMP), more than passes"),
+        "{}",
+        p.summary
+    );
 }
 
 #[test]
@@ -833,7 +883,7 @@ fn probe_echo_drops(a: &mut Analyzer, len: u32) {
         r.route.out_mtu = Some(1450);
         r.drop.reason = Some("PKT_TOO_BIG".into());
         r.drop.location = Some("ip_forward+0x2c0".into());
-        r.drop.matched = vec![Matched::Reason, Matched::Oversize];
+        r.drop.matched = [Matched::Reason, Matched::Oversize].into();
         a.observe_record(&r);
     }
 }
@@ -973,4 +1023,23 @@ fn with_the_cni_known_the_verdict_carries_the_change_to_make() {
         ),
         "{text}"
     );
+}
+
+/// A routed path without overlay, recorded from the client's namespace (IPv4 and IPv6): the
+/// router beyond the node refuses the 1500-byte packets and its ICMP too-big reaches the
+/// sender, which shrinks and passes. No drop on this node: the ICMP received is the size
+/// event. It once read as a suspected black hole (an alarm on a path that works).
+#[test]
+fn told_by_a_router_beyond_the_node_and_shrunk_is_pmtud_working() {
+    for name in ["routed-told-v4", "routed-told-v6"] {
+        let v = recorded(name);
+        assert!(
+            v.iter().all(|v| v.severity < Severity::Suspected),
+            "{name}: {v:#?}"
+        );
+        let v = the_one(&v, Problem::PmtudRecovered);
+        assert_eq!(v.largest_passing, Some(1400), "{name}");
+        assert_eq!(v.evidence.icmp_received, 10, "{name}");
+        assert_eq!(v.evidence.dropped_packets, 0, "{name}");
+    }
 }

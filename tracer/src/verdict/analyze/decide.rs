@@ -21,7 +21,7 @@ use super::texts::{
 };
 use super::{Analyzer, ConnAcc, ConnKey, MAX_FLOWS};
 use crate::event::probe::Probe;
-use crate::fix::Change;
+use crate::fix::{Change, PodToRestart};
 use crate::mtu::IPV6_MIN_MTU;
 use crate::verdict::stages::{Outcome, ShrinkCause, Stages};
 use crate::verdict::{
@@ -66,7 +66,9 @@ fn is_stuck(j: &Judged, beyond: bool) -> bool {
 /// The path's problem, from its judged connections; the first that holds decides.
 fn path_problem(judged: &[Judged]) -> (Severity, Problem) {
     let any = |f: &dyn Fn(&Judged) -> bool| judged.iter().any(f);
-    let dropped = any(&|j| j.acc.dropped > 0);
+    // Refused here (a drop seen), or refused further on and told: an ICMP too-big reached the
+    // sender (a router's, beyond this node's view). Either is a size event.
+    let refused = any(&|j| j.acc.dropped > 0 || j.acc.icmp_received > 0);
     if any(&|j| j.stuck) {
         // A connection that does not get past its size: transfers hang.
         (Severity::Problem, Problem::MtuBlackHole)
@@ -75,10 +77,10 @@ fn path_problem(judged: &[Judged]) -> (Severity, Problem) {
     ) {
         // Got through only when TCP's own probing lowered the size after timeouts.
         (Severity::Info, Problem::ProbingRecovered)
-    } else if dropped && any(&|j| matches!(j.outcome, Outcome::Undecided { .. })) {
+    } else if refused && any(&|j| matches!(j.outcome, Outcome::Undecided { .. })) {
         // Refused, shrank, and not watched long enough since to say whether the size passes.
         (Severity::Info, Problem::Unconfirmed)
-    } else if dropped {
+    } else if refused {
         // Refused, told, adapted: path-MTU discovery works.
         (Severity::Info, Problem::PmtudRecovered)
     } else if any(&|j| j.acc.icmp_dropped > 0) {
@@ -177,9 +179,29 @@ impl Analyzer {
             .collect();
         let beyond = judged.iter().any(|j| j.dies_beyond);
         for j in &mut judged {
-            j.stuck = is_stuck(j, beyond);
+            j.stuck = is_stuck(j, beyond) || self.measured_too_big(j);
         }
         judged
+    }
+
+    /// A connection that times out at a size a probe toward its destination measured not to
+    /// pass: what timing alone only suspects, the measurement settles (packets die beyond this
+    /// node, and no ICMP says so).
+    fn measured_too_big(&self, j: &Judged) -> bool {
+        let segment = match j.outcome {
+            Outcome::StuckAtFirstSize { segment } => segment,
+            Outcome::Retrying { segment, timeouts } if timeouts > 0 => segment,
+            _ => return false,
+        };
+        // The smallest headers a segment travels with (IP and TCP without options): the
+        // packet is at least this large.
+        let headers = if j.key.dst.is_ipv6() { 60 } else { 40 };
+        self.probes
+            .iter()
+            .filter(|p| p.status == "ok" && p.to == Some(j.key.dst))
+            .filter_map(|p| p.path_mtu)
+            .min()
+            .is_some_and(|m| segment > 0 && segment + headers > m)
     }
 
     /// Step 3: the sites the connections died at, the binding constraint first.
@@ -252,10 +274,12 @@ impl Analyzer {
         }
         // A probe toward one of these connections' pods (pod-sized packets: the probe's route
         // is the pods' own, through the overlay), when timing is all the node saw.
+        // (A site on this node that refuses them gives the number instead, unless the
+        // connections die beyond it.)
         let measured = if matches!(
             problem,
             Problem::MtuBlackHole | Problem::SuspectedBlackHole | Problem::ProbingRecovered
-        ) && (beyond || problem != Problem::MtuBlackHole)
+        ) && (beyond || problem != Problem::MtuBlackHole || binding.is_none())
         {
             self.probes
                 .iter()
@@ -332,6 +356,11 @@ impl Analyzer {
                 sites,
                 limits.largest_passing,
                 senders_learned,
+                judged
+                    .iter()
+                    .filter(|j| j.stuck)
+                    .filter_map(|j| j.acc.told_mtu)
+                    .min(),
             ),
         };
         if let Some((m, p)) = limits.measured {
@@ -341,6 +370,20 @@ impl Analyzer {
                 p.to.map_or("?".to_string(), |a| a.to_string()),
                 p.netns_name
             );
+        }
+        // A suspicion says what it lacks: a size (none measured), or a cause (the probe says
+        // the retransmitted size passes; otherwise the connections would be stuck).
+        if problem == Problem::SuspectedBlackHole {
+            summary = match limits.measured {
+                None => format!(
+                    "{summary}. No size is known: no ICMP too-big reached the senders and no \
+                     probe measured the path"
+                ),
+                Some(_) => format!(
+                    "{summary}; segments of the retransmitted size fit it: the timeouts may \
+                     have another cause"
+                ),
+            };
         }
         // How it is known: a drop or an ICMP seen where packets die, only their timing, or a
         // probe.
@@ -355,7 +398,7 @@ impl Analyzer {
         }
         let icmp_eaten = self.icmp_eaten_lines(judged);
         if !icmp_eaten.is_empty() {
-            summary = format!("{summary} {}", icmp_eaten.join(" "));
+            summary = format!("{summary}. {}", icmp_eaten.join(" "));
         }
         Explained {
             summary,
@@ -368,12 +411,16 @@ impl Analyzer {
     /// The recommended MTU as a change of the CNI's configuration, restarting the pods whose
     /// connections were stuck (their veths keep the old MTU).
     fn change(&self, path: &PathRef, flows: &[FlowSummary], mtu: Option<u32>) -> Option<Change> {
-        let mut pods: Vec<(String, String)> = flows
+        let mut pods: Vec<PodToRestart> = flows
             .iter()
             .filter(|f| f.stuck)
             .filter_map(|f| {
                 let p = f.src_pod.as_ref()?;
-                Some((p.namespace.as_deref()?.to_string(), p.name.to_string()))
+                Some(PodToRestart {
+                    namespace: p.namespace.as_deref()?.to_string(),
+                    name: p.name.to_string(),
+                    workload: p.workload.as_deref().map(str::to_string),
+                })
             })
             .collect();
         pods.sort();

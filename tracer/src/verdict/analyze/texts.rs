@@ -190,6 +190,7 @@ pub(super) fn summary_text(
     sites: &[Site],
     largest: Option<u32>,
     senders_learned: bool,
+    told: Option<u32>,
 ) -> String {
     let between = match (&path.src_node, &path.dst_node) {
         (Some(s), Some(d)) => format!(" from {s} to {d}"),
@@ -211,10 +212,15 @@ pub(super) fn summary_text(
                     s.location.as_deref().unwrap_or("?")
                 )
             });
-            let senders = if senders_learned {
-                "senders keep sending larger ones"
-            } else {
-                "senders never learn it"
+            // What the senders were told, if anything: a stack that learned a working size
+            // and still sends larger, an ICMP with a number that is itself too big (a tunnel
+            // on the way told its own MTU), or nothing at all.
+            let senders = match (senders_learned, told, largest) {
+                (true, _, _) => "senders keep sending larger ones".to_string(),
+                (false, Some(t), Some(l)) if t > l => {
+                    format!("senders were told {t} B (ICMP), more than passes")
+                }
+                _ => "senders never learn it".to_string(),
             };
             format!("MTU black hole{between}{over}{site}; only packets up to {fits} pass and the {senders}")
         }
