@@ -3,7 +3,9 @@
 //! to exactly what was written, which is a schema check (a misspelt or misplaced field is
 //! dropped by the typed round trip, a wrong type refuses to parse), and the DaemonSet must hold
 //! together with the tracer itself: its arguments parse with the tracer's own command line, it
-//! adds the capabilities the tracer checks for, its mounts, ports and RBAC agree.
+//! adds the capabilities the tracer checks for, its mounts, ports and RBAC agree. The kustomize
+//! base, the prometheus-operator component and the overlay docs/cluster.md shows are rendered by
+//! `kubectl kustomize` and their output checked the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -351,4 +353,311 @@ fn the_image_runs_the_tracer_built_by_xtask() {
     assert!(lines.contains(&r#"ENTRYPOINT ["/usr/local/bin/tracer"]"#));
     let ignore = std::fs::read_to_string(format!("{DEPLOY}/Dockerfile.dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "!target/release/tracer"));
+}
+
+/// `kubectl kustomize DIR`: the renderer operators use (kustomize 5.5 inside kubectl 1.32 here).
+fn kustomize(dir: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl (with kustomize 3.7 or newer) renders deploy/'s kustomizations: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple::<Value>(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// (kind, name) of each document, sorted: kustomize orders documents its own way.
+fn names(docs: &[Value]) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The ServiceMonitor fields `deploy/prometheus-operator` uses, named and typed as in the
+/// `monitoring.coreos.com/v1` CRD of prometheus-operator 0.84 (read there; the CRD itself is not
+/// vendored). k8s-openapi has no type for it; with `typed` these refuse a misspelt or misplaced
+/// field as the API server's pruning would silently drop it.
+mod service_monitor {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ServiceMonitor {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: ObjectMeta,
+        pub spec: Spec,
+    }
+
+    /// `required: [endpoints, selector]` in the CRD: not `Option`.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Spec {
+        pub selector: LabelSelector,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub namespace_selector: Option<NamespaceSelector>,
+        pub endpoints: Vec<Endpoint>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct NamespaceSelector {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub any: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub match_names: Option<Vec<String>>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Endpoint {
+        /// The Service port's name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub port: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub path: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub interval: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub relabelings: Option<Vec<Relabel>>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Relabel {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub source_labels: Option<Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub target_label: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub action: Option<String>,
+    }
+
+    /// The CRD's `interval` pattern, `^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?
+    /// (([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`: units in that order, each at most once.
+    pub fn is_duration(s: &str) -> bool {
+        if s == "0" {
+            return true;
+        }
+        let units = ["y", "w", "d", "h", "m", "s", "ms"];
+        let mut next = 0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits == 0 {
+                return false;
+            }
+            rest = &rest[digits..];
+            // "ms" before "m": the longer unit first.
+            let Some((i, unit)) = units
+                .iter()
+                .enumerate()
+                .skip(next)
+                .filter(|(_, u)| rest.starts_with(**u))
+                .max_by_key(|(_, u)| u.len())
+            else {
+                return false;
+            };
+            rest = &rest[unit.len()..];
+            next = i + 1;
+        }
+        true
+    }
+
+    /// The CRD's label name pattern `^[a-zA-Z_][a-zA-Z0-9_]*$`.
+    pub fn is_label_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// The CRD's `action` enum, lower-case spellings (each also accepted capitalised).
+    pub const ACTIONS: &[&str] = &[
+        "replace",
+        "keep",
+        "drop",
+        "hashmod",
+        "labelmap",
+        "labeldrop",
+        "labelkeep",
+        "lowercase",
+        "uppercase",
+        "keepequal",
+        "dropequal",
+    ];
+}
+
+#[test]
+fn the_service_monitor_checks_catch_what_the_crd_refuses() {
+    use service_monitor::{is_duration, is_label_name};
+    for ok in ["30s", "1m30s", "0", "1h", "500ms", "1d12h"] {
+        assert!(is_duration(ok), "{ok}");
+    }
+    // (The CRD's pattern accepts "": every group is optional.)
+    for bad in ["30", "s", "30s1m", "1m1m", "1.5s", "30 s"] {
+        assert!(!is_duration(bad), "{bad}");
+    }
+    assert!(is_label_name("__meta_kubernetes_pod_node_name"));
+    assert!(!is_label_name("node-name") && !is_label_name("1node"));
+    let mut doc = find(&documented_overlay(), "ServiceMonitor", "tracer").clone();
+    doc["spec"]["endpoints"][0]["intervall"] = Value::String("30s".into());
+    assert!(serde_json::from_value::<service_monitor::ServiceMonitor>(doc).is_err());
+}
+
+/// The overlay docs/cluster.md shows, rendered as an operator would: written into a temporary
+/// directory next to a `tracer` link to this checkout.
+fn documented_overlay() -> Vec<Value> {
+    let page = std::fs::read_to_string(format!("{DEPLOY}/../docs/cluster.md")).unwrap();
+    let start = page
+        .find("# my-cluster/kustomization.yaml")
+        .expect("docs/cluster.md shows the overlay");
+    let block = &page[start..page[start..].find("```").unwrap() + start];
+    // The block sits in a list item: two spaces of indentation after its first line.
+    let yaml: String = block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    // Tests run in parallel threads of one process: each render its own directory.
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        Dir(std::env::temp_dir().join(format!("tracer-kustomize-{}-{n}", std::process::id())));
+    std::fs::create_dir_all(dir.0.join("my-cluster")).unwrap();
+    std::os::unix::fs::symlink(format!("{DEPLOY}/.."), dir.0.join("tracer")).unwrap();
+    std::fs::write(dir.0.join("my-cluster/kustomization.yaml"), yaml).unwrap();
+    kustomize(&dir.0.join("my-cluster"))
+}
+
+#[test]
+fn the_kustomize_base_is_the_manifest() {
+    let rendered = kustomize(std::path::Path::new(DEPLOY));
+    let written = documents();
+    assert_eq!(names(&rendered), names(&written));
+    for w in &written {
+        let (kind, name) = (
+            w["kind"].as_str().unwrap(),
+            w["metadata"]["name"].as_str().unwrap(),
+        );
+        assert_eq!(find(&rendered, kind, name), w, "{kind} {name}");
+    }
+}
+
+#[test]
+fn the_documented_overlay_adds_a_service_monitor_that_scrapes_every_tracer() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use service_monitor::{is_duration, is_label_name, ServiceMonitor, ACTIONS};
+
+    let docs = documented_overlay();
+    let mut wanted = names(&documents());
+    wanted.push(("Service".into(), "tracer-metrics".into()));
+    wanted.push(("ServiceMonitor".into(), "tracer".into()));
+    wanted.sort();
+    assert_eq!(names(&docs), wanted, "the base and the component");
+    let ds: DaemonSet = typed(find(&docs, "DaemonSet", "tracer"));
+    let svc: Service = typed(find(&docs, "Service", "tracer-metrics"));
+    let sm: ServiceMonitor = typed(find(&docs, "ServiceMonitor", "tracer"));
+
+    // The overlay's image and label landed.
+    let pod = ds.spec.template;
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.example/tracer:0.1.0")
+    );
+    let sm_labels = sm.metadata.labels.clone().unwrap();
+    assert_eq!(
+        sm_labels.get("release").map(String::as_str),
+        Some("kube-prometheus-stack")
+    );
+
+    // The Service: headless, in the tracer's namespace, over the DaemonSet's pods, on the
+    // container's metrics port.
+    let namespace = ds.metadata.namespace.clone().unwrap();
+    assert_eq!(svc.metadata.namespace.as_ref(), Some(&namespace));
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    let pod_labels = pod.metadata.unwrap().labels.unwrap();
+    let selector = spec.selector.unwrap();
+    assert!(!selector.is_empty());
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Service selects the pods: {k}"
+        );
+    }
+    let container_port = &container.ports.as_ref().unwrap()[0];
+    let svc_port = &spec.ports.unwrap()[0];
+    assert_eq!(svc_port.port, container_port.container_port);
+    assert_eq!(
+        svc_port.target_port,
+        Some(IntOrString::String(container_port.name.clone().unwrap()))
+    );
+
+    // The ServiceMonitor: selects that Service (its labels, its namespace) and scrapes the
+    // path the liveness probe reads, on the Service's port, at an interval the CRD accepts.
+    assert_eq!(sm.api_version, "monitoring.coreos.com/v1");
+    assert_eq!(sm.metadata.namespace.as_ref(), Some(&namespace));
+    assert!(sm.spec.selector.match_expressions.is_none());
+    let svc_labels = svc.metadata.labels.unwrap();
+    let match_labels = sm.spec.selector.match_labels.clone().unwrap();
+    assert!(!match_labels.is_empty());
+    for (k, v) in &match_labels {
+        assert_eq!(
+            svc_labels.get(k),
+            Some(v),
+            "the ServiceMonitor selects the Service: {k}"
+        );
+    }
+    let ns = sm.spec.namespace_selector.as_ref().unwrap();
+    assert_eq!(ns.match_names.as_deref(), Some(&[namespace][..]));
+    assert_eq!(sm.spec.endpoints.len(), 1);
+    let endpoint = &sm.spec.endpoints[0];
+    assert_eq!(endpoint.port, svc_port.name);
+    let probe = container.liveness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(endpoint.path, probe.path);
+    assert!(is_duration(endpoint.interval.as_deref().unwrap()));
+    for r in endpoint.relabelings.as_deref().unwrap_or_default() {
+        for l in r.source_labels.iter().flatten() {
+            assert!(is_label_name(l), "{l}");
+        }
+        assert!(r.target_label.as_deref().is_none_or(is_label_name));
+        let action = r
+            .action
+            .as_deref()
+            .unwrap_or("replace")
+            .to_ascii_lowercase();
+        assert!(ACTIONS.contains(&action.as_str()), "{action}");
+    }
 }
