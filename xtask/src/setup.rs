@@ -53,7 +53,32 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     tracefs()?;
     vm_kernel_packages()?;
+    kustomize();
     Ok(())
+}
+
+/// `kubectl kustomize` renders deploy/'s kustomize base and component in tests/deploy.rs. The
+/// machine image brings kubectl (1.32, kustomize 5.5); Debian's own package (1.20, kustomize
+/// 2.0) predates Components, and nothing newer is reachable offline: say so, do not fail here.
+fn kustomize() {
+    let version = Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdin(Stdio::null())
+        .output();
+    match version {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let found = text
+                .lines()
+                .find(|l| l.starts_with("Kustomize Version"))
+                .unwrap_or("kustomize version not shown");
+            step(&format!("kubectl: found ({found})"));
+        }
+        _ => step(
+            "kubectl: not found; tests/deploy.rs renders deploy/ with `kubectl kustomize` \
+             (kustomize 3.7 or newer) and will fail without it",
+        ),
+    }
 }
 
 /// The kernel packages `cargo xtask vm` fetches (`apt-get download`, at its first run) must be
