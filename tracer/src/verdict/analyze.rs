@@ -251,9 +251,10 @@ pub struct Analyzer {
     /// Path-MTU updates (`pmtu_update`) per (source, destination) and namespace: a sender's
     /// stack, or a tunnel or router on the way (the kernel's flow key has no ports).
     learned: HashMap<(IpAddr, IpAddr), Vec<Learned>>,
-    /// Whether the path-MTU hook was attached: `Some(true)` from the run, or once a log shows
-    /// a `pmtu_update`; only then may a missing update mean the ICMP never arrived.
-    pmtu_hook: Option<bool>,
+    /// Whether path-MTU learning could be seen, per family (IPv4, IPv6): `Some(true)` from the
+    /// run's hooks, or once a log shows a `pmtu_update` of that family; only then may a missing
+    /// update mean the ICMP never reached a sender of that family.
+    pmtu_hook: [Option<bool>; 2],
     /// ICMP generated for a packet, by skb, until the drop of that packet names its site.
     pending_icmp: HashMap<u64, (i128, Option<u32>)>,
     /// Where ICMP too-big messages were dropped: (netns, location, reason) → (count, MTU).
@@ -316,7 +317,7 @@ impl Analyzer {
             self.name_netns(ns.inode, ns.name.clone());
         }
         self.set_audit(start.audit.clone());
-        self.set_pmtu_hook(start.pmtu_hook);
+        self.pmtu_hook = learning_seen(start);
         self.blind_spots = start.blind_spots.clone();
         self.nodes.extend(start.node.clone());
         self.cni = start.cni.clone();
@@ -457,9 +458,16 @@ impl Analyzer {
         out
     }
 
-    /// Whether the path-MTU hook (`__ip_rt_update_pmtu`) is attached in this run.
+    /// Whether the path-MTU hooks (`__ip_rt_update_pmtu`, `__ip6_rt_update_pmtu`) are both
+    /// attached in this run (the start line's `pmtu_hook`).
     pub fn set_pmtu_hook(&mut self, attached: bool) {
-        self.pmtu_hook = Some(attached);
+        self.pmtu_hook = [Some(attached); 2];
+    }
+
+    /// Whether a missing path-MTU update for a sender at `src` means something: its family's
+    /// learning hook was attached.
+    pub(super) fn learning_seen(&self, src: IpAddr) -> bool {
+        self.pmtu_hook[usize::from(src.is_ipv6())] == Some(true)
     }
 
     /// Take one event into account: live from the daemon, or read back from a log.
@@ -716,10 +724,10 @@ impl Analyzer {
     /// A stack recorded a smaller path MTU for (source, destination): the sender's own (its
     /// namespace is the one its retransmissions come from), or a tunnel's or router's.
     fn pmtu_update(&mut self, o: &Record) {
-        self.pmtu_hook.get_or_insert(true);
         let (Some(mtu), Some(src), Some(dst)) = (o.size.mtu, o.flow.src, o.flow.dst) else {
             return;
         };
+        self.pmtu_hook[usize::from(src.is_ipv6())].get_or_insert(true);
         if self.learned.len() >= MAX_LEARNED && !self.learned.contains_key(&(src, dst)) {
             return;
         }
@@ -1043,4 +1051,25 @@ fn overlay_of(outer: Option<&Outer>) -> (Option<Encap>, u32) {
 /// `ip_forward+0x2c0` → `ip_forward`.
 fn symbol(location: &str) -> &str {
     location.split('+').next().unwrap_or(location)
+}
+
+/// Which families' path-MTU learning a run could see, from its start line's hooks. The
+/// `pmtu_hook` flag alone cannot say: it means both families since the IPv6 hook exists, and
+/// IPv4 alone in logs written before, which have no `pmtu6-learned` hook line.
+fn learning_seen(start: &Start) -> [Option<bool>; 2] {
+    let attached = |concern: &str| {
+        start
+            .hooks
+            .iter()
+            .any(|h| h.concern == concern && h.outcome == "attached")
+    };
+    if start.hooks.is_empty() {
+        // A start line without its hooks (hand-written or cut): only the flag, and only what
+        // it has always meant, IPv4.
+        return [Some(start.pmtu_hook), Some(false)];
+    }
+    [
+        Some(attached(crate::hooks::pmtu::CONCERN)),
+        Some(attached(crate::hooks::pmtu6::CONCERN)),
+    ]
 }

@@ -246,6 +246,19 @@ fn stuck_drops(
     out_mtu: u32,
     outer: Option<Outer>,
 ) {
+    for r in stuck_drop_records(src, dst, len, out_mtu, outer) {
+        a.observe_record(&r);
+    }
+}
+
+fn stuck_drop_records(
+    src: &str,
+    dst: &str,
+    len: u32,
+    out_mtu: u32,
+    outer: Option<Outer>,
+) -> Vec<Record> {
+    let mut out = Vec::new();
     for i in 0..4i128 {
         let mut r = flow_record(
             Kind::Drop,
@@ -264,8 +277,9 @@ fn stuck_drops(
         r.flow.src = Some(ip(src));
         r.flow.dst = Some(ip(dst));
         r.flow.outer = outer.clone();
-        a.observe_record(&r);
+        out.push(r);
     }
+    out
 }
 
 #[test]
@@ -506,8 +520,13 @@ fn path_mtu_discovery_in_steps_is_recovery_not_a_black_hole() {
 /// The sender of 10.0.1.2:40000 → 10.0.2.2:443 told MTU 1460 for a 1500-byte packet that
 /// died, then retransmitting full-size at timeouts (stuck unless it learned).
 fn told_then_retransmitting(a: &mut Analyzer) {
-    a.observe_record(&icmp_told("kprobe/__icmp_send", 1_000, 0xffff1, 1460));
-    stuck_drops(a, "10.0.1.2", "10.0.2.2", 1500, 1460, None);
+    told_then_retransmitting_as(a, |_| {});
+}
+
+/// The same, each record changed by `map` first (another family's addresses).
+fn told_then_retransmitting_as(a: &mut Analyzer, map: impl Fn(&mut Record)) {
+    let mut records = vec![icmp_told("kprobe/__icmp_send", 1_000, 0xffff1, 1460)];
+    records.extend(stuck_drop_records("10.0.1.2", "10.0.2.2", 1500, 1460, None));
     for i in 0..3i128 {
         let mut r = flow_record(
             Kind::TcpRetransmit,
@@ -516,7 +535,96 @@ fn told_then_retransmitting(a: &mut Analyzer) {
         );
         r.device.netns = Some(2);
         r.size.len = Some(1448);
+        records.push(r);
+    }
+    for mut r in records {
+        map(&mut r);
         a.observe_record(&r);
+    }
+}
+
+/// The test flow's addresses in IPv6: 10.0.X.Y becomes fd00::X:Y.
+fn in_ipv6(r: &mut Record) {
+    let v6 = |a: IpAddr| match a {
+        IpAddr::V4(v4) => {
+            let [_, _, x, y] = v4.octets();
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfd00,
+                0,
+                0,
+                0,
+                0,
+                0,
+                x.into(),
+                y.into(),
+            ))
+        }
+        v6 => v6,
+    };
+    r.flow.src = r.flow.src.map(v6);
+    r.flow.dst = r.flow.dst.map(v6);
+    if let Some(icmp) = r.icmp.as_mut() {
+        icmp.to = v6(icmp.to);
+        icmp.icmp_type = 2; // ICMPv6 packet too big
+        icmp.code = 0;
+    }
+}
+
+/// A start line whose hooks say which families' path-MTU learning attached; `flag` is its
+/// `pmtu_hook`. `v6: None` is a log written before the IPv6 hook existed (no line for it).
+fn start_with_learning(v4: bool, v6: Option<bool>, flag: bool) -> crate::event::start::Start {
+    let line = |concern: &str, attached: bool| crate::event::start::HookLine {
+        concern: concern.into(),
+        method: "fentry/…".into(),
+        outcome: if attached { "attached" } else { "failed" }.into(),
+        detail: None,
+    };
+    let mut hooks = vec![line("drops", true), line("pmtu-learned", v4)];
+    hooks.extend(v6.map(|v6| line("pmtu6-learned", v6)));
+    crate::event::start::Start {
+        hooks,
+        pmtu_hook: flag,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_log_from_before_the_ipv6_hook_claims_nothing_about_ipv6_senders() {
+    // Such a log says `pmtu_hook: true` with the IPv4 hook alone attached.
+    let old_log = start_with_learning(true, None, true);
+    let mut a = Analyzer::new();
+    a.apply_start(&old_log);
+    told_then_retransmitting_as(&mut a, in_ipv6);
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    assert_eq!(p.problem, Problem::MtuBlackHole, "{}", p.summary);
+    assert!(!p.summary.contains("never reached"), "{}", p.summary);
+    // ... and still says it about IPv4 senders, which it could see.
+    let mut a = Analyzer::new();
+    a.apply_start(&old_log);
+    told_then_retransmitting(&mut a);
+    let p = only_problem(&a.verdicts(0, None)).clone();
+    assert!(p.summary.contains("never reached"), "{}", p.summary);
+}
+
+#[test]
+fn learning_is_judged_per_family_from_the_hooks_that_attached() {
+    for (v4, v6) in [(true, false), (false, true), (true, true), (false, false)] {
+        let start = start_with_learning(v4, Some(v6), v4 && v6);
+        for (family, seen, map) in [
+            ("IPv4", v4, (|_: &mut Record| {}) as fn(&mut Record)),
+            ("IPv6", v6, in_ipv6 as fn(&mut Record)),
+        ] {
+            let mut a = Analyzer::new();
+            a.apply_start(&start);
+            told_then_retransmitting_as(&mut a, map);
+            let p = only_problem(&a.verdicts(0, None)).clone();
+            assert_eq!(
+                p.summary.contains("never reached the senders' stacks"),
+                seen,
+                "{family} with hooks v4 {v4} v6 {v6}: {}",
+                p.summary
+            );
+        }
     }
 }
 

@@ -511,9 +511,6 @@ impl Analyzer {
     /// that the ICMP too-big never reached them. Only said when the hook was attached and the
     /// sender's side was visible (its retransmissions were seen).
     fn learning_text(&self, problem: Problem, judged: &[Judged]) -> Option<String> {
-        if self.pmtu_hook != Some(true) {
-            return None;
-        }
         let learned = judged
             .iter()
             .filter_map(|j| self.learned_by_sender(&j.key, j.acc))
@@ -530,6 +527,7 @@ impl Analyzer {
                 // were seen, so its namespace is watched), stuck, and nothing recorded there.
                 let unheard = judged.iter().filter(|j| {
                     j.stuck
+                        && self.learning_seen(j.key.src)
                         && j.acc.told_mtu.is_some()
                         && j.acc.sender.is_some()
                         && self.learned_by_sender(&j.key, j.acc).is_none()
