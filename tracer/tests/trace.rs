@@ -1091,6 +1091,68 @@ fn ipv6_path_mtu_learning_is_reported_or_declared_blind() {
     }
 }
 
+/// A TCP sender's stack records the path MTU from its socket (`tcp_v{4,6}_mtu_reduced` updates
+/// the route with no packet: `__ip{,6}_rt_update_pmtu` gets the socket and a null skb), the way
+/// the incident's Redis and HTTP clients learn. Where the family's hook attaches, the update is
+/// seen in the client's namespace with the connection's addresses and protocol (read from the
+/// socket); where it does not, nothing is reported and the start line says so.
+#[test]
+fn a_tcp_senders_learning_is_read_from_its_socket_in_both_families() {
+    for family in [Family::V4, Family::V6] {
+        let path = RoutedPath::up(&prefix(), family).expect("lab");
+        path.limit_onward(1400).expect("onward route");
+        path.start_redis().expect("redis-server");
+        let log = TempLog::new("pmtu-tcp");
+        let t = start(&[&path.client_ns], &log, &[], &[]);
+        let set = path
+            .redis_set(100_000, support::slow(Duration::from_secs(6)))
+            .expect("redis-cli");
+        assert!(
+            set.ok,
+            "{family:?}: told by the router, the SET passes: {set}"
+        );
+        settle();
+        stop_ok(t);
+        let events = read_events(&log.0);
+        let all = dump(&events);
+        let start = events
+            .iter()
+            .find(|e| e["kind"] == "start")
+            .unwrap_or_else(|| panic!("no start line:\n{all}"));
+        let concern = match family {
+            Family::V4 => "pmtu-learned",
+            Family::V6 => "pmtu6-learned",
+        };
+        let hooked = start["hooks"]
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .any(|h| h["concern"] == concern && h["outcome"] == "attached");
+        let client = netns_inode(&path.client_ns);
+        let learned: Vec<&Value> = of_kind(&events, "pmtu_update")
+            .into_iter()
+            .filter(|e| e["netns"] == client && e["dst"] == path.server_ip.to_string())
+            .collect();
+        if !hooked {
+            assert!(learned.is_empty(), "{family:?}: {all}");
+            assert!(
+                start["blind_spots"].as_array().is_some_and(|b| b
+                    .iter()
+                    .any(|b| b.as_str().is_some_and(|b| b.contains("path-MTU learning")))),
+                "{family:?}: {start}"
+            );
+            continue;
+        }
+        let ev = learned.first().unwrap_or_else(|| {
+            panic!("{family:?}: no pmtu_update for the TCP sender in its namespace:\n{all}")
+        });
+        assert_eq!(ev["mtu"], 1400, "{all}");
+        assert_eq!(ev["src"], path.client_ip.to_string(), "{all}");
+        assert_eq!(ev["proto"], 6, "the socket's protocol: {all}");
+        drop(path);
+    }
+}
+
 /// Frames written onto `a`'s device by a packet socket: ICMP too-big messages plain and inside
 /// one tunnel layer, each advertising its own MTU, and look-alikes that are not one (or are
 /// nested deeper than the hooks look). Prints the MTUs of the frames that are too-big messages
