@@ -905,50 +905,19 @@ fn path_mtu_learning_is_reported_or_declared_blind() {
         );
         settle();
         let stderr = stop_ok(t);
-        let report = stderr.join("\n");
         let events = read_events(&log.0);
         let all = dump(&events);
-        let line = |method: &str| {
-            stderr
-                .iter()
-                .find(|l| l.contains("pmtu-learned") && l.contains(method))
-                .unwrap_or_else(|| panic!("no {method} line in the hook report:\n{report}"))
-                .clone()
-        };
-        let fentry = line("fentry/__ip_rt_update_pmtu");
-        let kprobe = line("kprobe/__ip_rt_update_pmtu");
         let learned = of_kind(&events, "pmtu_update");
-        if !kernel_has_kprobes() {
-            assert!(fentry.contains('✘'), "{report}");
-            assert!(
-                kprobe.contains("✘ kernel without kprobes"),
-                "the kprobe refusal must say why:\n{report}"
-            );
-            assert!(
-                stderr
-                    .iter()
-                    .any(|l| l.starts_with("blind: path-MTU learning")),
-                "no blind-spot line:\n{report}"
-            );
+        let Some(expected_hook) = learning_hook_report(
+            &stderr,
+            "pmtu-learned",
+            "__ip_rt_update_pmtu",
+            forced,
+            "blind: path-MTU learning",
+        ) else {
             assert!(learned.is_empty(), "{all}");
             continue;
-        }
-        let expected_hook = match forced {
-            Some(_) => {
-                assert!(fentry.contains("✘ skipped: TRACER_PMTU_HOOK"), "{report}");
-                assert!(kprobe.contains('✔'), "{report}");
-                "kprobe/__ip_rt_update_pmtu"
-            }
-            None => {
-                assert!(fentry.contains('✔'), "fentry should load here:\n{report}");
-                assert!(kprobe.contains("– fentry attached"), "{report}");
-                "fentry/__ip_rt_update_pmtu"
-            }
         };
-        assert!(
-            !stderr.iter().any(|l| l.starts_with("blind: path-MTU")),
-            "{report}"
-        );
         let client = netns_inode(&s.client_ns);
         let ev = learned
             .iter()
@@ -964,6 +933,52 @@ fn path_mtu_learning_is_reported_or_declared_blind() {
         assert_eq!(ev["out_mtu"], s.client_mtu);
         drop(lab);
     }
+}
+
+/// The hook report's lines for a path-MTU learning hook (`concern`, on kernel `function`): on a
+/// kernel without kprobes both methods refused, with the reason, and the `blind` line printed
+/// (None); elsewhere fentry attached, or the kprobe when `forced` (the method, which the events
+/// must name).
+fn learning_hook_report(
+    stderr: &[String],
+    concern: &str,
+    function: &str,
+    forced: Option<&str>,
+    blind: &str,
+) -> Option<String> {
+    let report = stderr.join("\n");
+    let line = |method: &str| {
+        stderr
+            .iter()
+            .find(|l| l.contains(concern) && l.contains(method))
+            .unwrap_or_else(|| panic!("no {method} line in the hook report:\n{report}"))
+            .clone()
+    };
+    let fentry = line(&format!("fentry/{function}"));
+    let kprobe = line(&format!("kprobe/{function}"));
+    let blind_printed = stderr.iter().any(|l| l.starts_with(blind));
+    if !kernel_has_kprobes() {
+        assert!(fentry.contains('✘'), "{report}");
+        assert!(
+            kprobe.contains("✘ kernel without kprobes"),
+            "the kprobe refusal must say why:\n{report}"
+        );
+        assert!(blind_printed, "no blind-spot line:\n{report}");
+        return None;
+    }
+    assert!(!blind_printed, "{report}");
+    Some(match forced {
+        Some(_) => {
+            assert!(fentry.contains("✘ skipped: TRACER_PMTU_HOOK"), "{report}");
+            assert!(kprobe.contains('✔'), "{report}");
+            format!("kprobe/{function}")
+        }
+        None => {
+            assert!(fentry.contains('✔'), "fentry should load here:\n{report}");
+            assert!(kprobe.contains("– fentry attached"), "{report}");
+            format!("fentry/{function}")
+        }
+    })
 }
 
 /// Client —1500— router —1500— server over IPv6 (`xtask::routed`), the router's route onward
@@ -1015,18 +1030,8 @@ fn ipv6_path_mtu_learning_is_reported_or_declared_blind() {
         );
         settle();
         let stderr = stop_ok(t);
-        let report = stderr.join("\n");
         let events = read_events(&log.0);
         let all = dump(&events);
-        let line = |method: &str| {
-            stderr
-                .iter()
-                .find(|l| l.contains("pmtu6-learned") && l.contains(method))
-                .unwrap_or_else(|| panic!("no {method} line in the hook report:\n{report}"))
-                .clone()
-        };
-        let fentry = line("fentry/__ip6_rt_update_pmtu");
-        let kprobe = line("kprobe/__ip6_rt_update_pmtu");
         let start = events
             .iter()
             .find(|e| e["kind"] == "start")
@@ -1035,18 +1040,13 @@ fn ipv6_path_mtu_learning_is_reported_or_declared_blind() {
             .into_iter()
             .filter(|e| e["hook"].as_str().is_some_and(|h| h.contains("ip6")))
             .collect();
-        if !kernel_has_kprobes() {
-            assert!(fentry.contains('✘'), "{report}");
-            assert!(
-                kprobe.contains("✘ kernel without kprobes"),
-                "the kprobe refusal must say why:\n{report}"
-            );
-            assert!(
-                stderr
-                    .iter()
-                    .any(|l| l.starts_with("blind: IPv6 path-MTU learning")),
-                "no blind-spot line:\n{report}"
-            );
+        let Some(expected_hook) = learning_hook_report(
+            &stderr,
+            "pmtu6-learned",
+            "__ip6_rt_update_pmtu",
+            forced,
+            "blind: IPv6 path-MTU learning",
+        ) else {
             let blind = start["blind_spots"].as_array().expect("blind_spots");
             assert!(
                 blind
@@ -1057,23 +1057,7 @@ fn ipv6_path_mtu_learning_is_reported_or_declared_blind() {
             assert_eq!(start["pmtu_hook"], false, "{start}");
             assert!(learned.is_empty(), "{all}");
             continue;
-        }
-        let expected_hook = match forced {
-            Some(_) => {
-                assert!(fentry.contains("✘ skipped: TRACER_PMTU_HOOK"), "{report}");
-                assert!(kprobe.contains('✔'), "{report}");
-                "kprobe/__ip6_rt_update_pmtu"
-            }
-            None => {
-                assert!(fentry.contains('✔'), "fentry should load here:\n{report}");
-                assert!(kprobe.contains("– fentry attached"), "{report}");
-                "fentry/__ip6_rt_update_pmtu"
-            }
         };
-        assert!(
-            !stderr.iter().any(|l| l.starts_with("blind: IPv6 path-MTU")),
-            "{report}"
-        );
         let client = netns_inode(cli);
         let ev = learned
             .iter()
