@@ -263,9 +263,10 @@ pub struct Analyzer {
     lost: u64,
     first_ns: Option<i128>,
     last_ns: Option<i128>,
-    /// Paths whose problem was printed live, with the MTU it recommended then: printed again
-    /// only when a measurement brings one (a probe's answer comes seconds after the timing).
-    announced: HashMap<PathRef, Option<u32>>,
+    /// Paths whose problem was printed live, with the MTU it recommended then and whether it
+    /// had a ready change: printed again only when a measurement brings a number (a probe's
+    /// answer comes seconds after the timing) or the CNI's objects bring the change.
+    announced: HashMap<PathRef, (Option<u32>, bool)>,
     /// The configuration audit's problems (arithmetic), given by the run.
     audit: Vec<String>,
     /// The CNI install the run recognised (what a verdict's change patches).
@@ -326,6 +327,8 @@ impl Analyzer {
     /// The CNI install, learned after the start (the live API's `cni` line).
     pub fn set_cni(&mut self, install: crate::fix::CniInstall) {
         self.cni = Some(install);
+        // A live problem announced without its ready change gets it now.
+        self.dirty = true;
     }
 
     /// The node the evidence comes from, when it is one (logs of several nodes: none yet).
@@ -864,12 +867,18 @@ impl Analyzer {
             if v.severity != Severity::Problem {
                 continue;
             }
+            // Again once a number or a ready change becomes known (a probe measured the path,
+            // the API's CNI objects arrived after the problem was first printed).
             let news = match self.announced.get(&v.path) {
                 None => true,
-                Some(before) => before.is_none() && v.recommended_mtu.is_some(),
+                Some(&(mtu, changed)) => {
+                    (mtu.is_none() && v.recommended_mtu.is_some())
+                        || (!changed && v.change.is_some())
+                }
             };
             if news {
-                self.announced.insert(v.path.clone(), v.recommended_mtu);
+                self.announced
+                    .insert(v.path.clone(), (v.recommended_mtu, v.change.is_some()));
                 v.stage = "live";
                 out.push(v);
             }

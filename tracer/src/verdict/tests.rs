@@ -972,6 +972,46 @@ fn a_live_problem_is_printed_again_once_a_probe_measures_it() {
     assert!(a.live(end).is_empty(), "measured once is enough");
 }
 
+#[test]
+fn a_live_problem_is_printed_again_once_the_cni_brings_its_change() {
+    // As a run with API access: the problem is timed before the CNI's objects are read.
+    let path = format!(
+        "{}/src/verdict/testdata/router.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut a = Analyzer::new();
+    crate::report::analyze(std::fs::read_to_string(path).unwrap().as_bytes(), &mut a).unwrap();
+    a.apply_probe(&crate::event::probe::Probe {
+        kind: crate::event::probe::KIND.into(),
+        to: Some("10.212.2.2".parse().unwrap()),
+        status: "ok".into(),
+        path_mtu: Some(1400),
+        ..Default::default()
+    });
+    let end = a.span().unwrap().1 + 10_000_000_000;
+    let first = a.live(end);
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert!(first[0].change.is_none(), "no CNI known yet");
+    let objects: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/src/fix/testdata/calico-manifest.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let install = crate::fix::recognise(objects["items"].as_array().unwrap()).expect("Calico");
+    a.set_cni(install);
+    let again = a.live(end);
+    assert_eq!(again.len(), 1, "{again:#?}");
+    let change = again[0].change.as_ref().expect("the ready change");
+    assert!(
+        change.commands.iter().any(|c| c.contains("calico-config")),
+        "{change:#?}"
+    );
+    assert!(a.live(end).is_empty(), "the change once is enough");
+}
+
 /// ICMP echo requests of `len` bytes toward 10.0.2.2 dropped at a 1450 hop, 4 times at 400 ms:
 /// what a probe's own packets look like to the drop hook.
 fn probe_echo_drops(a: &mut Analyzer, len: u32) {
