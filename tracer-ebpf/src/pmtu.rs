@@ -7,11 +7,12 @@
 //!
 //! fentry where the kernel allows it, else a kprobe: the same handler either way. Only updates
 //! that lower the route's MTU are reported: tunnels call this for every packet they send.
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::{
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
-use tracer_common::{flags, EventKind, Hook};
+use tracer_common::{flags, Event, EventKind, Hook};
 
 use crate::{config::conf, emit, kernel};
 
@@ -58,18 +59,10 @@ fn handle(rt: *const u8, fl4: *const u8, mtu: u32, hook: Hook) {
     if mtu == 0 || mtu >= current {
         return;
     }
-    let Some(mut entry) = emit::reserve(EventKind::PmtuUpdate, hook) else {
+    let Some(mut entry) = reserve_update(hook, netns, dev, mtu, old_pmtu, dev_mtu) else {
         return;
     };
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.netns = netns;
-    ev.mtu = mtu;
-    ev.aux1 = old_pmtu;
-    ev.flags |= flags::HAS_OUT_DEV | flags::HAS_FLOW;
-    ev.out_mtu = dev_mtu;
-    ev.out_ifindex = kernel::read::<u32>(dev, conf!(kernel.dev_ifindex));
-    // Reads zero their destination on a fault: no branch for the verifier to walk.
-    kernel::read_into(&mut ev.out_ifname, dev, conf!(kernel.dev_name));
     ev.flow.family = AF_INET;
     let saddr = kernel::read::<[u8; 4]>(fl4, conf!(pmtu.fl4_saddr));
     ev.flow.saddr[..4].copy_from_slice(&saddr);
@@ -80,4 +73,28 @@ fn handle(rt: *const u8, fl4: *const u8, mtu: u32, hook: Hook) {
     ev.flow.sport = u16::from_be_bytes([ports[2], ports[3]]);
     ev.flow.proto = kernel::read::<u8>(fl4, conf!(pmtu.fl4_proto));
     emit::submit(entry);
+}
+
+/// The `pmtu_update` event of either family up to its flow: the learner's namespace, the new
+/// and the old path MTU, the route's device and the device's MTU.
+#[inline(always)]
+pub(crate) fn reserve_update(
+    hook: Hook,
+    netns: u32,
+    dev: *const u8,
+    mtu: u32,
+    old_pmtu: u32,
+    dev_mtu: u32,
+) -> Option<RingBufEntry<Event>> {
+    let mut entry = emit::reserve(EventKind::PmtuUpdate, hook)?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.netns = netns;
+    ev.mtu = mtu;
+    ev.aux1 = old_pmtu;
+    ev.flags |= flags::HAS_OUT_DEV | flags::HAS_FLOW;
+    ev.out_mtu = dev_mtu;
+    ev.out_ifindex = kernel::read::<u32>(dev, conf!(kernel.dev_ifindex));
+    // Reads zero their destination on a fault: no branch for the verifier to walk.
+    kernel::read_into(&mut ev.out_ifname, dev, conf!(kernel.dev_name));
+    Some(entry)
 }

@@ -11,9 +11,9 @@ use aya_ebpf::{
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
-use tracer_common::{flags, EventKind, Hook};
+use tracer_common::Hook;
 
-use crate::{config::conf, emit, kernel};
+use crate::{config::conf, emit, kernel, pmtu};
 
 const AF_INET6: u16 = 10;
 /// `IPV6_MIN_MTU`: the kernel ignores anything below it.
@@ -73,18 +73,10 @@ fn handle(dst: *const u8, sk: *const u8, iph: *const u8, mtu: u32, hook: Hook) {
     if mtu >= current {
         return;
     }
-    let Some(mut entry) = emit::reserve(EventKind::PmtuUpdate, hook) else {
+    let Some(mut entry) = pmtu::reserve_update(hook, netns, dev, mtu, old_pmtu, dev_mtu) else {
         return;
     };
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.netns = netns;
-    ev.mtu = mtu;
-    ev.aux1 = old_pmtu;
-    ev.flags |= flags::HAS_OUT_DEV | flags::HAS_FLOW;
-    ev.out_mtu = dev_mtu;
-    ev.out_ifindex = kernel::read::<u32>(dev, conf!(kernel.dev_ifindex));
-    // Reads zero their destination on a fault: no branch for the verifier to walk.
-    kernel::read_into(&mut ev.out_ifname, dev, conf!(kernel.dev_name));
     ev.flow.family = AF_INET6;
     // As the kernel chooses: the quoted header when there is one, else the socket.
     if !iph.is_null() {
