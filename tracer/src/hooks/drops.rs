@@ -2,7 +2,7 @@
 use aya::{programs::BtfTracePoint, Btf, Ebpf};
 use tracer_common::{flags, Event};
 
-use super::{attach_tracepoint, c_name, nonzero, program, Attempt, Names, Outcome};
+use super::{attach_tracepoint, nonzero, program, Attempt, Names, Outcome};
 use crate::event::{Matched, MtuSource, Record};
 
 /// How the drop hook is reported.
@@ -76,8 +76,8 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     });
     let symbol = names.kallsyms.symbolize_ref(ev.location);
     rec.drop.location = Some(match symbol {
-        Some((name, offset, module)) => location(name, offset, module),
-        None => crate::hex::string(ev.location),
+        Some((name, offset, module)) => location(name, offset, module).into(),
+        None => crate::hex::string(ev.location).into(),
     });
     if ev.flags & flags::MATCH_REASON != 0 {
         rec.drop.matched.insert(Matched::Reason);
@@ -93,7 +93,7 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     }
     let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
         rec.route.peer_ifindex = nonzero(ev.peer_ifindex);
-        rec.route.peer_ifname = c_name(&ev.peer_ifname);
+        rec.route.peer_ifname = names.interned.name(&ev.peer_ifname);
         rec.route.peer_mtu = nonzero(ev.peer_mtu);
         rec.route.peer_mtu
     } else {
