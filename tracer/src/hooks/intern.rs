@@ -10,10 +10,11 @@ use rustc_hash::FxHashMap;
 /// the kernel hands us should grow memory without a bound.
 const MAX_ENTRIES: usize = 4096;
 
-/// Device names by their raw `char[IFNAMSIZ]` bytes.
+/// Device names by their raw `char[IFNAMSIZ]` bytes, drop locations by address.
 #[derive(Default)]
 pub struct Interned {
     names: RefCell<FxHashMap<u128, Arc<str>>>,
+    locations: RefCell<FxHashMap<u64, (Arc<str>, bool)>>,
 }
 
 impl Interned {
@@ -45,6 +46,21 @@ impl Interned {
             }
             _ => name.into(),
         }
+    }
+
+    /// The location text of a kernel address, and whatever `make` found out about it with
+    /// it, made once per address.
+    pub fn location(&self, addr: u64, make: impl FnOnce() -> (Arc<str>, bool)) -> (Arc<str>, bool) {
+        let mut locations = self.locations.borrow_mut();
+        if let Some(l) = locations.get(&addr) {
+            return l.clone();
+        }
+        let l = make();
+        if locations.len() >= MAX_ENTRIES {
+            locations.clear();
+        }
+        locations.insert(addr, l.clone());
+        l
     }
 }
 
@@ -85,9 +101,12 @@ mod tests {
     fn caches_stay_bounded() {
         let i = Interned::default();
         for n in 0..(MAX_ENTRIES as u64 * 2 + 5) {
+            let (l, _) = i.location(n, || (n.to_string().into(), false));
+            assert_eq!(&*l, n.to_string());
             let name = raw(&format!("d{n}"));
             assert_eq!(i.name(&name).as_deref(), Some(format!("d{n}").as_str()));
         }
+        assert!(i.locations.borrow().len() <= MAX_ENTRIES);
         assert!(i.names.borrow().len() <= MAX_ENTRIES);
     }
 }
