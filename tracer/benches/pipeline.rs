@@ -29,6 +29,7 @@ fn names_like(n: &Names) -> Names {
         clock_offset_ns: n.clock_offset_ns,
         inventory: None,
         conntrack: None,
+        interned: Default::default(),
     }
 }
 

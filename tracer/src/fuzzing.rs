@@ -22,6 +22,7 @@ pub fn names() -> anyhow::Result<Names> {
         clock_offset_ns: 1_700_000_000_000_000_000,
         inventory: None,
         conntrack: None,
+        interned: Default::default(),
     })
 }
 

@@ -44,6 +44,7 @@ pub fn names() -> Names {
         clock_offset_ns: 1_795_630_181_000_000_000,
         inventory: Some(inventory),
         conntrack: None,
+        interned: Default::default(),
     }
 }
 

@@ -332,7 +332,8 @@ pub struct Record {
 /// Where the event happened.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
-    pub ifname: Option<String>,
+    /// Shared per name (`hooks::Interned`): no copy per event.
+    pub ifname: Option<Arc<str>>,
     pub ifindex: Option<u32>,
     /// Network namespace inode.
     pub netns: Option<u32>,
@@ -359,8 +360,9 @@ pub struct DropCause {
     /// with the reason table: no copy per drop.
     pub reason: Option<Arc<str>>,
     pub reason_code: Option<u32>,
-    /// `symbol+0xoffset` from /proc/kallsyms.
-    pub location: Option<String>,
+    /// `symbol+0xoffset` from /proc/kallsyms. Shared per address (`hooks::Interned`): no copy
+    /// per drop.
+    pub location: Option<Arc<str>>,
     /// Why the default filter kept it; empty with `--all-drops` when none applies.
     #[serde(default)]
     pub matched: MatchedSet,
@@ -370,11 +372,11 @@ pub struct DropCause {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// Output device of the packet's route, when the kernel had one.
-    pub out_ifname: Option<String>,
+    pub out_ifname: Option<Arc<str>>,
     pub out_ifindex: Option<u32>,
     pub out_mtu: Option<u32>,
     /// veth drops: the peer device that refused the packet (its MTU is the one that failed).
-    pub peer_ifname: Option<String>,
+    pub peer_ifname: Option<Arc<str>>,
     pub peer_ifindex: Option<u32>,
     pub peer_mtu: Option<u32>,
 }

@@ -2,7 +2,7 @@
 use aya::{programs::BtfTracePoint, Btf, Ebpf};
 use tracer_common::{flags, Event};
 
-use super::{attach_tracepoint, c_name, nonzero, program, Attempt, Names, Outcome};
+use super::{attach_tracepoint, nonzero, program, Attempt, Names, Outcome};
 use crate::event::{Matched, MtuSource, Record};
 
 /// How the drop hook is reported.
@@ -74,11 +74,17 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
         // Kernels before 5.17 have no drop reasons at all.
         "UNAVAILABLE".into()
     });
-    let symbol = names.kallsyms.symbolize_ref(ev.location);
-    rec.drop.location = Some(match symbol {
-        Some((name, offset, module)) => location(name, offset, module),
-        None => crate::hex::string(ev.location),
+    // Symbolized once per address: the text is shared from then on (issue 18).
+    let (at, at_veth_receive) = names.interned.location(ev.location, || {
+        match names.kallsyms.symbolize_ref(ev.location) {
+            Some((name, offset, module)) => (
+                location(name, offset, module).into(),
+                VETH_RECEIVE_SITES.contains(&name),
+            ),
+            None => (crate::hex::string(ev.location).into(), false),
+        }
     });
+    rec.drop.location = Some(at);
     if ev.flags & flags::MATCH_REASON != 0 {
         rec.drop.matched.insert(Matched::Reason);
     }
@@ -93,7 +99,7 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     }
     let peer_mtu = if ev.flags & flags::HAS_PEER_DEV != 0 {
         rec.route.peer_ifindex = nonzero(ev.peer_ifindex);
-        rec.route.peer_ifname = c_name(&ev.peer_ifname);
+        rec.route.peer_ifname = names.interned.name(&ev.peer_ifname);
         rec.route.peer_mtu = nonzero(ev.peer_mtu);
         rec.route.peer_mtu
     } else {
@@ -101,7 +107,6 @@ pub(super) fn decode(rec: &mut Record, ev: &Event, names: &Names) {
     };
     // Which MTU the packet failed: the device's own unless the drop happened on the way to
     // another device (the veth peer, or the route's output device when forwarding).
-    let at_veth_receive = symbol.is_some_and(|(name, _, _)| VETH_RECEIVE_SITES.contains(&name));
     let len = rec.size.l3_len.or(rec.size.len);
     let fails = |mtu: Option<u32>| matches!((len, mtu), (Some(l), Some(m)) if l > m);
     if let Some(peer) = peer_mtu.filter(|_| at_veth_receive || fails(peer_mtu)) {

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod drops;
 pub mod icmp;
 pub mod ingress;
+pub mod intern;
 pub mod pmtu;
 pub mod pmtu6;
 pub mod select;
@@ -163,6 +164,8 @@ pub struct Names {
     pub inventory: Option<crate::k8s::Inventory>,
     /// Original destinations of DNATed connections, for service names after DNAT.
     pub conntrack: Option<crate::k8s::conntrack::Conntrack>,
+    /// Device names and drop locations already made, shared with the records that carry them.
+    pub interned: intern::Interned,
 }
 
 impl Names {
@@ -236,12 +239,12 @@ fn nonzero(v: u32) -> Option<u32> {
 /// Fields every kind shares: device, namespace, sizes, packet headers.
 fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
     rec.device.ifindex = nonzero(ev.ifindex);
-    rec.device.ifname = c_name(&ev.ifname);
+    rec.device.ifname = names.interned.name(&ev.ifname);
     rec.device.netns = nonzero(ev.netns);
     if rec.device.ifname.is_none() {
         // tc programs know only the namespace and ifindex: name it from the devices we hooked.
         if let Some(dev) = names.device(ev.netns, ev.ifindex) {
-            rec.device.ifname = Some(dev.iface.name.clone());
+            rec.device.ifname = Some(names.interned.name_of(&dev.iface.name));
         }
     }
     rec.size.len = nonzero(ev.len);
@@ -260,7 +263,7 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
     }
     if ev.flags & flags::HAS_OUT_DEV != 0 {
         rec.route.out_ifindex = nonzero(ev.out_ifindex);
-        rec.route.out_ifname = c_name(&ev.out_ifname);
+        rec.route.out_ifname = names.interned.name(&ev.out_ifname);
         rec.route.out_mtu = nonzero(ev.out_mtu);
     }
     if ev.skb != 0 {
@@ -299,6 +302,7 @@ mod tests {
             clock_offset_ns: 1_000_000_000,
             inventory: None,
             conntrack: None,
+            interned: Default::default(),
         }
     }
 

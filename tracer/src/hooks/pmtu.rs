@@ -164,7 +164,7 @@ mod tests {
     fn decoded(ev: &Event) -> Record {
         let mut rec = Record::new(crate::event::Kind::PmtuUpdate, "fentry/x", 0);
         // As hooks::decode does before the hook's own decoder.
-        rec.route.out_ifname = super::super::c_name(&ev.out_ifname);
+        rec.route.out_ifname = super::super::c_name(&ev.out_ifname).map(Into::into);
         rec.route.out_mtu = Some(ev.out_mtu);
         rec.size.mtu = Some(ev.mtu);
         rec.size.mtu_source = Some(MtuSource::Device);

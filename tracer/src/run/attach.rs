@@ -79,6 +79,7 @@ impl KernelFacts {
                 clock_offset_ns: time::clock_offset_ns(),
                 inventory: None,
                 conntrack: None,
+                interned: Default::default(),
             },
             notes,
         })

@@ -442,7 +442,7 @@ mod tests {
         };
         let obj = |ns: Option<&str>| ObjectRef::new(ns.map(Arc::from), name.into());
         let mut r = Record::new(Kind::Drop, "tp_btf/kfree_skb", 1_795_630_181_123_456_789);
-        r.device.ifname = Some(name.to_string());
+        r.device.ifname = Some(name.into());
         r.device.ifindex = Some(u32::MAX);
         r.device.netns = Some(4026532177);
         r.size.len = Some(1550);
@@ -453,12 +453,12 @@ mod tests {
         r.size.gso_segs = Some(45);
         r.drop.reason = Some(name.into());
         r.drop.reason_code = Some(2);
-        r.drop.location = Some(format!("{name}+0x87"));
+        r.drop.location = Some(format!("{name}+0x87").into());
         r.drop.matched = [Matched::Location, Matched::Oversize].into();
-        r.route.out_ifname = Some(name.to_string());
+        r.route.out_ifname = Some(name.into());
         r.route.out_ifindex = Some(3);
         r.route.out_mtu = Some(1500);
-        r.route.peer_ifname = Some(name.to_string());
+        r.route.peer_ifname = Some(name.into());
         r.route.peer_ifindex = Some(9);
         r.route.peer_mtu = Some(1450);
         r.flow.proto = Some(255);

@@ -290,7 +290,10 @@ impl Sink for Metrics {
                     "reason",
                     rec.drop.reason.as_deref().unwrap_or_default().to_string(),
                 ),
-                ("device", rec.device.ifname.clone().unwrap_or_default()),
+                (
+                    "device",
+                    rec.device.ifname.as_deref().unwrap_or_default().to_string(),
+                ),
                 ("netns", netns),
                 ("namespace", Self::namespace_of(rec)),
             ],

@@ -126,8 +126,8 @@ impl<W: Write> PcapSink<W> {
                 let dev = rec
                     .device
                     .ifname
-                    .clone()
-                    .unwrap_or_else(|| format!("if{ifindex}"));
+                    .as_deref()
+                    .map_or_else(|| format!("if{ifindex}"), str::to_string);
                 let label = self.netns_label(netns);
                 (
                     format!("{dev}@{label}"),
@@ -308,7 +308,7 @@ impl<W: Write> Sink for PcapSink<W> {
                 rec.device.ifname.as_deref().unwrap_or("?"),
                 self.netns_label(ns)
             ),
-            None => rec.device.ifname.clone().unwrap_or_else(|| "?".into()),
+            None => rec.device.ifname.as_deref().unwrap_or("?").to_string(),
         };
         let mut options = vec![EnhancedPacketOption::Common(CommonOption::Comment(
             Cow::Owned(comment(rec, &device)),

@@ -118,14 +118,14 @@ impl Summary {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FoldKey {
     kind: Kind,
-    ifname: Option<String>,
+    ifname: Option<Arc<str>>,
     proto: Option<u8>,
     src: Option<IpAddr>,
     sport: Option<u16>,
     dst: Option<IpAddr>,
     dport: Option<u16>,
     reason: Option<Arc<str>>,
-    location: Option<String>,
+    location: Option<Arc<str>>,
 }
 
 impl FoldKey {
@@ -334,7 +334,7 @@ impl<W: Write> TerminalSink<W> {
 
     fn ifname(&mut self, rec: &Record) -> String {
         let name = match (&rec.device.ifname, rec.device.ifindex) {
-            (Some(n), _) => n.clone(),
+            (Some(n), _) => n.to_string(),
             (None, Some(i)) => format!("if{i}"),
             (None, None) => "-".to_string(),
         };
