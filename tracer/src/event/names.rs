@@ -46,13 +46,17 @@ pub struct ServiceRef {
 }
 
 /// The names an event gains: the record's names section. Null when unknown.
+///
+/// Each name is shared whole (`Arc`) with the inventory that found it: an event costs one
+/// reference count per name instead of one per string in it, and the record stays small
+/// (it is moved several times on its way to the sinks).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribution {
-    pub src_pod: Option<ObjectRef>,
-    pub dst_pod: Option<ObjectRef>,
-    pub service: Option<ServiceRef>,
-    pub src_node: Option<ObjectRef>,
-    pub dst_node: Option<ObjectRef>,
+    pub src_pod: Option<Arc<ObjectRef>>,
+    pub dst_pod: Option<Arc<ObjectRef>>,
+    pub service: Option<Arc<ServiceRef>>,
+    pub src_node: Option<Arc<ObjectRef>>,
+    pub dst_node: Option<Arc<ObjectRef>>,
 }
 
 impl Attribution {

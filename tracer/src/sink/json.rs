@@ -486,25 +486,25 @@ mod tests {
         r.tcp_state = Some(name.to_string());
         r.skb = Some(0xffff_8881_0000_0000u64 + n);
         r.lost = Some(u64::MAX - n);
-        r.names.src_pod = Some(ObjectRef {
+        r.names.src_pod = Some(Arc::new(ObjectRef {
             workload: Some(name.into()),
             ..obj(Some(name))
-        });
+        }));
         // Every other record's destination pod has no known workload (the field is skipped).
-        r.names.dst_pod = Some(ObjectRef {
+        r.names.dst_pod = Some(Arc::new(ObjectRef {
             workload: n
                 .is_multiple_of(2)
                 .then(|| Arc::from(format!("deployment/{name}"))),
             ..obj(None)
-        });
-        r.names.service = Some(ServiceRef {
+        }));
+        r.names.service = Some(Arc::new(ServiceRef {
             namespace: name.into(),
             name: name.into(),
             port: n.is_multiple_of(2).then_some(443),
             port_name: (!n.is_multiple_of(2)).then(|| Arc::from(name)),
-        });
-        r.names.src_node = Some(obj(None));
-        r.names.dst_node = Some(obj(Some(name)));
+        }));
+        r.names.src_node = Some(Arc::new(obj(None)));
+        r.names.dst_node = Some(Arc::new(obj(Some(name))));
         r
     }
 
@@ -680,16 +680,16 @@ mod tests {
             skb: Some(0xffff_8881_0000_0000),
             lost: Some(1),
             names: Attribution {
-                src_pod: Some(obj()),
-                dst_pod: Some(obj()),
-                service: Some(ServiceRef {
+                src_pod: Some(Arc::new(obj())),
+                dst_pod: Some(Arc::new(obj())),
+                service: Some(Arc::new(ServiceRef {
                     namespace: name.clone(),
                     name: name.clone(),
                     port: Some(443),
                     port_name: Some(name.clone()),
-                }),
-                src_node: Some(obj()),
-                dst_node: Some(obj()),
+                })),
+                src_node: Some(Arc::new(obj())),
+                dst_node: Some(Arc::new(obj())),
             },
             node: Some(name.clone()),
             packet: Some(crate::event::Captured {
