@@ -226,7 +226,11 @@ impl Inventory {
     /// balancer IP, node port); a node known
     /// only as a pod CIDR's route target counts once per name it would get.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let pods: HashSet<&ObjectRef> = self.pods_by_ip.values().map(|p| &*p.pod).collect();
+        let pods: HashSet<(Option<&str>, &str)> = self
+            .pods_by_ip
+            .values()
+            .map(|p| (p.pod.namespace.as_deref(), &*p.pod.name))
+            .collect();
         let services: HashSet<(&str, &str)> = self
             .services_by_cluster_ip
             .values()

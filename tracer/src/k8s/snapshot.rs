@@ -396,11 +396,13 @@ pub(super) fn build<'a>(
     for p in pods {
         // One shared copy of each namespace and node name (a pod's own name stays its own).
         let info = PodInfo {
-            pod: Arc::new(ObjectRef {
-                namespace: p.info.pod.namespace.as_deref().map(|n| names.get(n)),
-                name: p.info.pod.name.clone(),
-                workload: p.info.pod.workload.as_deref().map(|n| names.get(n)),
-            }),
+            pod: Arc::new(
+                ObjectRef::new(
+                    p.info.pod.namespace.as_deref().map(|n| names.get(n)),
+                    p.info.pod.name.clone(),
+                )
+                .with_workload(p.info.pod.workload.as_deref().map(|n| names.get(n))),
+            ),
             node: p.info.node.as_deref().map(|n| names.get(n)),
         };
         for ip in &p.ips {
@@ -417,12 +419,12 @@ pub(super) fn build<'a>(
     }
     for s in services.values() {
         for p in &s.ports {
-            let sref = Arc::new(ServiceRef {
-                namespace: names.get(&s.namespace),
-                name: names.get(&s.name),
-                port: Some(p.port),
-                port_name: p.name.as_deref().map(|n| names.get(n)),
-            });
+            let sref = Arc::new(ServiceRef::new(
+                names.get(&s.namespace),
+                names.get(&s.name),
+                Some(p.port),
+                p.name.as_deref().map(|n| names.get(n)),
+            ));
             for ip in &s.cluster_ips {
                 inv.services_by_cluster_ip
                     .insert((*ip, p.port, p.proto), sref.clone());
@@ -661,11 +663,10 @@ pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
         return None;
     }
     let info = PodInfo {
-        pod: Arc::new(ObjectRef {
-            namespace: Some(at.namespace().into()),
-            workload: Some(workload(at.value, &name).into()),
-            name: name.into(),
-        }),
+        pod: Arc::new(
+            ObjectRef::new(Some(at.namespace().into()), name.as_str().into())
+                .with_workload(Some(workload(at.value, &name).into())),
+        ),
         node: at
             .str("/spec/nodeName")
             .filter(|n| !n.is_empty())
@@ -956,12 +957,12 @@ fn slice_backends(
         let service_port = svc
             .and_then(|s| s.ports.iter().find(|sp| sp.name == p.name))
             .map(|sp| sp.port);
-        let sref = Arc::new(ServiceRef {
-            namespace: names.get(namespace),
-            name: names.get(svc_name),
-            port: service_port,
-            port_name: p.name.as_deref().map(|n| names.get(n)),
-        });
+        let sref = Arc::new(ServiceRef::new(
+            names.get(namespace),
+            names.get(svc_name),
+            service_port,
+            p.name.as_deref().map(|n| names.get(n)),
+        ));
         for ip in ips {
             let key = (*ip, p.port, p.proto);
             let better = backends.get(&key).is_none_or(|(r, _)| rank < *r);
@@ -1068,12 +1069,12 @@ mod tests {
     }
 
     fn svc(ns: &str, name: &str, port: Option<u16>, port_name: Option<&str>) -> Arc<ServiceRef> {
-        Arc::new(ServiceRef {
-            namespace: ns.into(),
-            name: name.into(),
+        Arc::new(ServiceRef::new(
+            ns.into(),
+            name.into(),
             port,
-            port_name: port_name.map(Into::into),
-        })
+            port_name.map(Into::into),
+        ))
     }
 
     #[test]

@@ -410,12 +410,12 @@ mod tests {
         });
         r.names.src_pod = named(Some("shop"), "order-api-7d9f8");
         r.names.dst_pod = named(Some("cache"), "storage-0");
-        r.names.service = Some(Arc::new(ServiceRef {
-            namespace: "cache".into(),
-            name: "storage".into(),
-            port: Some(8080),
-            port_name: None,
-        }));
+        r.names.service = Some(Arc::new(ServiceRef::new(
+            "cache".into(),
+            "storage".into(),
+            Some(8080),
+            None,
+        )));
         r.names.src_node = named(None, "worker-116");
         r.names.dst_node = named(None, "worker-208");
         r

@@ -1068,12 +1068,12 @@ mod tests {
         assert_eq!(names_text(&rec), None);
         rec.names.src_pod = Some(Arc::new(obj(Some("shop"), "order-api")));
         rec.names.src_node = Some(Arc::new(obj(None, "worker-116")));
-        rec.names.service = Some(Arc::new(ServiceRef {
-            namespace: "cache".into(),
-            name: "storage".into(),
-            port: Some(6379),
-            port_name: Some("redis".into()),
-        }));
+        rec.names.service = Some(Arc::new(ServiceRef::new(
+            "cache".into(),
+            "storage".into(),
+            Some(6379),
+            Some("redis".into()),
+        )));
         assert_eq!(
             names_text(&rec).as_deref(),
             Some("shop/order-api@worker-116 → svc cache/storage:6379")
