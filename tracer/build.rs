@@ -3,7 +3,10 @@
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {
-    let ebpf_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer-ebpf");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses a compiled build
+    // script across checkouts that share a target directory (git worktrees).
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR unset")?;
+    let ebpf_dir = std::path::Path::new(&manifest_dir).join("../tracer-ebpf");
     let ebpf_dir = ebpf_dir
         .canonicalize()
         .context("tracer-ebpf directory missing")?;

@@ -517,7 +517,8 @@ pub struct ArrivalKey {
 }
 
 /// One CPU's counts under an [`ArrivalKey`] (the daemon sums the CPUs). Sizes are IP total
-/// lengths; times `bpf_ktime_get_ns()` of the first and last arrival this CPU counted.
+/// lengths; times `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC as of the last tick: a tick's
+/// precision, enough for a window's ends) of the first and last arrival this CPU counted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArrivalCounts {

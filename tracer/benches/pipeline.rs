@@ -30,6 +30,7 @@ fn names_like(n: &Names) -> Names {
         inventory: None,
         conntrack: None,
         interned: Default::default(),
+        keep_packets: n.keep_packets,
     }
 }
 

@@ -23,6 +23,7 @@ pub fn names() -> anyhow::Result<Names> {
         inventory: None,
         conntrack: None,
         interned: Default::default(),
+        keep_packets: true,
     })
 }
 

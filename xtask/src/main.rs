@@ -428,8 +428,15 @@ fn running_exe() -> Result<PathBuf> {
 }
 
 fn root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    // `cargo run` (the `cargo xtask` alias) sets it for this checkout; the compiled-in path is
+    // the one of the checkout that built this binary, which cargo may reuse for another
+    // checkout sharing the target directory (git worktrees).
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
+        .parent()
+        .map_or_else(|| manifest.clone(), Path::to_path_buf)
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

@@ -45,6 +45,8 @@ pub fn names() -> Names {
         inventory: Some(inventory),
         conntrack: None,
         interned: Default::default(),
+        // As a run without --pcap: the captured bytes are decoded, not kept.
+        keep_packets: false,
     }
 }
 

@@ -19,12 +19,12 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn node(name: &str) -> ObjectRef {
-    ObjectRef::new(None, name.into())
+fn node(name: &str) -> Arc<ObjectRef> {
+    Arc::new(ObjectRef::new(None, name.into()))
 }
 
-fn pod(ns: &str, name: &str) -> ObjectRef {
-    ObjectRef::new(Some(Arc::from(ns)), name.into())
+fn pod(ns: &str, name: &str) -> Arc<ObjectRef> {
+    Arc::new(ObjectRef::new(Some(Arc::from(ns)), name.into()))
 }
 
 /// A record of `kind` with every field set, the values a real event of that kind would carry
@@ -98,12 +98,12 @@ fn full(kind: Kind, n: u32) -> Record {
     r.lost = Some(17);
     r.names.src_pod = Some(pod("shop", "order-api-7d9f8"));
     r.names.dst_pod = Some(pod("cache", "storage-0"));
-    r.names.service = Some(ServiceRef {
-        namespace: "cache".into(),
-        name: "storage".into(),
-        port: Some(6379),
-        port_name: Some("redis".into()),
-    });
+    r.names.service = Some(Arc::new(ServiceRef::new(
+        "cache".into(),
+        "storage".into(),
+        Some(6379),
+        Some("redis".into()),
+    )));
     r.names.src_node = Some(node("worker-116"));
     r.names.dst_node = Some(node("worker-208"));
     r.node = Some("worker-116".into());
@@ -140,12 +140,12 @@ pub(super) fn records() -> Vec<Record> {
         code: 0,
         mtu: None,
     });
-    v6.names.service = Some(ServiceRef {
-        namespace: "default".into(),
-        name: "web".into(),
-        port: None,
-        port_name: Some("http".into()),
-    });
+    v6.names.service = Some(Arc::new(ServiceRef::new(
+        "default".into(),
+        "web".into(),
+        None,
+        Some("http".into()),
+    )));
     v6.names.dst_node = Some(node("worker-208"));
     all.push(v6);
     // A name with every kind of character serde escapes.

@@ -324,7 +324,8 @@ pub struct Record {
     /// kernel or at the ring's edge; it then carries the time of the burst's last event. `None` on `lost` lines and in logs
     /// older than the field (read them as 1: [`Record::events`]).
     pub count: Option<u64>,
-    /// The captured packet bytes, for `--pcap`; never in the JSON log (its decoded fields are).
+    /// The captured packet bytes, kept only for `--pcap` (`Names::keep_packets`); never in the
+    /// JSON log (its decoded fields are).
     #[serde(skip)]
     pub packet: Option<Captured>,
 }

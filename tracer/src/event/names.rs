@@ -2,7 +2,7 @@
 //! `dst_node`). They are part of the event model; `k8s` finds them ([`crate::k8s::Inventory`])
 //! and depends on this module, never the other way round.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,8 @@ pub struct ObjectRef {
     /// (node-local names, nodes, logs of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Arc<str>>,
+    #[serde(skip)]
+    json: JsonText,
 }
 
 impl ObjectRef {
@@ -29,7 +31,18 @@ impl ObjectRef {
             namespace,
             name,
             workload: None,
+            json: JsonText::default(),
         }
+    }
+
+    /// A pod and the workload that controls it.
+    pub fn with_workload(self, workload: Option<Arc<str>>) -> Self {
+        ObjectRef { workload, ..self }
+    }
+
+    /// This name as the event log writes it, made by `write` the first time and kept.
+    pub(crate) fn json(&self, write: impl FnOnce(&mut Vec<u8>, &Self)) -> &[u8] {
+        self.json.get_or_make(|out| write(out, self))
     }
 }
 
@@ -43,16 +56,86 @@ pub struct ServiceRef {
     pub port: Option<u16>,
     /// The port's name (`http`, `redis`), when it has one.
     pub port_name: Option<Arc<str>>,
+    #[serde(skip)]
+    json: JsonText,
+}
+
+impl ServiceRef {
+    pub fn new(
+        namespace: Arc<str>,
+        name: Arc<str>,
+        port: Option<u16>,
+        port_name: Option<Arc<str>>,
+    ) -> Self {
+        ServiceRef {
+            namespace,
+            name,
+            port,
+            port_name,
+            json: JsonText::default(),
+        }
+    }
+
+    /// This service as the event log writes it, made by `write` the first time and kept.
+    pub(crate) fn json(&self, write: impl FnOnce(&mut Vec<u8>, &Self)) -> &[u8] {
+        self.json.get_or_make(|out| write(out, self))
+    }
+}
+
+/// A name's JSON text, made the first time the event log writes it: a name is shared by every
+/// record about its object (`Arc`), so its strings need not be escaped and appended one by
+/// one for each event (issue 18). Not part of the value: equal and hashed as nothing, and a
+/// clone starts empty (its fields may then change). The fields of a name must not change
+/// once it has been written (names are shared behind `Arc`, which keeps them so).
+#[derive(Default)]
+struct JsonText(OnceLock<Box<[u8]>>);
+
+impl JsonText {
+    fn get_or_make(&self, make: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        self.0.get_or_init(|| {
+            let mut text = Vec::new();
+            make(&mut text);
+            text.into_boxed_slice()
+        })
+    }
+}
+
+impl Clone for JsonText {
+    fn clone(&self) -> Self {
+        JsonText::default()
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonText {}
+
+impl std::hash::Hash for JsonText {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonText")
+    }
 }
 
 /// The names an event gains: the record's names section. Null when unknown.
+///
+/// Each name is shared whole (`Arc`) with the inventory that found it: an event costs one
+/// reference count per name instead of one per string in it, and the record stays small
+/// (it is moved several times on its way to the sinks).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribution {
-    pub src_pod: Option<ObjectRef>,
-    pub dst_pod: Option<ObjectRef>,
-    pub service: Option<ServiceRef>,
-    pub src_node: Option<ObjectRef>,
-    pub dst_node: Option<ObjectRef>,
+    pub src_pod: Option<Arc<ObjectRef>>,
+    pub dst_pod: Option<Arc<ObjectRef>>,
+    pub service: Option<Arc<ServiceRef>>,
+    pub src_node: Option<Arc<ObjectRef>>,
+    pub dst_node: Option<Arc<ObjectRef>>,
 }
 
 impl Attribution {

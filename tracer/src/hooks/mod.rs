@@ -166,6 +166,9 @@ pub struct Names {
     pub conntrack: Option<crate::k8s::conntrack::Conntrack>,
     /// Device names and drop locations already made, shared with the records that carry them.
     pub interned: intern::Interned,
+    /// Keep the captured bytes in the record (`Record::packet`): only the pcapng sink reads
+    /// them, and a copy per event costs an allocation when nothing does.
+    pub keep_packets: bool,
 }
 
 impl Names {
@@ -276,10 +279,12 @@ fn fill_common(rec: &mut Record, ev: &Event, names: &Names) {
         if rec.size.l3_len.is_none() {
             rec.size.l3_len = decoded.ip_len;
         }
-        rec.packet = Some(crate::event::Captured {
-            ethertype: ev.l3_proto,
-            bytes: ev.packet[..n].to_vec(),
-        });
+        if names.keep_packets {
+            rec.packet = Some(crate::event::Captured {
+                ethertype: ev.l3_proto,
+                bytes: ev.packet[..n].to_vec(),
+            });
+        }
     }
 }
 
@@ -303,6 +308,7 @@ mod tests {
             inventory: None,
             conntrack: None,
             interned: Default::default(),
+            keep_packets: true,
         }
     }
 

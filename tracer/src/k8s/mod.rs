@@ -11,7 +11,7 @@ pub mod conntrack;
 pub mod node_local;
 pub mod snapshot;
 
-use std::{collections::HashSet, fmt, net::IpAddr, str::FromStr, sync::Arc};
+use std::{cell::RefCell, collections::HashSet, fmt, net::IpAddr, str::FromStr, sync::Arc};
 
 use rustc_hash::FxHashMap;
 
@@ -21,7 +21,7 @@ pub use crate::event::{Attribution, ObjectRef, ServiceRef};
 /// A pod: its name and the node it runs on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodInfo {
-    pub pod: ObjectRef,
+    pub pod: Arc<ObjectRef>,
     pub node: Option<Arc<str>>,
 }
 
@@ -31,13 +31,13 @@ pub struct Inventory {
     /// Pod IP → pod (host-network pods are left out: their IP is the node's).
     pub pods_by_ip: FxHashMap<IpAddr, PodInfo>,
     /// (ClusterIP, port, IP protocol) → service.
-    pub services_by_cluster_ip: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_cluster_ip: FxHashMap<(IpAddr, u16, u8), Arc<ServiceRef>>,
     /// (backend IP, target port, IP protocol) → service, from EndpointSlices.
-    pub services_by_backend: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_backend: FxHashMap<(IpAddr, u16, u8), Arc<ServiceRef>>,
     /// (external IP or LoadBalancer ingress IP, service port, IP protocol) → service.
-    pub services_by_external_ip: FxHashMap<(IpAddr, u16, u8), ServiceRef>,
+    pub services_by_external_ip: FxHashMap<(IpAddr, u16, u8), Arc<ServiceRef>>,
     /// (nodePort, IP protocol) → service, on any address of `nodes_by_ip`.
-    pub services_by_node_port: FxHashMap<(u16, u8), ServiceRef>,
+    pub services_by_node_port: FxHashMap<(u16, u8), Arc<ServiceRef>>,
     /// Node address (InternalIP, ExternalIP) → node name.
     pub nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
     /// Another node's pod CIDR → the address its route goes through (that node's address or
@@ -45,6 +45,54 @@ pub struct Inventory {
     pub node_by_pod_cidr: Vec<(Prefix, IpAddr)>,
     /// The objects that say how the CNI is configured (`crate::fix::recognise`), as listed.
     pub cni_objects: Vec<serde_json::Value>,
+    /// Node names as records carry them, made once per name.
+    pub node_refs: NodeRefs,
+}
+
+/// A node's [`ObjectRef`] made once per name and shared by every record that names the node:
+/// a fresh one per event would be an allocation per node side. Only a cache: it is keyed by
+/// the name alone (a node's reference has nothing else), never stale, not part of equality,
+/// and a clone starts empty.
+#[derive(Default)]
+pub struct NodeRefs(RefCell<FxHashMap<Arc<str>, Arc<ObjectRef>>>);
+
+/// Entries kept before the cache starts over: a name from an address (no API) is one per
+/// address seen, which nothing bounds.
+const MAX_NODE_REFS: usize = 4096;
+
+impl NodeRefs {
+    fn get(&self, name: Arc<str>) -> Arc<ObjectRef> {
+        let mut refs = self.0.borrow_mut();
+        if let Some(r) = refs.get(&name) {
+            return r.clone();
+        }
+        if refs.len() >= MAX_NODE_REFS {
+            refs.clear();
+        }
+        let r = Arc::new(ObjectRef::new(None, name.clone()));
+        refs.insert(name, r.clone());
+        r
+    }
+}
+
+impl Clone for NodeRefs {
+    fn clone(&self) -> Self {
+        NodeRefs::default()
+    }
+}
+
+impl PartialEq for NodeRefs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for NodeRefs {}
+
+impl fmt::Debug for NodeRefs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeRefs({} cached)", self.0.borrow().len())
+    }
 }
 
 /// An address prefix such as `10.244.1.0/24` (host bits cleared).
@@ -178,7 +226,11 @@ impl Inventory {
     /// balancer IP, node port); a node known
     /// only as a pod CIDR's route target counts once per name it would get.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let pods: HashSet<&ObjectRef> = self.pods_by_ip.values().map(|p| &p.pod).collect();
+        let pods: HashSet<(Option<&str>, &str)> = self
+            .pods_by_ip
+            .values()
+            .map(|p| (p.pod.namespace.as_deref(), &*p.pod.name))
+            .collect();
         let services: HashSet<(&str, &str)> = self
             .services_by_cluster_ip
             .values()
@@ -249,7 +301,7 @@ impl Inventory {
         ip: Option<IpAddr>,
         port: Option<u16>,
         proto: Option<u8>,
-    ) -> Option<&ServiceRef> {
+    ) -> Option<&Arc<ServiceRef>> {
         let key = (ip?, port?, proto?);
         self.front(key)
             .or_else(|| self.services_by_backend.get(&key))
@@ -257,7 +309,7 @@ impl Inventory {
 
     /// The service whose ClusterIP, external or LoadBalancer IP, or nodePort (on a known node
     /// address) `(ip, port, proto)` is: where clients send before DNAT.
-    pub fn front(&self, key: (IpAddr, u16, u8)) -> Option<&ServiceRef> {
+    pub fn front(&self, key: (IpAddr, u16, u8)) -> Option<&Arc<ServiceRef>> {
         let (ip, port, proto) = key;
         self.services_by_cluster_ip
             .get(&key)
@@ -277,13 +329,13 @@ impl Inventory {
         outer: Option<IpAddr>,
         pod: Option<&PodInfo>,
         inner: Option<IpAddr>,
-    ) -> Option<ObjectRef> {
+    ) -> Option<Arc<ObjectRef>> {
         let by_ip = |ip: Option<IpAddr>| ip.and_then(|ip| self.nodes_by_ip.get(&ip)).cloned();
         let name = by_ip(outer)
             .or_else(|| pod.and_then(|p| p.node.clone()))
             .or_else(|| by_ip(inner))
             .or_else(|| self.node_by_cidr(inner?))?;
-        Some(ObjectRef::new(None, name))
+        Some(self.node_refs.get(name))
     }
 
     fn node_by_cidr(&self, ip: IpAddr) -> Option<Arc<str>> {

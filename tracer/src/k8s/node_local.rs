@@ -330,10 +330,10 @@ fn local_pods(host: &HostRoot, proc: &Path, d: &mut Discovery) -> bool {
             Some(Some(addrs)) => {
                 d.local_pods += 1;
                 let info = PodInfo {
-                    pod: ObjectRef::new(
+                    pod: std::sync::Arc::new(ObjectRef::new(
                         Some(pod.namespace.as_str().into()),
                         pod.name.as_str().into(),
-                    ),
+                    )),
                     node: d.node.as_deref().map(Into::into),
                 };
                 for ip in addrs {

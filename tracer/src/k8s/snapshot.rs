@@ -396,11 +396,13 @@ pub(super) fn build<'a>(
     for p in pods {
         // One shared copy of each namespace and node name (a pod's own name stays its own).
         let info = PodInfo {
-            pod: ObjectRef {
-                namespace: p.info.pod.namespace.as_deref().map(|n| names.get(n)),
-                name: p.info.pod.name.clone(),
-                workload: p.info.pod.workload.as_deref().map(|n| names.get(n)),
-            },
+            pod: Arc::new(
+                ObjectRef::new(
+                    p.info.pod.namespace.as_deref().map(|n| names.get(n)),
+                    p.info.pod.name.clone(),
+                )
+                .with_workload(p.info.pod.workload.as_deref().map(|n| names.get(n))),
+            ),
             node: p.info.node.as_deref().map(|n| names.get(n)),
         };
         for ip in &p.ips {
@@ -417,12 +419,12 @@ pub(super) fn build<'a>(
     }
     for s in services.values() {
         for p in &s.ports {
-            let sref = ServiceRef {
-                namespace: names.get(&s.namespace),
-                name: names.get(&s.name),
-                port: Some(p.port),
-                port_name: p.name.as_deref().map(|n| names.get(n)),
-            };
+            let sref = Arc::new(ServiceRef::new(
+                names.get(&s.namespace),
+                names.get(&s.name),
+                Some(p.port),
+                p.name.as_deref().map(|n| names.get(n)),
+            ));
             for ip in &s.cluster_ips {
                 inv.services_by_cluster_ip
                     .insert((*ip, p.port, p.proto), sref.clone());
@@ -447,7 +449,7 @@ pub(super) fn build<'a>(
     // service and its ClusterIP service, a canary service...). One must be chosen; the choice
     // must not depend on the order of the objects: services with a ClusterIP first (post-DNAT
     // traffic came through one), then by namespace and name.
-    let mut backends: HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)> = HashMap::new();
+    let mut backends: HashMap<(IpAddr, u16, u8), (BackendRank, Arc<ServiceRef>)> = HashMap::new();
     for slice in slices {
         slice_backends(slice, services, &mut backends, &mut names);
     }
@@ -479,11 +481,12 @@ impl Interner {
 
 /// Insert `sref` at `key` unless a service earlier by (namespace, name) has it.
 fn insert_first_by_name<K: std::hash::Hash + Eq>(
-    map: &mut FxHashMap<K, ServiceRef>,
+    map: &mut FxHashMap<K, Arc<ServiceRef>>,
     key: K,
-    sref: &ServiceRef,
+    sref: &Arc<ServiceRef>,
 ) {
-    let earlier = |old: &ServiceRef| (&old.namespace, &old.name) <= (&sref.namespace, &sref.name);
+    let earlier =
+        |old: &Arc<ServiceRef>| (&old.namespace, &old.name) <= (&sref.namespace, &sref.name);
     if !map.get(&key).is_some_and(earlier) {
         map.insert(key, sref.clone());
     }
@@ -660,11 +663,10 @@ pub(super) fn pod(at: &Item, w: &mut Warnings) -> Option<ParsedPod> {
         return None;
     }
     let info = PodInfo {
-        pod: ObjectRef {
-            namespace: Some(at.namespace().into()),
-            workload: Some(workload(at.value, &name).into()),
-            name: name.into(),
-        },
+        pod: Arc::new(
+            ObjectRef::new(Some(at.namespace().into()), name.as_str().into())
+                .with_workload(Some(workload(at.value, &name).into())),
+        ),
         node: at
             .str("/spec/nodeName")
             .filter(|n| !n.is_empty())
@@ -932,7 +934,7 @@ pub(super) fn endpoint_slice(at: &Item, w: &mut Warnings) -> Option<ParsedSlice>
 fn slice_backends(
     slice: &ParsedSlice,
     services: &HashMap<(&str, &str), &ParsedService>,
-    backends: &mut HashMap<(IpAddr, u16, u8), (BackendRank, ServiceRef)>,
+    backends: &mut HashMap<(IpAddr, u16, u8), (BackendRank, Arc<ServiceRef>)>,
     names: &mut Interner,
 ) {
     let ParsedSlice {
@@ -955,12 +957,12 @@ fn slice_backends(
         let service_port = svc
             .and_then(|s| s.ports.iter().find(|sp| sp.name == p.name))
             .map(|sp| sp.port);
-        let sref = ServiceRef {
-            namespace: names.get(namespace),
-            name: names.get(svc_name),
-            port: service_port,
-            port_name: p.name.as_deref().map(|n| names.get(n)),
-        };
+        let sref = Arc::new(ServiceRef::new(
+            names.get(namespace),
+            names.get(svc_name),
+            service_port,
+            p.name.as_deref().map(|n| names.get(n)),
+        ));
         for ip in ips {
             let key = (*ip, p.port, p.proto);
             let better = backends.get(&key).is_none_or(|(r, _)| rank < *r);
@@ -1066,13 +1068,13 @@ mod tests {
         inv.pods_by_ip.get(&ip(addr)).map(|p| object_name(&p.pod))
     }
 
-    fn svc(ns: &str, name: &str, port: Option<u16>, port_name: Option<&str>) -> ServiceRef {
-        ServiceRef {
-            namespace: ns.into(),
-            name: name.into(),
+    fn svc(ns: &str, name: &str, port: Option<u16>, port_name: Option<&str>) -> Arc<ServiceRef> {
+        Arc::new(ServiceRef::new(
+            ns.into(),
+            name.into(),
             port,
-            port_name: port_name.map(Into::into),
-        }
+            port_name.map(Into::into),
+        ))
     }
 
     #[test]

@@ -38,30 +38,29 @@ fn flow(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
 
 /// A fixture pod as attribution names it, with its workload as its controller names it in
 /// the fixture files.
-fn pod(ns: &str, name: &str) -> Option<ObjectRef> {
+fn pod(ns: &str, name: &str) -> Option<Arc<ObjectRef>> {
     let workload = match name {
         FRONTEND => "deployment/frontend",
         CHECKOUT_C | CHECKOUT_B => "deployment/checkout",
         "alertmanager-main-0" => "statefulset/alertmanager-main",
         other => panic!("no workload known for fixture pod {other}"),
     };
-    Some(ObjectRef {
-        workload: Some(workload.into()),
-        ..ObjectRef::new(Some(ns.into()), name.into())
-    })
+    Some(Arc::new(
+        ObjectRef::new(Some(ns.into()), name.into()).with_workload(Some(workload.into())),
+    ))
 }
 
-fn node(name: &str) -> Option<ObjectRef> {
-    Some(ObjectRef::new(None, name.into()))
+fn node(name: &str) -> Option<Arc<ObjectRef>> {
+    Some(Arc::new(ObjectRef::new(None, name.into())))
 }
 
-fn checkout_http() -> Option<ServiceRef> {
-    Some(ServiceRef {
-        namespace: "shop".into(),
-        name: "checkout".into(),
-        port: Some(80),
-        port_name: Some("http".into()),
-    })
+fn checkout_http() -> Option<Arc<ServiceRef>> {
+    Some(Arc::new(ServiceRef::new(
+        "shop".into(),
+        "checkout".into(),
+        Some(80),
+        Some("http".into()),
+    )))
 }
 
 const FRONTEND: &str = "frontend-7c9d8f6b5-x2x9k";
@@ -155,13 +154,13 @@ fn reply_names_the_service_from_the_source() {
     assert_eq!(a.src_node, None);
 }
 
-fn frontend_http() -> Option<ServiceRef> {
-    Some(ServiceRef {
-        namespace: "shop".into(),
-        name: "frontend".into(),
-        port: Some(80),
-        port_name: Some("http".into()),
-    })
+fn frontend_http() -> Option<Arc<ServiceRef>> {
+    Some(Arc::new(ServiceRef::new(
+        "shop".into(),
+        "frontend".into(),
+        Some(80),
+        Some("http".into()),
+    )))
 }
 
 #[test]
@@ -585,12 +584,7 @@ fn conntrack_original_destination_names_the_service_after_dnat() {
     let mut stale = load("cluster.json");
     stale.services_by_backend.insert(
         (ip("10.244.2.23"), 8080, TCP),
-        ServiceRef {
-            namespace: "old".into(),
-            name: "gone".into(),
-            port: Some(80),
-            port_name: None,
-        },
+        Arc::new(ServiceRef::new("old".into(), "gone".into(), Some(80), None)),
     );
     assert_eq!(&*stale.attribute(&post_dnat).service.unwrap().name, "gone");
     assert_eq!(

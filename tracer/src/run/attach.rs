@@ -80,6 +80,8 @@ impl KernelFacts {
                 inventory: None,
                 conntrack: None,
                 interned: Default::default(),
+                // Set by the run once it knows whether a pcapng sink is on.
+                keep_packets: false,
             },
             notes,
         })

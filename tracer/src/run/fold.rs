@@ -107,8 +107,9 @@ struct Burst<K> {
     /// Kernel time of its last event.
     last_ns: u64,
     /// The last event folded, with `count` = events folded since the burst's first or the last
-    /// delivery; `None` when none is waiting.
-    folded: Option<Record>,
+    /// delivery; `None` when none is waiting. Boxed: most bursts never fold, and a burst
+    /// entry made per new sender stays small (a `Record` is ~550 bytes).
+    folded: Option<Box<Record>>,
     /// An event came since the last tick.
     touched: bool,
 }
@@ -172,10 +173,15 @@ impl<K: Eq> Folds<K> {
                 let gap = ts_ns.wrapping_sub(b.last_ns);
                 if ts_ns >= b.last_ns && gap < BURST_GAP_NS {
                     b.last_ns = ts_ns;
-                    let count = b.folded.as_ref().map_or(0, Record::events) + rec.events();
-                    let mut rec = rec;
-                    rec.count = Some(count);
-                    b.folded = Some(rec);
+                    let count = b.folded.as_ref().map_or(0, |r| r.events()) + rec.events();
+                    let slot = match &mut b.folded {
+                        Some(slot) => {
+                            **slot = rec;
+                            slot
+                        }
+                        None => b.folded.insert(Box::new(rec)),
+                    };
+                    slot.count = Some(count);
                     return;
                 }
                 // The burst ended: what the sender has waiting goes first, then a new burst
@@ -183,7 +189,7 @@ impl<K: Eq> Folds<K> {
                 b.last_ns = ts_ns;
                 for b in bursts.iter_mut() {
                     if let Some(r) = b.folded.take() {
-                        deliver(r);
+                        deliver(*r);
                     }
                 }
                 deliver(rec);
@@ -210,7 +216,7 @@ impl<K: Eq> Folds<K> {
         self.by_sender.retain(|_, bursts| {
             for b in bursts.iter_mut() {
                 if let Some(r) = b.folded.take() {
-                    deliver(r);
+                    deliver(*r);
                 }
             }
             let before = bursts.len();
@@ -226,7 +232,7 @@ impl<K: Eq> Folds<K> {
         for (_, bursts) in self.by_sender.drain() {
             for b in bursts {
                 if let Some(r) = b.folded {
-                    deliver(r);
+                    deliver(*r);
                 }
             }
         }
@@ -240,7 +246,7 @@ impl<K: Eq> Folds<K> {
             self.bursts -= bursts.len();
             for b in bursts {
                 if let Some(r) = b.folded {
-                    deliver(r);
+                    deliver(*r);
                 }
             }
         }

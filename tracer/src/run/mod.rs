@@ -83,6 +83,7 @@ pub fn run(args: RunArgs, object: &[u8]) -> Result<()> {
     // After attaching: loading the programs reads the kernel's BTF twice in turn (aya, ~27 MiB
     // while it parses), the daemon's memory peak; a 10,000-pod snapshot is not alive then.
     let (name_sources, names_lines) = names::prepare(&args, &plan, &mut facts.names);
+    facts.names.keep_packets = args.pcap.is_some();
     if let Some(h) = &outputs.hook_status {
         h.record(&attached.report);
     }

@@ -91,7 +91,12 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
     out.push(b'}');
 }
 
+/// A pod or node: its text is made once per name and copied whole from then on.
 fn object(out: &mut Vec<u8>, o: &ObjectRef) {
+    out.extend_from_slice(o.json(object_text));
+}
+
+fn object_text(out: &mut Vec<u8>, o: &ObjectRef) {
     match o.namespace.as_deref() {
         Some(ns) => {
             out.extend_from_slice(b"{\"namespace\":");
@@ -109,7 +114,12 @@ fn object(out: &mut Vec<u8>, o: &ObjectRef) {
     out.push(b'}');
 }
 
+/// A service: its text is made once per service port and copied whole from then on.
 fn service(out: &mut Vec<u8>, s: &ServiceRef) {
+    out.extend_from_slice(s.json(service_text));
+}
+
+fn service_text(out: &mut Vec<u8>, s: &ServiceRef) {
     out.extend_from_slice(b"{\"namespace\":");
     string(out, &s.namespace);
     out.extend_from_slice(b",\"name\":");
@@ -486,25 +496,22 @@ mod tests {
         r.tcp_state = Some(name.to_string());
         r.skb = Some(0xffff_8881_0000_0000u64 + n);
         r.lost = Some(u64::MAX - n);
-        r.names.src_pod = Some(ObjectRef {
-            workload: Some(name.into()),
-            ..obj(Some(name))
-        });
+        r.names.src_pod = Some(Arc::new(obj(Some(name)).with_workload(Some(name.into()))));
         // Every other record's destination pod has no known workload (the field is skipped).
-        r.names.dst_pod = Some(ObjectRef {
-            workload: n
-                .is_multiple_of(2)
-                .then(|| Arc::from(format!("deployment/{name}"))),
-            ..obj(None)
-        });
-        r.names.service = Some(ServiceRef {
-            namespace: name.into(),
-            name: name.into(),
-            port: n.is_multiple_of(2).then_some(443),
-            port_name: (!n.is_multiple_of(2)).then(|| Arc::from(name)),
-        });
-        r.names.src_node = Some(obj(None));
-        r.names.dst_node = Some(obj(Some(name)));
+        r.names.dst_pod = Some(Arc::new(
+            obj(None).with_workload(
+                n.is_multiple_of(2)
+                    .then(|| Arc::from(format!("deployment/{name}"))),
+            ),
+        ));
+        r.names.service = Some(Arc::new(ServiceRef::new(
+            name.into(),
+            name.into(),
+            n.is_multiple_of(2).then_some(443),
+            (!n.is_multiple_of(2)).then(|| Arc::from(name)),
+        )));
+        r.names.src_node = Some(Arc::new(obj(None)));
+        r.names.dst_node = Some(Arc::new(obj(Some(name))));
         r
     }
 
@@ -680,16 +687,16 @@ mod tests {
             skb: Some(0xffff_8881_0000_0000),
             lost: Some(1),
             names: Attribution {
-                src_pod: Some(obj()),
-                dst_pod: Some(obj()),
-                service: Some(ServiceRef {
-                    namespace: name.clone(),
-                    name: name.clone(),
-                    port: Some(443),
-                    port_name: Some(name.clone()),
-                }),
-                src_node: Some(obj()),
-                dst_node: Some(obj()),
+                src_pod: Some(Arc::new(obj())),
+                dst_pod: Some(Arc::new(obj())),
+                service: Some(Arc::new(ServiceRef::new(
+                    name.clone(),
+                    name.clone(),
+                    Some(443),
+                    Some(name.clone()),
+                ))),
+                src_node: Some(Arc::new(obj())),
+                dst_node: Some(Arc::new(obj())),
             },
             node: Some(name.clone()),
             packet: Some(crate::event::Captured {

@@ -461,7 +461,7 @@ mod tests {
         r.device.ifname = Some(device.into());
         r.device.netns = Some(4026532178);
         r.drop.reason = Some("PKT_TOO_BIG".into());
-        r.names.src_pod = ns.map(|n| ObjectRef::new(Some(n.into()), "p".into()));
+        r.names.src_pod = ns.map(|n| ObjectRef::new(Some(n.into()), "p".into()).into());
         r
     }
 

@@ -269,7 +269,7 @@ pub fn comment(rec: &Record, device: &str) -> String {
             let _ = write!(c, " vni {vni}");
         }
     }
-    if let Some(p) = pair(rec.names.src_pod.as_ref(), rec.names.dst_pod.as_ref()) {
+    if let Some(p) = pair(rec.names.src_pod.as_deref(), rec.names.dst_pod.as_deref()) {
         let _ = write!(c, "; pods: {p}");
     }
     if let Some(s) = &rec.names.service {
@@ -278,7 +278,7 @@ pub fn comment(rec: &Record, device: &str) -> String {
             let _ = write!(c, ":{port}");
         }
     }
-    if let Some(n) = pair(rec.names.src_node.as_ref(), rec.names.dst_node.as_ref()) {
+    if let Some(n) = pair(rec.names.src_node.as_deref(), rec.names.dst_node.as_deref()) {
         let _ = write!(c, "; nodes: {n}");
     }
     c
@@ -361,6 +361,7 @@ mod tests {
     use super::*;
     use crate::event::{Captured, Matched, ServiceRef};
     use pcap_file::pcapng::{Block, PcapNgReader};
+    use std::sync::Arc;
 
     /// A 1550-byte VXLAN packet as the kernel captures it (176 bytes): outer IPv4, UDP 4789,
     /// VXLAN, inner Ethernet, inner IPv4, TCP, then payload bytes 0xAB.
@@ -385,8 +386,8 @@ mod tests {
         outer
     }
 
-    fn named(ns: Option<&str>, name: &str) -> Option<ObjectRef> {
-        Some(ObjectRef::new(ns.map(Into::into), name.into()))
+    fn named(ns: Option<&str>, name: &str) -> Option<Arc<ObjectRef>> {
+        Some(Arc::new(ObjectRef::new(ns.map(Into::into), name.into())))
     }
 
     fn drop_record() -> Record {
@@ -409,12 +410,12 @@ mod tests {
         });
         r.names.src_pod = named(Some("shop"), "order-api-7d9f8");
         r.names.dst_pod = named(Some("cache"), "storage-0");
-        r.names.service = Some(ServiceRef {
-            namespace: "cache".into(),
-            name: "storage".into(),
-            port: Some(8080),
-            port_name: None,
-        });
+        r.names.service = Some(Arc::new(ServiceRef::new(
+            "cache".into(),
+            "storage".into(),
+            Some(8080),
+            None,
+        )));
         r.names.src_node = named(None, "worker-116");
         r.names.dst_node = named(None, "worker-208");
         r

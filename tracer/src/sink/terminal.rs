@@ -501,7 +501,8 @@ fn names_text(rec: &Record) -> Option<String> {
     if !rec.has_names() {
         return None;
     }
-    let end = |pod: &Option<crate::event::ObjectRef>, node: &Option<crate::event::ObjectRef>| {
+    type Name = Option<std::sync::Arc<crate::event::ObjectRef>>;
+    let end = |pod: &Name, node: &Name| {
         let pod = pod.as_ref().map(|p| match &p.namespace {
             Some(ns) => format!("{ns}/{}", p.name),
             None => p.name.to_string(),
@@ -1065,20 +1066,20 @@ mod tests {
         let obj = |ns: Option<&str>, name: &str| ObjectRef::new(ns.map(Into::into), name.into());
         let mut rec = Record::new(Kind::Drop, "tp_btf/kfree_skb", T0);
         assert_eq!(names_text(&rec), None);
-        rec.names.src_pod = Some(obj(Some("shop"), "order-api"));
-        rec.names.src_node = Some(obj(None, "worker-116"));
-        rec.names.service = Some(ServiceRef {
-            namespace: "cache".into(),
-            name: "storage".into(),
-            port: Some(6379),
-            port_name: Some("redis".into()),
-        });
+        rec.names.src_pod = Some(Arc::new(obj(Some("shop"), "order-api")));
+        rec.names.src_node = Some(Arc::new(obj(None, "worker-116")));
+        rec.names.service = Some(Arc::new(ServiceRef::new(
+            "cache".into(),
+            "storage".into(),
+            Some(6379),
+            Some("redis".into()),
+        )));
         assert_eq!(
             names_text(&rec).as_deref(),
             Some("shop/order-api@worker-116 → svc cache/storage:6379")
         );
-        rec.names.dst_pod = Some(obj(Some("cache"), "storage-0"));
-        rec.names.dst_node = Some(obj(None, "worker-208"));
+        rec.names.dst_pod = Some(Arc::new(obj(Some("cache"), "storage-0")));
+        rec.names.dst_node = Some(Arc::new(obj(None, "worker-208")));
         assert_eq!(
             names_text(&rec).as_deref(),
             Some("shop/order-api@worker-116 → svc cache/storage:6379 → cache/storage-0@worker-208")

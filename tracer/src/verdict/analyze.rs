@@ -4,6 +4,7 @@
 //! `texts.rs` words it.
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 // FxHash: these maps are looked up several times per event (SipHash was 8% of the pipeline).
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -156,11 +157,12 @@ struct SiteAcc {
 
 #[derive(Clone, Debug, Default)]
 struct ConnAcc {
-    src_pod: Option<ObjectRef>,
-    dst_pod: Option<ObjectRef>,
-    service: Option<ServiceRef>,
-    src_node: Option<String>,
-    dst_node: Option<String>,
+    // Shared with the records (a connection's names are taken from its first event).
+    src_pod: Option<Arc<ObjectRef>>,
+    dst_pod: Option<Arc<ObjectRef>>,
+    service: Option<Arc<ServiceRef>>,
+    src_node: Option<Arc<str>>,
+    dst_node: Option<Arc<str>>,
     /// Overlay and outer endpoints, from any encapsulated event of the connection.
     overlay: Option<(Encap, bool)>,
     outer_src: Option<IpAddr>,
@@ -523,10 +525,10 @@ impl Analyzer {
             c.service = o.names.service.as_ref().cloned();
         }
         if c.src_node.is_none() {
-            c.src_node = o.names.src_node.as_ref().map(|n| n.name.to_string());
+            c.src_node = o.names.src_node.as_ref().map(|n| n.name.clone());
         }
         if c.dst_node.is_none() {
-            c.dst_node = o.names.dst_node.as_ref().map(|n| n.name.to_string());
+            c.dst_node = o.names.dst_node.as_ref().map(|n| n.name.clone());
         }
         if let Some(outer) = o.flow.outer.as_ref() {
             c.overlay = Some((outer.encap, outer.src.is_ipv6()));
@@ -1029,11 +1031,13 @@ fn path_of(c: &ConnAcc) -> PathRef {
     PathRef {
         src_node: c
             .src_node
-            .clone()
+            .as_deref()
+            .map(String::from)
             .or_else(|| c.outer_src.map(|a| a.to_string())),
         dst_node: c
             .dst_node
-            .clone()
+            .as_deref()
+            .map(String::from)
             .or_else(|| c.outer_dst.map(|a| a.to_string())),
         overlay,
         overhead,

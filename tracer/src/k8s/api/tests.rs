@@ -43,7 +43,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn pod_name(inv: &Inventory, addr: &str) -> Option<String> {
-    inv.pods_by_ip.get(&ip(addr)).map(|p| match &p.pod {
+    inv.pods_by_ip.get(&ip(addr)).map(|p| match &*p.pod {
         ObjectRef {
             namespace: Some(ns),
             name,

@@ -366,7 +366,10 @@ fn a_node_tree_gives_local_pods_node_addresses_and_the_cni() {
     let d = discover(&HostRoot::new(&f.0), &[]);
     let pod = |s: &str| d.inventory.pods_by_ip.get(&ip(s)).cloned();
     let order_api = Some(PodInfo {
-        pod: ObjectRef::new(Some("shop".into()), "order-api-7d9f8".into()),
+        pod: std::sync::Arc::new(ObjectRef::new(
+            Some("shop".into()),
+            "order-api-7d9f8".into(),
+        )),
         node: Some("worker-116".into()),
     });
     assert_eq!(pod("10.212.1.2"), order_api);
@@ -532,6 +535,9 @@ fn flannel_host_gw_routes_of_a_real_namespace_become_pod_cidrs() {
         dst: Some(ip("10.244.2.77")),
         ..Default::default()
     });
-    assert_eq!(attr.dst_node.map(|n| n.name).as_deref(), Some("10.168.0.4"));
+    assert_eq!(
+        attr.dst_node.map(|n| n.name.clone()).as_deref(),
+        Some("10.168.0.4")
+    );
     assert_eq!(attr.dst_pod, None);
 }
