@@ -14,7 +14,7 @@ pub mod node;
 pub mod probe;
 pub mod start;
 
-pub use names::{Attribution, ObjectRef, ServiceRef};
+pub use names::{Attribution, Cache, ObjectRef, ServiceRef};
 pub use node::set as set_node;
 
 use std::borrow::Cow;

@@ -84,15 +84,14 @@ impl ServiceRef {
 
 /// A name's JSON text, made the first time the event log writes it: a name is shared by every
 /// record about its object (`Arc`), so its strings need not be escaped and appended one by
-/// one for each event (issue 18). Not part of the value: equal and hashed as nothing, and a
-/// clone starts empty (its fields may then change). The fields of a name must not change
-/// once it has been written (names are shared behind `Arc`, which keeps them so).
-#[derive(Default)]
-struct JsonText(OnceLock<Box<[u8]>>);
+/// one for each event (issue 18). The fields of a name must not change once it has been
+/// written (names are shared behind `Arc`, which keeps them so).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct JsonText(Cache<OnceLock<Box<[u8]>>>);
 
 impl JsonText {
     fn get_or_make(&self, make: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
-        self.0.get_or_init(|| {
+        self.0 .0.get_or_init(|| {
             let mut text = Vec::new();
             make(&mut text);
             text.into_boxed_slice()
@@ -100,27 +99,32 @@ impl JsonText {
     }
 }
 
-impl Clone for JsonText {
+/// What a value keeps only to go faster, not part of the value: equal and hashed as nothing,
+/// and a clone starts empty (the clone's fields may then change).
+#[derive(Default)]
+pub struct Cache<T: Default>(pub T);
+
+impl<T: Default> Clone for Cache<T> {
     fn clone(&self) -> Self {
-        JsonText::default()
+        Cache::default()
     }
 }
 
-impl PartialEq for JsonText {
+impl<T: Default> PartialEq for Cache<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for JsonText {}
+impl<T: Default> Eq for Cache<T> {}
 
-impl std::hash::Hash for JsonText {
+impl<T: Default> std::hash::Hash for Cache<T> {
     fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
-impl std::fmt::Debug for JsonText {
+impl<T: Default> std::fmt::Debug for Cache<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JsonText")
+        f.write_str("Cache")
     }
 }
 

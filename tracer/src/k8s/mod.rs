@@ -16,6 +16,7 @@ use std::{cell::RefCell, collections::HashSet, fmt, net::IpAddr, str::FromStr, s
 use rustc_hash::FxHashMap;
 
 // The names a record carries are part of the event model; re-exported for the sources here.
+use crate::event::Cache;
 pub use crate::event::{Attribution, ObjectRef, ServiceRef};
 
 /// A pod: its name and the node it runs on.
@@ -50,11 +51,10 @@ pub struct Inventory {
 }
 
 /// A node's [`ObjectRef`] made once per name and shared by every record that names the node:
-/// a fresh one per event would be an allocation per node side. Only a cache: it is keyed by
-/// the name alone (a node's reference has nothing else), never stale, not part of equality,
-/// and a clone starts empty.
-#[derive(Default)]
-pub struct NodeRefs(RefCell<FxHashMap<Arc<str>, Arc<ObjectRef>>>);
+/// a fresh one per event would be an allocation per node side. Keyed by the name alone (a
+/// node's reference has nothing else), so never stale; not part of the inventory's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRefs(Cache<RefCell<FxHashMap<Arc<str>, Arc<ObjectRef>>>>);
 
 /// Entries kept before the cache starts over: a name from an address (no API) is one per
 /// address seen, which nothing bounds.
@@ -62,7 +62,7 @@ const MAX_NODE_REFS: usize = 4096;
 
 impl NodeRefs {
     fn get(&self, name: Arc<str>) -> Arc<ObjectRef> {
-        let mut refs = self.0.borrow_mut();
+        let mut refs = self.0 .0.borrow_mut();
         if let Some(r) = refs.get(&name) {
             return r.clone();
         }
@@ -72,26 +72,6 @@ impl NodeRefs {
         let r = Arc::new(ObjectRef::new(None, name.clone()));
         refs.insert(name, r.clone());
         r
-    }
-}
-
-impl Clone for NodeRefs {
-    fn clone(&self) -> Self {
-        NodeRefs::default()
-    }
-}
-
-impl PartialEq for NodeRefs {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for NodeRefs {}
-
-impl fmt::Debug for NodeRefs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeRefs({} cached)", self.0.borrow().len())
     }
 }
 

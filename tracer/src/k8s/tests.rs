@@ -54,13 +54,18 @@ fn node(name: &str) -> Option<Arc<ObjectRef>> {
     Some(Arc::new(ObjectRef::new(None, name.into())))
 }
 
-fn checkout_http() -> Option<Arc<ServiceRef>> {
+/// A service of the fixture's `shop` namespace, by its port 80 named `http`.
+fn shop_http(name: &str) -> Option<Arc<ServiceRef>> {
     Some(Arc::new(ServiceRef::new(
         "shop".into(),
-        "checkout".into(),
+        name.into(),
         Some(80),
         Some("http".into()),
     )))
+}
+
+fn checkout_http() -> Option<Arc<ServiceRef>> {
+    shop_http("checkout")
 }
 
 const FRONTEND: &str = "frontend-7c9d8f6b5-x2x9k";
@@ -155,12 +160,7 @@ fn reply_names_the_service_from_the_source() {
 }
 
 fn frontend_http() -> Option<Arc<ServiceRef>> {
-    Some(Arc::new(ServiceRef::new(
-        "shop".into(),
-        "frontend".into(),
-        Some(80),
-        Some("http".into()),
-    )))
+    shop_http("frontend")
 }
 
 #[test]
