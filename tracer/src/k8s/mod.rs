@@ -16,8 +16,9 @@ use std::{cell::RefCell, collections::HashSet, fmt, net::IpAddr, str::FromStr, s
 use rustc_hash::FxHashMap;
 
 // The names a record carries are part of the event model; re-exported for the sources here.
-use crate::event::Cache;
 pub use crate::event::{Attribution, ObjectRef, ServiceRef};
+
+use crate::event::Cache;
 
 /// A pod: its name and the node it runs on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
