@@ -61,6 +61,7 @@ pub struct ServiceRef {
 }
 
 impl ServiceRef {
+    /// A service, by the port a packet used when it is known.
     pub fn new(
         namespace: Arc<str>,
         name: Arc<str>,

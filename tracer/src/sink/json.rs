@@ -526,6 +526,33 @@ mod tests {
     }
 
     #[test]
+    fn a_names_kept_text_serves_every_record_and_a_changed_clone_gets_its_own() {
+        // One pod shared by records that differ elsewhere: its text is made by the first
+        // write and copied by the next ones, which must still read as serde writes them.
+        let pod = Arc::new(
+            ObjectRef::new(Some("shop".into()), "order-api".into())
+                .with_workload(Some("deployment/order-api".into())),
+        );
+        let mut a = full("a", false, 0);
+        let mut b = full("b\"quoted\"", true, 1);
+        a.names.src_pod = Some(pod.clone());
+        b.names.dst_node = Some(pod.clone());
+        for rec in [&a, &b, &a] {
+            assert_eq!(fast_line(rec), serde_line(rec));
+        }
+        // A clone changed after the original was written must not carry the original's text.
+        let moved = Arc::new(
+            (*pod)
+                .clone()
+                .with_workload(Some("statefulset/order-api".into())),
+        );
+        a.names.src_pod = Some(moved);
+        let line = fast_line(&a);
+        assert_eq!(line, serde_line(&a));
+        assert!(line.contains("statefulset/order-api"), "{line}");
+    }
+
+    #[test]
     fn nothing_set_matches_serde() {
         for &kind in Kind::ALL {
             let rec = Record::new(kind, "ringbuf", 0);
